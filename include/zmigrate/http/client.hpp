@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// The HTTP seam. CurlHttpClient (libcurl) is the only code that speaks HTTP; tests use
+// tests/fakes/fake_http.hpp, which records every request and replays canned responses.
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace zmigrate::http {
+
+struct Request {
+  std::string method = "GET"; // GET, PUT, POST, DELETE
+  std::string url;            // absolute: http://vmapi.example/vms/<uuid>
+  std::map<std::string, std::string> headers;
+  std::optional<std::string> body; // JSON text when present
+  // Idempotent requests are retried on connection errors and 5xx; others are tried once.
+  bool idempotent = true;
+};
+
+struct Response {
+  long status = 0;
+  std::map<std::string, std::string> headers; // lower-case names
+  std::string body;
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds request_timeout{30000};
+  int max_attempts = 4;                          // for idempotent requests
+  std::chrono::milliseconds initial_backoff{200}; // doubled per attempt, jittered
+  bool verify_tls = true;
+  std::string ca_file; // optional CA bundle for https
+};
+
+class Client {
+public:
+  virtual ~Client() = default;
+  // Perform `request`. Returns the final response for every HTTP status (4xx/5xx included, after
+  // retries for idempotent 5xx). Throws TransientError(ExitCode::inventory) when no response
+  // could be had (DNS, refused, timeout, reset) after the retries.
+  virtual Response perform(const Request& request) = 0;
+};
+
+} // namespace zmigrate::http

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// Plain data persisted by the state store. Compatible with Triton's migration record model
+// (phase/state, num_sync_phases, progress_history); see docs and ../shared/reference/triton.md §1.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace zmigrate::state {
+
+// Phases and states use Triton's spelling (strings in the store and in JSON output).
+enum class Phase { begin, sync, switch_, abort, rollback, finalize };
+enum class State { running, paused, failed, successful };
+
+std::string to_string(Phase p); // "begin", "sync", "switch", ...
+std::string to_string(State s);
+Phase phase_from_string(const std::string& s); // throws Error(ExitCode::state) on unknown text
+State state_from_string(const std::string& s);
+
+// One run of a phase (Triton's progress_history entry).
+struct PhaseRun {
+  std::int64_t id = 0;
+  Phase phase = Phase::begin;
+  State state = State::running;
+  std::string message;
+  std::string error;
+  std::string started;  // ISO 8601
+  std::string finished; // "" while running
+  std::uint64_t current_progress = 0; // bytes during sync, else percent-like
+  std::uint64_t total_progress = 100;
+  nlohmann::json details = nlohmann::json::object(); // bytes, rate, downtime breakdown, ...
+};
+
+struct Migration {
+  std::string id; // uuid v4
+  std::string vm_uuid;
+  std::string source_server_uuid;
+  std::string target_server_uuid;
+  Phase phase = Phase::begin;
+  State state = State::running;
+  bool automatic = false;
+  bool archived = false; // finished (finalized/aborted/rolled back): kept for audit
+  int num_sync_phases = 0;
+  std::string created;
+  std::string finished;
+  std::string error;
+  // Everything the engine needs to remember about the instance and the plan: the VM as it was at
+  // begin (raw VMAPI JSON), original state/autoboot, bhyve quota details, reserved NICs, ...
+  nlohmann::json data = nlohmann::json::object();
+  std::vector<PhaseRun> history;
+};
+
+// Journal: one row per step, written before (state running) and after (ok/failed) it runs.
+struct Step {
+  std::int64_t id = 0;
+  std::string migration_id;
+  std::int64_t phase_run_id = 0;
+  std::string name; // e.g. "switch.stop_source"
+  std::string status; // running, ok, failed, skipped
+  std::string started;
+  std::string finished;
+  nlohmann::json details = nlohmann::json::object();
+};
+
+// Ledger of artefacts made outside the head node, so a later command can remove leftovers.
+struct Artefact {
+  std::int64_t id = 0;
+  std::string migration_id;
+  std::string kind;   // ephemeral_key, authorized_key, known_hosts, snapshot, hold, ip_reservation,
+                      // target_dataset, zone_config
+  std::string host;   // server uuid (or "napi")
+  std::string name;   // dataset/snapshot name, key path, "network_uuid/ip", ...
+  nlohmann::json details = nlohmann::json::object();
+  std::string created;
+  std::string removed; // "" while it exists
+};
+
+// Live byte progress for `watch` (one row per migration, overwritten at most every second).
+struct Progress {
+  std::string migration_id;
+  Phase phase = Phase::sync;
+  State state = State::running;
+  std::uint64_t current = 0;
+  std::uint64_t total = 0;
+  bool total_approximate = false;
+  double bytes_per_second = 0;
+  std::int64_t eta_ms = -1;
+  std::string message;
+  std::string updated;
+};
+
+// Lease: one operation per migration at a time.
+struct Lease {
+  std::string migration_id;
+  int pid = 0;
+  std::string host;
+  std::string operation; // sync, switch, ...
+  std::string heartbeat; // ISO 8601
+};
+
+void to_json(nlohmann::json& j, const PhaseRun& r);
+void to_json(nlohmann::json& j, const Migration& m);
+void to_json(nlohmann::json& j, const Step& s);
+void to_json(nlohmann::json& j, const Artefact& a);
+void to_json(nlohmann::json& j, const Progress& p);
+
+} // namespace zmigrate::state

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// The state seam. SqliteStateStore (WAL, versioned schema) is the only code that speaks SQL.
+// Every write is its own transaction unless noted; a crash between calls loses nothing already
+// returned from a call.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmigrate/state/records.hpp>
+
+namespace zmigrate::state {
+
+struct ListFilter {
+  std::optional<State> state;
+  std::string server_uuid; // source or target
+  bool include_archived = false;
+};
+
+class StateStore {
+public:
+  virtual ~StateStore() = default;
+
+  // --- migrations ---
+  virtual void insert_migration(const Migration& m) = 0;
+  // Update every scalar field and `data` of `m` (not history).
+  virtual void update_migration(const Migration& m) = 0;
+  virtual std::optional<Migration> find_migration(const std::string& id) = 0;
+  // The active (not archived) migration of `vm_uuid`, if any.
+  virtual std::optional<Migration> find_active_for_vm(const std::string& vm_uuid) = 0;
+  // The newest migration of `vm_uuid`, archived or not.
+  virtual std::optional<Migration> find_latest_for_vm(const std::string& vm_uuid) = 0;
+  // Newest first.
+  virtual std::vector<Migration> list_migrations(const ListFilter& filter) = 0;
+
+  // --- phase runs (progress_history) ---
+  virtual std::int64_t add_phase_run(const std::string& migration_id, const PhaseRun& r) = 0;
+  virtual void update_phase_run(const std::string& migration_id, const PhaseRun& r) = 0;
+
+  // --- journal ---
+  virtual std::int64_t begin_step(const Step& s) = 0; // status "running"
+  virtual void end_step(std::int64_t step_id, const std::string& status,
+                        const nlohmann::json& details) = 0;
+  virtual std::vector<Step> steps(const std::string& migration_id) = 0;
+  // The last step named `name` in `phase_run_id` with status ok, if any.
+  virtual std::optional<Step> completed_step(std::int64_t phase_run_id,
+                                             const std::string& name) = 0;
+
+  // --- ledger ---
+  virtual std::int64_t record_artefact(const Artefact& a) = 0;
+  virtual void mark_artefact_removed(std::int64_t id) = 0;
+  virtual std::vector<Artefact> live_artefacts(const std::string& migration_id) = 0;
+  // Live artefacts of every migration (for leftover cleanup after a crash).
+  virtual std::vector<Artefact> all_live_artefacts(const std::string& kind) = 0;
+
+  // --- progress ---
+  virtual void put_progress(const Progress& p) = 0;
+  virtual std::optional<Progress> get_progress(const std::string& migration_id) = 0;
+
+  // --- leases ---
+  // Take the lease for `lease.migration_id` in one transaction. Succeeds when free, held by
+  // this pid on this host, or held by a process that is gone (same host, pid not alive) or whose
+  // heartbeat is older than `stale_after_s`. Returns the current holder when refused.
+  virtual std::optional<Lease> try_acquire_lease(const Lease& lease, int stale_after_s) = 0;
+  virtual void heartbeat(const std::string& migration_id, int pid) = 0;
+  virtual void release_lease(const std::string& migration_id, int pid) = 0;
+};
+
+} // namespace zmigrate::state
