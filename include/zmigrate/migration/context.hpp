@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// Everything a migration command works with, as interfaces. Only main.cpp/cli build the real
+// adapters; unit tests pass fakes (tests/fakes/).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <zmigrate/inventory/inventory.hpp>
+#include <zmigrate/remote/runner.hpp>
+#include <zmigrate/state/store.hpp>
+#include <zmigrate/util/clock.hpp>
+#include <zmigrate/util/log.hpp>
+
+namespace zmigrate::migration {
+
+// Gives one Runner per compute node per zmigrate command (one SSH session, reused).
+class NodeAccess {
+public:
+  virtual ~NodeAccess() = default;
+  // The runner for `server` (connects lazily). The reference stays valid for the command.
+  virtual remote::Runner& runner_for(const inventory::Server& server) = 0;
+};
+
+// Where domain code reports what it is doing; cli/ renders it (sdc-migrate style, or JSON).
+class Reporter {
+public:
+  virtual ~Reporter() = default;
+  // "# Migration begin running" style header for a phase.
+  virtual void phase_started(const std::string& phase, const std::string& detail) = 0;
+  // " - syncing data" style step line.
+  virtual void step(const std::string& message) = 0;
+  // Byte progress of a transfer; called at most about once a second.
+  virtual void progress(const state::Progress& p) = 0;
+  // Free-form information (warnings the operator should see, e.g. capability fallbacks).
+  virtual void note(const std::string& message) = 0;
+};
+
+class NullReporter final : public Reporter {
+public:
+  void phase_started(const std::string&, const std::string&) override {}
+  void step(const std::string&) override {}
+  void progress(const state::Progress&) override {}
+  void note(const std::string&) override {}
+};
+
+// Tunables the engine needs (from Config / flags).
+struct Settings {
+  double rate_bytes_per_s = 20.0 * 1000 * 1000; // estimate default (mig-estimator: 20 MB/s)
+  std::uint64_t converge_bytes = 64ULL << 20;   // migrate: switch once a delta is below this
+  int max_syncs = 6;                            // migrate: incremental syncs before switching
+  std::string state_dir;
+  std::string log_dir;
+  std::string zfs_path = "/usr/sbin/zfs";       // on the compute nodes
+  bool allow_older_platform = false;
+};
+
+struct Context {
+  inventory::Inventory& inventory;
+  NodeAccess& nodes;
+  state::StateStore& store;
+  Clock& clock;
+  Logger& log;
+  Reporter& reporter;
+  Settings settings;
+};
+
+} // namespace zmigrate::migration
