@@ -1,42 +1,61 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
 // The single choke point for remote commands. A command is a pipeline of argvs; every token is
-// validated and single-quoted by quote() and never concatenated into a shell by anyone else.
+// single-quoted by quote() and no one else ever concatenates text into a shell line. Runners get
+// the shell text only from render(); logs get it only from render_for_log().
 
+#include <cstddef>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace zmigrate::remote {
 
 using Argv = std::vector<std::string>;
 
-// One remote command: stages joined by '|'. Optional redirections take validated paths.
+// One remote command: stages joined by " | ", optional redirections. The exit status of a
+// pipeline is the status of its last stage (POSIX sh has no portable pipefail).
 struct Command {
   std::vector<Argv> pipeline;
-  std::string stdin_path;   // "< path" when non-empty
-  std::string stdout_path;  // "> path" when non-empty
-  bool stderr_to_stdout_last = false; // "2>&1" on the last stage
-  // Indices of tokens (stage, index) to print as "<redacted>" in logs (key material).
+  std::string stdin_path;             // "< path" on the first stage when non-empty; absolute
+  std::string stdout_path;            // "> path" on the last stage when non-empty; absolute
+  bool stderr_to_stdout_last = false; // "2>&1" on the last stage (after any "> path")
+  // Tokens (stage, index) shown as <redacted> by render_for_log() (key material, secrets).
   std::vector<std::pair<std::size_t, std::size_t>> redact;
 
   Command() = default;
   Command(Argv argv) { pipeline.push_back(std::move(argv)); } // NOLINT: implicit on purpose
+  // Append a stage: `Command{{"zfs", "send", snap}}.pipe({"pv", "-n"})`.
   Command& pipe(Argv argv) {
     pipeline.push_back(std::move(argv));
     return *this;
   }
+  // Mark token `index` of stage `stage` as secret for logs.
+  Command& redact_token(std::size_t stage, std::size_t index) {
+    redact.emplace_back(stage, index);
+    return *this;
+  }
 };
 
-// POSIX-shell single-quote `token`. Throws UsageError when the token holds a NUL byte or is
-// not valid to pass (empty tokens are allowed and become '').
+// POSIX-shell quoting of one token. Tokens made only of [A-Za-z0-9_@%+=:,./-] come back as they
+// are (readable logs); anything else, including "", is wrapped in single quotes with each ' written
+// as '\''. The result always stands for exactly `token` as one word. Throws UsageError when
+// `token` holds a NUL byte (it cannot be passed through argv).
 std::string quote(std::string_view token);
 
-// The shell text for `cmd`, built only from quote()d tokens. Throws UsageError on an empty
-// pipeline or an empty argv.
+// The shell text for `cmd`: quote()d tokens, stages joined by " | ", quoted redirections.
+// A first token that the shell would read as a reserved word or an assignment ("if", "!",
+// "A=b") is quoted so it stays a command name. Throws UsageError on an empty pipeline, an empty
+// argv, a NUL byte, a relative redirection path or a redact index out of range.
 std::string render(const Command& cmd);
 
-// The argv as it goes into the log: redacted tokens replaced.
+// render(cmd) with each redacted token replaced by <redacted>; for logs and error messages.
+// Throws like render().
 std::string render_for_log(const Command& cmd);
+
+// The first `count` tokens of the first stage, redacted and quoted, joined by spaces
+// ("zfs send"); a short name for the command in error messages. Never throws on empty commands.
+std::string command_summary(const Command& cmd, std::size_t count = 2);
 
 } // namespace zmigrate::remote

@@ -1,38 +1,46 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
-// The remote-execution seam. SshRunner (libssh, one session per host per zmigrate command) and
-// LocalRunner (fork/exec via /bin/sh -c render(cmd)) implement it; FakeRunner records argv.
-// Every implementation logs host, argv (redacted), duration and exit status for every command.
+// The remote-execution seam. SshRunner (libssh, one session per host, reused) and LocalRunner
+// (fork/exec of /bin/sh -c render(cmd)) implement it; tests/fakes/fake_runner.hpp records argv.
+// Every implementation logs one line per command: host, argv (redacted), exit status, duration
+// and byte counts; never stdin data.
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
-#include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 
 #include <zmigrate/remote/command.hpp>
+#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::remote {
 
 struct Result {
-  int exit_status = -1; // -1 when killed by a signal or when no status came back
-  std::string out;
-  std::string err;
+  int exit_status = -1; // -1 when killed by a signal, timed out, or no status came back
+  std::string out;      // stdout; empty when RunOptions::on_stdout was set
+  std::string err;      // stderr (always captured; only the last k_max_err_bytes are kept)
   std::chrono::milliseconds duration{0};
+  std::uint64_t bytes_out = 0; // stdout bytes received, streamed or not
+  std::uint64_t bytes_err = 0; // stderr bytes received
+  bool timed_out = false;      // RunOptions::timeout expired; the command was killed
   bool ok() const { return exit_status == 0; }
 };
 
+// Result::err keeps at most this many bytes (the tail: the last lines say why).
+inline constexpr std::size_t k_max_err_bytes = 1024 * 1024;
+
 struct RunOptions {
-  // Data written to the command's stdin, then EOF. Empty = no stdin (EOF at once).
+  // Data written to the command's stdin, then EOF. Empty = no stdin (EOF at once). Never logged.
   std::string stdin_data;
-  // 0 = no limit. On expiry the channel is closed and the command counted as failed (-1) with
-  // err "timed out after N s".
+  // 0 = no limit. On expiry the command is killed (local: its process group; ssh: the channel is
+  // closed), exit_status is -1, timed_out is true and err ends with "timed out after N s".
   std::chrono::milliseconds timeout{0};
-  // Called for each complete line of stderr as it arrives (progress counters like `pv -n`).
+  // Called for each complete line of stderr (without the '\n') as it arrives, and once for a
+  // final unterminated line (progress counters like `pv -n`).
   std::function<void(std::string_view line)> on_stderr_line;
-  // Called with each chunk of stdout as it arrives; when set, Result::out stays empty
-  // (streams never pass through memory whole).
+  // Called with each chunk of stdout as it arrives; when set, Result::out stays empty (streams
+  // never pass through memory whole). An exception thrown here ends the command and propagates.
   std::function<void(std::string_view chunk)> on_stdout;
 };
 
@@ -41,13 +49,17 @@ public:
   virtual ~Runner() = default;
   // Name for messages and logs: the CN hostname (or address).
   virtual const std::string& host() const = 0;
-  // Run `cmd`, wait, and return its result. A non-zero exit is a value, not an exception.
-  // Throws Error(ExitCode::remote, ...) when the transport fails (connect, auth, host key, lost
-  // session); the message names the host and what to check.
+  // Run `cmd`, wait, and return its result. A non-zero exit (or a timeout) is a value, not an
+  // exception. Throws UsageError when `cmd` cannot be rendered, Error(ExitCode::remote, ...) when
+  // the transport fails (connect, auth, host key, lost session); the message names the host and
+  // what to check.
   virtual Result run(const Command& cmd, const RunOptions& options = {}) = 0;
 };
 
-// Run and throw Error(code, "<host>: <argv[0..1]>", stderr) unless the exit status is 0.
-Result run_checked(Runner& runner, const Command& cmd, const RunOptions& options = {});
+// Run `cmd` and return its result when the exit status is 0. Otherwise throws
+// Error(`code`, "<host>: <argv[0]> <argv[1]>", "exit status N: <trimmed stderr>") (or
+// "timed out after N s"). Transport errors propagate from run() unchanged.
+Result run_checked(Runner& runner, const Command& cmd, const RunOptions& options = {},
+                   ExitCode code = ExitCode::failure);
 
 } // namespace zmigrate::remote
