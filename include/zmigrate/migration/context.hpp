@@ -54,6 +54,10 @@ struct Settings {
   std::string log_dir;
   std::string zfs_path = "/usr/sbin/zfs";       // on the compute nodes
   bool allow_older_platform = false;
+  // Test-only fault hook (ZMIGRATE_FAULT_STEP): SIGKILL this process just before this journal step.
+  std::string fault_step;
+  // This host's name, for leases.
+  std::string hostname;
 };
 
 struct Context {

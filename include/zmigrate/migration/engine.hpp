@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// The migration engine: begin, sync, switch, rollback, abort, finalize and migrate. Each
+// function reads as a list of named, journaled steps over the Context's interfaces; all
+// decisions (placement, what to send, which phase comes next) are pure functions in plan.hpp.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/state/records.hpp>
+
+namespace zmigrate::migration {
+
+struct BeginOptions {
+  std::string vm_uuid;
+  std::string target; // CN UUID or hostname; "" = placement
+  bool dry_run = false;
+  bool force_core = false;
+  bool automatic = false;
+};
+
+struct BeginResult {
+  state::Migration migration; // not persisted when dry_run
+  inventory::Server source;
+  inventory::Server target;
+  bool dry_run = false;
+  nlohmann::json plan; // what begin did or would do
+};
+
+struct DatasetTransfer {
+  std::string dataset;
+  std::string kind; // full, incremental, resume, clone, none
+  std::string from; // incremental source snapshot, "" for full
+  std::string to;   // snapshot sent
+  std::uint64_t estimated_bytes = 0;
+  bool estimate_exact = false;
+  std::uint64_t bytes = 0;
+  std::chrono::milliseconds duration{0};
+};
+
+struct SyncResult {
+  state::Migration migration;
+  int sync_number = 0; // num_sync_phases after this sync
+  std::string snapshot;
+  std::vector<DatasetTransfer> transfers;
+  std::uint64_t bytes = 0;
+  std::chrono::milliseconds duration{0};
+  double rate_bytes_per_s = 0;
+};
+
+struct TimedStep {
+  std::string name;
+  std::chrono::milliseconds duration{0};
+};
+
+struct SwitchResult {
+  state::Migration migration;
+  bool was_running = false;
+  std::chrono::milliseconds downtime{0}; // source stopped → target running (or config moved)
+  std::vector<TimedStep> downtime_steps;
+  std::vector<TimedStep> steps;
+  std::uint64_t final_bytes = 0;
+};
+
+struct RollbackResult {
+  state::Migration migration;
+  bool kept_changes = false;
+  std::uint64_t bytes = 0;
+  std::chrono::milliseconds downtime{0};
+};
+
+struct MigrateOptions {
+  BeginOptions begin;
+  int max_syncs = 6;
+  std::uint64_t converge_bytes = 64ULL << 20;
+  bool finalize = false;
+};
+
+struct MigrateResult {
+  BeginResult begin;
+  std::vector<SyncResult> syncs;
+  std::optional<SwitchResult> switched;
+  bool finalized = false;
+};
+
+BeginResult begin(Context& ctx, const BeginOptions& options);
+SyncResult sync(Context& ctx, const std::string& vm_uuid);
+SwitchResult switch_over(Context& ctx, const std::string& vm_uuid);
+RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes);
+state::Migration abort(Context& ctx, const std::string& vm_uuid);
+state::Migration finalize(Context& ctx, const std::string& vm_uuid);
+MigrateResult migrate(Context& ctx, const MigrateOptions& options);
+
+// The active migration of `vm_uuid`, or NotFoundError telling how to start one.
+state::Migration load_active(Context& ctx, const std::string& vm_uuid);
+
+} // namespace zmigrate::migration

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// What the engine does on one compute node, as typed operations: SmartOS instance management
+// (vmadm, zonecfg, zoneadm, imgadm) and the ZFS operations of zfs::ZfsNode. Every command goes
+// through the node's remote::Runner (the choke point).
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <zmigrate/inventory/types.hpp>
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/zfs/capabilities.hpp>
+
+namespace zmigrate::zfs {
+class ZfsNode;
+}
+
+namespace zmigrate::migration {
+
+struct SnapshotInfo {
+  std::string name; // full name ds@snap
+  std::uint64_t guid = 0;
+};
+
+class NodeOps {
+public:
+  NodeOps(Context& ctx, const inventory::Server& server);
+  ~NodeOps();
+  NodeOps(const NodeOps&) = delete;
+  NodeOps& operator=(const NodeOps&) = delete;
+
+  const inventory::Server& server() const { return m_server; }
+  remote::Runner& runner() { return m_runner; }
+  zfs::ZfsNode& zfs() { return *m_zfs; }
+  const zfs::Capabilities& caps();
+
+  // --- instances (vmadm/zonecfg/zoneadm) ---
+  // `vmadm get`; nullopt when the node has no such instance.
+  std::optional<nlohmann::json> vm_get(const std::string& uuid);
+  void vm_stop(const std::string& uuid);
+  void vm_start(const std::string& uuid);
+  // `vmadm update UUID k=v ...`.
+  void vm_update(const std::string& uuid, const std::vector<std::pair<std::string, std::string>>& kv);
+  void vm_delete(const std::string& uuid);
+  std::string zone_export(const std::string& uuid);
+  // Create the zone from exported config (zonecfg -f) and attach it (zoneadm attach -F).
+  void zone_import(const std::string& migration_id, const std::string& uuid,
+                   const std::string& config);
+  // Remove a zone configuration created by zone_import (zoneadm detach, zonecfg delete -F).
+  void zone_remove(const std::string& uuid);
+  void image_import(const std::string& image_uuid);
+  // The ed25519 host key line of the node ("ssh-ed25519 AAAA...").
+  std::string host_key();
+
+  // --- ZFS ---
+  bool dataset_exists(const std::string& ds);
+  // `root` and its descendants (filesystems and volumes), parents first. Empty if absent.
+  std::vector<std::string> hierarchy(const std::string& root);
+  // Snapshots of `ds` (not of its children), oldest first, with GUIDs.
+  std::vector<SnapshotInfo> snapshots(const std::string& ds);
+  std::map<std::string, std::string> properties(const std::string& ds,
+                                                const std::vector<std::string>& props);
+  // The origin snapshot of a clone ("" when `ds` is not a clone).
+  std::string origin(const std::string& ds);
+  // `zfs snapshot -r ds1@snap ds2@snap ...`: one atomic snapshot of every hierarchy.
+  void snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap);
+  // Destroy one snapshot (retrying while busy); absent is fine.
+  void destroy_snapshot(const std::string& full_name);
+  // Destroy a dataset and its descendants (retrying while busy); absent is fine.
+  void destroy_dataset(const std::string& ds);
+  void set_property(const std::string& ds, const std::string& prop, const std::string& value);
+  // Roll `ds` back to its newest snapshot `full_name` (discarding changes made after it).
+  void rollback_to(const std::string& full_name);
+  // The partial-receive resume token of `ds`, "" when none (or unsupported).
+  std::string resume_token(const std::string& ds);
+  // Hold/release `full_name` with `tag` where the node supports holds (no-op otherwise).
+  void hold(const std::string& full_name, const std::string& tag);
+  void release(const std::string& full_name, const std::string& tag);
+  // `zfs send` argv for: full (from == ""), incremental -I from `from` (a snapshot of the same
+  // dataset or the clone origin), or a resume token; flags limited to what both ends support.
+  remote::Argv send_argv(const std::string& snapshot, const std::string& from,
+                         const std::string& resume_token, const zfs::Capabilities& target_caps);
+  // Bytes the send above will produce: exact (`send -nvP`) when supported, else approximate.
+  std::pair<std::uint64_t, bool> estimate_send(const std::string& snapshot,
+                                               const std::string& from,
+                                               const std::string& resume_token);
+
+private:
+  Context& m_ctx;
+  inventory::Server m_server;
+  remote::Runner& m_runner;
+  std::unique_ptr<zfs::ZfsNode> m_zfs;
+};
+
+} // namespace zmigrate::migration

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// Pure decisions over plain data: placement, validation of an instance, zone-config rewriting,
+// convergence of `migrate`. No I/O; unit-tested directly.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <zmigrate/inventory/types.hpp>
+
+namespace zmigrate::migration {
+
+// Brands zmigrate can move.
+bool brand_supported(const std::string& brand);
+
+// Refuse an instance that cannot be migrated: unsupported brand, state other than running or
+// stopped, core zone (unless `force_core`; NAT zones are allowed). Throws PreconditionError.
+void validate_instance(const inventory::Vm& vm, bool force_core);
+
+// MiB of disk the instance needs on a target (quota, or the disk sizes for HVMs).
+std::uint64_t required_disk_mib(const inventory::Vm& vm);
+
+struct Rejection {
+  std::string server; // hostname (uuid)
+  std::string reason;
+};
+
+// Why `target` cannot take `vm` from `source` ("" when it can).
+std::string target_problem(const inventory::Vm& vm, const inventory::Server& source,
+                           const inventory::Server& target, bool allow_older_platform);
+
+// Placement: the eligible server with the most unreserved RAM (ties: most disk, then hostname).
+// Throws PreconditionError listing each rejected server and why when none fits.
+inventory::Server choose_target(const inventory::Vm& vm, const inventory::Server& source,
+                                const std::vector<inventory::Server>& servers,
+                                bool allow_older_platform);
+
+// Rewrite `zonecfg export` output so the zone arrives hidden: autoboot=false and a
+// do-not-inventory=true attr (any existing one replaced).
+std::string hide_zone_config(const std::string& exported);
+
+// migrate: keep syncing while the last delta is above `converge_bytes`, the delta still shrinks
+// meaningfully, and fewer than `max_syncs` incremental syncs ran.
+bool should_sync_again(const std::vector<std::uint64_t>& incremental_bytes,
+                       std::uint64_t converge_bytes, int max_syncs);
+
+} // namespace zmigrate::migration

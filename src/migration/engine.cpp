@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: MPL-2.0
+// begin, sync and migrate. Switch is in engine_switch.cpp; rollback, abort and finalize in
+// engine_undo.cpp.
+#include "engine_common.hpp"
+
+#include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/transitions.hpp>
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/util/uuid.hpp>
+#include <zmigrate/zfs/names.hpp>
+
+#include <fmt/format.h>
+
+namespace zmigrate::migration {
+
+using detail::Ends;
+
+state::Migration load_active(Context& ctx, const std::string& vm_uuid) {
+  std::optional<state::Migration> m = ctx.store.find_active_for_vm(vm_uuid);
+  if (!m) {
+    throw NotFoundError(fmt::format("migration of {}", vm_uuid),
+                        fmt::format("no active migration; start one with \"zmigrate begin {0}\" "
+                                    "or \"zmigrate migrate {0}\"",
+                                    vm_uuid));
+  }
+  return *m;
+}
+
+namespace {
+
+nlohmann::json server_json(const inventory::Server& s) {
+  return {{"uuid", s.uuid}, {"hostname", s.hostname}, {"admin_ip", s.admin_ip}};
+}
+
+inventory::Vm require_vm(Context& ctx, const std::string& vm_uuid) {
+  std::optional<inventory::Vm> vm = ctx.inventory.find_vm(vm_uuid);
+  if (!vm || vm->state == "destroyed") {
+    throw NotFoundError(fmt::format("instance {}", vm_uuid),
+                        "VMAPI has no such instance; check the UUID with \"sdc-vmapi /vms?alias=...\"");
+  }
+  return *vm;
+}
+
+} // namespace
+
+BeginResult begin(Context& ctx, const BeginOptions& options) {
+  BeginResult result;
+  result.dry_run = options.dry_run;
+
+  // Validate before anything changes: instance, migration state, servers.
+  const inventory::Vm vm = require_vm(ctx, options.vm_uuid);
+  validate_instance(vm, options.force_core);
+  check_action(Action::begin, ctx.store.find_active_for_vm(vm.uuid));
+  result.source = ctx.inventory.resolve_server(vm.server_uuid);
+  if (options.target.empty()) {
+    result.target = choose_target(vm, result.source, ctx.inventory.list_servers(),
+                                  ctx.settings.allow_older_platform);
+  } else {
+    result.target = ctx.inventory.resolve_server(options.target);
+    const std::string problem =
+        target_problem(vm, result.source, result.target, ctx.settings.allow_older_platform);
+    if (!problem.empty()) {
+      throw PreconditionError(fmt::format("target {} ({})", result.target.hostname,
+                                          result.target.uuid),
+                              problem);
+    }
+  }
+
+  // Look at both nodes: the instance must be where VMAPI says, and absent from the target.
+  NodeOps source(ctx, result.source);
+  NodeOps target(ctx, result.target);
+  if (!source.vm_get(vm.uuid)) {
+    throw PreconditionError(fmt::format("instance {}", vm.uuid),
+                            fmt::format("VMAPI says it is on {} but vmadm there does not know it; "
+                                        "let vm-agent catch up and retry",
+                                        result.source.hostname));
+  }
+  if (target.vm_get(vm.uuid)) {
+    throw PreconditionError(fmt::format("target {}", result.target.hostname),
+                            fmt::format("already has an instance {}; remove it there first",
+                                        vm.uuid));
+  }
+  for (const std::string& ds : inventory::instance_datasets(vm)) {
+    if (target.dataset_exists(ds)) {
+      throw PreconditionError(fmt::format("target {}: {}", result.target.hostname, ds),
+                              "dataset already exists; zmigrate never overwrites data it did not "
+                              "create: remove it on the target or choose another node");
+    }
+  }
+  const std::string origin = source.origin(vm.zfs_filesystem);
+  const std::string origin_ds = origin.substr(0, origin.find('@'));
+  const bool need_import = !origin.empty() && !target.dataset_exists(origin_ds);
+  std::map<std::string, std::string> quota;
+  if (vm.brand == "bhyve") {
+    quota = source.properties(vm.zfs_filesystem, {"quota", "reservation"});
+  }
+  const bool must_remove_quota = vm.brand == "bhyve" && quota["quota"] != "0" &&
+                                 !quota["quota"].empty() && quota["quota"] == quota["reservation"];
+
+  state::Migration& m = result.migration;
+  m.id = uuid_v4();
+  m.vm_uuid = vm.uuid;
+  m.source_server_uuid = result.source.uuid;
+  m.target_server_uuid = result.target.uuid;
+  m.phase = state::Phase::begin;
+  m.state = state::State::running;
+  m.automatic = options.automatic;
+  m.created = iso8601(ctx.clock.wall_now());
+  m.data = {{"vm", vm.raw},
+            {"alias", vm.alias},
+            {"brand", vm.brand},
+            {"source", server_json(result.source)},
+            {"target", server_json(result.target)},
+            {"autoboot", vm.autoboot},
+            {"state_at_begin", vm.state},
+            {"snap_n", 0},
+            {"image", {{"origin", origin}, {"import", need_import}}},
+            {"quota", {{"must_remove", must_remove_quota},
+                       {"quota", quota["quota"]},
+                       {"reservation", quota["reservation"]}}}};
+  result.plan = {{"vm", vm.uuid},
+                 {"alias", vm.alias},
+                 {"brand", vm.brand},
+                 {"source", server_json(result.source)},
+                 {"target", server_json(result.target)},
+                 {"datasets", inventory::instance_datasets(vm)},
+                 {"import_image", need_import ? origin_ds : ""},
+                 {"remove_quota_for_sync", must_remove_quota}};
+  if (options.dry_run) {
+    return result;
+  }
+
+  ctx.store.insert_migration(m);
+  Operation op(ctx, m, "begin");
+  op.start_phase(state::Phase::begin, "reserving instance");
+  try {
+    if (need_import) {
+      op.step("begin.import_image", [&](nlohmann::json& d) {
+        ctx.reporter.step(fmt::format("importing image {} on {}", origin_ds.substr(origin_ds.find('/') + 1),
+                                      result.target.hostname));
+        target.image_import(origin_ds.substr(origin_ds.find('/') + 1));
+        d["image"] = origin_ds;
+      });
+    }
+    if (must_remove_quota) {
+      // bhyve: quota == reservation leaves no room for snapshots during sync (TRITON-1407).
+      op.step("begin.remove_quota", [&](nlohmann::json& d) {
+        state::Artefact a;
+        a.migration_id = m.id;
+        a.kind = "quota_removed";
+        a.host = "source";
+        a.name = vm.zfs_filesystem;
+        a.details = {{"quota", quota["quota"]}};
+        a.created = iso8601(ctx.clock.wall_now());
+        ctx.store.record_artefact(a);
+        source.set_property(vm.zfs_filesystem, "quota", "none");
+        d["quota"] = quota["quota"];
+      });
+    }
+    op.finish_phase(state::State::paused);
+  } catch (const std::exception& e) {
+    op.finish_phase(state::State::failed, e.what());
+    throw;
+  }
+  result.migration = op.record();
+  return result;
+}
+
+SyncResult sync(Context& ctx, const std::string& vm_uuid) {
+  const state::Migration current = load_active(ctx, vm_uuid);
+  check_action(Action::sync, current);
+  Operation op(ctx, current, "sync");
+  op.start_phase(state::Phase::sync, "syncing data");
+  SyncResult result;
+  try {
+    Ends ends = detail::open_ends(ctx, op.record());
+    const inventory::Vm vm = detail::recorded_vm(op.record());
+    DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+    ctx.reporter.step("syncing data");
+    result = detail::sync_datasets(ctx, op, ends, vm, "sync");
+    op.record().num_sync_phases += 1;
+    nlohmann::json syncs = op.record().data.value("syncs", nlohmann::json::array());
+    syncs.push_back({{"n", op.record().num_sync_phases},
+                     {"snapshot", result.snapshot},
+                     {"bytes", result.bytes},
+                     {"duration_ms", result.duration.count()},
+                     {"rate", result.rate_bytes_per_s}});
+    op.record().data["syncs"] = syncs;
+    op.finish_phase(state::State::paused, {},
+                    {{"bytes", result.bytes},
+                     {"duration_ms", result.duration.count()},
+                     {"rate", result.rate_bytes_per_s},
+                     {"snapshot", result.snapshot}});
+  } catch (const std::exception& e) {
+    op.finish_phase(state::State::failed, e.what());
+    throw;
+  }
+  result.migration = op.record();
+  result.sync_number = result.migration.num_sync_phases;
+  return result;
+}
+
+MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
+  MigrateResult result;
+  // Resume a migration of this instance that an earlier `migrate` left half-way.
+  std::optional<state::Migration> active = ctx.store.find_active_for_vm(options.begin.vm_uuid);
+  if (!active) {
+    BeginOptions b = options.begin;
+    b.automatic = true;
+    ctx.reporter.phase_started("begin", "");
+    result.begin = begin(ctx, b);
+    active = result.begin.migration;
+  } else {
+    result.begin.migration = *active;
+  }
+  if (active->phase == state::Phase::switch_ && active->state == state::State::successful) {
+    // Nothing to sync: only finalize may remain.
+  } else if (active->phase != state::Phase::switch_) {
+    std::vector<std::uint64_t> incrementals;
+    int syncs = active->num_sync_phases;
+    while (true) {
+      ctx.reporter.phase_started("sync", "");
+      SyncResult s = sync(ctx, options.begin.vm_uuid);
+      if (syncs > 0 || s.transfers.empty() || s.transfers.front().kind == "incremental") {
+        incrementals.push_back(s.bytes);
+      }
+      ++syncs;
+      result.syncs.push_back(std::move(s));
+      if (!should_sync_again(incrementals, options.converge_bytes, options.max_syncs)) {
+        break;
+      }
+    }
+  }
+  const state::Migration now = load_active(ctx, options.begin.vm_uuid);
+  if (!(now.phase == state::Phase::switch_ && now.state == state::State::successful)) {
+    ctx.reporter.phase_started("switch", "");
+    result.switched = switch_over(ctx, options.begin.vm_uuid);
+  }
+  if (options.finalize) {
+    ctx.reporter.phase_started("finalize", "");
+    finalize(ctx, options.begin.vm_uuid);
+    result.finalized = true;
+  }
+  return result;
+}
+
+} // namespace zmigrate::migration

@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: MPL-2.0
+#include "engine_common.hpp"
+
+#include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/util/units.hpp>
+#include <zmigrate/zfs/names.hpp>
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+
+namespace zmigrate::migration::detail {
+
+bool json_bool(const nlohmann::json& j, const char* key, bool def) {
+  if (!j.is_object() || !j.contains(key)) {
+    return def;
+  }
+  const nlohmann::json& v = j.at(key);
+  if (v.is_boolean()) {
+    return v.get<bool>();
+  }
+  if (v.is_string()) {
+    return v.get<std::string>() == "true";
+  }
+  return def;
+}
+
+Ends open_ends(Context& ctx, const state::Migration& m) {
+  Ends e;
+  e.source_server = ctx.inventory.resolve_server(m.source_server_uuid);
+  e.target_server = ctx.inventory.resolve_server(m.target_server_uuid);
+  e.source = std::make_unique<NodeOps>(ctx, e.source_server);
+  e.target = std::make_unique<NodeOps>(ctx, e.target_server);
+  return e;
+}
+
+inventory::Vm recorded_vm(const state::Migration& m) {
+  if (!m.data.contains("vm")) {
+    throw Error(ExitCode::state, fmt::format("migration {}", m.id),
+                "the record has no instance snapshot (data.vm); it was not written by begin");
+  }
+  return inventory::parse_vm(m.data.at("vm"));
+}
+
+namespace {
+
+struct Transfer {
+  std::string dataset;
+  std::string kind; // full, incremental, clone, resume
+  std::string from;
+  std::string to;
+  std::string token;
+  std::uint64_t estimate = 0;
+  bool exact = false;
+};
+
+std::string snap_part(const std::string& full) {
+  const auto at = full.find('@');
+  return at == std::string::npos ? std::string() : full.substr(at + 1);
+}
+
+// Plan the streams that bring `ds` on `dst` up to `to` (a snapshot on `src`), choosing the base
+// by GUID, never by name.
+std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id, NodeOps& src,
+                                   NodeOps& dst, const std::string& ds, const std::string& to,
+                                   bool dst_supports_resume) {
+  const std::vector<SnapshotInfo> src_snaps = src.snapshots(ds);
+  auto it_to = std::find_if(src_snaps.begin(), src_snaps.end(),
+                            [&](const SnapshotInfo& s) { return s.name == to; });
+  if (it_to == src_snaps.end()) {
+    throw Error(ExitCode::zfs, fmt::format("{}: {}", src.runner().host(), to),
+                "the migration snapshot is missing right after it was taken; check the pool");
+  }
+  std::vector<Transfer> out;
+  if (dst.dataset_exists(ds)) {
+    if (dst_supports_resume) {
+      const std::string token = dst.resume_token(ds);
+      if (!token.empty()) {
+        out.push_back({ds, "resume", "", to, token});
+        // After the resumed stream lands, plan again from what the target then holds.
+        return out;
+      }
+    }
+    const std::vector<SnapshotInfo> dst_snaps = dst.snapshots(ds);
+    std::set<std::uint64_t> dst_guids;
+    for (const SnapshotInfo& s : dst_snaps) {
+      dst_guids.insert(s.guid);
+    }
+    const SnapshotInfo* common = nullptr;
+    for (auto it = src_snaps.begin(); it != std::next(it_to); ++it) {
+      if (dst_guids.count(it->guid) != 0U) {
+        common = &*it;
+      }
+    }
+    if (common == nullptr) {
+      std::vector<std::string> names;
+      for (const SnapshotInfo& s : dst_snaps) {
+        names.push_back(snap_part(s.name));
+      }
+      throw Error(ExitCode::zfs, fmt::format("{}: {}", dst.runner().host(), ds),
+                  fmt::format("the target already has this dataset with no snapshot in common "
+                              "with the source (target snapshots: {}); zmigrate never overwrites "
+                              "data it did not create: remove it on the target or choose "
+                              "another node",
+                              names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", "))));
+    }
+    if (common->guid == it_to->guid) {
+      return out; // already there
+    }
+    // Target snapshots newer than the common base would make the incremental receive fail;
+    // they can only be ours from an interrupted run (never a user's: the target is ours).
+    out.push_back({ds, "incremental", common->name, to, ""});
+    return out;
+  }
+  // First transfer of this dataset. A clone of an image whose origin the target holds with the
+  // same GUID is sent as an incremental from the origin, keeping it a clone (and small).
+  const std::string origin = src.origin(ds);
+  if (!origin.empty()) {
+    const std::string origin_ds = origin.substr(0, origin.find('@'));
+    if (dst.dataset_exists(origin_ds)) {
+      for (const SnapshotInfo& s : dst.snapshots(origin_ds)) {
+        if (s.name == origin) {
+          for (const SnapshotInfo& o : src.snapshots(origin_ds)) {
+            if (o.name == origin && o.guid == s.guid) {
+              out.push_back({ds, "clone", origin, to, ""});
+              return out;
+            }
+          }
+        }
+      }
+    }
+    ctx.log.info("origin not on target with the same GUID; sending in full",
+                 {{"dataset", ds}, {"origin", origin}});
+  }
+  // Users' older snapshots go along (TRITON-1809): the oldest in full, then -I up to `to`.
+  const SnapshotInfo& oldest = src_snaps.front();
+  if (oldest.name != to && zfs::parse_migration_snap(migration_id, snap_part(oldest.name)) < 0) {
+    out.push_back({ds, "full", "", oldest.name, ""});
+    out.push_back({ds, "incremental", oldest.name, to, ""});
+  } else {
+    out.push_back({ds, "full", "", to, ""});
+  }
+  return out;
+}
+
+} // namespace
+
+void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
+                     const inventory::Vm& vm, const std::string& keep) {
+  const std::string tag = "zmigrate-" + migration_id;
+  for (const std::string& root : inventory::instance_datasets(vm)) {
+    for (const std::string& ds : node.hierarchy(root)) {
+      for (const SnapshotInfo& s : node.snapshots(ds)) {
+        const std::string snap = snap_part(s.name);
+        if (zfs::parse_migration_snap(migration_id, snap) < 0 || snap == keep) {
+          continue;
+        }
+        node.release(s.name, tag);
+        node.destroy_snapshot(s.name);
+        ctx.log.debug("pruned migration snapshot", {{"host", node.runner().host()}, {"snapshot", s.name}});
+      }
+    }
+  }
+}
+
+SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm,
+                         const std::string& label, bool reverse) {
+  state::Migration& m = op.record();
+  NodeOps& src = reverse ? *ends.target : *ends.source;
+  NodeOps& dst = reverse ? *ends.source : *ends.target;
+  const std::string tag = "zmigrate-" + m.id;
+  SyncResult result;
+  const auto started = ctx.clock.now();
+
+  // 1. One atomic snapshot of every dataset of the instance.
+  const int n = m.data.value("snap_n", 0) + 1;
+  const std::string snap = zfs::migration_snap_name(m.id, n);
+  const std::vector<std::string> roots = inventory::instance_datasets(vm);
+  std::vector<std::string> all;
+  op.step(label + ".snapshot", [&](nlohmann::json& d) {
+    for (const std::string& root : roots) {
+      const std::vector<std::string> h = src.hierarchy(root);
+      if (h.empty()) {
+        throw Error(ExitCode::zfs, fmt::format("{}: {}", src.runner().host(), root),
+                    "the instance's dataset does not exist on this node");
+      }
+      all.insert(all.end(), h.begin(), h.end());
+    }
+    src.snapshot_recursive(roots, snap);
+    m.data["snap_n"] = n;
+    op.save();
+    for (const std::string& ds : all) {
+      src.hold(ds + "@" + snap, tag);
+    }
+    d["snapshot"] = snap;
+    d["datasets"] = all;
+  });
+  result.snapshot = snap;
+
+  // 2. Plan every stream (GUID-based base selection) and estimate it.
+  const bool resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
+  std::vector<Transfer> plan;
+  op.step(label + ".plan", [&](nlohmann::json& d) {
+    for (const std::string& ds : all) {
+      for (Transfer& t : plan_dataset(ctx, m.id, src, dst, ds, ds + "@" + snap, resumable)) {
+        const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token);
+        t.estimate = bytes;
+        t.exact = exact;
+        plan.push_back(std::move(t));
+      }
+    }
+    d["streams"] = nlohmann::json::array();
+    for (const Transfer& t : plan) {
+      d["streams"].push_back({{"dataset", t.dataset}, {"kind", t.kind}, {"from", t.from},
+                              {"to", t.to}, {"estimate", t.estimate}, {"exact", t.exact}});
+    }
+  });
+  std::uint64_t total = 0;
+  bool approximate = false;
+  for (const Transfer& t : plan) {
+    total += t.estimate;
+    approximate = approximate || !t.exact;
+  }
+
+  // 3. Send. New target datasets go into the ledger before their first byte arrives.
+  if (!plan.empty()) {
+    for (const Transfer& t : plan) {
+      if ((t.kind == "full" || t.kind == "clone") && !reverse) {
+        state::Artefact a;
+        a.migration_id = m.id;
+        a.kind = "target_dataset";
+        a.host = "target";
+        a.name = t.dataset;
+        a.created = iso8601(ctx.clock.wall_now());
+        ctx.store.record_artefact(a);
+      }
+    }
+    DataPathSpec spec;
+    spec.migration_id = m.id;
+    spec.source_addr = src.server().admin_ip;
+    spec.target_addr = dst.server().admin_ip;
+    spec.target_host_key = dst.host_key();
+    spec.datasets = all;
+    spec.resumable = resumable;
+    spec.watchdog = dst.caps().has_mbuffer;
+    spec.zfs_path = ctx.settings.zfs_path;
+    DataPath path(ctx, spec, src.runner(), dst.runner());
+    op.step(label + ".open_data_path", [&](nlohmann::json& d) {
+      path.open();
+      d["source"] = spec.source_addr;
+      d["target"] = spec.target_addr;
+    });
+    const bool use_pv = src.caps().has_pv;
+    std::uint64_t done = 0;
+    auto last_report = ctx.clock.now() - std::chrono::seconds(2);
+    auto window_start = ctx.clock.now();
+    std::uint64_t window_bytes = 0;
+    double rate = 0;
+    for (const Transfer& t : plan) {
+      op.step(label + ".send", [&](nlohmann::json& d) {
+        const remote::Argv argv = src.send_argv(t.to, t.from, t.token, dst.caps());
+        const TransferResult tr = path.send(argv, t.dataset, use_pv, [&](std::uint64_t bytes) {
+          const auto now = ctx.clock.now();
+          const double secs = std::chrono::duration<double>(now - window_start).count();
+          if (secs > 0.5) {
+            const double inst = static_cast<double>(done + bytes - window_bytes) / secs;
+            rate = rate > 0 ? (rate + inst) / 2 : inst; // smoothed as cn-agent does
+            window_start = now;
+            window_bytes = done + bytes;
+          }
+          if (now - last_report >= std::chrono::seconds(1)) {
+            last_report = now;
+            op.progress(done + bytes, total, approximate, rate);
+          }
+        });
+        DatasetTransfer dt;
+        dt.dataset = t.dataset;
+        dt.kind = t.kind;
+        dt.from = t.from;
+        dt.to = t.to;
+        dt.estimated_bytes = t.estimate;
+        dt.estimate_exact = t.exact;
+        dt.bytes = tr.bytes_counted ? tr.bytes : t.estimate;
+        dt.duration = tr.duration;
+        done += dt.bytes;
+        result.transfers.push_back(dt);
+        d = {{"dataset", t.dataset}, {"kind", t.kind}, {"from", t.from}, {"to", t.to},
+             {"bytes", dt.bytes}, {"estimate", t.estimate}, {"counted", tr.bytes_counted}};
+      });
+      if (t.kind == "resume") {
+        // A resumed stream completes an older snapshot; bring the dataset up to date now.
+        for (Transfer& more : plan_dataset(ctx, m.id, src, dst, t.dataset, t.to, false)) {
+          const remote::Argv argv = src.send_argv(more.to, more.from, "", dst.caps());
+          const TransferResult tr = path.send(argv, more.dataset, use_pv, nullptr);
+          done += tr.bytes;
+        }
+      }
+    }
+    op.progress(done, std::max(done, total), approximate, rate);
+    path.close();
+  }
+  for (const std::string& ds : all) {
+    dst.hold(ds + "@" + snap, tag);
+  }
+
+  // 4. Keep only the newest migration snapshot on both sides as the next base.
+  op.step(label + ".prune", [&](nlohmann::json& d) {
+    prune_snapshots(ctx, src, m.id, vm, snap);
+    prune_snapshots(ctx, dst, m.id, vm, snap);
+    d["kept"] = snap;
+  });
+  m.data["synced_snap"] = snap;
+  op.save();
+
+  for (const DatasetTransfer& t : result.transfers) {
+    result.bytes += t.bytes;
+  }
+  result.duration =
+      std::chrono::duration_cast<std::chrono::milliseconds>(ctx.clock.now() - started);
+  const double secs = std::chrono::duration<double>(result.duration).count();
+  result.rate_bytes_per_s = secs > 0 ? static_cast<double>(result.bytes) / secs : 0;
+  return result;
+}
+
+void reserve_ips(Context& ctx, Operation& op, const inventory::Vm& vm) {
+  state::Migration& m = op.record();
+  nlohmann::json reserved = m.data.value("reserved_ips", nlohmann::json::array());
+  for (const inventory::Nic& nic : vm.nics) {
+    if (nic.ip.empty() || nic.network_uuid.empty() || nic.ip == "dhcp") {
+      continue;
+    }
+    const inventory::IpRecord ip = ctx.inventory.get_ip(nic.network_uuid, nic.ip);
+    if (ip.reserved) {
+      continue; // reserved by someone else (or by us before a crash: see the ledger)
+    }
+    state::Artefact a;
+    a.migration_id = m.id;
+    a.kind = "ip_reservation";
+    a.host = "napi";
+    a.name = nic.network_uuid + "/" + nic.ip;
+    a.created = iso8601(ctx.clock.wall_now());
+    a.details = {{"network_uuid", nic.network_uuid}, {"ip", nic.ip}};
+    ctx.store.record_artefact(a);
+    ctx.inventory.set_ip_reserved(nic.network_uuid, nic.ip, true);
+    reserved.push_back({{"network_uuid", nic.network_uuid}, {"ip", nic.ip}});
+  }
+  m.data["reserved_ips"] = reserved;
+  op.save();
+}
+
+void unreserve_ips(Context& ctx, Operation& op) {
+  state::Migration& m = op.record();
+  for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+    if (a.kind != "ip_reservation") {
+      continue;
+    }
+    ctx.inventory.set_ip_reserved(a.details.at("network_uuid").get<std::string>(),
+                                  a.details.at("ip").get<std::string>(), false);
+    ctx.store.mark_artefact_removed(a.id);
+  }
+  m.data["reserved_ips"] = nlohmann::json::array();
+  op.save();
+}
+
+void put_vmapi_server(Context& ctx, const inventory::Vm& vm, const std::string& server_uuid,
+                      const std::string& state) {
+  nlohmann::json body = vm.raw;
+  body["server_uuid"] = server_uuid;
+  body["state"] = state;
+  body["zone_state"] = state == "running" ? "running" : "installed";
+  ctx.inventory.put_vm(vm.uuid, body);
+}
+
+void wait_vmapi(Context& ctx, const std::string& vm_uuid, const std::string& server_uuid,
+                const std::string& state) {
+  const auto deadline = ctx.clock.now() + std::chrono::seconds(60);
+  std::string seen;
+  while (true) {
+    const std::optional<inventory::Vm> vm = ctx.inventory.find_vm(vm_uuid, true);
+    if (vm && vm->server_uuid == server_uuid && (state.empty() || vm->state == state)) {
+      return;
+    }
+    seen = vm ? fmt::format("server {} state {}", vm->server_uuid, vm->state) : "not found";
+    if (ctx.clock.now() > deadline) {
+      throw Error(ExitCode::inventory, fmt::format("VMAPI {}", vm_uuid),
+                  fmt::format("still shows {} after 60 s (expected server {}{}); the instance is "
+                              "in place on the node: rerun the command to finish",
+                              seen, server_uuid, state.empty() ? "" : " state " + state));
+    }
+    // sync=true already waits for the node agent's next report; no extra sleep needed unless
+    // VMAPI answered at once.
+    ctx.clock.sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+} // namespace zmigrate::migration::detail

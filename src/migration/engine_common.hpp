@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// Internal helpers shared by the engine's phase files (not part of the public API).
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/node_ops.hpp>
+#include <zmigrate/migration/operation.hpp>
+
+namespace zmigrate::migration::detail {
+
+// Both ends of a migration, resolved afresh from CNAPI by UUID.
+struct Ends {
+  inventory::Server source_server;
+  inventory::Server target_server;
+  std::unique_ptr<NodeOps> source;
+  std::unique_ptr<NodeOps> target;
+};
+
+Ends open_ends(Context& ctx, const state::Migration& m);
+
+// The instance as recorded at begin (VMAPI JSON), parsed.
+inventory::Vm recorded_vm(const state::Migration& m);
+
+// Snapshot, plan, send and prune: one sync of every dataset of the instance to the target.
+// `label` names the journal steps ("sync", "switch.final_sync", "rollback.reverse_sync").
+// When `reverse` is true data flows from the target back to the source.
+SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm,
+                         const std::string& label, bool reverse = false);
+
+// Remove every snapshot of this migration on `node` for the instance's datasets, except `keep`
+// (a snap name like zmigrate-<id>-3; "" removes all). Releases holds first.
+void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
+                     const inventory::Vm& vm, const std::string& keep);
+
+// NAPI: reserve every NIC IP not already reserved; remember which ones (data.reserved_ips and the
+// ledger) so only those are unreserved later.
+void reserve_ips(Context& ctx, Operation& op, const inventory::Vm& vm);
+void unreserve_ips(Context& ctx, Operation& op);
+
+// Wait until VMAPI shows the instance on `server_uuid` with `state` (or any state when empty).
+void wait_vmapi(Context& ctx, const std::string& vm_uuid, const std::string& server_uuid,
+                const std::string& state);
+
+// Tell VMAPI the instance now lives on `server_uuid` (PUT /vms/:uuid as vm-agent does).
+void put_vmapi_server(Context& ctx, const inventory::Vm& vm, const std::string& server_uuid,
+                      const std::string& state);
+
+bool json_bool(const nlohmann::json& j, const char* key, bool def = false);
+
+} // namespace zmigrate::migration::detail

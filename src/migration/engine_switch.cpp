@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: MPL-2.0
+// switch: stop, final delta, move the configuration and the IPs, start on the target.
+//
+// Order of steps and why:
+//  - Everything that does not need the instance stopped happens first (IP reservations, a
+//    pre-switch incremental sync, the data path and its ssh master, the hidden zone config on the
+//    target), so the downtime window holds only: stop, snapshot + final delta, hide the source,
+//    tell VMAPI, promote and start the target.
+//  - Hiding the source (do_not_inventory) is the point of no return, as Triton's disallowRetry:
+//    a failure before it restarts the source and leaves a retryable sync/failed state; after it,
+//    rerunning switch completes forward.
+#include "engine_common.hpp"
+
+#include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/transitions.hpp>
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/util/units.hpp>
+#include <zmigrate/zfs/names.hpp>
+
+#include <fmt/format.h>
+
+namespace zmigrate::migration {
+
+using detail::Ends;
+using detail::json_bool;
+
+namespace {
+
+std::chrono::milliseconds since(Context& ctx, std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(ctx.clock.now() - t);
+}
+
+// Create the zone configuration on the target, hidden (DNI, autoboot off), plus its cores
+// dataset. Idempotent: an existing staged config is kept.
+void stage_target(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
+  if (ends.target->vm_get(vm.uuid)) {
+    return;
+  }
+  const std::string config = hide_zone_config(ends.source->zone_export(vm.uuid));
+  state::Artefact a;
+  a.migration_id = op.id();
+  a.kind = "zone_config";
+  a.host = "target";
+  a.name = vm.uuid;
+  a.created = iso8601(ctx.clock.wall_now());
+  ctx.store.record_artefact(a);
+  ends.target->zone_import(op.id(), vm.uuid, config);
+}
+
+// A failure before the source was hidden: put the source back as it was and make the failure
+// retryable (Triton's storeFailure returns the record to phase sync).
+void undo_before_hide(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
+  const nlohmann::json& sw = op.record().data["switch"];
+  try {
+    ends.target->zone_remove(vm.uuid);
+    for (const state::Artefact& a : ctx.store.live_artefacts(op.id())) {
+      if (a.kind == "zone_config") {
+        ctx.store.mark_artefact_removed(a.id);
+      }
+    }
+  } catch (const std::exception& e) {
+    ctx.log.warn("could not remove the staged zone config", {{"error", e.what()}});
+  }
+  if (json_bool(sw, "was_running")) {
+    const auto src = ends.source->vm_get(vm.uuid);
+    if (src && src->value("state", "") != "running") {
+      ctx.reporter.step("starting the original instance");
+      ends.source->vm_start(vm.uuid);
+    }
+  }
+  detail::unreserve_ips(ctx, op);
+}
+
+} // namespace
+
+SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
+  const state::Migration current = load_active(ctx, vm_uuid);
+  check_action(Action::switch_, current);
+  Operation op(ctx, current, "switch");
+  state::Migration& m = op.record();
+  const bool resuming = m.phase == state::Phase::switch_;
+  op.start_phase(state::Phase::switch_, "switching instances");
+  SwitchResult result;
+  std::vector<TimedStep>& steps = result.steps;
+  auto timed = [&](const std::string& name, const std::string& message,
+                   const std::function<void(nlohmann::json&)>& fn) {
+    if (!message.empty()) {
+      ctx.reporter.step(message);
+    }
+    const auto t = ctx.clock.now();
+    op.step("switch." + name, fn);
+    steps.push_back({name, since(ctx, t)});
+  };
+
+  Ends ends = detail::open_ends(ctx, m);
+  const inventory::Vm vm = detail::recorded_vm(m);
+  if (!m.data.contains("switch") || !resuming) {
+    if (!m.data.contains("switch")) {
+      m.data["switch"] = nlohmann::json::object();
+    }
+  }
+  nlohmann::json& sw = m.data["switch"];
+  bool hidden = json_bool(sw, "source_hidden");
+
+  try {
+    if (!hidden) {
+      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      timed("prepare", "", [&](nlohmann::json& d) {
+        const auto src = ends.source->vm_get(vm.uuid);
+        if (!src) {
+          throw Error(ExitCode::failure, fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
+                      "is gone from the source node; check \"vmadm list\" there");
+        }
+        // Remember whether it ran before the first switch attempt stopped it.
+        if (!sw.contains("was_running")) {
+          sw["was_running"] = src->value("state", "") == "running";
+        }
+        op.save();
+        d["was_running"] = sw["was_running"];
+      });
+      timed("reserve_ips", "reserving the IP addresses for the instance",
+            [&](nlohmann::json& d) {
+              detail::reserve_ips(ctx, op, vm);
+              d["reserved"] = m.data["reserved_ips"];
+            });
+      const bool running_now = ends.source->vm_get(vm.uuid).value_or(nlohmann::json::object())
+                                   .value("state", "") == "running";
+      if (running_now) {
+        // One more pass while it runs, so the delta inside the downtime window is small.
+        timed("presync", "syncing data before stopping the instance", [&](nlohmann::json& d) {
+          const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "switch.presync");
+          d["bytes"] = s.bytes;
+        });
+      }
+      timed("stage_target", "setting up the target instance (hidden)",
+            [&](nlohmann::json&) { stage_target(ctx, op, ends, vm); });
+
+      // --- downtime window ---
+      ctx.reporter.step("stopping the instance");
+      const auto stop_t = ctx.clock.now();
+      timed("stop_source", "", [&](nlohmann::json& d) {
+        const auto src = ends.source->vm_get(vm.uuid);
+        if (src && src->value("state", "") != "stopped") {
+          ends.source->vm_stop(vm.uuid);
+        }
+        d["state"] = "stopped";
+      });
+      const auto stopped_at = ctx.clock.now();
+      result.downtime_steps.push_back({"stop", since(ctx, stop_t)});
+      auto t = ctx.clock.now();
+      ctx.reporter.step("syncing the final delta");
+      const SyncResult fin = detail::sync_datasets(ctx, op, ends, vm, "switch.final_sync");
+      result.final_bytes = fin.bytes;
+      result.downtime_steps.push_back({"final_sync", since(ctx, t)});
+      sw["stopped_at_ms"] = 0;
+      op.save();
+
+      t = ctx.clock.now();
+      timed("hide_source", "hiding the original instance", [&](nlohmann::json&) {
+        std::vector<std::pair<std::string, std::string>> kv{{"do_not_inventory", "true"}};
+        kv.emplace_back("autoboot", "false");
+        ends.source->vm_update(vm.uuid, kv);
+        sw["source_hidden"] = true;
+        op.save();
+      });
+      hidden = true;
+      result.downtime_steps.push_back({"hide_source", since(ctx, t)});
+      sw["downtime_start_offset_ms"] = since(ctx, stopped_at).count();
+      op.save();
+      // The rest of the window is measured from `stopped_at`.
+      sw["stopped_at_wall"] = iso8601(ctx.clock.wall_now() - since(ctx, stopped_at));
+      result.downtime = since(ctx, stopped_at);
+    }
+
+    // --- forward from here (also the resume path after a crash past the hide) ---
+    const bool was_running = json_bool(sw, "was_running");
+    result.was_running = was_running;
+    const auto window = ctx.clock.now();
+    auto t = ctx.clock.now();
+    timed("update_vmapi", "", [&](nlohmann::json&) {
+      detail::put_vmapi_server(ctx, vm, ends.target_server.uuid, "stopped");
+    });
+    result.downtime_steps.push_back({"update_vmapi", since(ctx, t)});
+    t = ctx.clock.now();
+    timed("promote_target", "promoting the migrated instance", [&](nlohmann::json&) {
+      ends.target->vm_update(vm.uuid, {{"do_not_inventory", "false"},
+                                       {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
+    });
+    result.downtime_steps.push_back({"promote_target", since(ctx, t)});
+    if (was_running) {
+      t = ctx.clock.now();
+      timed("start_target", "starting the migrated instance", [&](nlohmann::json&) {
+        const auto tgt = ends.target->vm_get(vm.uuid);
+        // Both copies must never run at once: the source must be stopped and hidden.
+        const auto src = ends.source->vm_get(vm.uuid);
+        if (src && src->value("state", "") == "running") {
+          throw Error(ExitCode::failure, fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
+                      "the hidden source is running; refusing to start a second copy. Stop it "
+                      "with \"vmadm stop\" there and rerun switch");
+        }
+        if (!tgt || tgt->value("state", "") != "running") {
+          ends.target->vm_start(vm.uuid);
+        }
+      });
+      result.downtime_steps.push_back({"start_target", since(ctx, t)});
+    }
+    result.downtime += since(ctx, window);
+    sw["downtime_ms"] = result.downtime.count();
+    op.save();
+
+    timed("wait_vmapi", "waiting for VMAPI to show the instance on the target", [&](nlohmann::json&) {
+      detail::wait_vmapi(ctx, vm.uuid, ends.target_server.uuid, was_running ? "running" : "stopped");
+    });
+    timed("unreserve_ips", "", [&](nlohmann::json&) { detail::unreserve_ips(ctx, op); });
+    const nlohmann::json quota = m.data.value("quota", nlohmann::json::object());
+    if (json_bool(quota, "must_remove")) {
+      timed("restore_quota", "restoring the instance's quota", [&](nlohmann::json& d) {
+        // As Triton: quota back to the current reservation (TRITON-1407), on both copies.
+        for (NodeOps* node : {ends.target.get(), ends.source.get()}) {
+          const auto props = node->properties(vm.zfs_filesystem, {"reservation"});
+          node->set_property(vm.zfs_filesystem, "quota", props.at("reservation"));
+        }
+        d["quota"] = quota.value("reservation", "");
+      });
+    }
+    if (vm.indestructible_zoneroot || vm.indestructible_delegated) {
+      timed("indestructible", "enabling deletion protection", [&](nlohmann::json&) {
+        std::vector<std::pair<std::string, std::string>> kv;
+        if (vm.indestructible_zoneroot) {
+          kv.emplace_back("indestructible_zoneroot", "true");
+        }
+        if (vm.indestructible_delegated) {
+          kv.emplace_back("indestructible_delegated", "true");
+        }
+        ends.target->vm_update(vm.uuid, kv);
+      });
+    }
+    timed("cleanup", "", [&](nlohmann::json&) {
+      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      for (const state::Artefact& a : ctx.store.live_artefacts(op.id())) {
+        if (a.kind == "zone_config" || a.kind == "target_dataset" || a.kind == "quota_removed") {
+          ctx.store.mark_artefact_removed(a.id); // now part of the migrated instance
+        }
+      }
+    });
+    nlohmann::json dsteps = nlohmann::json::object();
+    for (const TimedStep& s : result.downtime_steps) {
+      dsteps[s.name] = s.duration.count();
+    }
+    op.finish_phase(state::State::successful, {},
+                    {{"downtime_ms", result.downtime.count()},
+                     {"downtime_steps", dsteps},
+                     {"final_bytes", result.final_bytes},
+                     {"was_running", was_running}});
+  } catch (const std::exception& e) {
+    if (!hidden) {
+      try {
+        undo_before_hide(ctx, op, ends, vm);
+      } catch (const std::exception& e2) {
+        ctx.log.error("could not restore the source after a failed switch", {{"error", e2.what()}});
+      }
+      m.data["switch"].erase("was_running");
+      op.finish_phase(state::State::failed, e.what());
+      // Retryable, as Triton: back to phase sync so sync or switch can run again.
+      m.phase = state::Phase::sync;
+      op.save();
+    } else {
+      op.finish_phase(state::State::failed,
+                      fmt::format("{} (the source is hidden; rerun \"zmigrate switch {}\" to "
+                                  "finish)",
+                                  e.what(), vm_uuid));
+    }
+    throw;
+  }
+  result.migration = op.record();
+  return result;
+}
+
+} // namespace zmigrate::migration

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/migration/operation.hpp>
+#include <zmigrate/util/error.hpp>
+
+#include <csignal>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace zmigrate::migration {
+
+namespace {
+constexpr int k_lease_stale_s = 300;
+}
+
+void maybe_inject_fault(const Settings& settings, const std::string& step) {
+  if (!settings.fault_step.empty() && settings.fault_step == step) {
+    ::kill(::getpid(), SIGKILL);
+  }
+}
+
+Operation::Operation(Context& ctx, state::Migration migration, std::string operation)
+    : m_ctx(ctx), m_record(std::move(migration)), m_operation(std::move(operation)),
+      m_pid(static_cast<int>(::getpid())) {
+  state::Lease lease;
+  lease.migration_id = m_record.id;
+  lease.pid = m_pid;
+  lease.host = m_ctx.settings.hostname;
+  lease.operation = m_operation;
+  lease.heartbeat = iso8601(m_ctx.clock.wall_now());
+  if (auto holder = m_ctx.store.try_acquire_lease(lease, k_lease_stale_s)) {
+    throw PreconditionError(
+        fmt::format("migration {} of {}", m_record.id, m_record.vm_uuid),
+        fmt::format("busy: '{}' is running it (pid {} on {}, last heartbeat {}); wait for it, or "
+                    "follow it with \"zmigrate watch {}\"",
+                    holder->operation, holder->pid, holder->host, holder->heartbeat,
+                    m_record.vm_uuid));
+  }
+  m_ctx.log.info("lease taken", {{"operation", m_operation}, {"pid", m_pid}});
+}
+
+Operation::~Operation() {
+  try {
+    m_ctx.store.release_lease(m_record.id, m_pid);
+  } catch (const std::exception& e) {
+    m_ctx.log.warn("could not release lease", {{"error", e.what()}});
+  }
+}
+
+void Operation::save() { m_ctx.store.update_migration(m_record); }
+
+void Operation::start_phase(state::Phase phase, const std::string& message) {
+  m_record.phase = phase;
+  m_record.state = state::State::running;
+  m_record.error.clear();
+  m_run = state::PhaseRun{};
+  m_run.phase = phase;
+  m_run.state = state::State::running;
+  m_run.message = message;
+  m_run.started = iso8601(m_ctx.clock.wall_now());
+  m_run.current_progress = 1;
+  m_run.total_progress = 100;
+  m_run.id = m_ctx.store.add_phase_run(m_record.id, m_run);
+  save();
+  m_ctx.log.info("phase started", {{"phase", state::to_string(phase)}, {"message", message}});
+}
+
+void Operation::finish_phase(state::State st, const std::string& error,
+                             const nlohmann::json& details) {
+  m_run.state = st;
+  m_run.error = error;
+  m_run.finished = iso8601(m_ctx.clock.wall_now());
+  if (st == state::State::successful || st == state::State::paused) {
+    m_run.current_progress = m_run.total_progress;
+  }
+  for (auto it = details.begin(); it != details.end(); ++it) {
+    m_run.details[it.key()] = it.value();
+  }
+  m_ctx.store.update_phase_run(m_record.id, m_run);
+  m_record.state = st;
+  m_record.error = error;
+  save();
+  state::Progress p;
+  p.migration_id = m_record.id;
+  p.phase = m_run.phase;
+  p.state = st;
+  p.current = m_run.current_progress;
+  p.total = m_run.total_progress;
+  p.message = error.empty() ? m_run.message : error;
+  p.updated = m_run.finished;
+  m_ctx.store.put_progress(p);
+  m_ctx.log.info("phase finished", {{"phase", state::to_string(m_run.phase)},
+                                    {"state", state::to_string(st)},
+                                    {"error", error}});
+}
+
+void Operation::step(const std::string& name,
+                     const std::function<void(nlohmann::json& details)>& fn) {
+  maybe_inject_fault(m_ctx.settings, name);
+  state::Step s;
+  s.migration_id = m_record.id;
+  s.phase_run_id = m_run.id;
+  s.name = name;
+  s.status = "running";
+  s.started = iso8601(m_ctx.clock.wall_now());
+  const std::int64_t id = m_ctx.store.begin_step(s);
+  m_ctx.store.heartbeat(m_record.id, m_pid);
+  const auto start = m_ctx.clock.now();
+  nlohmann::json details = nlohmann::json::object();
+  try {
+    fn(details);
+  } catch (const std::exception& e) {
+    details["error"] = e.what();
+    details["duration_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 m_ctx.clock.now() - start)
+                                 .count();
+    m_ctx.store.end_step(id, "failed", details);
+    m_ctx.log.error("step failed", {{"step", name}, {"error", e.what()}});
+    throw;
+  }
+  details["duration_ms"] =
+      std::chrono::duration_cast<std::chrono::milliseconds>(m_ctx.clock.now() - start).count();
+  m_ctx.store.end_step(id, "ok", details);
+  m_ctx.log.info("step done", {{"step", name}, {"details", details}});
+}
+
+bool Operation::step_done(const std::string& name) {
+  return m_ctx.store.completed_step(m_run.id, name).has_value();
+}
+
+void Operation::progress(std::uint64_t current, std::uint64_t total, bool approximate,
+                         double rate, const std::string& message) {
+  state::Progress p;
+  p.migration_id = m_record.id;
+  p.phase = m_run.phase;
+  p.state = state::State::running;
+  p.current = current;
+  p.total = std::max(total, current);
+  p.total_approximate = approximate;
+  p.bytes_per_second = rate;
+  if (rate > 0 && p.total > p.current) {
+    p.eta_ms = static_cast<std::int64_t>(static_cast<double>(p.total - p.current) / rate * 1000.0);
+  } else {
+    p.eta_ms = 0;
+  }
+  p.message = message;
+  p.updated = iso8601(m_ctx.clock.wall_now());
+  m_ctx.store.put_progress(p);
+  m_ctx.reporter.progress(p);
+  m_run.current_progress = p.current;
+  m_run.total_progress = p.total;
+}
+
+} // namespace zmigrate::migration

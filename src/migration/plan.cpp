@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/migration/plan.hpp>
+#include <zmigrate/util/error.hpp>
+
+#include <algorithm>
+#include <sstream>
+
+#include <fmt/format.h>
+
+namespace zmigrate::migration {
+
+bool brand_supported(const std::string& brand) {
+  return brand == "joyent" || brand == "joyent-minimal" || brand == "lx" || brand == "kvm" ||
+         brand == "bhyve";
+}
+
+void validate_instance(const inventory::Vm& vm, bool force_core) {
+  const std::string what = fmt::format("instance {}{}", vm.uuid,
+                                       vm.alias.empty() ? "" : " (" + vm.alias + ")");
+  if (!brand_supported(vm.brand)) {
+    throw PreconditionError(what, fmt::format("brand '{}' cannot be migrated; supported brands are "
+                                              "joyent, joyent-minimal, lx, kvm and bhyve",
+                                              vm.brand));
+  }
+  if (vm.state != "running" && vm.state != "stopped") {
+    throw PreconditionError(what, fmt::format("state is '{}'; only running or stopped instances "
+                                              "can be migrated",
+                                              vm.state));
+  }
+  if (vm.is_core() && !force_core) {
+    const bool nat = vm.tags.is_object() && vm.tags.contains("smartdc_role") &&
+                     vm.tags["smartdc_role"] == "nat";
+    if (!nat) {
+      throw PreconditionError(what, "is a Triton core instance (tags.smartdc_type=core); migrate "
+                                    "core services with their own procedures, or pass --force-core");
+    }
+  }
+}
+
+std::uint64_t required_disk_mib(const inventory::Vm& vm) {
+  std::uint64_t mib = 0;
+  if (vm.quota_gib) {
+    mib += *vm.quota_gib * 1024;
+  }
+  if (vm.brand == "kvm") {
+    for (const inventory::Disk& d : vm.disks) {
+      mib += d.size_mib.value_or(0);
+    }
+  }
+  return mib;
+}
+
+std::string target_problem(const inventory::Vm& vm, const inventory::Server& source,
+                           const inventory::Server& target, bool allow_older_platform) {
+  if (target.uuid == source.uuid) {
+    return "it is the instance's current server";
+  }
+  if (!target.setup) {
+    return "not set up";
+  }
+  if (target.status != "running") {
+    return fmt::format("status is '{}', not running", target.status);
+  }
+  if (target.reserved) {
+    return "reserved";
+  }
+  if (target.headnode) {
+    return "is a head node";
+  }
+  if (target.admin_ip.empty()) {
+    return "has no admin address in sysinfo";
+  }
+  if (target.unreserved_ram_mib < vm.ram_mib) {
+    return fmt::format("not enough unreserved RAM ({} MiB free, {} MiB needed)",
+                       target.unreserved_ram_mib, vm.ram_mib);
+  }
+  const std::uint64_t disk = required_disk_mib(vm);
+  if (target.unreserved_disk_mib < disk) {
+    return fmt::format("not enough unreserved disk ({} MiB free, {} MiB needed)",
+                       target.unreserved_disk_mib, disk);
+  }
+  if (!allow_older_platform && !source.current_platform.empty() &&
+      inventory::platform_older(target.current_platform, source.current_platform)) {
+    return fmt::format("platform {} is older than the source's {} (--allow-older-platform)",
+                       target.current_platform, source.current_platform);
+  }
+  return {};
+}
+
+inventory::Server choose_target(const inventory::Vm& vm, const inventory::Server& source,
+                                const std::vector<inventory::Server>& servers,
+                                bool allow_older_platform) {
+  std::vector<const inventory::Server*> ok;
+  std::vector<Rejection> rejected;
+  for (const inventory::Server& s : servers) {
+    if (s.uuid == source.uuid) {
+      continue;
+    }
+    const std::string problem = target_problem(vm, source, s, allow_older_platform);
+    if (problem.empty()) {
+      ok.push_back(&s);
+    } else {
+      rejected.push_back({fmt::format("{} ({})", s.hostname, s.uuid), problem});
+    }
+  }
+  if (ok.empty()) {
+    std::ostringstream why;
+    why << "no compute node can take it";
+    for (const Rejection& r : rejected) {
+      why << "; " << r.server << ": " << r.reason;
+    }
+    why << ". Free capacity or name a node with -n";
+    throw PreconditionError(fmt::format("placement of {}", vm.uuid), why.str());
+  }
+  std::sort(ok.begin(), ok.end(), [](const inventory::Server* a, const inventory::Server* b) {
+    if (a->unreserved_ram_mib != b->unreserved_ram_mib) {
+      return a->unreserved_ram_mib > b->unreserved_ram_mib;
+    }
+    if (a->unreserved_disk_mib != b->unreserved_disk_mib) {
+      return a->unreserved_disk_mib > b->unreserved_disk_mib;
+    }
+    return a->hostname < b->hostname;
+  });
+  return *ok.front();
+}
+
+std::string hide_zone_config(const std::string& exported) {
+  std::istringstream in(exported);
+  std::vector<std::string> out;
+  std::vector<std::string> block;
+  bool in_block = false;
+  bool drop_block = false;
+  std::string line;
+  auto trim = [](std::string s) {
+    const auto b = s.find_first_not_of(" \t\r");
+    const auto e = s.find_last_not_of(" \t\r");
+    return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+  };
+  while (std::getline(in, line)) {
+    const std::string t = trim(line);
+    if (!in_block && t.rfind("add ", 0) == 0) {
+      in_block = true;
+      drop_block = false;
+      block.assign(1, line);
+      continue;
+    }
+    if (in_block) {
+      block.push_back(line);
+      if (t == "set name=do-not-inventory" || t == "set name=\"do-not-inventory\"") {
+        drop_block = true;
+      }
+      if (t == "end") {
+        in_block = false;
+        if (!drop_block) {
+          out.insert(out.end(), block.begin(), block.end());
+        }
+      }
+      continue;
+    }
+    if (t.rfind("set autoboot=", 0) == 0) {
+      out.emplace_back("set autoboot=false");
+      continue;
+    }
+    out.push_back(line);
+  }
+  if (in_block && !drop_block) {
+    out.insert(out.end(), block.begin(), block.end());
+  }
+  // Commit lines must stay last: insert the attr before a trailing "commit" if present.
+  auto pos = out.end();
+  if (!out.empty() && trim(out.back()) == "commit") {
+    pos = out.end() - 1;
+  }
+  const std::vector<std::string> attr{"add attr", "set name=do-not-inventory", "set type=string",
+                                      "set value=true", "end"};
+  out.insert(pos, attr.begin(), attr.end());
+  std::string text;
+  for (const std::string& l : out) {
+    text += l;
+    text += '\n';
+  }
+  return text;
+}
+
+bool should_sync_again(const std::vector<std::uint64_t>& incremental_bytes,
+                       std::uint64_t converge_bytes, int max_syncs) {
+  if (incremental_bytes.empty()) {
+    return true;
+  }
+  if (static_cast<int>(incremental_bytes.size()) >= max_syncs) {
+    return false;
+  }
+  const std::uint64_t last = incremental_bytes.back();
+  if (last <= converge_bytes) {
+    return false;
+  }
+  if (incremental_bytes.size() >= 2) {
+    const std::uint64_t prev = incremental_bytes[incremental_bytes.size() - 2];
+    // The writer outpaces the link: another round will not shrink the final delta.
+    if (last * 10 >= prev * 9) {
+      return false;
+    }
+  }
+  return true;
+}
+
+} // namespace zmigrate::migration
