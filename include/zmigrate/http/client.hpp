@@ -13,10 +13,12 @@ namespace zmigrate::http {
 struct Request {
   std::string method = "GET"; // GET, PUT, POST, DELETE
   std::string url;            // absolute: http://vmapi.example/vms/<uuid>
-  std::map<std::string, std::string> headers;
+  std::map<std::string, std::string> headers; // any case; the client adds the standard ones
   std::optional<std::string> body; // JSON text when present
   // Idempotent requests are retried on connection errors and 5xx; others are tried once.
   bool idempotent = true;
+  // "VMAPI", "CNAPI", ...: named in logs and in the "check <service>_URL" hint of errors. Optional.
+  std::string service;
 };
 
 struct Response {
@@ -30,6 +32,7 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout{30000};
   int max_attempts = 4;                          // for idempotent requests
   std::chrono::milliseconds initial_backoff{200}; // doubled per attempt, jittered
+  std::chrono::milliseconds max_backoff{5000};    // cap of one backoff sleep
   bool verify_tls = true;
   std::string ca_file; // optional CA bundle for https
 };

@@ -39,7 +39,8 @@ public:
   virtual std::optional<Image> find_image(const std::string& uuid) = 0;
 };
 
-// Resolved service endpoints. See inventory/config.hpp for where they come from.
+// Resolved service base URLs (http://host[:port], no trailing slash); "" when not configured.
+// cli/config.hpp says where they come from.
 struct Endpoints {
   std::string vmapi;
   std::string cnapi;

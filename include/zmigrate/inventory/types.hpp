@@ -93,10 +93,24 @@ struct Image {
   nlohmann::json raw;
 };
 
-// Parsers. Throw Error(ExitCode::inventory, ...) naming the missing/malformed field.
+// Parsers. Throw Error(ExitCode::inventory, ...) naming the missing/malformed field. Missing and
+// null fields take the defaults above; booleans may be true or "true"; numbers may be strings.
+
+// A VMAPI VM or a vmadm object, any brand. Only `uuid` (or vmadm's `zonename`) is required.
+// Derives zfs_filesystem `<zpool>/<uuid>`, zonepath `/<zfs_filesystem>`, a disk's zfs_filesystem
+// from its /dev/zvol/rdsk/ path, image_uuid from disks[0] for kvm/bhyve, ram from
+// max_physical_memory when `ram` is absent, and `<zone root>/data` for delegate_dataset.
 Vm parse_vm(const nlohmann::json& j);
+// A CNAPI server record. Negative unreserved_ram/disk (overcommitted) become 0. hostname,
+// setup, headnode, ram and current_platform fall back to sysinfo when absent.
 Server parse_server(const nlohmann::json& j);
+// The admin IP of a CN: sysinfo "Admin IP", else the ip4addr of the "Network Interfaces" (then
+// "Virtual Network Interfaces") entry whose "NIC Names" holds "admin" (or sysinfo
+// "Admin NIC Tag"). "" when none.
+std::string admin_ip_from_sysinfo(const nlohmann::json& sysinfo);
+// A NAPI IP record. `free` defaults to "not reserved and not assigned" when NAPI omits it.
 IpRecord parse_ip(const nlohmann::json& j);
+// An IMGAPI manifest; file_size is files[0].size.
 Image parse_image(const nlohmann::json& j);
 
 // Every ZFS dataset that belongs to an instance and must be synced, in send order:
@@ -105,6 +119,7 @@ Image parse_image(const nlohmann::json& j);
 std::vector<std::string> instance_datasets(const Vm& vm);
 
 // SmartOS platform stamps (20140429T175502Z) compare lexically; true when `a` is older than `b`.
+// False when either is empty (unknown).
 bool platform_older(const std::string& a, const std::string& b);
 
 } // namespace zmigrate::inventory

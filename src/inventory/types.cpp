@@ -1,0 +1,440 @@
+// SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/inventory/types.hpp>
+#include <zmigrate/util/error.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+namespace zmigrate::inventory {
+
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void malformed(const std::string& what, const std::string& key, const json& value,
+                            const char* expected) {
+  throw Error(ExitCode::inventory, what,
+              fmt::format("field \"{}\" is {} ({}), expected {}", key, value.type_name(),
+                          value.dump().substr(0, 80), expected));
+}
+
+void require_object(const json& j, const std::string& what) {
+  if (!j.is_object()) {
+    throw Error(ExitCode::inventory, what,
+                fmt::format("expected a JSON object, got {}", j.type_name()));
+  }
+}
+
+const json* field(const json& j, const std::string& key) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    return nullptr;
+  }
+  return &*it;
+}
+
+// Missing and null are "": the services send null for unset strings (minimal VMAPI objects).
+std::string str(const json& j, const std::string& key, const std::string& what) {
+  const json* v = field(j, key);
+  if (v == nullptr) {
+    return "";
+  }
+  if (!v->is_string()) {
+    malformed(what, key, *v, "a string");
+  }
+  return v->get<std::string>();
+}
+
+// vmadm and old VMAPI payloads carry booleans as "true"/"false" strings.
+bool boolean(const json& j, const std::string& key, const std::string& what, bool fallback) {
+  const json* v = field(j, key);
+  if (v == nullptr) {
+    return fallback;
+  }
+  if (v->is_boolean()) {
+    return v->get<bool>();
+  }
+  if (v->is_string()) {
+    const std::string s = v->get<std::string>();
+    if (s == "true" || s == "1") {
+      return true;
+    }
+    if (s == "false" || s == "0" || s.empty()) {
+      return false;
+    }
+  }
+  if (v->is_number_integer()) {
+    return v->get<long long>() != 0;
+  }
+  malformed(what, key, *v, "a boolean");
+}
+
+// Numbers may arrive as JSON numbers or numeric strings (sysinfo "MiB of Memory": "4095").
+std::optional<double> number(const json& j, const std::string& key, const std::string& what) {
+  const json* v = field(j, key);
+  if (v == nullptr) {
+    return std::nullopt;
+  }
+  if (v->is_number()) {
+    return v->get<double>();
+  }
+  if (v->is_string()) {
+    const std::string s = v->get<std::string>();
+    if (s.empty()) {
+      return std::nullopt;
+    }
+    char* end = nullptr;
+    const double d = std::strtod(s.c_str(), &end);
+    if (end != nullptr && *end == '\0' && std::isfinite(d)) {
+      return d;
+    }
+  }
+  malformed(what, key, *v, "a number");
+}
+
+// Negative values mean "none left" (CNAPI reports overcommitted RAM as negative unreserved_ram).
+std::optional<std::uint64_t> size(const json& j, const std::string& key, const std::string& what) {
+  const std::optional<double> d = number(j, key, what);
+  if (!d) {
+    return std::nullopt;
+  }
+  return *d <= 0 ? 0 : static_cast<std::uint64_t>(std::llround(*d));
+}
+
+json object_or_empty(const json& j, const std::string& key, const std::string& what) {
+  const json* v = field(j, key);
+  if (v == nullptr) {
+    return json::object();
+  }
+  if (!v->is_object()) {
+    malformed(what, key, *v, "an object");
+  }
+  return *v;
+}
+
+const json& array_or_empty(const json& j, const std::string& key, const std::string& what) {
+  static const json empty = json::array();
+  const json* v = field(j, key);
+  if (v == nullptr) {
+    return empty;
+  }
+  if (!v->is_array()) {
+    malformed(what, key, *v, "an array");
+  }
+  return *v;
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// "/dev/zvol/rdsk/zones/<uuid>-disk0" → "zones/<uuid>-disk0"; "" when `path` is not a zvol path.
+std::string dataset_from_zvol_path(const std::string& path) {
+  for (const char* prefix : {"/dev/zvol/rdsk/", "/dev/zvol/dsk/"}) {
+    if (starts_with(path, prefix)) {
+      return path.substr(std::string(prefix).size());
+    }
+  }
+  return "";
+}
+
+// First IPv4 address of a vmadm "ips" list ("10.192.0.8/10"), skipping dhcp/addrconf/IPv6.
+std::string ipv4_from_ips(const json& ips) {
+  if (!ips.is_array()) {
+    return "";
+  }
+  for (const json& entry : ips) {
+    if (!entry.is_string()) {
+      continue;
+    }
+    std::string ip = entry.get<std::string>();
+    ip = ip.substr(0, ip.find('/'));
+    if (ip.find(':') == std::string::npos && ip.find('.') != std::string::npos) {
+      return ip;
+    }
+  }
+  return "";
+}
+
+Nic parse_nic(const json& j, const std::string& what) {
+  require_object(j, what);
+  Nic nic;
+  nic.mac = str(j, "mac", what);
+  nic.ip = str(j, "ip", what);
+  if (nic.ip == "dhcp" || nic.ip == "addrconf") {
+    nic.ip.clear();
+  }
+  if (nic.ip.empty()) {
+    const json* ips = field(j, "ips");
+    nic.ip = ips != nullptr ? ipv4_from_ips(*ips) : "";
+  }
+  nic.network_uuid = str(j, "network_uuid", what);
+  nic.nic_tag = str(j, "nic_tag", what);
+  nic.interface = str(j, "interface", what);
+  nic.primary = boolean(j, "primary", what, false);
+  return nic;
+}
+
+Disk parse_disk(const json& j, const Vm& vm, const std::string& zpool, std::size_t index,
+                const std::string& what) {
+  require_object(j, what);
+  Disk disk;
+  disk.path = str(j, "path", what);
+  disk.zfs_filesystem = str(j, "zfs_filesystem", what);
+  if (disk.zfs_filesystem.empty()) {
+    disk.zfs_filesystem = dataset_from_zvol_path(disk.path);
+  }
+  if (disk.zfs_filesystem.empty()) {
+    // Neither given: the names vmadm would have chosen (bhyve disks live under the zone root).
+    const std::string pool = str(j, "zpool", what).empty() ? zpool : str(j, "zpool", what);
+    disk.zfs_filesystem = vm.brand == "bhyve"
+                              ? fmt::format("{}/disk{}", vm.zfs_filesystem, index)
+                              : fmt::format("{}/{}-disk{}", pool, vm.uuid, index);
+  }
+  disk.image_uuid = str(j, "image_uuid", what);
+  disk.size_mib = size(j, "size", what);
+  disk.boot = boolean(j, "boot", what, false);
+  return disk;
+}
+
+} // namespace
+
+bool Vm::is_core() const {
+  if (!tags.is_object()) {
+    return false;
+  }
+  const auto it = tags.find("smartdc_type");
+  return it != tags.end() && it->is_string() && it->get<std::string>() == "core";
+}
+
+Vm parse_vm(const json& j) {
+  require_object(j, "VM");
+  Vm vm;
+  vm.uuid = str(j, "uuid", "VM");
+  if (vm.uuid.empty()) {
+    vm.uuid = str(j, "zonename", "VM"); // vmadm objects name the zone after the uuid
+  }
+  if (vm.uuid.empty()) {
+    throw Error(ExitCode::inventory, "VM", "field \"uuid\" is missing");
+  }
+  const std::string what = "VM " + vm.uuid;
+  vm.alias = str(j, "alias", what);
+  vm.brand = str(j, "brand", what);
+  vm.state = str(j, "state", what);
+  vm.server_uuid = str(j, "server_uuid", what);
+  vm.owner_uuid = str(j, "owner_uuid", what);
+  vm.billing_id = str(j, "billing_id", what);
+
+  const std::string zpool = str(j, "zpool", what).empty() ? "zones" : str(j, "zpool", what);
+  vm.zfs_filesystem = str(j, "zfs_filesystem", what);
+  if (vm.zfs_filesystem.empty()) {
+    vm.zfs_filesystem = zpool + "/" + vm.uuid;
+  }
+  vm.zonepath = str(j, "zonepath", what);
+  if (vm.zonepath.empty()) {
+    vm.zonepath = "/" + vm.zfs_filesystem;
+  }
+
+  vm.quota_gib = size(j, "quota", what);
+  std::optional<std::uint64_t> ram = size(j, "ram", what);
+  if (!ram) {
+    ram = size(j, "max_physical_memory", what);
+  }
+  vm.ram_mib = ram.value_or(0);
+  vm.autoboot = boolean(j, "autoboot", what, true);
+  vm.do_not_inventory = boolean(j, "do_not_inventory", what, false);
+  vm.indestructible_zoneroot = boolean(j, "indestructible_zoneroot", what, false);
+  vm.indestructible_delegated = boolean(j, "indestructible_delegated", what, false);
+
+  const json& nics = array_or_empty(j, "nics", what);
+  for (std::size_t i = 0; i < nics.size(); ++i) {
+    vm.nics.push_back(parse_nic(nics[i], fmt::format("{} nics[{}]", what, i)));
+  }
+  const json& disks = array_or_empty(j, "disks", what);
+  for (std::size_t i = 0; i < disks.size(); ++i) {
+    vm.disks.push_back(parse_disk(disks[i], vm, zpool, i, fmt::format("{} disks[{}]", what, i)));
+  }
+
+  const json& datasets = array_or_empty(j, "datasets", what);
+  for (std::size_t i = 0; i < datasets.size(); ++i) {
+    const json& d = datasets[i];
+    if (d.is_string()) {
+      vm.datasets.push_back(d.get<std::string>());
+    } else if (d.is_object() && d.contains("name") && d["name"].is_string()) {
+      vm.datasets.push_back(d["name"].get<std::string>());
+    } else {
+      malformed(what, fmt::format("datasets[{}]", i), d, "a dataset name");
+    }
+  }
+  if (boolean(j, "delegate_dataset", what, false)) {
+    const std::string delegated = vm.zfs_filesystem + "/data";
+    if (std::find(vm.datasets.begin(), vm.datasets.end(), delegated) == vm.datasets.end()) {
+      vm.datasets.push_back(delegated);
+    }
+  }
+
+  // HVM instances boot from disk0's image; VMAPI omits the top-level image_uuid for them.
+  vm.image_uuid = str(j, "image_uuid", what);
+  if (vm.is_hvm() && !vm.disks.empty() && !vm.disks.front().image_uuid.empty()) {
+    vm.image_uuid = vm.disks.front().image_uuid;
+  }
+  if (vm.image_uuid.empty()) {
+    vm.image_uuid = str(j, "dataset_uuid", what); // pre-IMGAPI name of the same field
+  }
+
+  vm.tags = object_or_empty(j, "tags", what);
+  vm.raw = j;
+  return vm;
+}
+
+Server parse_server(const json& j) {
+  require_object(j, "CNAPI server");
+  const json sysinfo = object_or_empty(j, "sysinfo", "CNAPI server");
+  Server s;
+  s.uuid = str(j, "uuid", "CNAPI server");
+  if (s.uuid.empty()) {
+    s.uuid = str(sysinfo, "UUID", "CNAPI server sysinfo");
+  }
+  if (s.uuid.empty()) {
+    throw Error(ExitCode::inventory, "CNAPI server", "field \"uuid\" is missing");
+  }
+  const std::string what = "CNAPI server " + s.uuid;
+  const std::string sys_what = what + " sysinfo";
+
+  s.hostname = str(j, "hostname", what);
+  if (s.hostname.empty()) {
+    s.hostname = str(sysinfo, "Hostname", sys_what);
+  }
+  s.status = str(j, "status", what);
+  s.setup = boolean(j, "setup", what, boolean(sysinfo, "Setup", sys_what, false));
+  s.reserved = boolean(j, "reserved", what, false);
+  const json boot_params = object_or_empty(sysinfo, "Boot Parameters", sys_what);
+  s.headnode = boolean(j, "headnode", what, boolean(boot_params, "headnode", sys_what, false));
+  s.current_platform = str(j, "current_platform", what);
+  if (s.current_platform.empty()) {
+    s.current_platform = str(sysinfo, "Live Image", sys_what);
+  }
+  std::optional<std::uint64_t> ram = size(j, "ram", what);
+  if (!ram) {
+    ram = size(sysinfo, "MiB of Memory", sys_what);
+  }
+  s.ram_mib = ram.value_or(0);
+  s.unreserved_ram_mib = size(j, "unreserved_ram", what).value_or(0);
+  s.unreserved_disk_mib = size(j, "unreserved_disk", what).value_or(0);
+  s.traits = object_or_empty(j, "traits", what);
+  s.admin_ip = admin_ip_from_sysinfo(sysinfo);
+  s.raw = j;
+  return s;
+}
+
+std::string admin_ip_from_sysinfo(const json& sysinfo) {
+  if (!sysinfo.is_object()) {
+    return "";
+  }
+  // Newer platforms state it outright; otherwise find the interface tagged admin, as CNAPI does.
+  if (const json* ip = field(sysinfo, "Admin IP"); ip != nullptr && ip->is_string() &&
+                                                   !ip->get<std::string>().empty()) {
+    return ip->get<std::string>();
+  }
+  std::string tag = "admin";
+  if (const json* t = field(sysinfo, "Admin NIC Tag"); t != nullptr && t->is_string() &&
+                                                       !t->get<std::string>().empty()) {
+    tag = t->get<std::string>();
+  }
+  for (const char* group : {"Network Interfaces", "Virtual Network Interfaces"}) {
+    const json* interfaces = field(sysinfo, group);
+    if (interfaces == nullptr || !interfaces->is_object()) {
+      continue;
+    }
+    for (const auto& [name, nic] : interfaces->items()) {
+      if (!nic.is_object()) {
+        continue;
+      }
+      const json* names = field(nic, "NIC Names");
+      const json* ip = field(nic, "ip4addr");
+      if (names == nullptr || !names->is_array() || ip == nullptr || !ip->is_string() ||
+          ip->get<std::string>().empty()) {
+        continue;
+      }
+      for (const json& n : *names) {
+        if (n.is_string() && n.get<std::string>() == tag) {
+          return ip->get<std::string>();
+        }
+      }
+    }
+  }
+  return "";
+}
+
+IpRecord parse_ip(const json& j) {
+  require_object(j, "NAPI IP");
+  IpRecord r;
+  r.ip = str(j, "ip", "NAPI IP");
+  if (r.ip.empty()) {
+    throw Error(ExitCode::inventory, "NAPI IP", "field \"ip\" is missing");
+  }
+  const std::string what = "NAPI IP " + r.ip;
+  r.network_uuid = str(j, "network_uuid", what);
+  r.reserved = boolean(j, "reserved", what, false);
+  r.belongs_to_uuid = str(j, "belongs_to_uuid", what);
+  r.owner_uuid = str(j, "owner_uuid", what);
+  // NAPI leaves "free" out of some answers; an IP nobody holds and nobody reserved is free.
+  r.free = boolean(j, "free", what, !r.reserved && r.belongs_to_uuid.empty());
+  r.raw = j;
+  return r;
+}
+
+Image parse_image(const json& j) {
+  require_object(j, "IMGAPI image");
+  Image image;
+  image.uuid = str(j, "uuid", "IMGAPI image");
+  if (image.uuid.empty()) {
+    throw Error(ExitCode::inventory, "IMGAPI image", "field \"uuid\" is missing");
+  }
+  const std::string what = "IMGAPI image " + image.uuid;
+  image.name = str(j, "name", what);
+  image.version = str(j, "version", what);
+  image.type = str(j, "type", what);
+  image.state = str(j, "state", what);
+  image.origin = str(j, "origin", what);
+  const json& files = array_or_empty(j, "files", what);
+  if (!files.empty()) {
+    require_object(files[0], what + " files[0]");
+    image.file_size = size(files[0], "size", what + " files[0]").value_or(0);
+  }
+  image.raw = j;
+  return image;
+}
+
+std::vector<std::string> instance_datasets(const Vm& vm) {
+  std::vector<std::string> out{vm.zfs_filesystem};
+  const std::string child_prefix = vm.zfs_filesystem + "/";
+  auto add = [&](const std::string& ds) {
+    // Children of the zone root travel with it (send -R); only siblings are listed.
+    if (ds.empty() || ds == vm.zfs_filesystem || starts_with(ds, child_prefix)) {
+      return;
+    }
+    if (std::find(out.begin(), out.end(), ds) == out.end()) {
+      out.push_back(ds);
+    }
+  };
+  for (const Disk& d : vm.disks) {
+    add(d.zfs_filesystem);
+  }
+  for (const std::string& ds : vm.datasets) {
+    add(ds);
+  }
+  return out;
+}
+
+bool platform_older(const std::string& a, const std::string& b) {
+  if (a.empty() || b.empty()) {
+    return false;
+  }
+  return a < b;
+}
+
+} // namespace zmigrate::inventory
