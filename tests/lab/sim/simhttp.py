@@ -284,12 +284,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raw = self._read_body()
         except (ValueError, OSError):
             self.close_connection = True
+            self._pending = (entry, t0, True)
             self._send_json(400, {"code": "InvalidContent", "message": "unreadable body"},
                             req_id, method, t0)
-            self._log(entry, 400, t0)
             return
         req = Request(self.service, method, self.path, self.headers, raw, req_id)
         is_lab = req.path.startswith("/_lab/") or req.path == "/_lab"
+        # The log line is written when the answer's head goes out, so a client that reads the
+        # log right after an answer finds it there.
+        self._pending = (entry, t0, not is_lab)
         fault = None
         if not is_lab:
             fault = self.app.faults.take(self.service, method, self.path)
@@ -298,12 +301,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             entry["fault_id"] = fault["id"]
             if not fault["after"]:
                 if fault["mode"] == "drop":
+                    self._flush_log(0)
                     self._drop()
-                    self._log(entry, 0, t0)
                     return
                 if fault["mode"] in ("500", "503"):
                     self._send_fault_error(fault, req_id, method, t0)
-                    self._log(entry, int(fault["mode"]), t0)
                     return
             if fault["mode"] == "slow":
                 time.sleep(fault["delay_ms"] / 1000.0)
@@ -312,21 +314,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             entry["note"] = req.note
         if fault and fault["after"]:
             if fault["mode"] == "drop":
+                self._flush_log(0)
                 self._drop()
-                self._log(entry, 0, t0)
                 return
             if fault["mode"] in ("500", "503"):
                 self._send_fault_error(fault, req_id, method, t0)
-                self._log(entry, int(fault["mode"]), t0)
                 return
         if fault and fault["mode"] == "malformed":
-            status = self._send_malformed(resp, req_id, method, t0)
+            self._send_malformed(resp, req_id, method, t0)
         elif resp.file is not None:
-            status = self._send_file(resp, req_id, method, t0)
+            self._send_file(resp, req_id, method, t0)
         else:
-            status = resp.status
             self._send_json(resp.status, resp.body, req_id, method, t0, resp.headers)
-        self._log(entry, status, t0, remember=not is_lab)
+        self._flush_log(0)
 
     def _dispatch(self, req, is_lab):
         try:
@@ -345,6 +345,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             traceback.print_exc()
             return Response(500, {"code": "InternalError", "message": "%s" % e})
 
+    def _flush_log(self, status):
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending:
+            entry, t0, remember = pending
+            self._log(entry, status, t0, remember)
+
     def _log(self, entry, status, t0, remember=True):
         entry["status"] = status
         entry["duration_ms"] = round((time.monotonic() - t0) * 1000, 1)
@@ -356,6 +362,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ senders
 
     def _head(self, status, req_id, t0, ctype, length, extra=None):
+        self._flush_log(status)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(length))
