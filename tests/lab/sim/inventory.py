@@ -86,8 +86,12 @@ def main(argv=None):
         pass
 
     log("stopping")
+    stoppers = [threading.Thread(target=srv.shutdown) for _, srv in servers]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
     for _, srv in servers:
-        srv.shutdown()
         srv.server_close()
     try:
         with open(pid_path, encoding="utf-8") as f:

@@ -85,7 +85,7 @@ def is_uuid(s):
 
 
 def norm_mac(mac):
-    """'90:B8:D0:57:53:70', '90b8d0575370', '90-b8-...' -> '90:b8:d0:57:53:70'; None when invalid."""
+    """'90:B8:D0:57:53:70', '90b8d0575370', '90-b8-...' -> '90:b8:d0:57:53:70'; None if invalid."""
     if not isinstance(mac, str):
         return None
     hexdigits = re.sub(r"[:\-.]", "", mac).lower()

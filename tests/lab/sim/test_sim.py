@@ -142,7 +142,8 @@ def write_seed(tmp):
              "quota": 10,
              "disks": [
                  {"path": "/dev/zvol/rdsk/zones/%s-disk0" % KVM1, "boot": False,
-                  "model": "virtio", "media": "disk", "image_uuid": IMG2, "image_size": 10240, "image_name": "ubuntu",
+                  "model": "virtio", "media": "disk", "image_uuid": IMG2, "image_size": 10240,
+                  "image_name": "ubuntu",
                   "zfs_filesystem": "zones/%s-disk0" % KVM1, "zpool": "zones", "size": 10240,
                   "compression": "off", "block_size": 8192},
                  {"path": "/dev/zvol/rdsk/zones/%s-disk1" % KVM1, "boot": False,
@@ -265,7 +266,8 @@ def is_error_body(body, code, message=None):
 def t_ping_and_headers(sim):
     for s in SERVICES:
         st, h, body = sim.get(s, "/ping")
-        check(st == 200 and body == {"ping": "pong"}, "%s /ping -> 200 pong (%s %r)" % (s, st, body))
+        check(st == 200 and body == {"ping": "pong"},
+              "%s /ping -> 200 pong (%s %r)" % (s, st, body))
         check(h.get("content-type") == "application/json", "%s content-type json" % s)
         check(len(h.get("x-request-id", "")) >= 32, "%s generates x-request-id" % s)
     st, h, _ = sim.call("vmapi", "GET", "/ping", headers={"x-request-id": "abc-123"})
@@ -337,7 +339,8 @@ def t_vmapi_shapes(sim):
     st, _, body = sim.get("vmapi", "/vms/not-a-uuid")
     vf = fixture("vmapi-error-validationfailed.json")
     check(st == 409 and body.get("code") == vf["code"] and isinstance(body.get("errors"), list)
-          and set(vf["errors"][0]) == set(body["errors"][0]) and body["errors"][0]["field"] == "uuid",
+          and set(vf["errors"][0]) == set(body["errors"][0])
+          and body["errors"][0]["field"] == "uuid",
           "bad uuid -> 409 ValidationFailed with errors[] (%s %r)" % (st, body))
     st, _, body = sim.get("vmapi", "/vms/%s?owner_uuid=%s" % (Z1, CN1))
     check(st == 404, "GET /vms/:uuid?owner_uuid=other -> 404")
