@@ -240,6 +240,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self._handle()
 
+    def send_error(self, code, message=None, explain=None):
+        """Errors raised by the HTTP parser itself (bad request line, unknown method, header too
+        long) as restify JSON bodies instead of the base class's HTML."""
+        if code == 501:  # no do_<METHOD>: restify answers an unknown method with BadMethod
+            code = 405
+            body = {"code": "BadMethod", "message": "%s is not allowed" % self.command}
+        else:
+            names = {400: "BadRequest", 408: "RequestTimeout", 414: "UriTooLong",
+                     431: "RequestHeaderFieldsTooLarge", 505: "HttpVersionNotSupported"}
+            body = {"code": names.get(code, "InternalError"),
+                    "message": message or self.responses.get(code, ("",))[0]}
+        data = json.dumps(body).encode("utf-8")
+        self.close_connection = True
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(data)
+        except OSError:
+            pass
+
     do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_GET
 
     # ------------------------------------------------------------------ body
