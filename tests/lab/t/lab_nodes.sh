@@ -64,6 +64,12 @@ t=$(now)
 ok "up 2 nodes in $(since "$t") s"
 "$LAB" status || fail "lab status after up"
 [[ $("$LAB" env) == "export VMAPI_URL=http://$LAB_SUBNET.1:18081 "* ]] || fail "lab env: $("$LAB" env)"
+if [[ -f $LAB_HOME/seed.py && -f $LAB_HOME/sim/inventory.py ]]; then
+    [[ -s $LAB_DIR/seed.json ]] || fail "no seed.json after up"
+    curl -fsS -m 2 -o /dev/null "http://$LAB_SUBNET.1:18081/ping" || fail "simulator does not answer after up"
+    "$LAB" status | grep -q '^sim *up' || fail "lab status does not show the simulator"
+    ok "seeded, simulator up"
+fi
 
 # --- ssh with pinned host keys -----------------------------------------------------------------
 for k in 1 2; do
@@ -143,6 +149,8 @@ nothing_left "after down"
 [[ -s $LAB_DIR/operator_key ]] || fail "down removed the operator key"
 
 # --- up after a crash -------------------------------------------------------------------------
+# The rest is about nodes only: no seed, no simulator.
+export LAB_SEED=0
 t=$(now)
 "$LAB" up 2 >/dev/null 2>&1 || fail "second lab up 2"
 ok "re-up 2 nodes in $(since "$t") s"
