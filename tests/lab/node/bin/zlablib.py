@@ -33,9 +33,31 @@ import struct
 import subprocess
 import sys
 import time
-import uuid as uuidlib
-from xml.etree import ElementTree
-from xml.sax.saxutils import quoteattr
+
+
+def quoteattr(value):
+    """An XML attribute value in double quotes (xml.sax.saxutils pulls in urllib)."""
+    value = str(value).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+    value = value.replace('"', '&quot;').replace('\n', '&#10;').replace('\r', '&#13;')
+    return '"%s"' % value.replace('\t', '&#9;')
+
+
+class _Lazy:
+    """Imports a module on first use (keeps the start of every command cheap)."""
+
+    def __init__(self, name):
+        self._name = name
+        self._mod = None
+
+    def __getattr__(self, attr):
+        if self._mod is None:
+            import importlib
+            self._mod = importlib.import_module(self._name)
+        return getattr(self._mod, attr)
+
+
+ElementTree = _Lazy('xml.etree.ElementTree')
+uuidlib = _Lazy('uuid')
 
 
 def _urllib():
@@ -1612,10 +1634,10 @@ def halt_zone(name, force=False):
         os.unlink(runfile(name))
     except FileNotFoundError:
         pass
-    vm = load_vm(name, with_zfs=False)
-    if vm is not None:
+    e = index_entry(name)
+    if e is not None and e[2]:
         try:
-            with open(os.path.join(vm['zonepath'], 'lastexited'), 'w') as f:
+            with open(os.path.join(e[2], 'lastexited'), 'w') as f:
                 f.write('%d.000000000 -1\n' % int(time.time()))
         except OSError:
             pass
