@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
+# shellcheck shell=bash disable=SC2034
 # Shared helpers of the lab scripts (sourced by tests/lab/lab and the lab tests).
 # Resolves the lab parameters of tests/lab/CONTRACT.md and names every lab object in one place.
 

@@ -155,7 +155,8 @@ t=$(now)
 "$LAB" up 2 >/dev/null 2>&1 || fail "second lab up 2"
 ok "re-up 2 nodes in $(since "$t") s"
 for k in 1 2; do
-    kill -KILL $(ip netns pids "$LAB_NAME-cn$k") 2>/dev/null || true
+    mapfile -t pids < <(ip netns pids "$LAB_NAME-cn$k")
+    ((${#pids[@]} == 0)) || kill -KILL "${pids[@]}" 2>/dev/null || true
 done
 pkill -KILL -f -- "--node-ns $LAB_NAME-cn" || true
 for ((i = 0; i < 40; i++)); do
