@@ -76,6 +76,8 @@ lab_node_init_pid() {
     pid=$(<"$f")
     lab_alive "$pid" || return 1
     # Guard against pid reuse: the init's command line names this node of this lab.
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--node-ns $(lab_node_ns "$1") " || return 1
+    local cmd
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmd == *"--node-ns $(lab_node_ns "$1") "* ]] || return 1
     printf '%s' "$pid"
 }
