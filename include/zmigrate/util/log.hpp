@@ -20,6 +20,9 @@ public:
   virtual ~Logger() = default;
   virtual void log(LogLevel level, std::string_view msg, const nlohmann::json& fields = {}) = 0;
 
+  void trace(std::string_view msg, const nlohmann::json& fields = {}) {
+    log(LogLevel::trace, msg, fields);
+  }
   void debug(std::string_view msg, const nlohmann::json& fields = {}) {
     log(LogLevel::debug, msg, fields);
   }
@@ -40,21 +43,39 @@ public:
   void log(LogLevel, std::string_view, const nlohmann::json&) override {}
 };
 
-// Appends bunyan JSON lines to files and optionally mirrors them to stderr (-v). Thread-safe.
+// Appends bunyan JSON lines to a file and optionally mirrors them to stderr (-v). Thread-safe.
+// Each line: {"name","hostname","pid","level", base fields, call fields, "msg","time","v":0}, with
+// time in ISO 8601 UTC milliseconds. Call fields override base fields of the same name; the
+// bunyan core keys (name, hostname, pid, level, msg, time, v) cannot be overridden. Invalid
+// UTF-8 in strings is replaced (U+FFFD) rather than dropping the line.
 // Base fields (e.g. migration_id, vm_uuid) are added to every line; set_file() switches the
-// destination when a command learns which migration it works on.
+// destination when a command learns which migration it works on. Without a file, lines go only
+// to the stderr mirror.
 class BunyanLogger final : public Logger {
 public:
   explicit BunyanLogger(std::string name = "zmigrate");
   ~BunyanLogger() override;
-  // Open (append, 0640, parents created) `path` as the log destination. Throws Error on failure.
+  BunyanLogger(const BunyanLogger&) = delete;
+  BunyanLogger& operator=(const BunyanLogger&) = delete;
+
+  // Open `path` for appending (O_APPEND|O_CLOEXEC, created 0640, missing parent directories
+  // created 0750) and make it the destination; the previous file is closed. Throws
+  // Error(ExitCode::failure, path, reason) when a directory or the file cannot be created.
   void set_file(const std::string& path);
+  // Add `key` to every following line; a null `value` removes it.
   void set_base_field(const std::string& key, const nlohmann::json& value);
-  // Mirror lines at `min_level` or above to stderr in a short human form.
+  // Mirror lines at `min_level` or above to stderr in a short human form:
+  //   zmigrate[warn]: remote command failed host=cn1 argv="zfs list" exit_status=1
+  // (call fields only). Off until called.
   void set_stderr_level(LogLevel min_level);
   void log(LogLevel level, std::string_view msg, const nlohmann::json& fields = {}) override;
 
 private:
+  std::string format_line(LogLevel level, std::string_view msg, const nlohmann::json& fields,
+                          const std::string& time) const;
+  std::string format_human(LogLevel level, std::string_view msg,
+                           const nlohmann::json& fields) const;
+
   std::mutex m_mutex;
   std::string m_name;
   std::string m_hostname;
@@ -62,5 +83,8 @@ private:
   int m_stderr_level = 1000;
   nlohmann::json m_base = nlohmann::json::object();
 };
+
+// "trace", "debug", "info", "warn", "error" or "fatal".
+std::string_view level_name(LogLevel level);
 
 } // namespace zmigrate
