@@ -747,6 +747,10 @@ class ZonecfgSession:
     def run_commands(self, cmds):
         for cmd in cmds:
             self.execute(cmd)
+            if self.errors:
+                # non-interactive: stop at the first error and save nothing
+                sys.stderr.write('%s: configuration not saved\n' % self.zone)
+                return 1
         if self.scope is not None:
             self.err('%s: resource incomplete; use end or cancel' % self.zone)
         if self.dirty:
@@ -1653,11 +1657,14 @@ def signal_writer(name, sig=signal.SIGHUP):
 
 
 def create_cores(name, zonepath):
+    # as SmartOS: zones/cores (mountpoint none, gzip), zones/cores/<uuid> 100G quota,
+    # mounted inside the zone root at <zonepath>/cores
     if not zfs_exists('zones/cores'):
-        zfs('create', '-o', 'mountpoint=none', 'zones/cores', check=False)
+        zfs('create', '-o', 'mountpoint=none', '-o', 'compression=gzip', 'zones/cores',
+            check=False)
     ds = 'zones/cores/' + name
     if not zfs_exists(ds):
-        zfs('create', '-o', 'quota=100M', '-o', 'mountpoint=%s/cores' % zonepath, ds)
+        zfs('create', '-o', 'quota=100G', '-o', 'mountpoint=%s/cores' % zonepath, ds)
 
 
 # ---------------------------------------------------------------------------
