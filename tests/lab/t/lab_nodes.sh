@@ -110,6 +110,8 @@ EOF
 [[ $(lab_exec cn1 zfs get -H -o value mountpoint zones) == /zones ]] || fail "pool zones on cn1 not at /zones"
 lab_exec cn1 sh -c 'touch /usr/local/sbin/x 2>/dev/null' && fail "/usr/local/sbin is writable in cn1"
 [[ $(lab_exec cn1 cat /proc/1/cmdline | tr '\0' ' ') == */node/init\ * ]] || fail "lab exec cn1: pid 1 is not the node init"
+[[ $(lab_exec cn1 sh -c 'pwd; cat .ssh/authorized_keys') == "/root"$'\n'"$(cat "$LAB_DIR/operator_key.pub")" ]] ||
+    fail "lab exec cn1 does not start in the node's /root"
 ok "node.json, /etc/hosts, pool properties, read-only /usr/local/sbin, lab exec"
 
 # --- each node sees only its own pool ---------------------------------------------------------
