@@ -427,8 +427,9 @@ class Apply:
         p = subprocess.run(cmd, input=script.encode(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
         if p.returncode != 0:
-            die('%s (%s): remote script failed (status %d):\n%s'
-                % (node, addr, p.returncode, p.stderr.decode(errors='replace')))
+            raise ApplyError('%s (%s): remote script failed (status %d):\n%s'
+                             % (node, addr, p.returncode,
+                                p.stderr.decode(errors='replace').rstrip()))
         return p.stdout if binary else p.stdout.decode()
 
     def build_images(self):
@@ -501,7 +502,7 @@ class Apply:
         def work(node, job):
             try:
                 results[node] = self.ssh(node, NODE_SCRIPT % {'job': json.dumps(job)})
-            except SystemExit as e:
+            except ApplyError as e:
                 errors.append(str(e))
 
         threads = [threading.Thread(target=work, args=(n, j)) for n, j in jobs.items()]
@@ -515,6 +516,10 @@ class Apply:
         sys.stderr.write('seed: %d image stream(s) built in %.1f s; %d VM(s) created on %d '
                          'node(s) in %.1f s\n' % (built, t1 - t0, nvms, len(jobs),
                                                    time.time() - t1))
+
+
+class ApplyError(Exception):
+    pass
 
 
 def die(msg):
@@ -541,7 +546,10 @@ def main():
         return 0
     if not args.lab_dir:
         die('--lab-dir is required')
-    Apply(args.lab_dir, args.rebuild_images).run()
+    try:
+        Apply(args.lab_dir, args.rebuild_images).run()
+    except ApplyError as e:
+        die(str(e))
     return 0
 
 
