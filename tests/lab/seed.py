@@ -44,7 +44,6 @@ import argparse
 import hashlib
 import json
 import os
-import random
 import subprocess
 import sys
 import threading

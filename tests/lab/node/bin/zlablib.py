@@ -21,7 +21,6 @@ tests/lab/CONTRACT.md for the subset and the deliberate lab deviations.
 """
 
 import base64
-import errno
 import fcntl
 import hashlib
 import json
