@@ -102,8 +102,9 @@ public:
   Channel& operator=(const Channel&) = delete;
   ssh_channel get() const { return m_channel; }
 
-  // Best effort: ask sshd to signal the command (OpenSSH >= 7.9 honours it), then close, so a
-  // stuck command does not outlive its caller where the server allows it.
+  // Ask sshd to signal the command, then close the channel. OpenSSH refuses signal requests
+  // for root sessions, so closing is what usually ends it: the command gets EOF on stdin and
+  // SIGPIPE on its next write. One that does neither keeps running; callers clean up.
   void abort() {
     if (m_channel != nullptr && ssh_channel_is_open(m_channel) != 0) {
       ssh_channel_request_send_signal(m_channel, "TERM");

@@ -33,8 +33,11 @@ inline constexpr std::size_t k_max_err_bytes = 1024 * 1024;
 struct RunOptions {
   // Data written to the command's stdin, then EOF. Empty = no stdin (EOF at once). Never logged.
   std::string stdin_data;
-  // 0 = no limit. On expiry the command is killed (local: its process group; ssh: the channel is
-  // closed), exit_status is -1, timed_out is true and err ends with "timed out after N s".
+  // 0 = no limit; counted from the start of the command (connecting has its own timeout). On
+  // expiry exit_status is -1, timed_out is true and err ends with "timed out after N s".
+  // LocalRunner kills the command's process group. SshRunner asks for SIGTERM and closes the
+  // channel; OpenSSH ignores signals for root, so the remote command ends on EOF/SIGPIPE, and one
+  // that neither reads nor writes may keep running there (callers clean up).
   std::chrono::milliseconds timeout{0};
   // Called for each complete line of stderr (without the '\n') as it arrives, and once for a
   // final unterminated line (progress counters like `pv -n`).

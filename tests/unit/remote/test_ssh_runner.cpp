@@ -380,6 +380,25 @@ TEST_CASE("remote::SshRunner::run", "[remote][ssh]") {
     CHECK(log.count("ssh session opened") == 1);
   }
 
+  SECTION("timeout ends a remote command that is still writing") {
+    // OpenSSH ignores signal requests for root sessions; closing the channel is what ends it
+    // (SIGPIPE on its next write, EOF on stdin).
+    runner.connect();
+    RunOptions opts;
+    opts.timeout = std::chrono::milliseconds(1500);
+    Result r = runner.run(
+        Command{{"sh", "-c", "echo $$; while :; do echo tick; sleep 0.1; done"}}, opts);
+    CHECK(r.timed_out);
+    const pid_t remote_pid = static_cast<pid_t>(std::stol(r.out.substr(0, r.out.find('\n'))));
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; ++i) {
+      gone = ::kill(remote_pid, 0) != 0 || read_file("/proc/" + std::to_string(remote_pid) +
+                                                     "/stat").find(") Z") != std::string::npos;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CHECK(gone);
+  }
+
   SECTION("timeout holds when the command closed its output but keeps running") {
     RunOptions opts;
     opts.timeout = std::chrono::seconds(1);
