@@ -216,9 +216,11 @@ void DataPath::open() {
     a.created = now;
     m_artefacts.push_back(m_ctx.store.record_artefact(a));
   };
-  record("data_path_dir", "target", dir);
-  record("authorized_key", "target", m_spec.authorized_keys);
-  record("data_path_dir", "source", dir);
+  // Rows name the node by its runner's host, so cleanup finds the right node whichever way the
+  // data flowed (rollback --keep-changes sends from the target back to the source).
+  record("data_path_dir", m_target.host(), dir);
+  record("authorized_key", m_target.host(), m_spec.authorized_keys);
+  record("data_path_dir", m_source.host(), dir);
   m_open = true;
 
   write_remote_file(m_target, dir, "recv", recv_script(m_spec), "700");
@@ -309,13 +311,16 @@ void DataPath::remove_leftovers(Context& ctx, const std::string& migration_id,
     if (a.kind != "data_path_dir" && a.kind != "authorized_key") {
       continue;
     }
-    remote::Runner& runner = a.host == "source" ? source : target;
+    if (a.host != source.host() && a.host != target.host()) {
+      continue;
+    }
+    remote::Runner& runner = a.host == source.host() ? source : target;
     try {
       remote::Result r;
       if (a.kind == "authorized_key") {
         r = runner.run(remote::Command({"sh", "-c", k_remove_key_script, "sh", a.name, marker}));
       } else {
-        if (a.host == "source") {
+        {
           // End the multiplexing master, if any, before its socket goes away.
           remote::Argv stop{"ssh", "-o", "ControlPath=" + dir + "/master", "-O", "exit", "x"};
           remote::Command c(stop);

@@ -3,7 +3,11 @@
 #include <zmigrate/migration/node_ops.hpp>
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/error.hpp>
-#include <zmigrate/zfs/node.hpp>
+#include <zmigrate/zfs/capabilities.hpp>
+#include <zmigrate/zfs/names.hpp>
+
+#include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -21,12 +25,19 @@ bool not_found_text(const std::string& err) {
 } // namespace
 
 NodeOps::NodeOps(Context& ctx, const inventory::Server& server)
-    : m_ctx(ctx), m_server(server), m_runner(ctx.nodes.runner_for(server)),
-      m_zfs(std::make_unique<zfs::ZfsNode>(m_runner, ctx.clock)) {}
+    : m_ctx(ctx), m_server(server), m_runner(ctx.nodes.runner_for(server)) {}
 
 NodeOps::~NodeOps() = default;
 
-const zfs::Capabilities& NodeOps::caps() { return m_zfs->capabilities(); }
+const zfs::Capabilities& NodeOps::caps() {
+  if (!m_caps) {
+    // One batched probe per node per command.
+    const remote::Result r = m_runner.run(zfs::probe_command());
+    m_caps = zfs::parse_capabilities(r.out + "\n" + r.err);
+    m_ctx.log.debug("zfs capabilities", {{"host", m_runner.host()}, {"caps", *m_caps}});
+  }
+  return *m_caps;
+}
 
 std::optional<nlohmann::json> NodeOps::vm_get(const std::string& uuid) {
   remote::RunOptions opts;
@@ -116,6 +127,296 @@ std::string NodeOps::host_key() {
     key.pop_back();
   }
   return key;
+}
+
+namespace {
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') {
+      line.pop_back();
+    }
+    if (!line.empty()) {
+      out.push_back(line);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> split_tabs(const std::string& line) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : line) {
+    if (c == '\t') {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(c);
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+bool missing_text(const std::string& err) {
+  return err.find("does not exist") != std::string::npos ||
+         err.find("could not find any snapshots") != std::string::npos ||
+         err.find("no such") != std::string::npos;
+}
+
+std::string checked_ds(const std::string& ds) { return zfs::DatasetName(ds).str(); }
+std::string checked_snap(const std::string& s) { return zfs::SnapshotName::parse(s).str(); }
+
+std::uint64_t to_u64(const std::string& s) {
+  if (s.empty() || s == "-") {
+    return 0;
+  }
+  try {
+    return std::stoull(s);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+} // namespace
+
+remote::Result NodeOps::zfs_retry(const remote::Argv& argv) {
+  remote::Result r;
+  std::chrono::milliseconds delay(100);
+  for (int attempt = 0; attempt < 7; ++attempt) {
+    r = m_runner.run(remote::Command(argv), remote::RunOptions{});
+    if (r.ok() || r.err.find("busy") == std::string::npos) {
+      return r;
+    }
+    m_ctx.clock.sleep_for(delay);
+    delay *= 2;
+  }
+  return r;
+}
+
+bool NodeOps::dataset_exists(const std::string& ds) {
+  return m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", checked_ds(ds)})).ok();
+}
+
+std::vector<std::string> NodeOps::hierarchy(const std::string& root) {
+  const remote::Result r = m_runner.run(remote::Command(
+      {"zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume", "-r", checked_ds(root)}));
+  if (!r.ok()) {
+    if (missing_text(r.err)) {
+      return {};
+    }
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs list {}", m_runner.host(), root), r.err);
+  }
+  return lines_of(r.out); // zfs lists parents before children
+}
+
+std::vector<SnapshotInfo> NodeOps::snapshots(const std::string& ds) {
+  const remote::Result r = m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", "-t",
+                                                         "snapshot", "-s", "creation", "-r", "-d",
+                                                         "1", checked_ds(ds)}));
+  if (!r.ok()) {
+    if (missing_text(r.err)) {
+      return {};
+    }
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs list -t snapshot {}", m_runner.host(), ds),
+                r.err);
+  }
+  std::vector<SnapshotInfo> out;
+  for (const std::string& name : lines_of(r.out)) {
+    if (name.rfind(ds + "@", 0) == 0) {
+      out.push_back({name, 0});
+    }
+  }
+  if (out.empty()) {
+    return out;
+  }
+  // One `zfs get` for every GUID (zfs-fuse's `zfs list -o guid` is humanized).
+  remote::Argv argv{"zfs", "get", "-Hp", "-o", "name,value", "guid"};
+  for (const SnapshotInfo& s : out) {
+    argv.push_back(checked_snap(s.name));
+  }
+  const remote::Result g = remote::run_checked(m_runner, remote::Command(argv));
+  std::map<std::string, std::uint64_t> guids;
+  for (const std::string& line : lines_of(g.out)) {
+    const auto f = split_tabs(line);
+    if (f.size() >= 2) {
+      guids[f[0]] = to_u64(f[1]);
+    }
+  }
+  for (SnapshotInfo& s : out) {
+    s.guid = guids[s.name];
+  }
+  return out;
+}
+
+std::map<std::string, std::string> NodeOps::properties(const std::string& ds,
+                                                       const std::vector<std::string>& props) {
+  std::string list;
+  for (const std::string& p : props) {
+    list += (list.empty() ? "" : ",") + p;
+  }
+  const std::string target = ds.find('@') != std::string::npos ? checked_snap(ds) : checked_ds(ds);
+  const remote::Result r = remote::run_checked(
+      m_runner, remote::Command({"zfs", "get", "-Hp", "-o", "property,value", list, target}));
+  std::map<std::string, std::string> out;
+  for (const std::string& line : lines_of(r.out)) {
+    const auto f = split_tabs(line);
+    if (f.size() >= 2) {
+      out[f[0]] = f[1] == "-" ? std::string() : f[1];
+    }
+  }
+  return out;
+}
+
+std::string NodeOps::origin(const std::string& ds) {
+  const auto p = properties(ds, {"origin"});
+  const auto it = p.find("origin");
+  return it == p.end() ? std::string() : it->second;
+}
+
+void NodeOps::snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap) {
+  if (caps().multi_snapshot || roots.size() == 1) {
+    remote::Argv argv{"zfs", "snapshot", "-r"};
+    for (const std::string& r : roots) {
+      argv.push_back(zfs::SnapshotName(zfs::DatasetName(r), snap).str());
+    }
+    remote::run_checked(m_runner, remote::Command(argv), {}, ExitCode::zfs);
+    return;
+  }
+  // No multi-dataset snapshot on this ZFS: one per hierarchy, in one session, back to back.
+  for (const std::string& r : roots) {
+    remote::run_checked(m_runner,
+                        remote::Command({"zfs", "snapshot", "-r",
+                                         zfs::SnapshotName(zfs::DatasetName(r), snap).str()}),
+                        {}, ExitCode::zfs);
+  }
+}
+
+void NodeOps::destroy_snapshot(const std::string& full_name) {
+  const remote::Result r = zfs_retry({"zfs", "destroy", checked_snap(full_name)});
+  if (!r.ok() && !missing_text(r.err)) {
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy {}", m_runner.host(), full_name),
+                r.err);
+  }
+}
+
+void NodeOps::destroy_dataset(const std::string& ds) {
+  const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_ds(ds)});
+  if (!r.ok() && !missing_text(r.err)) {
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), ds), r.err);
+  }
+}
+
+void NodeOps::set_property(const std::string& ds, const std::string& prop,
+                           const std::string& value) {
+  zfs::DatasetName name(ds);
+  for (char c : prop + value) {
+    if (c == '\n' || c == '\0') {
+      throw UsageError(fmt::format("property {}={}", prop, value), "contains a newline");
+    }
+  }
+  remote::run_checked(m_runner, remote::Command({"zfs", "set", prop + "=" + value, name.str()}),
+                      {}, ExitCode::zfs);
+}
+
+void NodeOps::rollback_to(const std::string& full_name) {
+  const remote::Result r = zfs_retry({"zfs", "rollback", checked_snap(full_name)});
+  if (!r.ok()) {
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs rollback {}", m_runner.host(), full_name),
+                r.err);
+  }
+}
+
+std::string NodeOps::resume_token(const std::string& ds) {
+  if (!caps().resume_tokens) {
+    return {};
+  }
+  const auto p = properties(ds, {"receive_resume_token"});
+  const auto it = p.find("receive_resume_token");
+  return it == p.end() ? std::string() : it->second;
+}
+
+void NodeOps::hold(const std::string& full_name, const std::string& tag) {
+  if (!caps().holds) {
+    return;
+  }
+  const remote::Result r = m_runner.run(remote::Command({"zfs", "hold", tag, checked_snap(full_name)}));
+  if (!r.ok() && r.err.find("already exists") == std::string::npos) {
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs hold {} {}", m_runner.host(), tag, full_name),
+                r.err);
+  }
+}
+
+void NodeOps::release(const std::string& full_name, const std::string& tag) {
+  if (!caps().holds) {
+    return;
+  }
+  m_runner.run(remote::Command({"zfs", "release", tag, checked_snap(full_name)}));
+}
+
+remote::Argv NodeOps::send_argv(const std::string& snapshot, const std::string& from,
+                                const std::string& token, const zfs::Capabilities& target_caps) {
+  if (!token.empty()) {
+    for (char c : token) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') {
+        throw Error(ExitCode::zfs, "receive_resume_token", "unexpected characters in the token");
+      }
+    }
+    return {"zfs", "send", "-t", token};
+  }
+  const zfs::SnapshotName to = zfs::SnapshotName::parse(snapshot);
+  remote::Argv argv{"zfs", "send", "-p"};
+  const zfs::Capabilities& c = caps();
+  if (c.compressed_send && target_caps.compressed_send) {
+    argv.emplace_back("-c");
+  }
+  if (c.large_blocks && target_caps.large_blocks) {
+    argv.emplace_back("-L");
+  }
+  if (c.embedded_data && target_caps.embedded_data) {
+    argv.emplace_back("-e");
+  }
+  if (!from.empty()) {
+    const zfs::SnapshotName base = zfs::SnapshotName::parse(from);
+    // -I carries users' intermediate snapshots; from a clone's origin only -i is valid.
+    argv.emplace_back(base.dataset() == to.dataset() ? "-I" : "-i");
+    argv.push_back(base.str());
+  }
+  argv.push_back(to.str());
+  return argv;
+}
+
+std::pair<std::uint64_t, bool> NodeOps::estimate_send(const std::string& snapshot,
+                                                      const std::string& from,
+                                                      const std::string& token) {
+  if (caps().dry_run_parsable) {
+    remote::Argv argv = send_argv(snapshot, from, token, caps());
+    argv.insert(argv.begin() + 2, "-nvP");
+    const remote::Result r = m_runner.run(remote::Command(argv));
+    if (r.ok()) {
+      std::uint64_t size = 0;
+      for (const std::string& line : lines_of(r.out + "\n" + r.err)) {
+        const auto f = split_tabs(line);
+        if (f.size() >= 2 && f[0] == "size") {
+          size = to_u64(f[1]);
+        } else if (f.size() >= 3 && (f[0] == "full" || f[0] == "incremental")) {
+          size = std::max(size, to_u64(f.back()));
+        }
+      }
+      return {size, true};
+    }
+  }
+  // Approximation from properties (zfs-fuse): the snapshot's referenced size for a full send,
+  // the growth of referenced for an incremental (overwrites are not counted: approximate).
+  const std::uint64_t ref_to = to_u64(properties(snapshot, {"referenced"})["referenced"]);
+  if (from.empty() || !token.empty()) {
+    return {ref_to, false};
+  }
+  const std::uint64_t ref_from = to_u64(properties(from, {"referenced"})["referenced"]);
+  return {ref_to > ref_from ? ref_to - ref_from : 0, false};
 }
 
 } // namespace zmigrate::migration

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/operation.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
 #include <csignal>
 #include <unistd.h>
@@ -96,6 +97,7 @@ void Operation::finish_phase(state::State st, const std::string& error,
 
 void Operation::step(const std::string& name,
                      const std::function<void(nlohmann::json& details)>& fn) {
+  throw_if_interrupted();
   maybe_inject_fault(m_ctx.settings, name);
   state::Step s;
   s.migration_id = m_record.id;
@@ -146,6 +148,8 @@ void Operation::progress(std::uint64_t current, std::uint64_t total, bool approx
   p.message = message;
   p.updated = iso8601(m_ctx.clock.wall_now());
   m_ctx.store.put_progress(p);
+  // Long sends must keep the lease fresh, or a second command could judge it stale.
+  m_ctx.store.heartbeat(m_record.id, m_pid);
   m_ctx.reporter.progress(p);
   m_run.current_progress = p.current;
   m_run.total_progress = p.total;

@@ -17,10 +17,6 @@
 #include <zmigrate/migration/context.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
 
-namespace zmigrate::zfs {
-class ZfsNode;
-}
-
 namespace zmigrate::migration {
 
 struct SnapshotInfo {
@@ -37,7 +33,6 @@ public:
 
   const inventory::Server& server() const { return m_server; }
   remote::Runner& runner() { return m_runner; }
-  zfs::ZfsNode& zfs() { return *m_zfs; }
   const zfs::Capabilities& caps();
 
   // --- instances (vmadm/zonecfg/zoneadm) ---
@@ -95,7 +90,11 @@ private:
   Context& m_ctx;
   inventory::Server m_server;
   remote::Runner& m_runner;
-  std::unique_ptr<zfs::ZfsNode> m_zfs;
+  std::optional<zfs::Capabilities> m_caps;
+
+  // Run a zfs command, retrying while the dataset is busy (lab.md gotcha 2: ~0.5 s after a
+  // receive). Returns the last result; never throws for a non-zero exit.
+  remote::Result zfs_retry(const remote::Argv& argv);
 };
 
 } // namespace zmigrate::migration

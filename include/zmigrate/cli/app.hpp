@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// The command line: global options, the table of subcommands, dispatch, and the one catch site
+// that turns exceptions into "zmigrate: error: <what>: <why>" and an exit code.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace zmigrate::cli {
+
+struct GlobalOptions {
+  std::string config_file;
+  std::string state_dir;
+  std::string log_dir;
+  std::string vmapi_url;
+  std::string cnapi_url;
+  std::string napi_url;
+  std::string imgapi_url;
+  bool json = false;
+  bool quiet = false;
+  bool no_color = false;
+  int verbose = 0;
+};
+
+class Runtime;
+
+// One row of the subcommand table: name, one-line description, how to declare its options and
+// how to run it once parsed.
+struct CommandSpec {
+  std::string name;
+  std::string description;
+  std::function<void(CLI::App&)> declare;
+  std::function<int(Runtime&)> run;
+};
+
+// The whole CLI definition with every subcommand (used by main and by the docs tests, which walk
+// it to check the man page and completions). `specs` receives the table when not null.
+std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, std::vector<CommandSpec>* specs);
+
+// Parse `argv`, run the chosen subcommand, and return the process exit code. Never throws.
+int run(int argc, char** argv);
+
+} // namespace zmigrate::cli

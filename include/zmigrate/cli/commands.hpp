@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// Subcommand table entries. Each returns the CommandSpec (name, description, options, run) of
+// one subcommand; cli/app.cpp lists them in one visible table.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <zmigrate/cli/app.hpp>
+#include <zmigrate/state/records.hpp>
+
+namespace zmigrate::cli {
+
+CommandSpec migrate_command();
+CommandSpec begin_command();
+CommandSpec sync_command();
+CommandSpec switch_command();
+CommandSpec rollback_command();
+CommandSpec abort_command();
+CommandSpec finalize_command();
+CommandSpec estimate_command();
+CommandSpec watch_command();
+CommandSpec list_command();
+CommandSpec get_command();
+
+// --- Rendering of list and get (pure; `now` is the wall clock) ---
+
+// Coarse age for tables: "42s", "5m", "3h", "2d".
+std::string coarse_age(std::chrono::milliseconds d);
+// Time spent in phases: the sum of every phase run's duration, a running one counted up to now.
+std::chrono::milliseconds migration_runtime(const state::Migration& m,
+                                            std::chrono::system_clock::time_point now);
+// "cn1" (the hostname recorded at begin in data.<side>.hostname), else the server UUID.
+// `side` is "source" or "target".
+std::string server_label(const state::Migration& m, const std::string& side);
+// True when `cn` is the UUID or the recorded hostname of the source or target node.
+bool involves_server(const state::Migration& m, const std::string& cn);
+// The `list` table: UUID PHASE STATE AGE RUNTIME, with `long_format` also SOURCE_CN TARGET_CN
+// ERROR. Always has the header line.
+std::string render_list(const std::vector<state::Migration>& migrations, bool long_format,
+                        std::chrono::system_clock::time_point now);
+// The `get` page: the summary block, then one row per phase run with a marker (✔ ok, ► running,
+// x failed; "+ > x" when `unicode` is false), each sync's bytes and rate, the switch downtime
+// with its steps, and the live progress of a running transfer.
+std::string render_get(const state::Migration& m, const std::optional<state::Progress>& progress,
+                       bool unicode, std::chrono::system_clock::time_point now);
+// Whether the locale (LC_ALL, LC_CTYPE, LANG) is UTF-8.
+bool utf8_locale();
+
+} // namespace zmigrate::cli

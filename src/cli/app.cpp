@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/cli/app.hpp>
+#include <zmigrate/cli/commands.hpp>
+#include <zmigrate/cli/runtime.hpp>
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include <fmt/format.h>
+
+namespace zmigrate::cli {
+
+namespace {
+
+// The subcommands, in the order `--help` lists them.
+std::vector<CommandSpec> command_table() {
+  return {migrate_command(), begin_command(),    sync_command(),     switch_command(),
+          rollback_command(), finalize_command(), abort_command(),    estimate_command(),
+          watch_command(),    list_command(),     get_command()};
+}
+
+} // namespace
+
+std::unique_ptr<CLI::App> build_app(GlobalOptions& g, std::vector<CommandSpec>* specs_out) {
+  auto app = std::make_unique<CLI::App>(
+      "zmigrate: move Triton instances between compute nodes with zfs send/recv over ssh,\n"
+      "keeping them running while they sync and switching with seconds of downtime.",
+      "zmigrate");
+  app->require_subcommand(1);
+  app->set_version_flag("--version", std::string("zmigrate ") + ZMIGRATE_VERSION);
+  app->option_defaults()->always_capture_default(false);
+  app->add_option("--config", g.config_file,
+                  "Configuration file (default $ZMIGRATE_CONFIG or /etc/zmigrate/config.json)");
+  app->add_option("--state-dir", g.state_dir, "State directory (default /var/lib/zmigrate)");
+  app->add_option("--log-dir", g.log_dir, "Log directory (default /var/log/zmigrate)");
+  app->add_option("--vmapi-url", g.vmapi_url, "VMAPI URL (overrides $VMAPI_URL)");
+  app->add_option("--cnapi-url", g.cnapi_url, "CNAPI URL (overrides $CNAPI_URL)");
+  app->add_option("--napi-url", g.napi_url, "NAPI URL (overrides $NAPI_URL)");
+  app->add_option("--imgapi-url", g.imgapi_url, "IMGAPI URL (overrides $IMGAPI_URL)");
+  app->add_flag("-j,--json", g.json, "Machine-readable JSON output");
+  app->add_flag("-q,--quiet", g.quiet, "Only errors and the final result (for cron)");
+  app->add_flag("--no-color,--no-ansi", g.no_color, "No escape codes or live progress line");
+  app->add_flag("-v,--verbose", g.verbose, "Mirror debug log lines to stderr (twice: trace)");
+  app->footer("Exit status: 0 ok, 1 failed, 2 usage, 3 not found, 4 refused by the migration "
+              "state, 5 inventory API, 6 ssh, 7 zfs, 8 state store, 9 configuration, 130 "
+              "interrupted. See zmigrate(1).");
+  std::vector<CommandSpec> specs = command_table();
+  for (CommandSpec& spec : specs) {
+    CLI::App* sub = app->add_subcommand(spec.name, spec.description);
+    // Global options may follow the subcommand: `zmigrate estimate --server cn1 --json`.
+    sub->fallthrough();
+    spec.declare(*sub);
+  }
+  if (specs_out != nullptr) {
+    *specs_out = std::move(specs);
+  }
+  return app;
+}
+
+int run(int argc, char** argv) {
+  GlobalOptions globals;
+  std::vector<CommandSpec> specs;
+  std::unique_ptr<CLI::App> app;
+  try {
+    app = build_app(globals, &specs);
+    app->parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app ? app->exit(e) : 1;
+    return rc == 0 ? 0 : static_cast<int>(ExitCode::usage);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "zmigrate: error: %s\n", e.what());
+    return static_cast<int>(ExitCode::usage);
+  }
+  install_interrupt_handlers();
+  try {
+    for (CommandSpec& spec : specs) {
+      if (app->got_subcommand(spec.name)) {
+        Runtime runtime(globals);
+        return spec.run(runtime);
+      }
+    }
+    return static_cast<int>(ExitCode::usage);
+  } catch (const Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "zmigrate: error: %s: %s\n", e.subject().c_str(), e.reason().c_str());
+    return static_cast<int>(e.exit_code());
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "zmigrate: error: %s\n", e.what());
+    return static_cast<int>(ExitCode::failure);
+  }
+}
+
+} // namespace zmigrate::cli

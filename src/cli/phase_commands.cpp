@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: MPL-2.0
+// The migration phase subcommands: migrate, begin, sync, switch, rollback, finalize, abort.
+#include <zmigrate/cli/commands.hpp>
+#include <zmigrate/cli/output.hpp>
+#include <zmigrate/cli/runtime.hpp>
+#include <zmigrate/migration/engine.hpp>
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/util/units.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace zmigrate::cli {
+
+namespace {
+
+constexpr std::initializer_list<Service> k_all_services = {Service::vmapi, Service::cnapi,
+                                                            Service::napi, Service::imgapi};
+
+struct VmOptions {
+  std::string vm;
+};
+
+void add_vm_arg(CLI::App& app, VmOptions& o) {
+  app.add_option("VM", o.vm, "Instance UUID")->required();
+}
+
+migration::Context& start(Runtime& rt, const std::string& vm_uuid) {
+  migration::Context& ctx = rt.context(k_all_services);
+  if (auto m = ctx.store.find_latest_for_vm(vm_uuid)) {
+    rt.log_to_migration(m->id, vm_uuid);
+  }
+  return ctx;
+}
+
+nlohmann::json sync_json(const migration::SyncResult& s) {
+  nlohmann::json transfers = nlohmann::json::array();
+  for (const migration::DatasetTransfer& t : s.transfers) {
+    transfers.push_back({{"dataset", t.dataset}, {"kind", t.kind}, {"from", t.from},
+                         {"to", t.to}, {"bytes", t.bytes}, {"estimated_bytes", t.estimated_bytes},
+                         {"estimate_exact", t.estimate_exact},
+                         {"duration_ms", t.duration.count()}});
+  }
+  return {{"sync_number", s.sync_number}, {"snapshot", s.snapshot}, {"bytes", s.bytes},
+          {"duration_ms", s.duration.count()}, {"bytes_per_second", s.rate_bytes_per_s},
+          {"transfers", transfers}};
+}
+
+nlohmann::json switch_json(const migration::SwitchResult& s) {
+  nlohmann::json steps = nlohmann::json::object();
+  for (const migration::TimedStep& t : s.downtime_steps) {
+    steps[t.name] = t.duration.count();
+  }
+  return {{"downtime_ms", s.downtime.count()}, {"downtime_steps_ms", steps},
+          {"final_bytes", s.final_bytes}, {"was_running", s.was_running}};
+}
+
+std::string sync_summary(const migration::SyncResult& s) {
+  return fmt::format("  sync {}: {} in {} ({})", s.sync_number, human_bytes(s.bytes),
+                     human_duration(s.duration), human_rate(s.rate_bytes_per_s));
+}
+
+std::string downtime_summary(const migration::SwitchResult& s) {
+  std::string parts;
+  for (const migration::TimedStep& t : s.downtime_steps) {
+    parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", t.name, human_duration(t.duration));
+  }
+  return fmt::format("  downtime: {} ({}){}", human_duration(s.downtime), parts,
+                     s.was_running ? "" : " [instance was stopped]");
+}
+
+} // namespace
+
+CommandSpec begin_command() {
+  struct Opts {
+    VmOptions vm;
+    std::string target;
+    bool dry_run = false;
+    bool force_core = false;
+    bool allow_older = false;
+  };
+  auto o = std::make_shared<Opts>();
+  return {"begin", "Validate an instance, choose the target node and prepare a migration",
+          [o](CLI::App& app) {
+            add_vm_arg(app, o->vm);
+            app.add_option("-n,--target", o->target, "Target compute node (UUID or hostname)");
+            app.add_flag("--dry-run", o->dry_run, "Print the plan and change nothing");
+            app.add_flag("--force-core", o->force_core, "Allow a Triton core instance");
+            app.add_flag("--allow-older-platform", o->allow_older,
+                         "Allow a target with an older platform image than the source");
+          },
+          [o](Runtime& rt) {
+            migration::Context& ctx = start(rt, o->vm.vm);
+            ctx.settings.allow_older_platform = o->allow_older;
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("begin", "");
+            const migration::BeginResult r = migration::begin(
+                ctx, {o->vm.vm, o->target, o->dry_run, o->force_core, false});
+            if (out.style().json) {
+              out.json({{"dry_run", r.dry_run}, {"plan", r.plan},
+                        {"migration", r.dry_run ? nlohmann::json() : nlohmann::json(r.migration)}});
+            } else if (r.dry_run) {
+              out.result_line(fmt::format("Dry run - would migrate {} ({}) from {} to {}; "
+                                          "nothing was changed",
+                                          r.migration.vm_uuid, r.plan.value("brand", ""),
+                                          r.source.hostname, r.target.hostname));
+              out.result_line(r.plan.dump(2));
+            } else {
+              out.result_line(fmt::format("  migration {}: {} -> {}", r.migration.id,
+                                          r.source.hostname, r.target.hostname));
+              out.result_line("OK - ready for migration sync");
+            }
+            return 0;
+          }};
+}
+
+CommandSpec sync_command() {
+  auto o = std::make_shared<VmOptions>();
+  return {"sync", "Copy the instance's data to the target while it runs (repeatable)",
+          [o](CLI::App& app) { add_vm_arg(app, *o); },
+          [o](Runtime& rt) {
+            migration::Context& ctx = start(rt, o->vm);
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("sync", "");
+            const migration::SyncResult r = migration::sync(ctx, o->vm);
+            if (out.style().json) {
+              out.json({{"sync", sync_json(r)}, {"migration", r.migration}});
+            } else {
+              out.result_line(sync_summary(r));
+              out.result_line("OK - ready for migration sync or migration switch");
+            }
+            return 0;
+          }};
+}
+
+CommandSpec switch_command() {
+  auto o = std::make_shared<VmOptions>();
+  return {"switch",
+          "Stop the instance, send the final delta and start it on the target",
+          [o](CLI::App& app) { add_vm_arg(app, *o); },
+          [o](Runtime& rt) {
+            migration::Context& ctx = start(rt, o->vm);
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("switch", "");
+            const migration::SwitchResult r = migration::switch_over(ctx, o->vm);
+            if (out.style().json) {
+              out.json({{"switch", switch_json(r)}, {"migration", r.migration}});
+            } else {
+              out.result_line(downtime_summary(r));
+              out.result_line("OK - switch was successful");
+            }
+            return 0;
+          }};
+}
+
+CommandSpec rollback_command() {
+  struct Opts {
+    VmOptions vm;
+    bool keep_changes = false;
+  };
+  auto o = std::make_shared<Opts>();
+  return {"rollback", "After a switch, make the original instance primary again",
+          [o](CLI::App& app) {
+            add_vm_arg(app, o->vm);
+            app.add_flag("--keep-changes", o->keep_changes,
+                         "First send the target's changes since the switch back to the source");
+          },
+          [o](Runtime& rt) {
+            migration::Context& ctx = start(rt, o->vm.vm);
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("rollback", "");
+            const migration::RollbackResult r = migration::rollback(ctx, o->vm.vm, o->keep_changes);
+            if (out.style().json) {
+              out.json({{"rollback", {{"kept_changes", r.kept_changes}, {"bytes", r.bytes},
+                                      {"downtime_ms", r.downtime.count()}}},
+                        {"migration", r.migration}});
+            } else {
+              if (r.kept_changes) {
+                out.result_line(fmt::format("  sent {} of changes back to the source",
+                                            human_bytes(r.bytes)));
+              }
+              out.result_line("OK - rollback was successful");
+            }
+            return 0;
+          }};
+}
+
+CommandSpec abort_command() {
+  auto o = std::make_shared<VmOptions>();
+  return {"abort", "Before a switch, throw the target copy away; the source is untouched",
+          [o](CLI::App& app) { add_vm_arg(app, *o); },
+          [o](Runtime& rt) {
+            migration::Context& ctx = start(rt, o->vm);
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("abort", "");
+            const state::Migration m = migration::abort(ctx, o->vm);
+            if (out.style().json) {
+              out.json({{"migration", m}});
+            } else {
+              out.result_line("Migration was successfully aborted");
+            }
+            return 0;
+          }};
+}
+
+CommandSpec finalize_command() {
+  struct Opts {
+    VmOptions vm;
+    bool yes = false;
+  };
+  auto o = std::make_shared<Opts>();
+  return {"finalize", "After a switch, delete the hidden original instance and every artefact",
+          [o](CLI::App& app) {
+            add_vm_arg(app, o->vm);
+            app.add_flag("-y,--yes", o->yes, "Do not ask for confirmation");
+          },
+          [o](Runtime& rt) {
+            if (!o->yes && ::isatty(STDIN_FILENO) == 1) {
+              std::fprintf(stdout,
+                           "This deletes the original instance %s on the source node; rollback "
+                           "will no longer be possible. Continue? [y/N] ",
+                           o->vm.vm.c_str());
+              std::fflush(stdout);
+              std::string answer;
+              std::getline(std::cin, answer);
+              if (answer != "y" && answer != "Y" && answer != "yes") {
+                throw Error(ExitCode::failure, "finalize", "not confirmed; nothing was changed");
+              }
+            }
+            migration::Context& ctx = start(rt, o->vm.vm);
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("finalize", "");
+            const state::Migration m = migration::finalize(ctx, o->vm.vm);
+            if (out.style().json) {
+              out.json({{"migration", m}});
+            } else {
+              out.result_line("Done - the migration is finished.");
+            }
+            return 0;
+          }};
+}
+
+CommandSpec migrate_command() {
+  struct Opts {
+    VmOptions vm;
+    std::string target;
+    int max_syncs = -1;
+    std::string converge;
+    bool finalize = false;
+    bool force_core = false;
+    bool allow_older = false;
+    bool yes = false;
+  };
+  auto o = std::make_shared<Opts>();
+  return {"migrate",
+          "begin, sync until the delta converges, then switch (stops before finalize)",
+          [o](CLI::App& app) {
+            add_vm_arg(app, o->vm);
+            app.add_option("-n,--target", o->target, "Target compute node (UUID or hostname)");
+            app.add_option("--max-syncs", o->max_syncs,
+                           "Incremental syncs at most before switching (default 6)")
+                ->check(CLI::Range(1, 100));
+            app.add_option("--converge", o->converge,
+                           "Switch once a delta is at most this size (default 64M)");
+            app.add_flag("--finalize", o->finalize, "Finalize after a successful switch");
+            app.add_flag("--force-core", o->force_core, "Allow a Triton core instance");
+            app.add_flag("--allow-older-platform", o->allow_older,
+                         "Allow a target with an older platform image than the source");
+          },
+          [o](Runtime& rt) {
+            migration::Context& ctx = start(rt, o->vm.vm);
+            ctx.settings.allow_older_platform = o->allow_older;
+            migration::MigrateOptions mo;
+            mo.begin = {o->vm.vm, o->target, false, o->force_core, true};
+            mo.max_syncs = o->max_syncs > 0 ? o->max_syncs : ctx.settings.max_syncs;
+            mo.converge_bytes =
+                o->converge.empty() ? ctx.settings.converge_bytes : parse_bytes(o->converge);
+            mo.finalize = o->finalize;
+            const migration::MigrateResult r = migration::migrate(ctx, mo);
+            TerminalReporter& out = rt.reporter();
+            if (out.style().json) {
+              nlohmann::json syncs = nlohmann::json::array();
+              for (const auto& s : r.syncs) {
+                syncs.push_back(sync_json(s));
+              }
+              out.json({{"migration", ctx.store.find_latest_for_vm(o->vm.vm).value_or(state::Migration{})},
+                        {"syncs", syncs},
+                        {"switch", r.switched ? switch_json(*r.switched) : nlohmann::json()},
+                        {"finalized", r.finalized}});
+            } else {
+              for (const auto& s : r.syncs) {
+                out.result_line(sync_summary(s));
+              }
+              if (r.switched) {
+                out.result_line(downtime_summary(*r.switched));
+              }
+              out.result_line("OK - switch was successful");
+              out.result_line(r.finalized ? "Done - the migration is finished."
+                                          : fmt::format("  run \"zmigrate finalize {0}\" to delete "
+                                                        "the original, or \"zmigrate rollback {0}\"",
+                                                        o->vm.vm));
+            }
+            return 0;
+          }};
+}
+
+} // namespace zmigrate::cli
