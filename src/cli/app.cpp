@@ -84,7 +84,11 @@ int run(int argc, char** argv) {
     return static_cast<int>(ExitCode::usage);
   } catch (const Error& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "zmigrate: error: %s: %s\n", e.subject().c_str(), e.reason().c_str());
+    std::string why = e.reason();
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) {
+      why.pop_back();
+    }
+    std::fprintf(stderr, "zmigrate: error: %s: %s\n", e.subject().c_str(), why.c_str());
     return static_cast<int>(e.exit_code());
   } catch (const std::exception& e) {
     std::fflush(stdout);

@@ -58,7 +58,7 @@ CommandSpec estimate_command() {
             }
             migration::Context& ctx = rt.context({Service::vmapi, Service::cnapi});
             const double rate =
-                o->rate_mb_s > 0 ? o->rate_mb_s * 1000 * 1000 : ctx.settings.rate_bytes_per_s;
+                o->rate_mb_s > 0 ? o->rate_mb_s * 1024 * 1024 : ctx.settings.rate_bytes_per_s;
             TerminalReporter& out = rt.reporter();
             if (!o->vm.empty()) {
               const migration::InstanceEstimate e = migration::estimate_instance(ctx, o->vm, rate);

@@ -131,7 +131,8 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     inventory::Inventory& inv = inventory(services);
     m_impl->nodes = std::make_unique<SshNodeAccess>(config(), m_impl->log);
     migration::Settings s;
-    s.rate_bytes_per_s = config().rate_mb_s * 1000.0 * 1000.0;
+    // MB as sdc-migrate and mig-estimator print them: 1024-based.
+    s.rate_bytes_per_s = config().rate_mb_s * 1024.0 * 1024.0;
     s.converge_bytes = config().converge_bytes;
     s.max_syncs = config().max_syncs;
     s.state_dir = config().state_dir;
@@ -141,7 +142,8 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
       s.fault_step = f;
     }
     m_impl->context = std::make_unique<migration::Context>(migration::Context{
-        inv, *m_impl->nodes, store(), m_impl->clock, m_impl->log, *m_impl->reporter, s});
+        inv, *m_impl->nodes, store(), m_impl->clock, m_impl->log, *m_impl->reporter, s,
+        [this](const std::string& id, const std::string& vm) { log_to_migration(id, vm); }});
   } else {
     require_endpoints(config(), services);
   }

@@ -131,6 +131,7 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
     ctx.reporter.step("removing the migrated instance");
     op.step("rollback.delete_target", [&](nlohmann::json&) {
       clear_indestructible(*ends.target, vm);
+      detail::prune_snapshots(ctx, *ends.target, m.id, vm, "");
       ends.target->vm_delete(vm.uuid);
       for (const std::string& ds : inventory::instance_datasets(vm)) {
         ends.target->destroy_dataset(ds);
@@ -236,6 +237,7 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
                     "the source copy is not hidden; refusing to delete a visible instance");
       }
       clear_indestructible(*ends.source, vm);
+      detail::prune_snapshots(ctx, *ends.source, m.id, vm, "");
       ends.source->vm_delete(vm.uuid);
       for (const std::string& ds : inventory::instance_datasets(vm)) {
         ends.source->destroy_dataset(ds);

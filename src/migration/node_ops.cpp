@@ -83,7 +83,17 @@ void NodeOps::vm_update(const std::string& uuid,
 void NodeOps::vm_delete(const std::string& uuid) {
   remote::RunOptions opts;
   opts.timeout = k_vmadm_timeout;
-  const remote::Result r = m_runner.run(remote::Command({"vmadm", "delete", uuid}), opts);
+  remote::Result r;
+  std::chrono::milliseconds delay(200);
+  for (int attempt = 0; attempt < 6; ++attempt) {
+    r = m_runner.run(remote::Command({"vmadm", "delete", uuid}), opts);
+    // Datasets are often busy for a moment after receives or unmounts (lab.md gotcha 2).
+    if (r.ok() || r.err.find("busy") == std::string::npos) {
+      break;
+    }
+    m_ctx.clock.sleep_for(delay);
+    delay *= 2;
+  }
   if (!r.ok() && !not_found_text(r.err)) {
     throw Error(ExitCode::failure, fmt::format("{}: vmadm delete {}", m_runner.host(), uuid),
                 r.err);

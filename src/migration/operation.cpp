@@ -23,6 +23,9 @@ void maybe_inject_fault(const Settings& settings, const std::string& step) {
 Operation::Operation(Context& ctx, state::Migration migration, std::string operation)
     : m_ctx(ctx), m_record(std::move(migration)), m_operation(std::move(operation)),
       m_pid(static_cast<int>(::getpid())) {
+  if (m_ctx.on_migration) {
+    m_ctx.on_migration(m_record.id, m_record.vm_uuid);
+  }
   state::Lease lease;
   lease.migration_id = m_record.id;
   lease.pid = m_pid;

@@ -4,6 +4,7 @@
 // adapters; unit tests pass fakes (tests/fakes/).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -68,6 +69,8 @@ struct Context {
   Logger& log;
   Reporter& reporter;
   Settings settings;
+  // Called when a command starts working on a migration (the CLI opens its per-migration log).
+  std::function<void(const std::string& migration_id, const std::string& vm_uuid)> on_migration;
 };
 
 } // namespace zmigrate::migration
