@@ -1,0 +1,312 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Bookkeeping for bench/run: records measurements as JSON lines, then reports them.
+
+  bench.py last-doc FILE                 print the last JSON document of zmigrate --json output
+  bench.py record JSONL FIG [k=v ...] [--zm FILE] [--time-v FILE]
+                                         append one measurement; v is parsed as JSON when it can
+                                         be (numbers), else kept as a string; --zm adds the sync /
+                                         switch object of a zmigrate --json run, --time-v the peak
+                                         RSS of a /usr/bin/time -v report
+  bench.py report JSONL OUT              compute the figures, write OUT (JSON), print a table
+
+No figure is judged pass/fail: targets are printed beside the measured values."""
+import json
+import statistics
+import sys
+
+
+def docs(text):
+    """Every JSON document in zmigrate --json output (compact progress lines, then the result
+    pretty-printed), in order."""
+    dec = json.JSONDecoder()
+    out = []
+    i = 0
+    n = len(text)
+    while i < n:
+        while i < n and text[i] in ' \t\r\n':
+            i += 1
+        if i >= n:
+            break
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except json.JSONDecodeError:
+            # not JSON (a stray line): skip to the next line
+            nl = text.find('\n', i)
+            i = n if nl < 0 else nl + 1
+            continue
+        out.append(obj)
+        i = end
+    return out
+
+
+def last_doc(path):
+    with open(path) as f:
+        d = docs(f.read())
+    if not d:
+        raise SystemExit('bench.py: %s holds no JSON document' % path)
+    return d[-1]
+
+
+def peak_rss_kib(path):
+    with open(path) as f:
+        for line in f:
+            if 'Maximum resident set size' in line:
+                return int(line.rsplit(':', 1)[1].strip())
+    raise SystemExit('bench.py: %s has no "Maximum resident set size" line' % path)
+
+
+def parse_value(v):
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
+def cmd_record(argv):
+    path, fig = argv[0], argv[1]
+    rec = {'fig': fig}
+    i = 2
+    while i < len(argv):
+        a = argv[i]
+        if a == '--zm':
+            d = last_doc(argv[i + 1])
+            for key in ('sync', 'switch', 'syncs', 'rollback'):
+                if key in d:
+                    rec['zm_' + key] = d[key]
+            i += 2
+        elif a == '--time-v':
+            rec['peak_rss_kib'] = peak_rss_kib(argv[i + 1])
+            i += 2
+        else:
+            k, _, v = a.partition('=')
+            rec[k] = parse_value(v)
+            i += 1
+    with open(path, 'a') as f:
+        f.write(json.dumps(rec, sort_keys=True) + '\n')
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+def stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {'median': statistics.median(values), 'min': min(values), 'max': max(values),
+            'n': len(values), 'values': values}
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def med(s):
+    return s['median'] if s else None
+
+
+def build(records):
+    by = {}
+    for r in records:
+        by.setdefault(r['fig'], []).append(r)
+    meta = {}
+    for r in by.get('meta', []):
+        meta.update({k: v for k, v in r.items() if k != 'fig'})
+    res = {'meta': meta, 'notes': [r['text'] for r in by.get('note', [])]}
+
+    # 1. switch downtime
+    rounds = by.get('switch', [])
+    zm_down = stats([r['zm_switch']['downtime_ms'] for r in rounds if 'zm_switch' in r])
+    gaps = stats([r.get('writer_gap_ms') for r in rounds])
+    step_names = sorted({k for r in rounds for k in r.get('zm_switch', {}).get('downtime_steps_ms', {})})
+    steps = {k: stats([r['zm_switch']['downtime_steps_ms'].get(k) for r in rounds
+                       if 'zm_switch' in r]) for k in step_names}
+    base = stats([r['ms'] for r in by.get('switch_baseline', [])])
+    res['switch_downtime'] = {
+        'rounds': [{k: r.get(k) for k in ('round', 'from', 'to', 'switch_wall_ms', 'writer_gap_ms',
+                                          'writer_last_source_seq', 'finalize_attempts')}
+                   | {'downtime_ms': r.get('zm_switch', {}).get('downtime_ms'),
+                      'downtime_steps_ms': r.get('zm_switch', {}).get('downtime_steps_ms'),
+                      'final_bytes': r.get('zm_switch', {}).get('final_bytes')}
+                   for r in rounds],
+        'zmigrate_downtime_ms': zm_down,
+        'writer_gap_ms': gaps,
+        'downtime_steps_ms': steps,
+        'baseline_snapshot_1mb_incremental_ms': base,
+        'ratio_zmigrate_to_baseline': ratio(med(zm_down), med(base)),
+        'writer_rate_bytes_s': meta.get('switch_write_rate'),
+    }
+
+    # 2. 10 MB delta sync vs syncoid
+    zs = by.get('delta_zmigrate', [])
+    ys = by.get('delta_syncoid', [])
+    zwall = stats([r['wall_ms'] for r in zs])
+    ywall = stats([r['wall_ms'] for r in ys])
+    res['delta_sync'] = {
+        'delta_bytes_written': meta.get('delta_bytes'),
+        'zmigrate_wall_ms': zwall,
+        'zmigrate_reported_ms': stats([r.get('zm_sync', {}).get('duration_ms') for r in zs]),
+        'zmigrate_bytes': stats([r.get('zm_sync', {}).get('bytes') for r in zs]),
+        'syncoid_wall_ms': ywall,
+        'ratio_zmigrate_to_syncoid': ratio(med(zwall), med(ywall)),
+        'target_ratio_max': 0.5,
+    }
+
+    # 3. full sync throughput
+    fz = by.get('full_zmigrate', [])
+    fp = by.get('full_plain', [])
+    z_rate = stats([r['zm_sync']['bytes'] / (r['wall_ms'] / 1000.0) for r in fz if 'zm_sync' in r])
+    z_own = stats([r['zm_sync'].get('bytes_per_second') for r in fz if 'zm_sync' in r])
+    p_rate = stats([r['bytes'] / (r['wall_ms'] / 1000.0) for r in fp])
+    res['full_sync'] = {
+        'zmigrate_bytes': stats([r.get('zm_sync', {}).get('bytes') for r in fz]),
+        'zmigrate_wall_ms': stats([r['wall_ms'] for r in fz]),
+        'zmigrate_bytes_per_s_wall': z_rate,
+        'zmigrate_bytes_per_s_reported': z_own,
+        'plain_bytes': stats([r['bytes'] for r in fp]),
+        'plain_wall_ms': stats([r['wall_ms'] for r in fp]),
+        'plain_bytes_per_s': p_rate,
+        'ratio_wall': ratio(med(z_rate), med(p_rate)),
+        'ratio_reported': ratio(med(z_own), med(p_rate)),
+        'target_ratio_min': 0.95,
+    }
+
+    # 4. migrate wall time
+    mg = by.get('migrate', [])
+    res['migrate'] = {
+        'wall_ms': stats([r['wall_ms'] for r in mg]),
+        'bytes_sent': stats([sum(s.get('bytes', 0) for s in r.get('zm_syncs', []))
+                             + (r.get('zm_switch') or {}).get('final_bytes', 0) for r in mg]),
+        'instance_bytes': meta.get('migrate_instance_bytes'),
+        'downtime_ms': stats([(r.get('zm_switch') or {}).get('downtime_ms') for r in mg]),
+        'target_wall_ms_max': 5000,
+    }
+
+    # 5. peak RSS
+    res['peak_rss'] = {
+        'full_sync_kib': stats([r.get('peak_rss_kib') for r in fz]),
+        'delta_sync_kib': stats([r.get('peak_rss_kib') for r in zs]),
+        'target_kib_max': 64 * 1024,
+    }
+    return res
+
+
+def fmt_ms(s):
+    if not s:
+        return 'n/a'
+    if s['n'] == 1:
+        return '%.0f ms' % s['median']
+    return '%.0f ms (min %.0f, max %.0f, n=%d)' % (s['median'], s['min'], s['max'], s['n'])
+
+
+def fmt_rate(s):
+    if not s:
+        return 'n/a'
+    m = 1024.0 * 1024.0
+    return '%.1f MiB/s (min %.1f, max %.1f, n=%d)' % (s['median'] / m, s['min'] / m,
+                                                       s['max'] / m, s['n'])
+
+
+def fmt_ratio(r):
+    return 'n/a' if r is None else '%.2f' % r
+
+
+def fmt_kib(s):
+    if not s:
+        return 'n/a'
+    return '%.1f MiB (max %.1f, n=%d)' % (s['median'] / 1024.0, s['max'] / 1024.0, s['n'])
+
+
+def fmt_bytes(v):
+    return 'n/a' if v is None else '%.1f MiB' % (v / 1048576.0)
+
+
+def table(res):
+    m = res['meta']
+    sd, ds, fs, mg, rss = (res['switch_downtime'], res['delta_sync'], res['full_sync'],
+                           res['migrate'], res['peak_rss'])
+    lines = [
+        'zmigrate bench (%s, zmigrate %s, lab %s, pool %s)' % (
+            m.get('started', '?'), m.get('zmigrate_version', '?'), m.get('lab_name', '?'),
+            m.get('pool_size', '?')),
+        'SHARED MACHINE: %s cores; load average at start %s, at end %s. Times are CPU-bound and'
+        % (m.get('cpus', '?'), m.get('load_start', '?'), m.get('load_end', '?')),
+        'move with the load; compare the ratios (measured side by side in this run), not the'
+        ' absolute values.',
+        '',
+        '1. switch downtime, web01 with its writer at %s B/s, %s rounds alternating between cn1 and cn2'
+        % (sd.get('writer_rate_bytes_s'), (sd['zmigrate_downtime_ms'] or {}).get('n', 0)),
+        '   zmigrate switch.downtime_ms      %s' % fmt_ms(sd['zmigrate_downtime_ms']),
+        '   writer gap (last source record -> first target record)  %s'
+        % fmt_ms(sd['writer_gap_ms']),
+    ]
+    for k, s in sd['downtime_steps_ms'].items():
+        lines.append('     step %-22s %s' % (k, fmt_ms(s)))
+    lines += [
+        '   baseline zfs snapshot + 1 MiB incremental send|ssh|recv  %s'
+        % fmt_ms(sd['baseline_snapshot_1mb_incremental_ms']),
+        '   ratio zmigrate downtime / baseline  %s' % fmt_ratio(sd['ratio_zmigrate_to_baseline']),
+        '',
+        '2. %s delta sync: zmigrate sync vs syncoid (target ratio <= 0.5)'
+        % fmt_bytes(ds['delta_bytes_written']),
+        '   zmigrate sync (wall, head)      %s' % fmt_ms(ds['zmigrate_wall_ms']),
+        '   zmigrate sync (its own figure)  %s' % fmt_ms(ds['zmigrate_reported_ms']),
+        '   syncoid (wall, on cn1)          %s' % fmt_ms(ds['syncoid_wall_ms']),
+        '   ratio zmigrate/syncoid          %s' % fmt_ratio(ds['ratio_zmigrate_to_syncoid']),
+        '',
+        '3. full sync throughput (first sync of a begin) vs plain zfs send | ssh -c aes128-gcm | zfs recv'
+        ' (target ratio >= 0.95)',
+        '   zmigrate bytes sent             %s' % fmt_bytes(med(fs['zmigrate_bytes'])),
+        '   zmigrate (bytes / wall time)    %s' % fmt_rate(fs['zmigrate_bytes_per_s_wall']),
+        '   zmigrate (its own rate)         %s' % fmt_rate(fs['zmigrate_bytes_per_s_reported']),
+        '   plain pipe (%s)           %s' % (fmt_bytes(med(fs['plain_bytes'])),
+                                              fmt_rate(fs['plain_bytes_per_s'])),
+        '   ratio zmigrate/plain            %s (wall), %s (own rate)'
+        % (fmt_ratio(fs['ratio_wall']), fmt_ratio(fs['ratio_reported'])),
+        '',
+        '4. zmigrate migrate end to end, %s instance (target <= 5000 ms)'
+        % fmt_bytes(mg['instance_bytes']),
+        '   wall time                       %s' % fmt_ms(mg['wall_ms']),
+        '   bytes sent                      %s' % fmt_bytes(med(mg['bytes_sent'])),
+        '   its downtime                    %s' % fmt_ms(mg['downtime_ms']),
+        '',
+        '5. zmigrate peak RSS (target <= 64 MiB)',
+        '   during the full (200 MiB) sync  %s' % fmt_kib(rss['full_sync_kib']),
+        '   during a 10 MiB delta sync      %s' % fmt_kib(rss['delta_sync_kib']),
+    ]
+    if res['notes']:
+        lines += ['', 'notes:'] + ['  - ' + n for n in res['notes']]
+    return '\n'.join(lines)
+
+
+def cmd_report(argv):
+    path, out = argv[0], argv[1]
+    records = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                records.append(json.loads(line))
+    res = build(records)
+    with open(out, 'w') as f:
+        json.dump(res, f, indent=2, sort_keys=True)
+        f.write('\n')
+    print(table(res))
+
+
+def main(argv):
+    if not argv:
+        raise SystemExit(__doc__)
+    cmd, rest = argv[0], argv[1:]
+    if cmd == 'last-doc':
+        print(json.dumps(last_doc(rest[0]), sort_keys=True))
+    elif cmd == 'record':
+        cmd_record(rest)
+    elif cmd == 'report':
+        cmd_report(rest)
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
