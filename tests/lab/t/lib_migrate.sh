@@ -1,0 +1,440 @@
+# SPDX-License-Identifier: MPL-2.0
+# shellcheck shell=bash
+# Shared helpers of the migration lab tests (tests/lab/t/migrate_*.sh); sourced, never run.
+#
+#   source "$(dirname "$0")/lib_migrate.sh"
+#   mt_setup zmt-run 10.95.1      # skip checks, own lab (3 nodes) with `down` in an EXIT trap
+#   zm migrate -n cn2 "$WEB"      # runs $ZMIGRATE_BIN; sets ZM_RC, ZM_OUT, ZM_ERR (files)
+#   probe cn1 "$WEB" sum writer   # one ssh round trip: JSON of what node cn1 holds of the VM
+#   ...; mt_finish                # exit 0 when no check failed, else 1
+#
+# Checks print "ok - ..." or "FAIL - ..."; a FAIL never stops the script (mt_die does).
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    # ctest globs tests/lab/t/*.sh, so this file is also run as a "test": nothing to do.
+    echo "lib_migrate.sh: helpers of the migrate_*.sh lab tests; nothing to run on its own"
+    exit 0
+fi
+
+MT_T_DIR=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
+MT_ROOT=$(cd "$MT_T_DIR/../../.." && pwd)
+LAB=$MT_ROOT/tests/lab/lab
+
+WEB=5eed0000-0000-4000-8000-000000000101
+MIN=5eed0000-0000-4000-8000-000000000102
+LX=5eed0000-0000-4000-8000-000000000103
+KVM=5eed0000-0000-4000-8000-000000000201
+BHYVE=5eed0000-0000-4000-8000-000000000202
+IMG_BASE=1a9e0000-0000-4000-8000-000000000001
+IMG_MIN=1a9e0000-0000-4000-8000-000000000002
+IMG_DEB=1a9e0000-0000-4000-8000-000000000003
+IMG_UBU=1a9e0000-0000-4000-8000-000000000004
+CN1=564d0000-0000-4000-8000-000000000001
+CN2=564d0000-0000-4000-8000-000000000002
+CN3=564d0000-0000-4000-8000-000000000003
+
+MT_FAILS=0
+MT_T0=$(date +%s.%N)
+
+ok() { printf 'ok - %s\n' "$*"; }
+fail() {
+    printf 'FAIL - %s\n' "$*"
+    MT_FAILS=$((MT_FAILS + 1))
+}
+# check DESC CMD...: ok when CMD succeeds, else FAIL.
+check() {
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else fail "$desc"; fi
+}
+mt_die() {
+    printf 'FAIL - %s (giving up)\n' "$*"
+    MT_FAILS=$((MT_FAILS + 1))
+    mt_finish
+}
+note() { printf '# %s\n' "$*"; }
+
+mt_elapsed() { awk -v a="$MT_T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+mt_finish() {
+    trap - EXIT
+    mt_cleanup
+    if ((MT_FAILS > 0)); then
+        printf '# %s: %d check(s) failed (%s s)\n' "${0##*/}" "$MT_FAILS" "$(mt_elapsed)"
+        exit 1
+    fi
+    printf '# %s: all checks passed (%s s)\n' "${0##*/}" "$(mt_elapsed)"
+    exit 0
+}
+
+mt_cleanup() {
+    mt_watch_stop >/dev/null 2>&1 || true
+    if [[ ${MT_KEEP_LAB:-0} == 1 ]]; then
+        note "MT_KEEP_LAB=1: lab $LAB_NAME left up ($LAB_DIR)"
+        return 0
+    fi
+    "$LAB" down >/dev/null 2>&1 || true
+}
+
+# mt_setup NAME SUBNET: skips (125) without root, /dev/fuse or network namespaces; brings up a
+# private 3-node lab and exports what `lab ssh` and zmigrate need.
+mt_setup() {
+    if ((EUID != 0)); then
+        echo "SKIP: needs root (namespaces, zfs-fuse)"
+        exit 125
+    fi
+    if [[ ! -c /dev/fuse ]]; then
+        echo "SKIP: no /dev/fuse"
+        exit 125
+    fi
+    if ! command -v ip >/dev/null || ! ip netns list >/dev/null 2>&1; then
+        echo "SKIP: no network namespaces (ip netns)"
+        exit 125
+    fi
+    export LAB_NAME=$1 LAB_SUBNET=$2 LAB_DIR=/var/tmp/zmigrate-lab/$1 LAB_NODES=3
+    ZM=${ZMIGRATE_BIN:-$MT_ROOT/build/zmigrate}
+    [[ -x $ZM ]] || { fail "no zmigrate binary at $ZM (set ZMIGRATE_BIN)"; exit 1; }
+    trap mt_finish EXIT
+    trap 'exit 1' INT TERM
+    "$LAB" down >/dev/null 2>&1 || true
+    local t0=$SECONDS
+    "$LAB" up 3 >"/var/tmp/zmigrate-lab/$1.up.log" 2>&1 ||
+        { tail -20 "/var/tmp/zmigrate-lab/$1.up.log"; mt_die "lab up 3"; }
+    rm -f "/var/tmp/zmigrate-lab/$1.up.log"
+    # shellcheck disable=SC1091
+    source "$LAB_DIR/env"
+    export VMAPI_URL CNAPI_URL NAPI_URL IMGAPI_URL ZMIGRATE_CONFIG
+    MT_WORK=$LAB_DIR/t
+    mkdir -p "$MT_WORK"
+    ZM_OUT=$MT_WORK/zm.out
+    ZM_ERR=$MT_WORK/zm.err
+    note "lab $LAB_NAME up in $((SECONDS - t0)) s; zmigrate: $ZM"
+}
+
+# --- zmigrate ---------------------------------------------------------------------------------
+
+# zm ARGS...: runs zmigrate (5 min cap) with stdout in $ZM_OUT and stderr in $ZM_ERR; sets ZM_RC
+# and ZM_SECS. Everything also goes to $MT_WORK/zm.log for post-mortems.
+zm() {
+    local t0
+    t0=$(date +%s.%N)
+    ZM_RC=0
+    timeout -k 5 300 "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null || ZM_RC=$?
+    ZM_SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    {
+        printf '\n$ %s%s zmigrate %s   -> rc %s in %s s\n' "${ZMIGRATE_FAULT_STEP:+ZMIGRATE_FAULT_STEP=}" \
+            "${ZMIGRATE_FAULT_STEP:-}" "$*" "$ZM_RC" "$ZM_SECS"
+        cat "$ZM_OUT"
+        sed 's/^/stderr: /' "$ZM_ERR"
+    } >>"$MT_WORK/zm.log"
+    return 0
+}
+
+# zm_show: the last command's output, indented (for FAIL context).
+zm_show() {
+    {
+        tail -n 15 "$ZM_OUT"
+        tail -n 15 "$ZM_ERR"
+    } | sed 's/^/#   /'
+}
+
+# zm_ok DESC ARGS...: runs zmigrate ARGS and checks it exits 0.
+zm_ok() {
+    local desc=$1
+    shift
+    zm "$@"
+    if ((ZM_RC == 0)); then
+        ok "$desc (${ZM_SECS} s)"
+        return 0
+    fi
+    fail "$desc: zmigrate $* exited $ZM_RC"
+    zm_show
+    return 1
+}
+
+# zm_json EXPR: evaluates the python expression EXPR over the last JSON document zmigrate
+# printed (bound to d; all documents in docs). Fails when stdout is not a sequence of JSON
+# documents (a stray text line in --json mode is a defect).
+zm_json() {
+    python3 - "$ZM_OUT" "$1" <<'EOF'
+import json, sys
+text = open(sys.argv[1]).read()
+dec = json.JSONDecoder()
+docs, i = [], 0
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    obj, i = dec.raw_decode(text, i)
+    docs.append(obj)
+if not docs:
+    sys.exit("no JSON document on stdout")
+d = docs[-1]
+v = eval(sys.argv[2])
+print(json.dumps(v) if isinstance(v, (dict, list, tuple, bool)) or v is None else v)
+EOF
+}
+
+# err_line_ok CODE: the last command exited CODE with exactly one stderr line
+# "zmigrate: error: ..." (no stack trace, no extra noise).
+err_line_ok() {
+    local want=$1 lines
+    lines=$(grep -c . "$ZM_ERR" || true)
+    ((ZM_RC == want)) && ((lines == 1)) && grep -q '^zmigrate: error: ' "$ZM_ERR"
+}
+
+# mig_field VM EXPR: python EXPR over `zmigrate --json get VM` (d).
+mig_field() {
+    local save_out=$ZM_OUT save_rc=$ZM_RC
+    ZM_OUT=$MT_WORK/get.out
+    zm --json get "$1"
+    local rc=$ZM_RC
+    if ((rc == 0)); then zm_json "$2"; fi
+    ZM_OUT=$save_out
+    ZM_RC=$save_rc
+    return "$rc"
+}
+
+# mig_id VM: id of the VM's (latest) migration.
+mig_id() { mig_field "$1" 'd["id"]'; }
+
+# --- nodes ------------------------------------------------------------------------------------
+
+on() {
+    local n=$1
+    shift
+    "$LAB" ssh "$n" "$*"
+}
+
+node_index() { printf '%d' "${1#cn}"; }
+
+# What a node holds of an instance, in one ssh round trip. Options: sum (zlab-sum of every
+# migrated filesystem, writer file excluded; unmounted ones are mounted for the sum and unmounted
+# again), writer (writer file: size, sha256, last seq via zlab-verify), prefix=N (sha256 of the
+# writer file's first N bytes).
+MT_PROBE_PY=$(
+    cat <<'EOF'
+import hashlib, json, os, subprocess, sys
+uuid = sys.argv[1]
+opts = sys.argv[2:]
+def run(*a):
+    p = subprocess.run(list(a), capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+out = {"uuid": uuid}
+rc, so, se = run("vmadm", "get", uuid)
+out["vm"] = json.loads(so) if rc == 0 else None
+out["running"] = os.path.exists("/run/zlab/zones/%s.json" % uuid)
+rc, so, se = run("zfs", "list", "-H", "-o", "name", "-t", "all")
+names = so.split()
+mine = [n for n in names if n.split("@")[0] == "zones/" + uuid
+        or n.startswith("zones/%s/" % uuid) or n.startswith("zones/%s-disk" % uuid)
+        or n.split("@")[0] == "zones/cores/" + uuid]
+fs = sorted([n for n in mine if "@" not in n], key=len)
+out["datasets"] = {}
+if fs:
+    rc, so, se = run("zfs", "get", "-Hp", "-o", "name,property,value",
+                     "mounted,quota,reservation,refquota,refreservation,origin,guid", *fs)
+    for line in so.splitlines():
+        n, p, v = line.split("\t")
+        out["datasets"].setdefault(n, {})[p] = v
+out["snapshots"] = {n: None for n in mine if "@" in n}
+if out["snapshots"]:
+    rc, so, se = run("zfs", "get", "-Hp", "-o", "name,value", "guid", *out["snapshots"])
+    for line in so.splitlines():
+        n, v = line.split("\t")
+        out["snapshots"][n] = v
+out["zm_snaps"] = [n for n in names if "@zmigrate-" in n]
+out["images"] = [n[len("zones/"):] for n in names
+                 if n.startswith("zones/1a9e") and "@" not in n]
+try:
+    out["keys"] = [l.strip() for l in open("/root/.ssh/authorized_keys") if "zmigrate" in l]
+except OSError:
+    out["keys"] = []
+out["rundir"] = sorted(os.listdir("/var/run/zmigrate")) if os.path.isdir("/var/run/zmigrate") else []
+mounted_here = []
+if ("sum" in opts or "writer" in opts) and fs:
+    for n in fs:
+        if n.startswith("zones/cores/"):
+            continue
+        if out["datasets"].get(n, {}).get("mounted") != "yes":
+            rc, so, se = run("zfs", "mount", n)
+            if rc == 0:
+                mounted_here.append(n)
+try:
+    if "sum" in opts:
+        out["sums"] = {}
+        for n in fs:
+            if n.startswith("zones/cores/"):
+                continue
+            rc, so, se = run("zlab-sum", "--exclude", "zlab-writer.dat", n)
+            out["sums"][n] = so.split()[0] if rc == 0 and so else "error: " + se.strip()
+    if "writer" in opts and out["vm"] is not None:
+        vm = out["vm"]
+        if vm["brand"] == "kvm":
+            path = "/zones/%s-disk0/zlab-writer.dat" % uuid
+        elif vm["brand"] == "bhyve":
+            path = "/zones/%s/disk0/zlab-writer.dat" % uuid
+        else:
+            path = os.path.join(vm["zonepath"], "root/var/tmp/zlab-writer.dat")
+        w = {"path": path}
+        if os.path.exists(path):
+            data = open(path, "rb").read()
+            w["size"] = len(data)
+            w["sha"] = hashlib.sha256(data).hexdigest()
+            for o in opts:
+                if o.startswith("prefix="):
+                    k = int(o[7:])
+                    w["prefix_sha"] = hashlib.sha256(data[:k]).hexdigest() if len(data) >= k else None
+            rc, so, se = run("zlab-verify", path)
+            w["verify_rc"] = rc
+            w["last"] = int(so.strip()) if rc == 0 and so.strip() else None
+            w["verify_err"] = se.strip()
+        out["writer"] = w
+finally:
+    for n in reversed(mounted_here):
+        run("zfs", "umount", n)
+print(json.dumps(out))
+EOF
+)
+
+# probe NODE VM [sum] [writer] [prefix=N]: writes the JSON to $MT_WORK/probe.NODE and prints
+# its path; `pj NODE EXPR` evaluates a python expression over it (d).
+probe() {
+    local n=$1
+    shift
+    "$LAB" ssh "$n" python3 - "$@" <<<"$MT_PROBE_PY" >"$MT_WORK/probe.$n" 2>"$MT_WORK/probe.$n.err" || {
+        echo "probe $n failed: $(tail -3 "$MT_WORK/probe.$n.err")" >&2
+        echo '{}' >"$MT_WORK/probe.$n"
+        return 1
+    }
+}
+pj() {
+    python3 - "$MT_WORK/probe.$1" "$2" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+v = eval(sys.argv[2])
+print(json.dumps(v) if isinstance(v, (dict, list, tuple, bool)) or v is None else v)
+EOF
+}
+
+# vm_state NODE VM: "running", "stopped", ... or "absent" (vmadm get on the node).
+vm_state() {
+    local s
+    s=$(on "$1" "vmadm get $2 2>/dev/null" | python3 -c 'import json,sys
+try: print(json.load(sys.stdin).get("state", "unknown"))
+except ValueError: print("absent")') || s=absent
+    printf '%s' "$s"
+}
+
+# running_now K VM: true when node cnK runs VM right now (its run-state file; no ssh, so cheap
+# enough to poll: read through the node init's mount namespace).
+node_root() {
+    local k pid
+    k=$(node_index "$1")
+    pid=$(<"$LAB_DIR/nodes/cn$k/init.pid")
+    printf '/proc/%s/root' "$pid"
+}
+running_now() { [[ -e $(node_root "$1")/run/zlab/zones/$2.json ]]; }
+
+# mt_watch_start VM: polls every node every 50 ms in the background and logs each moment when
+# more than one copy of VM runs to $MT_WORK/both-running. mt_watch_stop: stops it; prints the
+# number of such moments.
+mt_watch_start() {
+    local vm=$1 roots=() k
+    for k in 1 2 3; do roots+=("$(node_root "cn$k")/run/zlab/zones/$vm.json"); done
+    : >"$MT_WORK/both-running"
+    : >"$MT_WORK/watch.on"
+    (
+        while [[ -e $MT_WORK/watch.on ]]; do
+            n=0
+            for f in "${roots[@]}"; do [[ -e $f ]] && n=$((n + 1)); done
+            ((n > 1)) && echo "$(date +%T.%N) $n copies running" >>"$MT_WORK/both-running"
+            sleep 0.05
+        done
+    ) &
+    MT_WATCH_PID=$!
+}
+mt_watch_stop() {
+    [[ -n ${MT_WATCH_PID:-} ]] || { echo 0; return 0; }
+    rm -f "$MT_WORK/watch.on"
+    wait "$MT_WATCH_PID" 2>/dev/null || true
+    MT_WATCH_PID=
+    grep -c . "$MT_WORK/both-running" || true
+}
+
+# --- inventory --------------------------------------------------------------------------------
+
+# vmapi VM EXPR: python EXPR over GET /vms/VM (d).
+vmapi() {
+    curl -sS --max-time 10 "$VMAPI_URL/vms/$1" | python3 -c "import json,sys
+d = json.load(sys.stdin)
+v = $2
+print(json.dumps(v) if isinstance(v, (dict, list, tuple, bool)) or v is None else v)"
+}
+
+# nics_sig VM: the VM's NICs as VMAPI shows them, one sorted line "mac ip network_uuid primary".
+nics_sig() {
+    vmapi "$1" '" ".join(sorted("%s/%s/%s/%s" % (n["mac"], n["ip"], n.get("network_uuid"), n.get("primary")) for n in d["nics"]))'
+}
+
+# ips_never_free VM: true when, for every IP of VM (from VMAPI), the simulator's IP history has
+# entries and none says free:true or belongs to another instance. Prints what it found.
+ips_never_free() {
+    local ips ip bad=0 out
+    ips=$(vmapi "$1" '" ".join(n["ip"] for n in d["nics"])')
+    [[ -n $ips ]] || { echo "no IPs in VMAPI"; return 1; }
+    for ip in $ips; do
+        out=$(curl -sS --max-time 10 "$NAPI_URL/_lab/ip-history?ip=$ip" | python3 -c "import json,sys
+h = json.load(sys.stdin)
+bad = [e for e in h if e.get('free') or (e.get('belongs_to_uuid') not in (None, '$1') and not e.get('reserved'))]
+print(len(h), len(bad), json.dumps(bad[:2]))")
+        read -r total nbad rest <<<"$out"
+        echo "$ip: $total history entries, $nbad bad $rest"
+        ((total > 0 && nbad == 0)) || bad=1
+    done
+    return $bad
+}
+
+# wait_until SECS CMD...: retries CMD every 0.3 s.
+wait_until() {
+    local secs=$1 end
+    shift
+    end=$((SECONDS + secs))
+    while ((SECONDS < end)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.3
+    done
+    "$@" >/dev/null 2>&1
+}
+
+# no_artefacts NODE [VM] [ID]: the node holds no migration snapshot, no zmigrate key line and no
+# private dir (if ID given: no /var/run/zmigrate/ID; else the dir is empty). Uses the last probe
+# of NODE; prints what is left.
+no_artefacts_in_probe() {
+    local n=$1 id=${2:-}
+    pj "$n" "(d['zm_snaps'], d['keys'], d['rundir'])" | python3 -c "import json,sys
+snaps, keys, rundir = json.load(sys.stdin)
+id = '$id'
+left = []
+if snaps: left.append('snapshots %s' % snaps)
+if keys: left.append('authorized_keys lines %s' % [k[:60] + '...' + k[-50:] for k in keys])
+if (id and id in rundir) or (not id and rundir): left.append('/var/run/zmigrate entries %s' % rundir)
+print('; '.join(left) if left else 'nothing left')
+sys.exit(1 if left else 0)"
+}
+
+# keys_clean NODE...: no zmigrate authorized_keys line and no /var/run/zmigrate entry (fresh probe).
+keys_clean() {
+    local n rc=0
+    for n in "$@"; do
+        probe "$n" "$WEB" || rc=1
+        pj "$n" "(d['keys'], d['rundir'])" | python3 -c "import json,sys
+keys, rundir = json.load(sys.stdin)
+sys.exit(1 if keys or rundir else 0)" || {
+            echo "$n: keys $(pj "$n" "len(d['keys'])"), rundir $(pj "$n" "d['rundir']")"
+            rc=1
+        }
+    done
+    return $rc
+}
