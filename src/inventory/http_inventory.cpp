@@ -84,7 +84,8 @@ std::string query(const std::vector<std::pair<std::string, std::string>>& params
   std::string out;
   for (const auto& [key, value] : params) {
     out += out.empty() ? "?" : "&";
-    out += url_encode(key) + "=" + url_encode(value);
+    // Commas stay readable: the services split list values ("extras=sysinfo,disk") on them.
+    out += url_encode(key) + "=" + url_encode(value, ",");
   }
   return out;
 }
@@ -111,12 +112,12 @@ std::string server_list_text(const std::vector<Server>& servers) {
 
 } // namespace
 
-std::string url_encode(const std::string& text) {
+std::string url_encode(const std::string& text, std::string_view keep) {
   std::string out;
   for (const char ch : text) {
     const auto c = static_cast<unsigned char>(ch);
     if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
+        c == '.' || c == '_' || c == '~' || keep.find(ch) != std::string_view::npos) {
       out += ch;
     } else {
       out += fmt::format("%{:02X}", c);

@@ -159,7 +159,7 @@ std::string ipv4_from_ips(const json& ips) {
   return "";
 }
 
-Nic parse_nic(const json& j, const std::string& what) {
+Nic parse_nic_at(const json& j, const std::string& what) {
   require_object(j, what);
   Nic nic;
   nic.mac = str(j, "mac", what);
@@ -201,6 +201,8 @@ Disk parse_disk(const json& j, const Vm& vm, const std::string& zpool, std::size
 }
 
 } // namespace
+
+Nic parse_nic(const json& j) { return parse_nic_at(j, "NIC"); }
 
 bool Vm::is_core() const {
   if (!tags.is_object()) {
@@ -251,7 +253,7 @@ Vm parse_vm(const json& j) {
 
   const json& nics = array_or_empty(j, "nics", what);
   for (std::size_t i = 0; i < nics.size(); ++i) {
-    vm.nics.push_back(parse_nic(nics[i], fmt::format("{} nics[{}]", what, i)));
+    vm.nics.push_back(parse_nic_at(nics[i], fmt::format("{} nics[{}]", what, i)));
   }
   const json& disks = array_or_empty(j, "disks", what);
   for (std::size_t i = 0; i < disks.size(); ++i) {

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <zmigrate/http/client.hpp>
@@ -63,8 +64,8 @@ private:
 // the body is not a restify error.
 std::string describe_error_response(const http::Response& response);
 
-// Percent-encodes `text` for use as one URL path segment or query value (RFC 3986 unreserved
-// characters pass through).
-std::string url_encode(const std::string& text);
+// Percent-encodes `text` for use as one URL path segment or query value: RFC 3986 unreserved
+// characters and those in `keep` (e.g. "," for lists in a query) pass through.
+std::string url_encode(const std::string& text, std::string_view keep = "");
 
 } // namespace zmigrate::inventory

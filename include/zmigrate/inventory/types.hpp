@@ -101,6 +101,9 @@ struct Image {
 // from its /dev/zvol/rdsk/ path, image_uuid from disks[0] for kvm/bhyve, ram from
 // max_physical_memory when `ram` is absent, and `<zone root>/data` for delegate_dataset.
 Vm parse_vm(const nlohmann::json& j);
+// A NIC from a VM's nics[] or from NAPI (GET /nics/:mac). ip "dhcp"/"addrconf" becomes "", and
+// a missing ip is taken from vmadm's "ips" ("10.0.0.5/24").
+Nic parse_nic(const nlohmann::json& j);
 // A CNAPI server record. Negative unreserved_ram/disk (overcommitted) become 0. hostname,
 // setup, headnode, ram and current_platform fall back to sysinfo when absent.
 Server parse_server(const nlohmann::json& j);
