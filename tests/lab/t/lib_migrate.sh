@@ -119,7 +119,9 @@ zm() {
     local t0
     t0=$(date +%s.%N)
     ZM_RC=0
-    timeout -k 5 300 "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null || ZM_RC=$?
+    # In a subshell with its stderr discarded: bash's "Killed" notice for a SIGKILLed zmigrate
+    # (the fault hook) is noise.
+    (timeout -k 5 300 "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null) 2>/dev/null || ZM_RC=$?
     ZM_SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     {
         printf '\n$ %s%s zmigrate %s   -> rc %s in %s s\n' "${ZMIGRATE_FAULT_STEP:+ZMIGRATE_FAULT_STEP=}" \
@@ -337,11 +339,11 @@ node_root() {
 }
 running_now() { [[ -e $(node_root "$1")/run/zlab/zones/$2.json ]]; }
 
-# mt_watch_start VM: polls every node every 50 ms in the background and logs each moment when
-# more than one copy of VM runs to $MT_WORK/both-running. mt_watch_stop: stops it; prints the
-# number of such moments.
+# mt_watch_start VM [MAX]: polls every node every 50 ms in the background and logs each moment
+# when more than MAX (default 1) copies of VM run to $MT_WORK/both-running. mt_watch_stop: stops
+# it; prints the number of such moments.
 mt_watch_start() {
-    local vm=$1 roots=() k
+    local vm=$1 max=${2:-1} roots=() k
     for k in 1 2 3; do roots+=("$(node_root "cn$k")/run/zlab/zones/$vm.json"); done
     : >"$MT_WORK/both-running"
     : >"$MT_WORK/watch.on"
@@ -349,7 +351,7 @@ mt_watch_start() {
         while [[ -e $MT_WORK/watch.on ]]; do
             n=0
             for f in "${roots[@]}"; do [[ -e $f ]] && n=$((n + 1)); done
-            ((n > 1)) && echo "$(date +%T.%N) $n copies running" >>"$MT_WORK/both-running"
+            if ((n > max)); then echo "$(date +%T.%N) $n copies running" >>"$MT_WORK/both-running"; fi
             sleep 0.05
         done
     ) &
@@ -437,4 +439,61 @@ sys.exit(1 if keys or rundir else 0)" || {
         }
     done
     return $rc
+}
+
+# verify_switched LABEL VM SRC DST [running|stopped]: checks the state after a successful switch
+# from node SRC to node DST, printing one ok/FAIL line per property:
+#  - SRC: stopped, not running, hidden (do_not_inventory); DST: in the expected state, visible
+#  - zlab-sum of every migrated dataset (writer file excluded) equal on both
+#  - running instances: DST's writer file starts with SRC's whole file and goes on intact
+#  - VMAPI shows DST and the expected state
+# Leaves the probes of SRC and DST in $MT_WORK for further checks.
+verify_switched() {
+    local label=$1 vm=$2 src=$3 dst=$4 want=${5:-running} size
+    probe "$src" "$vm" sum writer || fail "$label: probe $src"
+    size=$(pj "$src" '(d.get("writer") or {}).get("size", 0)')
+    probe "$dst" "$vm" sum writer "prefix=$size" || fail "$label: probe $dst"
+    check "$label: source on $src stopped, not running, hidden" \
+        test "$(pj "$src" '(d["vm"] or {}).get("state"), d["running"], (d["vm"] or {}).get("do_not_inventory")')" = '["stopped", false, true]'
+    if [[ $want == running ]]; then
+        check "$label: instance runs on $dst, visible" \
+            test "$(pj "$dst" '(d["vm"] or {}).get("state"), d["running"], bool((d["vm"] or {}).get("do_not_inventory"))')" = '["running", true, false]'
+    else
+        check "$label: instance on $dst is stopped (not started), visible" \
+            test "$(pj "$dst" '(d["vm"] or {}).get("state"), d["running"], bool((d["vm"] or {}).get("do_not_inventory"))')" = '["stopped", false, false]'
+    fi
+    local s d
+    s=$(pj "$src" 'd.get("sums")')
+    d=$(pj "$dst" 'd.get("sums")')
+    if [[ $s == "$d" && $s != null && $s != "{}" && $s != *error* ]]; then
+        ok "$label: zlab-sum equal on both for $(pj "$src" '", ".join(sorted(d["sums"]))')"
+    else
+        fail "$label: zlab-sum differs: $src $s / $dst $d"
+    fi
+    if [[ $want == running ]]; then
+        local sl
+        sl=$(pj "$src" '(d.get("writer") or {}).get("last")')
+        check "$label: $dst's writer file begins with $src's (seq 1..$sl) and is intact up to seq $(pj "$dst" '(d.get("writer") or {}).get("last")')" \
+            test "$(pj "$dst" '(d.get("writer") or {}).get("prefix_sha"), (d.get("writer") or {}).get("verify_rc"), ((d.get("writer") or {}).get("last") or 0) >= '"${sl:-0}")" = "[\"$(pj "$src" '(d.get("writer") or {}).get("sha")')\", 0, true]"
+    fi
+    local want_srv
+    want_srv=$(printf '564d0000-0000-4000-8000-0000000000%02d' "${dst#cn}")
+    check "$label: VMAPI shows $dst and $want" \
+        test "$(vmapi "$vm" 'd["server_uuid"] + " " + d["state"]')" = "$want_srv $want"
+}
+
+# finalize_clean LABEL VM SRC DST: finalize --yes; the source copy and every migration snapshot,
+# key and private dir are gone on both nodes.
+finalize_clean() {
+    local label=$1 vm=$2 src=$3 dst=$4 left n
+    zm_ok "$label: finalize --yes" finalize --yes "$vm" || return 0
+    probe "$src" "$vm" || true
+    check "$label: source instance and datasets gone from $src" \
+        test "$(pj "$src" 'd["vm"], sorted(d["datasets"])')" = '[null, []]'
+    probe "$dst" "$vm" || true
+    for n in "$src" "$dst"; do
+        if left=$(no_artefacts_in_probe "$n"); then ok "$label: $n: no migration snapshot, key or private dir"; else
+            fail "$label: $n: left after finalize: $left"
+        fi
+    done
 }
