@@ -7,6 +7,7 @@
 #include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 
 #include <fmt/format.h>
@@ -61,29 +62,31 @@ std::string snap_part(const std::string& full) {
   return at == std::string::npos ? std::string() : full.substr(at + 1);
 }
 
-// Plan the streams that bring `ds` on `dst` up to `to` (a snapshot on `src`), choosing the base
-// by GUID, never by name.
-std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id, NodeOps& src,
-                                   NodeOps& dst, const std::string& ds, const std::string& to,
-                                   bool dst_supports_resume) {
-  const std::vector<SnapshotInfo> src_snaps = src.snapshots(ds);
+// Plan the streams that bring `ds` on the destination up to `to` (a snapshot on the source),
+// choosing the base by GUID, never by name. Pure over the two trees read before.
+std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id,
+                                   const DatasetTree& st, const DatasetTree& dt,
+                                   const std::string& dst_host, const std::string& ds,
+                                   const std::string& to, NodeOps& dst) {
+  const auto sit = st.snapshots.find(ds);
+  const std::vector<SnapshotInfo> src_snaps =
+      sit == st.snapshots.end() ? std::vector<SnapshotInfo>{} : sit->second;
   auto it_to = std::find_if(src_snaps.begin(), src_snaps.end(),
                             [&](const SnapshotInfo& s) { return s.name == to; });
   if (it_to == src_snaps.end()) {
-    throw Error(ExitCode::zfs, fmt::format("{}: {}", src.runner().host(), to),
+    throw Error(ExitCode::zfs, to,
                 "the migration snapshot is missing right after it was taken; check the pool");
   }
   std::vector<Transfer> out;
-  if (dst.dataset_exists(ds)) {
-    if (dst_supports_resume) {
-      const std::string token = dst.resume_token(ds);
-      if (!token.empty()) {
-        out.push_back({ds, "resume", "", to, token});
-        // After the resumed stream lands, plan again from what the target then holds.
-        return out;
-      }
+  if (dt.has(ds)) {
+    const std::string token = dt.prop(ds, "receive_resume_token");
+    if (!token.empty()) {
+      out.push_back({ds, "resume", "", to, token});
+      return out;
     }
-    const std::vector<SnapshotInfo> dst_snaps = dst.snapshots(ds);
+    const auto dit = dt.snapshots.find(ds);
+    const std::vector<SnapshotInfo> dst_snaps =
+        dit == dt.snapshots.end() ? std::vector<SnapshotInfo>{} : dit->second;
     std::set<std::uint64_t> dst_guids;
     for (const SnapshotInfo& s : dst_snaps) {
       dst_guids.insert(s.guid);
@@ -99,7 +102,7 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
       for (const SnapshotInfo& s : dst_snaps) {
         names.push_back(snap_part(s.name));
       }
-      throw Error(ExitCode::zfs, fmt::format("{}: {}", dst.runner().host(), ds),
+      throw Error(ExitCode::zfs, fmt::format("{}: {}", dst_host, ds),
                   fmt::format("the target already has this dataset with no snapshot in common "
                               "with the source (target snapshots: {}); zmigrate never overwrites "
                               "data it did not create: remove it on the target or choose "
@@ -109,29 +112,22 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
     if (common->guid == it_to->guid) {
       return out; // already there
     }
-    // Target snapshots newer than the common base would make the incremental receive fail;
-    // they can only be ours from an interrupted run (never a user's: the target is ours).
     out.push_back({ds, "incremental", common->name, to, ""});
     return out;
   }
-  // First transfer of this dataset. A clone of an image whose origin the target holds with the
-  // same GUID is sent as an incremental from the origin, keeping it a clone (and small).
-  const std::string origin = src.origin(ds);
+  // First transfer of this dataset. A clone of an image whose origin the destination holds
+  // with the same GUID is sent as an incremental from the origin: it stays a clone, and small.
+  const std::string origin = st.prop(ds, "origin");
   if (!origin.empty()) {
     const std::string origin_ds = origin.substr(0, origin.find('@'));
-    if (dst.dataset_exists(origin_ds)) {
-      for (const SnapshotInfo& s : dst.snapshots(origin_ds)) {
-        if (s.name == origin) {
-          for (const SnapshotInfo& o : src.snapshots(origin_ds)) {
-            if (o.name == origin && o.guid == s.guid) {
-              out.push_back({ds, "clone", origin, to, ""});
-              return out;
-            }
-          }
-        }
-      }
+    const DatasetTree ot = dst.tree({origin_ds});
+    const std::uint64_t dst_guid = std::strtoull(ot.prop(origin, "guid").c_str(), nullptr, 10);
+    const std::uint64_t src_guid = std::strtoull(st.prop(origin, "guid").c_str(), nullptr, 10);
+    if (dst_guid != 0 && (src_guid == 0 || src_guid == dst_guid)) {
+      out.push_back({ds, "clone", origin, to, ""});
+      return out;
     }
-    ctx.log.info("origin not on target with the same GUID; sending in full",
+    ctx.log.info("origin not on the destination with the same GUID; sending in full",
                  {{"dataset", ds}, {"origin", origin}});
   }
   // Users' older snapshots go along (TRITON-1809): the oldest in full, then -I up to `to`.
@@ -150,26 +146,40 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
 void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
                      const inventory::Vm& vm, const std::string& keep) {
   const std::string tag = "zmigrate-" + migration_id;
-  for (const std::string& root : inventory::instance_datasets(vm)) {
-    for (const std::string& ds : node.hierarchy(root)) {
-      for (const SnapshotInfo& s : node.snapshots(ds)) {
-        const std::string snap = snap_part(s.name);
-        if (zfs::parse_migration_snap(migration_id, snap) < 0 || snap == keep) {
-          continue;
-        }
-        node.release(s.name, tag);
-        node.destroy_snapshot(s.name);
-        ctx.log.debug("pruned migration snapshot", {{"host", node.runner().host()}, {"snapshot", s.name}});
+  const DatasetTree t = node.tree(inventory::instance_datasets(vm));
+  for (const auto& [ds, snaps] : t.snapshots) {
+    for (const SnapshotInfo& s : snaps) {
+      const std::string snap = snap_part(s.name);
+      if (zfs::parse_migration_snap(migration_id, snap) < 0 || snap == keep) {
+        continue;
       }
+      node.release(s.name, tag);
+      node.destroy_snapshot(s.name);
+      ctx.log.debug("pruned migration snapshot",
+                    {{"host", node.runner().host()}, {"snapshot", s.name}});
     }
   }
 }
 
+DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& src, NodeOps& dst,
+                            const std::vector<std::string>& datasets) {
+  DataPathSpec spec;
+  spec.migration_id = m.id;
+  spec.source_addr = src.server().admin_ip;
+  spec.target_addr = dst.server().admin_ip;
+  spec.target_host_key = dst.host_key();
+  spec.datasets = datasets;
+  spec.resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
+  spec.watchdog = dst.caps().has_mbuffer;
+  spec.zfs_path = ctx.settings.zfs_path;
+  return spec;
+}
+
 SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm,
-                         const std::string& label, bool reverse) {
+                         const std::string& label, const SyncOptions& options) {
   state::Migration& m = op.record();
-  NodeOps& src = reverse ? *ends.target : *ends.source;
-  NodeOps& dst = reverse ? *ends.source : *ends.target;
+  NodeOps& src = options.reverse ? *ends.target : *ends.source;
+  NodeOps& dst = options.reverse ? *ends.source : *ends.target;
   const std::string tag = "zmigrate-" + m.id;
   SyncResult result;
   const auto started = ctx.clock.now();
@@ -178,36 +188,39 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
   const int n = m.data.value("snap_n", 0) + 1;
   const std::string snap = zfs::migration_snap_name(m.id, n);
   const std::vector<std::string> roots = inventory::instance_datasets(vm);
-  std::vector<std::string> all;
   op.step(label + ".snapshot", [&](nlohmann::json& d) {
-    for (const std::string& root : roots) {
-      const std::vector<std::string> h = src.hierarchy(root);
-      if (h.empty()) {
-        throw Error(ExitCode::zfs, fmt::format("{}: {}", src.runner().host(), root),
-                    "the instance's dataset does not exist on this node");
-      }
-      all.insert(all.end(), h.begin(), h.end());
-    }
     src.snapshot_recursive(roots, snap);
     m.data["snap_n"] = n;
     op.save();
-    for (const std::string& ds : all) {
-      src.hold(ds + "@" + snap, tag);
-    }
     d["snapshot"] = snap;
-    d["datasets"] = all;
   });
   result.snapshot = snap;
 
-  // 2. Plan every stream (GUID-based base selection) and estimate it.
+  // 2. Read both sides once and plan every stream (GUID-based base selection).
   const bool resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
   std::vector<Transfer> plan;
+  std::vector<std::string> all;
   op.step(label + ".plan", [&](nlohmann::json& d) {
+    const DatasetTree st = src.tree(roots, {"origin", "referenced"});
+    const DatasetTree dt =
+        dst.tree(roots, resumable ? std::vector<std::string>{"receive_resume_token"}
+                                  : std::vector<std::string>{});
+    all = st.datasets;
+    for (const std::string& root : roots) {
+      if (!st.has(root)) {
+        throw Error(ExitCode::zfs, fmt::format("{}: {}", src.runner().host(), root),
+                    "the instance's dataset does not exist on this node");
+      }
+    }
     for (const std::string& ds : all) {
-      for (Transfer& t : plan_dataset(ctx, m.id, src, dst, ds, ds + "@" + snap, resumable)) {
-        const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token);
-        t.estimate = bytes;
-        t.exact = exact;
+      src.hold(ds + "@" + snap, tag);
+      for (Transfer& t : plan_dataset(ctx, m.id, st, dt, dst.runner().host(), ds,
+                                      ds + "@" + snap, dst)) {
+        if (options.estimate) {
+          const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token);
+          t.estimate = bytes;
+          t.exact = exact;
+        }
         plan.push_back(std::move(t));
       }
     }
@@ -218,7 +231,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
     }
   });
   std::uint64_t total = 0;
-  bool approximate = false;
+  bool approximate = !options.estimate;
   for (const Transfer& t : plan) {
     total += t.estimate;
     approximate = approximate || !t.exact;
@@ -227,7 +240,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
   // 3. Send. New target datasets go into the ledger before their first byte arrives.
   if (!plan.empty()) {
     for (const Transfer& t : plan) {
-      if ((t.kind == "full" || t.kind == "clone") && !reverse) {
+      if ((t.kind == "full" || t.kind == "clone") && !options.reverse) {
         state::Artefact a;
         a.migration_id = m.id;
         a.kind = "target_dataset";
@@ -237,21 +250,17 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
         ctx.store.record_artefact(a);
       }
     }
-    DataPathSpec spec;
-    spec.migration_id = m.id;
-    spec.source_addr = src.server().admin_ip;
-    spec.target_addr = dst.server().admin_ip;
-    spec.target_host_key = dst.host_key();
-    spec.datasets = all;
-    spec.resumable = resumable;
-    spec.watchdog = dst.caps().has_mbuffer;
-    spec.zfs_path = ctx.settings.zfs_path;
-    DataPath path(ctx, spec, src.runner(), dst.runner());
-    op.step(label + ".open_data_path", [&](nlohmann::json& d) {
-      path.open();
-      d["source"] = spec.source_addr;
-      d["target"] = spec.target_addr;
-    });
+    std::optional<DataPath> own_path;
+    DataPath* path = options.path;
+    if (path == nullptr) {
+      own_path.emplace(ctx, data_path_spec(ctx, m, src, dst, all), src.runner(), dst.runner());
+      path = &*own_path;
+      op.step(label + ".open_data_path", [&](nlohmann::json& d) {
+        path->open();
+        d["source"] = src.server().admin_ip;
+        d["target"] = dst.server().admin_ip;
+      });
+    }
     const bool use_pv = src.caps().has_pv;
     std::uint64_t done = 0;
     auto last_report = ctx.clock.now() - std::chrono::seconds(2);
@@ -261,7 +270,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
     for (const Transfer& t : plan) {
       op.step(label + ".send", [&](nlohmann::json& d) {
         const remote::Argv argv = src.send_argv(t.to, t.from, t.token, dst.caps());
-        const TransferResult tr = path.send(argv, t.dataset, use_pv, [&](std::uint64_t bytes) {
+        const TransferResult tr = path->send(argv, t.dataset, use_pv, [&](std::uint64_t bytes) {
           const auto now = ctx.clock.now();
           const double secs = std::chrono::duration<double>(now - window_start).count();
           if (secs > 0.5) {
@@ -275,44 +284,50 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
             op.progress(done + bytes, total, approximate, rate);
           }
         });
-        DatasetTransfer dt;
-        dt.dataset = t.dataset;
-        dt.kind = t.kind;
-        dt.from = t.from;
-        dt.to = t.to;
-        dt.estimated_bytes = t.estimate;
-        dt.estimate_exact = t.exact;
-        dt.bytes = tr.bytes_counted ? tr.bytes : t.estimate;
-        dt.duration = tr.duration;
-        done += dt.bytes;
-        result.transfers.push_back(dt);
+        DatasetTransfer dtr;
+        dtr.dataset = t.dataset;
+        dtr.kind = t.kind;
+        dtr.from = t.from;
+        dtr.to = t.to;
+        dtr.estimated_bytes = t.estimate;
+        dtr.estimate_exact = t.exact;
+        dtr.bytes = tr.bytes_counted ? tr.bytes : t.estimate;
+        dtr.duration = tr.duration;
+        done += dtr.bytes;
+        result.transfers.push_back(dtr);
         d = {{"dataset", t.dataset}, {"kind", t.kind}, {"from", t.from}, {"to", t.to},
-             {"bytes", dt.bytes}, {"estimate", t.estimate}, {"counted", tr.bytes_counted}};
+             {"bytes", dtr.bytes}, {"estimate", t.estimate}, {"counted", tr.bytes_counted}};
       });
       if (t.kind == "resume") {
         // A resumed stream completes an older snapshot; bring the dataset up to date now.
-        for (Transfer& more : plan_dataset(ctx, m.id, src, dst, t.dataset, t.to, false)) {
+        const DatasetTree st = src.tree({t.dataset}, {"origin"});
+        const DatasetTree dt = dst.tree({t.dataset});
+        for (Transfer& more :
+             plan_dataset(ctx, m.id, st, dt, dst.runner().host(), t.dataset, t.to, dst)) {
           const remote::Argv argv = src.send_argv(more.to, more.from, "", dst.caps());
-          const TransferResult tr = path.send(argv, more.dataset, use_pv, nullptr);
-          done += tr.bytes;
+          done += path->send(argv, more.dataset, use_pv, nullptr).bytes;
         }
       }
     }
     op.progress(done, std::max(done, total), approximate, rate);
-    path.close();
+    if (own_path) {
+      own_path->close();
+    }
   }
   for (const std::string& ds : all) {
     dst.hold(ds + "@" + snap, tag);
   }
-
-  // 4. Keep only the newest migration snapshot on both sides as the next base.
-  op.step(label + ".prune", [&](nlohmann::json& d) {
-    prune_snapshots(ctx, src, m.id, vm, snap);
-    prune_snapshots(ctx, dst, m.id, vm, snap);
-    d["kept"] = snap;
-  });
   m.data["synced_snap"] = snap;
   op.save();
+
+  // 4. Keep only the newest migration snapshot on both sides as the next base.
+  if (options.prune) {
+    op.step(label + ".prune", [&](nlohmann::json& d) {
+      prune_snapshots(ctx, src, m.id, vm, snap);
+      prune_snapshots(ctx, dst, m.id, vm, snap);
+      d["kept"] = snap;
+    });
+  }
 
   for (const DatasetTransfer& t : result.transfers) {
     result.bytes += t.bytes;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/node_ops.hpp>
 #include <zmigrate/migration/operation.hpp>
@@ -26,11 +27,21 @@ Ends open_ends(Context& ctx, const state::Migration& m);
 // The instance as recorded at begin (VMAPI JSON), parsed.
 inventory::Vm recorded_vm(const state::Migration& m);
 
+struct SyncOptions {
+  bool reverse = false;  // data flows from the target back to the source (rollback)
+  bool prune = true;     // drop older migration snapshots afterwards
+  bool estimate = true;  // size every stream first (progress totals)
+  DataPath* path = nullptr; // an open data path to reuse (the switch keeps one open)
+};
+
 // Snapshot, plan, send and prune: one sync of every dataset of the instance to the target.
 // `label` names the journal steps ("sync", "switch.final_sync", "rollback.reverse_sync").
-// When `reverse` is true data flows from the target back to the source.
 SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm,
-                         const std::string& label, bool reverse = false);
+                         const std::string& label, const SyncOptions& options = {});
+
+// The data path spec between `src` and `dst` for this instance's datasets.
+DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& src, NodeOps& dst,
+                            const std::vector<std::string>& datasets);
 
 // Remove every snapshot of this migration on `node` for the instance's datasets, except `keep`
 // (a snap name like zmigrate-<id>-3; "" removes all). Releases holds first.

@@ -103,6 +103,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   }
   nlohmann::json& sw = m.data["switch"];
   bool hidden = json_bool(sw, "source_hidden");
+  std::optional<DataPath> path;
 
   try {
     if (!hidden) {
@@ -125,12 +126,28 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
               detail::reserve_ips(ctx, op, vm);
               d["reserved"] = m.data["reserved_ips"];
             });
+      // One data path (key, pinned host key, ssh master) for the whole switch, opened before
+      // the downtime window so the final delta starts streaming at once.
+      timed("open_data_path", "", [&](nlohmann::json& d) {
+        std::vector<std::string> datasets;
+        for (const std::string& root : inventory::instance_datasets(vm)) {
+          for (const std::string& ds : ends.source->tree({root}).datasets) {
+            datasets.push_back(ds);
+          }
+        }
+        path.emplace(ctx, detail::data_path_spec(ctx, m, *ends.source, *ends.target, datasets),
+                     ends.source->runner(), ends.target->runner());
+        path->open();
+        d["datasets"] = datasets;
+      });
       const bool running_now = ends.source->vm_get(vm.uuid).value_or(nlohmann::json::object())
                                    .value("state", "") == "running";
       if (running_now) {
         // One more pass while it runs, so the delta inside the downtime window is small.
         timed("presync", "syncing data before stopping the instance", [&](nlohmann::json& d) {
-          const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "switch.presync");
+          detail::SyncOptions so;
+          so.path = &*path;
+          const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "switch.presync", so);
           d["bytes"] = s.bytes;
         });
       }
@@ -151,7 +168,11 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       result.downtime_steps.push_back({"stop", since(ctx, stop_t)});
       auto t = ctx.clock.now();
       ctx.reporter.step("syncing the final delta");
-      const SyncResult fin = detail::sync_datasets(ctx, op, ends, vm, "switch.final_sync");
+      detail::SyncOptions fo;
+      fo.path = &*path;
+      fo.prune = false;    // after the window
+      fo.estimate = false; // nothing to show progress for in a sub-second delta
+      const SyncResult fin = detail::sync_datasets(ctx, op, ends, vm, "switch.final_sync", fo);
       result.final_bytes = fin.bytes;
       result.downtime_steps.push_back({"final_sync", since(ctx, t)});
       sw["stopped_at_ms"] = 0;
@@ -238,7 +259,15 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       });
     }
     timed("cleanup", "", [&](nlohmann::json&) {
+      if (path) {
+        path->close();
+      }
       DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      // The final snapshot stays on both sides as the rollback base; older ones go.
+      const std::string keep = m.data.value("synced_snap", "");
+      const std::string keep_snap = keep.substr(keep.find('@') + 1);
+      detail::prune_snapshots(ctx, *ends.source, m.id, vm, keep_snap);
+      detail::prune_snapshots(ctx, *ends.target, m.id, vm, keep_snap);
       for (const state::Artefact& a : ctx.store.live_artefacts(op.id())) {
         if (a.kind == "zone_config" || a.kind == "target_dataset" || a.kind == "quota_removed") {
           ctx.store.mark_artefact_removed(a.id); // now part of the migrated instance

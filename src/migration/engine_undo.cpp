@@ -95,7 +95,9 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
         }
         d["base"] = base;
       });
-      const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "rollback.reverse_sync", true);
+      detail::SyncOptions so;
+      so.reverse = true;
+      const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "rollback.reverse_sync", so);
       result.bytes = s.bytes;
       rb["changes_synced"] = true;
       op.save();

@@ -6,6 +6,7 @@
 #include <zmigrate/zfs/capabilities.hpp>
 #include <zmigrate/zfs/names.hpp>
 
+#include <algorithm>
 #include <sstream>
 #include <thread>
 
@@ -205,6 +206,58 @@ remote::Result NodeOps::zfs_retry(const remote::Argv& argv) {
     delay *= 2;
   }
   return r;
+}
+
+std::string DatasetTree::prop(const std::string& name, const std::string& key) const {
+  const auto it = props.find(name);
+  if (it == props.end()) {
+    return {};
+  }
+  const auto p = it->second.find(key);
+  return p == it->second.end() ? std::string() : p->second;
+}
+
+DatasetTree NodeOps::tree(const std::vector<std::string>& roots,
+                          const std::vector<std::string>& extra_props) {
+  std::string list = "guid,createtxg";
+  for (const std::string& p : extra_props) {
+    list += "," + p;
+  }
+  remote::Argv argv{"zfs", "get", "-Hp", "-o", "name,property,value", "-r", list};
+  for (const std::string& r : roots) {
+    argv.push_back(checked_ds(r));
+  }
+  const remote::Result r = m_runner.run(remote::Command(argv));
+  if (!r.ok() && !missing_text(r.err)) {
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs get -r {}", m_runner.host(), list), r.err);
+  }
+  DatasetTree t;
+  for (const std::string& line : lines_of(r.out)) {
+    const auto f = split_tabs(line);
+    if (f.size() < 3) {
+      continue;
+    }
+    const std::string& name = f[0];
+    const bool is_snap = name.find('@') != std::string::npos;
+    if (!t.props.count(name)) {
+      if (is_snap) {
+        t.snapshots[name.substr(0, name.find('@'))].push_back({name, 0, 0});
+      } else {
+        t.datasets.push_back(name);
+      }
+    }
+    t.props[name][f[1]] = f[2] == "-" ? std::string() : f[2];
+  }
+  for (auto& [ds, snaps] : t.snapshots) {
+    for (SnapshotInfo& s : snaps) {
+      s.guid = to_u64(t.prop(s.name, "guid"));
+      s.createtxg = to_u64(t.prop(s.name, "createtxg"));
+    }
+    std::stable_sort(snaps.begin(), snaps.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
+      return a.createtxg < b.createtxg;
+    });
+  }
+  return t;
 }
 
 bool NodeOps::dataset_exists(const std::string& ds) {

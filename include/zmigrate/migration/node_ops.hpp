@@ -22,6 +22,17 @@ namespace zmigrate::migration {
 struct SnapshotInfo {
   std::string name; // full name ds@snap
   std::uint64_t guid = 0;
+  std::uint64_t createtxg = 0;
+};
+
+// Datasets under some roots with their snapshots and properties, read in ONE `zfs get -r`
+// (hierarchy, GUIDs, creation order): the planner needs no further round trips.
+struct DatasetTree {
+  std::vector<std::string> datasets; // parents first; roots that do not exist are absent
+  std::map<std::string, std::vector<SnapshotInfo>> snapshots; // oldest first (createtxg)
+  std::map<std::string, std::map<std::string, std::string>> props; // dataset or snapshot → prop
+  bool has(const std::string& ds) const { return props.count(ds) != 0; }
+  std::string prop(const std::string& name, const std::string& key) const;
 };
 
 class NodeOps {
@@ -54,6 +65,10 @@ public:
   std::string host_key();
 
   // --- ZFS ---
+  // One `zfs get -Hp -r` of guid, createtxg and `extra_props` over `roots` (missing roots are
+  // simply absent from the result).
+  DatasetTree tree(const std::vector<std::string>& roots,
+                   const std::vector<std::string>& extra_props = {});
   bool dataset_exists(const std::string& ds);
   // `root` and its descendants (filesystems and volumes), parents first. Empty if absent.
   std::vector<std::string> hierarchy(const std::string& root);

@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: MPL-2.0
+#include <catch2/catch.hpp>
+
+#include <zmigrate/migration/plan.hpp>
+#include <zmigrate/util/error.hpp>
+
+using namespace zmigrate;
+using namespace zmigrate::migration;
+
+namespace {
+
+inventory::Vm make_vm() {
+  inventory::Vm vm;
+  vm.uuid = "5eed0000-0000-4000-8000-000000000101";
+  vm.alias = "web01";
+  vm.brand = "joyent";
+  vm.state = "running";
+  vm.ram_mib = 512;
+  vm.quota_gib = 10;
+  return vm;
+}
+
+inventory::Server make_server(const std::string& name, std::uint64_t ram, std::uint64_t disk) {
+  inventory::Server s;
+  s.uuid = "uuid-" + name;
+  s.hostname = name;
+  s.status = "running";
+  s.setup = true;
+  s.admin_ip = "10.0.0.1";
+  s.current_platform = "20240101T000000Z";
+  s.unreserved_ram_mib = ram;
+  s.unreserved_disk_mib = disk;
+  return s;
+}
+
+} // namespace
+
+TEST_CASE("migration::validate_instance", "[migration]") {
+  inventory::Vm vm = make_vm();
+  CHECK_NOTHROW(validate_instance(vm, false));
+  SECTION("unsupported brand") {
+    vm.brand = "docker";
+    CHECK_THROWS_AS(validate_instance(vm, false), PreconditionError);
+  }
+  SECTION("state") {
+    vm.state = "provisioning";
+    CHECK_THROWS_WITH(validate_instance(vm, false), Catch::Contains("only running or stopped"));
+  }
+  SECTION("core zones need --force-core, NAT zones do not") {
+    vm.tags = {{"smartdc_type", "core"}};
+    CHECK_THROWS_WITH(validate_instance(vm, false), Catch::Contains("--force-core"));
+    CHECK_NOTHROW(validate_instance(vm, true));
+    vm.tags["smartdc_role"] = "nat";
+    CHECK_NOTHROW(validate_instance(vm, false));
+  }
+}
+
+TEST_CASE("migration::choose_target", "[migration]") {
+  const inventory::Vm vm = make_vm();
+  const inventory::Server src = make_server("cn1", 4096, 100000);
+  std::vector<inventory::Server> servers{src, make_server("cn2", 2048, 50000),
+                                         make_server("cn3", 8192, 50000)};
+  SECTION("most unreserved RAM wins, never the source") {
+    CHECK(choose_target(vm, src, servers, false).hostname == "cn3");
+  }
+  SECTION("capacity, status, reservation and platform rule nodes out") {
+    servers[2].unreserved_ram_mib = 100;
+    servers[1].current_platform = "20200101T000000Z";
+    CHECK_THROWS_WITH(choose_target(vm, src, servers, false),
+                      Catch::Contains("not enough unreserved RAM") &&
+                          Catch::Contains("older than the source"));
+    CHECK(choose_target(vm, src, servers, true).hostname == "cn2");
+    servers[1].reserved = true;
+    CHECK_THROWS_AS(choose_target(vm, src, servers, true), PreconditionError);
+  }
+  SECTION("target_problem names the same CN") {
+    CHECK(target_problem(vm, src, src, false) == "it is the instance's current server");
+  }
+  SECTION("disk") {
+    servers[2].unreserved_disk_mib = 10;
+    CHECK(target_problem(vm, src, servers[2], false).find("disk") != std::string::npos);
+  }
+}
+
+TEST_CASE("migration::hide_zone_config", "[migration]") {
+  const std::string exported = "create -b\n"
+                               "set zonepath=/zones/u\n"
+                               "set autoboot=true\n"
+                               "add attr\n"
+                               "set name=alias\n"
+                               "set type=string\n"
+                               "set value=\"web01\"\n"
+                               "end\n"
+                               "add attr\n"
+                               "set name=do-not-inventory\n"
+                               "set type=string\n"
+                               "set value=false\n"
+                               "end\n";
+  const std::string hidden = hide_zone_config(exported);
+  CHECK(hidden.find("set autoboot=false") != std::string::npos);
+  CHECK(hidden.find("set autoboot=true") == std::string::npos);
+  CHECK(hidden.find("set value=false") == std::string::npos);
+  CHECK(hidden.find("set name=alias") != std::string::npos);
+  CHECK(hidden.find("add attr\nset name=do-not-inventory\nset type=string\nset value=true\nend\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("migration::should_sync_again", "[migration]") {
+  CHECK(should_sync_again({}, 1000, 6));
+  CHECK(should_sync_again({100000}, 1000, 6));
+  CHECK_FALSE(should_sync_again({500}, 1000, 6));          // converged
+  CHECK_FALSE(should_sync_again({100000, 95000}, 1000, 6)); // not shrinking
+  CHECK(should_sync_again({100000, 50000}, 1000, 6));
+  CHECK_FALSE(should_sync_again({9, 8, 7, 6, 5, 4}, 1, 6)); // budget
+}
