@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Shared helpers of the migration lab tests (tests/lab/t/migrate_*.sh); sourced, never run.
 #
 #   source "$(dirname "$0")/lib_migrate.sh"

@@ -2,8 +2,9 @@
 # SPDX-License-Identifier: MPL-2.0
 # Lab test (issue 3, "Done when" 4): instance kinds.
 #  - lx01 (lx, stopped, image debian-12 only on cn1) to cn2: begin imports the image on cn2
-#    (absent before; after: imgadm get works and zones/<image>@final has the source's GUID), the
-#    zone root arrives as a clone of it; the instance stays stopped (never started anywhere)
+#    (absent before; after: imgadm get works and zones/<image>@final has the source's GUID), then
+#    `migrate` finishes it; the zone root arrives as a clone of the image; the instance stays
+#    stopped (never started anywhere)
 #  - kvm01 (kvm, running, sibling disks zones/<uuid>-disk0/-disk1) from cn2 to cn3 (older
 #    platform: refused without --allow-older-platform): every dataset arrives (zlab-sum each),
 #    disk sizes (refquota/refreservation) kept, writer continues
@@ -33,11 +34,11 @@ if on cn2 "imgadm get $IMG_DEB" >/dev/null 2>&1; then ok "after begin: imgadm ge
 fi
 check "after begin: zones/$IMG_DEB@final on cn2 has the source's GUID ($img_guid)" \
     test "$(on cn2 "zfs get -Hp -o value guid zones/$IMG_DEB@final" 2>/dev/null || true)" = "$img_guid"
-zm_ok "sync lx01" sync "$LX" || true
-zm --json switch "$LX"
+zm --json migrate -n cn2 "$LX"
 if ((ZM_RC == 0)); then
-    ok "switch lx01: downtime $(zm_json 'd["switch"]["downtime_ms"]') ms, was_running $(zm_json 'd["switch"]["was_running"]')"
-else fail "switch lx01: rc $ZM_RC"; zm_show; fi
+    ok "migrate (resuming the begin) lx01: syncs $(zm_json '[s["bytes"] for s in d["syncs"]]') bytes, switch $(zm_json 'd["switch"]["downtime_ms"]') ms"
+    check "lx01: the switch knows the instance was stopped" test "$(zm_json 'd["switch"]["was_running"]')" = false
+else fail "migrate lx01 after begin: rc $ZM_RC"; zm_show; fi
 both=$(mt_watch_stop)
 check "lx01 was never started on any node during the migration ($both moments)" test "$both" = 0
 verify_switched lx01 "$LX" cn1 cn2 stopped

@@ -92,7 +92,7 @@ else
     mt_die "switch"
 fi
 check "never two copies running during the switch ($both overlaps)" test "$both" = 0
-probe cn1 "$WEB" sum && probe cn2 "$WEB" sum writer || fail "probe after switch"
+if ! { probe cn1 "$WEB" sum && probe cn2 "$WEB" sum writer; }; then fail "probe after switch"; fi
 check "web01 runs on cn2, source hidden and stopped" \
     test "$(pj cn2 'd["vm"]["state"]')/$(pj cn1 'd["vm"]["state"], d["vm"].get("do_not_inventory")')" = 'running/["stopped", true]'
 check "the target has the data written between syncs (equal zlab-sum)" \
@@ -109,7 +109,7 @@ if ((ZM_RC == 0)); then ok "rollback (${ZM_SECS} s, kept_changes $(zm_json 'd["r
 fi
 check "never two copies running during the rollback ($both overlaps)" test "$both" = 0
 check "VMAPI: web01 on cn1, running" test "$(vmapi "$WEB" 'd["server_uuid"] + " " + d["state"]')" = "$CN1 running"
-probe cn1 "$WEB" writer && probe cn2 "$WEB" || fail "probe after rollback"
+if ! { probe cn1 "$WEB" writer && probe cn2 "$WEB"; }; then fail "probe after rollback"; fi
 check "cn1 runs web01 again, visible, autoboot on" \
     test "$(pj cn1 'd["vm"]["state"], d["running"], bool(d["vm"].get("do_not_inventory")), d["vm"]["autoboot"]')" = '["running", true, false, true]'
 check "cn1 writer file intact after the rollback" test "$(pj cn1 'd["writer"]["verify_rc"]')" = 0
@@ -128,7 +128,7 @@ check "no active migration after rollback" test "$(zm_json 'len(d)')" = 0
 zm --json list --all
 check "the rolled-back migration is archived in phase rollback" \
     test "$(zm_json '[(m["phase"], m["state"]) for m in d if m["vm_uuid"] == "'"$WEB"'"]')" = '[["rollback", "successful"]]'
-ips=$(ips_never_free "$WEB") && ok "IPs never free through switch and rollback" || fail "IP history: $ips"
+if ips=$(ips_never_free "$WEB"); then ok "IPs never free through switch and rollback"; else fail "IP history: $ips"; fi
 
 # --- second migration, rollback --keep-changes ----------------------------------------------
 zm_ok "begin -n cn2 web01 (second migration)" begin -n cn2 "$WEB" || mt_die "second begin"
@@ -136,7 +136,7 @@ zm_ok "sync" sync "$WEB" || mt_die "second sync"
 zm_ok "switch" switch "$WEB" || mt_die "second switch"
 on cn2 "printf 'kept %s\n' \$(date +%s%N) > $ROOTDIR/kept-marker.txt && head -c 131072 /dev/urandom > $ROOTDIR/kept.bin && sync"
 sleep 2 # let the writer on cn2 add records the rollback must carry back
-probe cn2 "$WEB" sum writer || fail "probe cn2 before rollback"
+if ! { probe cn2 "$WEB" sum writer; }; then fail "probe cn2 before rollback"; fi
 tsize=$(pj cn2 'd["writer"]["size"]')
 tsha=$(pj cn2 'd["writer"]["sha"]')
 tlast=$(pj cn2 'd["writer"]["last"]')
@@ -155,7 +155,7 @@ fi
 check "never two copies running during rollback --keep-changes ($both overlaps)" test "$both" = 0
 got=$(on cn1 "sha256sum $ROOTDIR/kept-marker.txt $ROOTDIR/kept.bin" 2>/dev/null | awk '{print $1}' | tr '\n' ' ' || true)
 check "the marker files written on the target are on cn1, identical" test "$got" = "$marker"
-probe cn1 "$WEB" writer "prefix=$tsize" && probe cn2 "$WEB" || fail "probe after rollback --keep-changes"
+if ! { probe cn1 "$WEB" writer "prefix=$tsize" && probe cn2 "$WEB"; }; then fail "probe after rollback --keep-changes"; fi
 check "cn1's writer file starts with the target's records up to seq $tlast (byte for byte)" \
     test "$(pj cn1 'd["writer"].get("prefix_sha")')" = "$tsha"
 check "cn1 runs web01, writer intact, VMAPI on cn1" \
@@ -168,14 +168,14 @@ for n in cn1 cn2; do
 done
 
 # --- abort after a sync (min01, -n cn3) -----------------------------------------------------
-probe cn1 "$MIN" sum || fail "probe min01"
+if ! { probe cn1 "$MIN" sum; }; then fail "probe min01"; fi
 min_before=$(pj cn1 'd["sums"], d["vm"]["state"], d["vm"].get("indestructible_zoneroot"), sorted(d["snapshots"])')
 zm_ok "begin -n cn3 min01" begin -n cn3 "$MIN" || true
 zm_ok "sync min01" sync "$MIN" || true
 probe cn3 "$MIN" || true
 check "cn3 received min01's datasets" test "$(pj cn3 "'zones/$MIN' in d['datasets']")" = true
 zm_ok "abort min01" abort "$MIN" || true
-probe cn1 "$MIN" sum && probe cn3 "$MIN" || fail "probe after abort"
+if ! { probe cn1 "$MIN" sum && probe cn3 "$MIN"; }; then fail "probe after abort"; fi
 check "cn3: no zone and no dataset of min01 left" test "$(pj cn3 'd["vm"], sorted(d["datasets"])')" = '[null, []]'
 check "cn1: min01 untouched (same sums, running, indestructible, same snapshots)" \
     test "$(pj cn1 'd["sums"], d["vm"]["state"], d["vm"].get("indestructible_zoneroot"), sorted(d["snapshots"])')" = "$min_before"
