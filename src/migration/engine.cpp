@@ -11,6 +11,8 @@
 #include <zmigrate/util/uuid.hpp>
 #include <zmigrate/zfs/names.hpp>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace zmigrate::migration {
@@ -89,9 +91,24 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
                               "create: remove it on the target or choose another node");
     }
   }
-  const std::string origin = source.origin(vm.zfs_filesystem);
-  const std::string origin_ds = origin.substr(0, origin.find('@'));
-  const bool need_import = !origin.empty() && !target.dataset_exists(origin_ds);
+  // Every dataset that is a clone of an image (zone roots, KVM disk0) needs that image on the
+  // target, so the first sync can send only what differs from it, as Triton's ensure-image does.
+  std::vector<std::string> imports;
+  nlohmann::json origins = nlohmann::json::array();
+  const DatasetTree src_tree = source.tree(inventory::instance_datasets(vm), {"origin"});
+  for (const std::string& ds : src_tree.datasets) {
+    const std::string origin = src_tree.prop(ds, "origin");
+    if (origin.empty()) {
+      continue;
+    }
+    origins.push_back(origin);
+    const std::string origin_ds = origin.substr(0, origin.find('@'));
+    const std::string image = origin_ds.substr(origin_ds.find('/') + 1);
+    if (std::find(imports.begin(), imports.end(), image) == imports.end() &&
+        !target.dataset_exists(origin_ds)) {
+      imports.push_back(image);
+    }
+  }
   std::map<std::string, std::string> quota;
   if (vm.brand == "bhyve") {
     quota = source.properties(vm.zfs_filesystem, {"quota", "reservation"});
@@ -116,7 +133,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
             {"autoboot", vm.autoboot},
             {"state_at_begin", vm.state},
             {"snap_n", 0},
-            {"image", {{"origin", origin}, {"import", need_import}}},
+            {"image", {{"origins", origins}, {"imported", imports}}},
             {"quota", {{"must_remove", must_remove_quota},
                        {"quota", quota["quota"]},
                        {"reservation", quota["reservation"]}}}};
@@ -126,7 +143,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
                  {"source", server_json(result.source)},
                  {"target", server_json(result.target)},
                  {"datasets", inventory::instance_datasets(vm)},
-                 {"import_image", need_import ? origin_ds : ""},
+                 {"import_images", imports},
                  {"remove_quota_for_sync", must_remove_quota}};
   if (options.dry_run) {
     return result;
@@ -136,12 +153,11 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   Operation op(ctx, m, "begin");
   op.start_phase(state::Phase::begin, "reserving instance");
   try {
-    if (need_import) {
+    for (const std::string& image : imports) {
       op.step("begin.import_image", [&](nlohmann::json& d) {
-        ctx.reporter.step(fmt::format("importing image {} on {}", origin_ds.substr(origin_ds.find('/') + 1),
-                                      result.target.hostname));
-        target.image_import(origin_ds.substr(origin_ds.find('/') + 1));
-        d["image"] = origin_ds;
+        ctx.reporter.step(fmt::format("importing image {} on {}", image, result.target.hostname));
+        target.image_import(image);
+        d["image"] = image;
       });
     }
     if (must_remove_quota) {
