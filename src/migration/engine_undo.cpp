@@ -182,6 +182,8 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
     ctx.reporter.step("removing the reserved instance");
     op.step("abort.remove_target", [&](nlohmann::json& d) {
       nlohmann::json removed = nlohmann::json::array();
+      // Held snapshots make `zfs destroy -r` fail as busy: release and drop ours first.
+      detail::prune_snapshots(ctx, *ends.target, m.id, vm, "");
       for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
         if (a.kind == "zone_config") {
           ends.target->zone_remove(a.name);
