@@ -96,7 +96,11 @@ Response perform_with_retries(const Request& request, const ClientOptions& optio
     if (result.response) {
       fields["status"] = result.response->status;
       if (last || !is_retryable_status(result.response->status)) {
-        log.debug("http request", fields);
+        if (attempt > 1 && is_retryable_status(result.response->status)) {
+          log.warn("http request failed; no attempts left", fields);
+        } else {
+          log.debug("http request", fields);
+        }
         return std::move(*result.response);
       }
     } else {

@@ -21,8 +21,9 @@
 //   http.timeout_s                          30       whole-request timeout, 1..86400
 //   http.max_attempts                       4        tries of an idempotent request, 1..20
 //   http.ca_file                            ""       CA bundle for https URLs ("" = system's)
-//   rate_mb_s                               20       assumed send rate (MB/s, 10^6 bytes) for
-//                                                    `estimate` when none was measured; > 0
+//   rate_mb_s                               20       assumed send rate in MB/s (as
+//                                                    mig-estimator) for `estimate` when none
+//                                                    was measured; > 0
 //   converge_bytes                          64 MiB   `migrate` switches once an incremental sync
 //                                                    is smaller; integer or "64M"/"1G" (1024-based)
 //   max_syncs                               6        incremental syncs before `migrate` switches

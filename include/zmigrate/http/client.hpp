@@ -42,7 +42,8 @@ public:
   virtual ~Client() = default;
   // Perform `request`. Returns the final response for every HTTP status (4xx/5xx included, after
   // retries for idempotent 5xx). Throws TransientError(ExitCode::inventory) when no response
-  // could be had (DNS, refused, timeout, reset) after the retries.
+  // could be had (DNS, refused, timeout, reset) after the retries, Error(ExitCode::inventory)
+  // when retrying cannot help (malformed URL, unsupported scheme, TLS verification failure).
   virtual Response perform(const Request& request) = 0;
 };
 

@@ -48,7 +48,8 @@ std::string unreachable_hint(const std::string& service);
 // Performs `request` (headers already final) through `transport`. Idempotent requests are tried
 // up to options.max_attempts times on retryable transport failures and retryable statuses,
 // sleeping backoff_delay(..., jitter()) on `clock` in between; other requests are tried once.
-// Every attempt is logged (debug; warn when it failed). Returns the last response, whatever
+// Every attempt is logged with method, url, status or error, duration_ms, req_id, attempt and
+// service: debug when it is the answer, warn when it is retried or when retries ran out. Returns the last response, whatever
 // its status. Throws TransientError(ExitCode::inventory, "<METHOD> <url>", "<error>; <hint>")
 // when no response came, or Error(ExitCode::inventory, ...) when the failure is not retryable.
 Response perform_with_retries(const Request& request, const ClientOptions& options,

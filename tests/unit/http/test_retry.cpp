@@ -190,6 +190,8 @@ TEST_CASE("http::perform_with_retries", "[http]") {
     transport.script = {status(500), status(500), status(500), status(500)};
     CHECK(run(get()).status == 500);
     CHECK(transport.seen.size() == 4);
+    CHECK(log.lines.back().level == LogLevel::warn);
+    CHECK(log.lines.back().msg == "http request failed; no attempts left");
     CHECK(clock.sleeps == std::vector<milliseconds>{milliseconds(100), milliseconds(200),
                                                     milliseconds(400)});
   }
