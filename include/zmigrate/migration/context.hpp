@@ -48,7 +48,7 @@ public:
 
 // Tunables the engine needs (from Config / flags).
 struct Settings {
-  double rate_bytes_per_s = 20.0 * 1000 * 1000; // estimate default (mig-estimator: 20 MB/s)
+  double rate_bytes_per_s = 20.0 * 1024 * 1024; // estimate default: 20 MB/s (1024-based, as printed)
   std::uint64_t converge_bytes = 64ULL << 20;   // migrate: switch once a delta is below this
   int max_syncs = 6;                            // migrate: incremental syncs before switching
   std::string state_dir;
