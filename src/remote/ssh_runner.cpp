@@ -403,7 +403,9 @@ struct SshRunner::Impl {
         bool progress = false;
         for (const int is_stderr : {0, 1}) {
           bool& done = is_stderr != 0 ? err_done : out_done;
-          while (!done) {
+          // A bounded number of reads per stream and round: a flood on one stream must not
+          // starve the other (their window is shared), stdin, or the deadline check.
+          for (int reads = 0; !done && reads < 16; ++reads) {
             const int n = ssh_channel_read_nonblocking(ch, buf.data(),
                                                        static_cast<uint32_t>(buf.size()), is_stderr);
             if (n == SSH_EOF) {

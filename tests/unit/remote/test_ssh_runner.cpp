@@ -517,3 +517,31 @@ TEST_CASE("remote::SshRunner::connect", "[remote][ssh]") {
     CHECK(code == ExitCode::remote);
   }
 }
+
+TEST_CASE("remote::SshRunner::connect timeout", "[remote]") {
+  // A port that accepts TCP connections but never speaks SSH.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 4) == 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  SshOptions opts;
+  opts.address = "127.0.0.1";
+  opts.port = ntohs(addr.sin_port);
+  opts.known_hosts = "/nonexistent/known_hosts";
+  opts.connect_timeout = std::chrono::milliseconds(1000);
+  zmigrate::NullLogger log;
+  SshRunner runner(opts, log);
+  CHECK(runner.host() == "127.0.0.1");
+  const auto start = std::chrono::steady_clock::now();
+  ExitCode code = ExitCode::ok;
+  const std::string why = error_reason([&] { runner.run(Command{{"true"}}); }, &code);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+  CHECK(code == ExitCode::remote);
+  CHECK_THAT(why, Catch::StartsWith("127.0.0.1: no answer from 127.0.0.1:" +
+                                    std::to_string(opts.port) + " within 1 s"));
+  ::close(fd);
+}
