@@ -210,6 +210,15 @@ void from_json(const nlohmann::json& j, Capabilities& c) {
   c.has_mbuffer = j.value("has_mbuffer", false);
 }
 
+Capabilities stream_capabilities(const Capabilities& sender, const Capabilities& receiver) {
+  Capabilities c = sender;
+  c.compressed_send = sender.compressed_send && receiver.compressed_send;
+  c.large_blocks = sender.large_blocks && receiver.large_blocks;
+  c.embedded_data = sender.embedded_data && receiver.embedded_data;
+  c.raw_send = sender.raw_send && receiver.raw_send;
+  return c;
+}
+
 std::string_view probe_script() { return k_probe_script; }
 
 remote::Command probe_command() {

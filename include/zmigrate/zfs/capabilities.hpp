@@ -38,6 +38,12 @@ void to_json(nlohmann::json& j, const Capabilities& c);
 // Missing keys keep their defaults (false / ""), so records written by older versions load.
 void from_json(const nlohmann::json& j, Capabilities& c);
 
+// What a stream from `sender` to `receiver` may use: the sender's capabilities with the stream
+// features (compressed_send, large_blocks, embedded_data, raw_send) kept only where the receiver
+// has them too (zfs-fuse cannot receive a `send -c/-L/-e` stream). Pass this to build_send()
+// whenever the stream goes to another node.
+Capabilities stream_capabilities(const Capabilities& sender, const Capabilities& receiver);
+
 // The one probe command: `sh -c <fixed script>`. The script is a constant in our source (no
 // interpolated values); it prints sections "@@<name>" with usage texts, `zfs version`,
 // `zpool upgrade -v`, the exit status of `zfs get written` and `zfs list -p`, and the paths of

@@ -161,8 +161,9 @@ struct SendSpec {
 void validate(const SendSpec& spec);
 
 // `zfs send [-n -v -P] [-R] [-p] [-c] [-L] [-e] [-w] [-i|-I FROM] SNAP` or
-// `zfs send [-n -v -P] -t TOKEN`. Throws UsageError (validate) or PreconditionError when `caps`
-// lack -n/-P (dry_run), -t, -w or bookmarks.
+// `zfs send [-n -v -P] -t TOKEN`. `caps`: the sender's, or stream_capabilities(sender,
+// receiver) when the stream goes to another node. Throws UsageError (validate) or
+// PreconditionError when `caps` lack -n/-P (dry_run), -t, -w or bookmarks.
 remote::Argv build_send(const SendSpec& spec, const Capabilities& caps);
 
 // Who may let `zfs recv -F` roll the target back and destroy what is not in the stream.

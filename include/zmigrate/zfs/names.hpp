@@ -4,6 +4,7 @@
 // reaches a remote shell can carry metacharacters, whitespace or a leading '-' (an option).
 
 #include <compare>
+#include <cstddef>
 #include <string>
 #include <string_view>
 

@@ -121,3 +121,20 @@ TEST_CASE("zfs::Capabilities json", "[zfs]") {
   CHECK(old.implementation == "zfs-fuse");
   CHECK_FALSE(old.holds);
 }
+
+TEST_CASE("zfs::stream_capabilities", "[zfs]") {
+  const Capabilities openzfs = parse_capabilities(testdata::read("openzfs-2.3/probe.out"));
+  const Capabilities fuse = parse_capabilities(testdata::read("zfs-fuse/probe.out"));
+  const Capabilities illumos = parse_capabilities(testdata::read("illumos/probe.out"));
+  const Capabilities to_fuse = stream_capabilities(openzfs, fuse);
+  CHECK_FALSE(to_fuse.compressed_send);
+  CHECK_FALSE(to_fuse.large_blocks);
+  CHECK_FALSE(to_fuse.embedded_data);
+  CHECK_FALSE(to_fuse.raw_send);
+  CHECK(to_fuse.dry_run_parsable); // the sender's own abilities stay
+  CHECK(to_fuse.resume_tokens);
+  const Capabilities to_illumos = stream_capabilities(openzfs, illumos);
+  CHECK(to_illumos.compressed_send);
+  CHECK_FALSE(to_illumos.raw_send);
+  CHECK(stream_capabilities(openzfs, openzfs).raw_send);
+}
