@@ -68,7 +68,7 @@ check "kvm01: every dataset on cn3 ($kvm_ds)" \
 check "kvm01: disk sizes (refquota, refreservation, quota) kept: $kvm_props" \
     test "$(pj cn3 '{n: (p.get("refquota"), p.get("refreservation"), p.get("quota")) for n, p in d["datasets"].items() if "-disk" in n}')" = "$kvm_props"
 check "kvm01: vmadm on cn3 sees both disks (none missing)" \
-    test "$(pj cn3 '[bool(x.get("missing")) for x in d["vm"].get("disks", [])]')" = '[false, false]'
+    test "$(pj cn3 '[bool(x.get("missing")) for x in (d["vm"] or {}).get("disks", [])]')" = '[false, false]'
 finalize_clean kvm01 "$KVM" cn2 cn3
 
 # --- bhyve01: child disks and quota == reservation, cn2 -> cn1 ------------------------------

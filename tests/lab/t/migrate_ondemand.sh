@@ -11,7 +11,7 @@
 #    migration snapshot, key or private dir left
 #  - a second migration begin/sync/switch, a marker written on the target, rollback
 #    --keep-changes: the marker and the target's writer records are on cn1
-#  - abort after a sync of min01 (-n cn3): target datasets and zone gone, source untouched
+#  - abort after a sync of min01 (-n cn2): target datasets and zone gone, source untouched
 #    (running, visible, indestructible, no migration snapshot)
 # Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns).
 set -euo pipefail
@@ -167,20 +167,20 @@ for n in cn1 cn2; do
     fi
 done
 
-# --- abort after a sync (min01, -n cn3) -----------------------------------------------------
+# --- abort after a sync (min01, -n cn2) -----------------------------------------------------
 if ! { probe cn1 "$MIN" sum; }; then fail "probe min01"; fi
 min_before=$(pj cn1 'd["sums"], d["vm"]["state"], d["vm"].get("indestructible_zoneroot"), sorted(d["snapshots"])')
-zm_ok "begin -n cn3 min01" begin -n cn3 "$MIN" || true
+zm_ok "begin -n cn2 min01" begin -n cn2 "$MIN" || true
 zm_ok "sync min01" sync "$MIN" || true
-probe cn3 "$MIN" || true
-check "cn3 received min01's datasets" test "$(pj cn3 "'zones/$MIN' in d['datasets']")" = true
+probe cn2 "$MIN" || true
+check "cn2 received min01's datasets" test "$(pj cn2 "'zones/$MIN' in d['datasets']")" = true
 zm_ok "abort min01" abort "$MIN" || true
-if ! { probe cn1 "$MIN" sum && probe cn3 "$MIN"; }; then fail "probe after abort"; fi
-check "cn3: no zone and no dataset of min01 left" test "$(pj cn3 'd["vm"], sorted(d["datasets"])')" = '[null, []]'
+if ! { probe cn1 "$MIN" sum && probe cn2 "$MIN"; }; then fail "probe after abort"; fi
+check "cn2: no zone and no dataset of min01 left" test "$(pj cn2 'd["vm"], sorted(d["datasets"])')" = '[null, []]'
 check "cn1: min01 untouched (same sums, running, indestructible, same snapshots)" \
     test "$(pj cn1 'd["sums"], d["vm"]["state"], d["vm"].get("indestructible_zoneroot"), sorted(d["snapshots"])')" = "$min_before"
 check "cn1: min01 visible, autoboot on" test "$(pj cn1 'bool(d["vm"].get("do_not_inventory")), d["vm"]["autoboot"]')" = '[false, true]'
-for n in cn1 cn3; do
+for n in cn1 cn2; do
     if left=$(no_artefacts_in_probe "$n"); then ok "$n: no migration snapshot, key or private dir after abort"; else
         fail "$n: left after abort: $left"
     fi
