@@ -119,9 +119,12 @@ zm() {
     local t0
     t0=$(date +%s.%N)
     ZM_RC=0
-    # In a subshell with its stderr discarded: bash's "Killed" notice for a SIGKILLed zmigrate
-    # (the fault hook) is noise.
-    (timeout -k 5 300 "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null) 2>/dev/null || ZM_RC=$?
+    # In a subshell (not exec'd: two commands) with its stderr discarded: bash's "Killed" notice
+    # for a SIGKILLed zmigrate (the fault hook) is noise.
+    (
+        timeout -k 5 300 "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null
+        exit $?
+    ) 2>/dev/null || ZM_RC=$?
     ZM_SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     {
         printf '\n$ %s%s zmigrate %s   -> rc %s in %s s\n' "${ZMIGRATE_FAULT_STEP:+ZMIGRATE_FAULT_STEP=}" \

@@ -133,7 +133,8 @@ if ips=$(ips_never_free "$WEB"); then ok "IPs never free through switch and roll
 # --- second migration, rollback --keep-changes ----------------------------------------------
 zm_ok "begin -n cn2 web01 (second migration)" begin -n cn2 "$WEB" || mt_die "second begin"
 zm_ok "sync" sync "$WEB" || mt_die "second sync"
-zm_ok "switch" switch "$WEB" || mt_die "second switch"
+zm_ok "switch" --json switch "$WEB" || mt_die "second switch"
+note "second switch: downtime $(zm_json 'd["switch"]["downtime_ms"]') ms"
 on cn2 "printf 'kept %s\n' \$(date +%s%N) > $ROOTDIR/kept-marker.txt && head -c 131072 /dev/urandom > $ROOTDIR/kept.bin && sync"
 sleep 2 # let the writer on cn2 add records the rollback must carry back
 if ! { probe cn2 "$WEB" sum writer; }; then fail "probe cn2 before rollback"; fi
