@@ -106,6 +106,14 @@ def med(s):
     return s['median'] if s else None
 
 
+def overhead(r):
+    """Milliseconds of a zmigrate sync spent outside its send | ssh | recv pipes."""
+    s = r.get('zm_sync')
+    if not s or 'transfers' not in s:
+        return None
+    return s['duration_ms'] - sum(t['duration_ms'] for t in s['transfers'])
+
+
 def build(records):
     by = {}
     for r in records:
@@ -151,6 +159,7 @@ def build(records):
         'zmigrate_wall_ms': zwall,
         'zmigrate_reported_ms': stats([r.get('zm_sync', {}).get('duration_ms') for r in zs]),
         'zmigrate_bytes': stats([r.get('zm_sync', {}).get('bytes') for r in zs]),
+        'zmigrate_outside_transfers_ms': stats([overhead(r) for r in zs]),
         'syncoid_wall_ms': ywall,
         'ratio_zmigrate_to_syncoid': ratio(med(zwall), med(ywall)),
         'target_ratio_max': 0.5,
@@ -173,6 +182,7 @@ def build(records):
         'zmigrate_bytes_per_s_wall': z_rate,
         'zmigrate_bytes_per_s_reported': z_own,
         'zmigrate_bytes_per_s_transfers': z_pipe,
+        'zmigrate_outside_transfers_ms': stats([overhead(r) for r in fz]),
         'plain_bytes': stats([r['bytes'] for r in fp]),
         'plain_wall_ms': stats([r['wall_ms'] for r in fp]),
         'plain_bytes_per_s': p_rate,
@@ -186,6 +196,8 @@ def build(records):
     mg = by.get('migrate', [])
     res['migrate'] = {
         'wall_ms': stats([r['wall_ms'] for r in mg]),
+        'syncs': stats([len(r.get('zm_syncs', [])) for r in mg]),
+        'sync_ms': [[s.get('duration_ms') for s in r.get('zm_syncs', [])] for r in mg],
         'bytes_sent': stats([sum(s.get('bytes', 0) for s in r.get('zm_syncs', []))
                              + (r.get('zm_switch') or {}).get('final_bytes', 0) for r in mg]),
         'instance_bytes': meta.get('migrate_instance_bytes'),
@@ -262,6 +274,7 @@ def table(res):
         % fmt_bytes(ds['delta_bytes_written']),
         '   zmigrate sync (wall, head)      %s' % fmt_ms(ds['zmigrate_wall_ms']),
         '   zmigrate sync (its own figure)  %s' % fmt_ms(ds['zmigrate_reported_ms']),
+        '     of which outside the pipes    %s' % fmt_ms(ds['zmigrate_outside_transfers_ms']),
         '   syncoid (wall, on cn1)          %s' % fmt_ms(ds['syncoid_wall_ms']),
         '   ratio zmigrate/syncoid          %s' % fmt_ratio(ds['ratio_zmigrate_to_syncoid']),
         '',
@@ -271,6 +284,7 @@ def table(res):
         '   zmigrate (bytes / wall time)    %s' % fmt_rate(fs['zmigrate_bytes_per_s_wall']),
         '   zmigrate (its own rate)         %s' % fmt_rate(fs['zmigrate_bytes_per_s_reported']),
         '   zmigrate (the send pipes alone) %s' % fmt_rate(fs['zmigrate_bytes_per_s_transfers']),
+        '   zmigrate time outside the pipes %s' % fmt_ms(fs['zmigrate_outside_transfers_ms']),
         '   plain pipe bytes sent           %s' % fmt_bytes(med(fs['plain_bytes'])),
         '   plain pipe (bytes / wall time)  %s' % fmt_rate(fs['plain_bytes_per_s']),
         '   ratio zmigrate/plain            %s (wall), %s (own rate), %s (send pipes alone)'
@@ -281,6 +295,9 @@ def table(res):
         % fmt_bytes(mg['instance_bytes']),
         '   wall time                       %s' % fmt_ms(mg['wall_ms']),
         '   bytes sent (syncs + final delta) %s' % fmt_bytes(med(mg['bytes_sent'])),
+        '   syncs before the switch         %s (each %s ms)' % (
+            'n/a' if not mg['syncs'] else '%d' % mg['syncs']['median'],
+            ', '.join(str(x) for x in (mg['sync_ms'][0] if mg['sync_ms'] else []))),
         '   its downtime                    %s' % fmt_ms(mg['downtime_ms']),
         '',
         '5. zmigrate peak RSS (target <= 64 MiB)',
