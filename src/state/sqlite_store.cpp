@@ -722,10 +722,10 @@ void SqliteStateStore::update_migration(const Migration& m) {
   Statement st(*m_db,
                "UPDATE migrations SET vm_uuid = ?2, source_server_uuid = ?3, "
                "target_server_uuid = ?4, phase = ?5, state = ?6, automatic = ?7, archived = ?8, "
-               "num_sync_phases = ?9, created = ?10, finished = ?11, error = ?12, data = ?13 "
-               "WHERE id = ?1",
+               "num_sync_phases = ?9, created = COALESCE(NULLIF(?10, ''), created), "
+               "finished = ?11, error = ?12, data = ?13 WHERE id = ?1",
                doing);
-  bind_migration(st, m, m.created.empty() ? now() : m.created);
+  bind_migration(st, m, m.created);
   const int rc = st.try_run();
   if (rc == SQLITE_CONSTRAINT_UNIQUE) {
     throw PreconditionError(fmt::format("instance {}", m.vm_uuid),
@@ -1145,7 +1145,13 @@ std::optional<Lease> SqliteStateStore::try_acquire_lease(const Lease& lease, int
       .text(5, want.heartbeat);
   st.run();
   tx.commit();
+  m_lease_hosts[want.migration_id] = want.host;
   return std::nullopt;
+}
+
+const std::string& SqliteStateStore::lease_host(const std::string& key) const {
+  const auto it = m_lease_hosts.find(key);
+  return it != m_lease_hosts.end() ? it->second : m_hostname;
 }
 
 void SqliteStateStore::heartbeat(const std::string& migration_id, int pid) {
@@ -1157,7 +1163,7 @@ void SqliteStateStore::heartbeat(const std::string& migration_id, int pid) {
   Transaction tx(*m_db, Transaction::Kind::write, Durability::normal, doing);
   Statement st(*m_db, "UPDATE leases SET heartbeat = ?4 WHERE key = ?1 AND pid = ?2 AND host = ?3",
                doing);
-  st.text(1, migration_id).integer(2, pid).text(3, m_hostname).text(4, now());
+  st.text(1, migration_id).integer(2, pid).text(3, lease_host(migration_id)).text(4, now());
   if (st.run() == 0) {
     const std::optional<Lease> holder = read_lease(*m_db, migration_id);
     throw PreconditionError(
@@ -1179,9 +1185,10 @@ void SqliteStateStore::release_lease(const std::string& migration_id, int pid) {
   const std::string doing = fmt::format("cannot release the lease of {}", migration_id);
   Transaction tx(*m_db, Transaction::Kind::write, Durability::full, doing);
   Statement st(*m_db, "DELETE FROM leases WHERE key = ?1 AND pid = ?2 AND host = ?3", doing);
-  st.text(1, migration_id).integer(2, pid).text(3, m_hostname);
+  st.text(1, migration_id).integer(2, pid).text(3, lease_host(migration_id));
   st.run();
   tx.commit();
+  m_lease_hosts.erase(migration_id);
 }
 
 std::optional<Lease> SqliteStateStore::find_lease(const std::string& key) {

@@ -102,6 +102,20 @@ struct Lease {
   std::string heartbeat; // ISO 8601
 };
 
+// JSON views for `--json` output, with the field names of Triton's raw records where a field maps.
+// Like Triton, fields that are not set yet (empty error or timestamps) are left out.
+//   PhaseRun: {type:"progress", id, phase, state, message, error?, started_timestamp,
+//              finished_timestamp?, current_progress, total_progress, duration_ms?, details?}
+//              (duration_ms = finished - started, once finished; details only when non-empty)
+//   Migration: {id, vm_uuid, source_server_uuid, target_server_uuid?, phase, state, automatic,
+//              archived, num_sync_phases, created_timestamp, finished_timestamp?, error?,
+//              progress_history:[PhaseRun...]}; `data` is internal and not shown.
+//   Step:     {id, migration_id, phase_run_id, name, status, started_timestamp,
+//              finished_timestamp?, duration_ms?, details}
+//   Artefact: {id, migration_id, kind, host, name, details, created_timestamp, removed_timestamp?}
+//   Progress: a Triton watch event: {type:"progress", migration_id, phase, state,
+//              current_progress, total_progress, total_approximate, transfer_bytes_second,
+//              eta_ms? (when >= 0), message?, updated_timestamp}
 void to_json(nlohmann::json& j, const PhaseRun& r);
 void to_json(nlohmann::json& j, const Migration& m);
 void to_json(nlohmann::json& j, const Step& s);

@@ -11,6 +11,7 @@
 // must still be there. Progress rows and heartbeats are only for display and staleness, so
 // they stay NORMAL (one fsync a second for progress would buy nothing).
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -72,7 +73,8 @@ public:
   // PreconditionError when `m` is not archived and `m.vm_uuid` already has an active migration
   // (the race backstop behind migration::check_action).
   void insert_migration(const Migration& m) override;
-  // Throws Error(ExitCode::state) when no migration has `m.id`.
+  // An empty `m.created` keeps the stored one. Throws Error(ExitCode::state) when no migration
+  // has `m.id`, PreconditionError when un-archiving it would make a second active migration.
   void update_migration(const Migration& m) override;
   // Loaded with `history` (oldest first) in every find/list call.
   std::optional<Migration> find_migration(const std::string& id) override;
@@ -117,10 +119,11 @@ public:
   // (kill(pid, 0) fails with ESRCH), or the heartbeat is older than `stale_after_s` (<= 0: never
   // stale by age). Returns std::nullopt when the lease is now ours, else the live holder.
   std::optional<Lease> try_acquire_lease(const Lease& lease, int stale_after_s) override;
-  // Refreshes the heartbeat of our lease (`pid` on this host). Throws PreconditionError when the
-  // lease is no longer ours (another process took it over as stale): stop working at once.
+  // Refreshes the heartbeat of our lease (`pid` on the host it was acquired for through this
+  // store, else this host; pid 0 = getpid()). Throws PreconditionError when the lease is no
+  // longer ours (another process took it over as stale): stop working at once.
   void heartbeat(const std::string& migration_id, int pid) override;
-  // Drops our lease (`pid` on this host); does nothing when it is not ours.
+  // Drops our lease (`pid` on the same host as for heartbeat); does nothing when it is not ours.
   void release_lease(const std::string& migration_id, int pid) override;
 
   // The lease of `key`, whoever holds it (for `status` displays and tests).
@@ -133,11 +136,13 @@ private:
   std::string now() const;
   std::optional<Migration> find_active_unlocked(const std::string& vm_uuid);
   bool lease_is_stale(const Lease& holder, int stale_after_s) const;
+  const std::string& lease_host(const std::string& key) const;
 
   std::string m_path;
   std::unique_ptr<Clock> m_own_clock; // set when no clock was passed in
   const Clock* m_clock;
   std::string m_hostname;
+  std::map<std::string, std::string> m_lease_hosts; // key → host of the leases we acquired
   std::unique_ptr<detail::SqliteConnection> m_db;
   std::mutex m_mutex; // one connection; calls are serialised
 };

@@ -179,8 +179,10 @@ TEST_CASE("state::SqliteStateStore migrations", "[state]") {
     m.target_server_uuid = "other-cn";
     m.data["reserved_nics"] = nlohmann::json::array({{{"ip", "10.0.0.5"}}});
     m.history.clear();
+    m.created.clear(); // keeps the stored one
     store.update_migration(m);
     const Migration got = *store.find_migration("m1");
+    CHECK(got.created == "2026-11-22T00:00:00.000Z");
     CHECK(got.phase == Phase::sync);
     CHECK(got.state == State::paused);
     CHECK(got.num_sync_phases == 1);
