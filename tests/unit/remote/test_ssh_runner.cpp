@@ -350,7 +350,11 @@ TEST_CASE("remote::SshRunner::run", "[remote][ssh]") {
     CHECK(r.out.empty());
     CHECK(r.bytes_out == 20000000);
     INFO("RSS before " << before << " kB, peak " << peak << " kB");
+#if defined(__SANITIZE_ADDRESS__)
+    (void)peak; // ASan's quarantine keeps freed chunks resident: RSS says nothing here
+#else
     CHECK(peak - before < 10 * 1024);
+#endif
     CHECK(took < std::chrono::seconds(20));
   }
 
