@@ -134,6 +134,10 @@ std::vector<DatasetEntry> parse_dataset_list(std::string_view out) {
 }
 
 remote::Argv build_exists(const ObjectName& name) {
+  // Bookmarks are listed only when asked for by type.
+  if (name.str().find('#') != std::string::npos) {
+    return zfs_argv({"list", "-H", "-o", "name", "-t", "bookmark", name.str()});
+  }
   return zfs_argv({"list", "-H", "-o", "name", name.str()});
 }
 

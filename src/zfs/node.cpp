@@ -375,7 +375,15 @@ SendSize ZfsNode::estimate_from_properties(const SendSpec& spec) {
       names.emplace_back(ds == to.dataset() ? *from : SnapshotName(ds, from->snap()));
     }
   }
-  const PropertyTable table = get_properties(names, props);
+  const remote::Argv argv = build_get_properties(names, supported_properties(props, capabilities()));
+  const remote::Result r = run(argv);
+  // A child created after `from` lacks that snapshot (the stream carries it whole): zfs still
+  // prints the rows it has, and a missing `from` counts as 0 below.
+  if (!r.ok() && (classify_failure(r.err).kind != FailureKind::dataset_missing ||
+                  r.err.find("'" + to.str() + "'") != std::string::npos)) {
+    fail(argv, r);
+  }
+  const PropertyTable table = parse_properties(r.out);
 
   std::uint64_t total = 0;
   for (const DatasetName& ds : datasets) {

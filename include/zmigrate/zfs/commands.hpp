@@ -45,7 +45,8 @@ remote::Argv build_list_datasets(const std::vector<DatasetName>& roots, Recursiv
 // Error(ExitCode::zfs) on a line that is not "<name>\t<type>" with a valid name.
 std::vector<DatasetEntry> parse_dataset_list(std::string_view out);
 
-// `zfs list -H -o name NAME`: exit 0 when NAME exists (any type); works on every implementation.
+// `zfs list -H -o name [-t bookmark] NAME`: exit 0 when NAME exists; works on every
+// implementation (bookmarks need `-t bookmark`).
 remote::Argv build_exists(const ObjectName& name);
 
 // `zfs list -H -t snapshot -o name -s creation -r -d 1 DS`: the snapshots of DS (not of its
@@ -64,10 +65,9 @@ using PropertyTable = std::map<std::string, Properties>;
 
 // The properties zmigrate reads about datasets and snapshots.
 inline const std::vector<std::string> k_standard_properties = {
-    "guid",          "used",           "referenced",           "usedbydataset",
-    "quota",         "reservation",    "refquota",             "refreservation",
-    "receive_resume_token", "written", "type",                 "origin",
-    "mounted",       "compressratio"};
+    "guid",     "used",           "referenced",           "usedbydataset", "quota",
+    "reservation", "refquota",    "refreservation",       "receive_resume_token",
+    "written",  "type",           "origin",               "mounted",       "compressratio"};
 
 // Throws UsageError unless `name` is a property name we may pass: non-empty, ≤ 256, of
 // [A-Za-z0-9_.:@#-], not starting with '-' (covers user properties and written@snap).

@@ -31,6 +31,8 @@ TEST_CASE("zfs::build_list_datasets", "[zfs]") {
         Argv{"zfs", "list", "-H", "-o", "name,type", "-t", "filesystem,volume", "zones/a", "zones/b"});
   CHECK_THROWS_AS(build_list_datasets({}, Recursive::no), UsageError);
   CHECK(build_exists(snap("zones/a@s")) == Argv{"zfs", "list", "-H", "-o", "name", "zones/a@s"});
+  CHECK(build_exists(BookmarkName::parse("zones/a#b")) ==
+        Argv{"zfs", "list", "-H", "-o", "name", "-t", "bookmark", "zones/a#b"});
   CHECK(build_list_snapshot_names(ds("zones/vm")) ==
         Argv{"zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-s", "creation", "-r", "-d", "1",
              "zones/vm"});

@@ -338,6 +338,23 @@ TEST_CASE("zfs::ZfsNode::estimate_send", "[zfs]") {
                 fakes::ok("zones/vm@zmigrate-m1-1\treferenced\t1000\nzones/vm/data@zmigrate-m1-1\treferenced\t500\n"));
     CHECK(f.node.estimate_send(rep).bytes == 1500);
   }
+  SECTION("zfs-fuse replicate incremental: a child without the old snapshot counts whole") {
+    Fixture f;
+    SendSpec rep = inc;
+    rep.replicate = true;
+    f.runner.on("zfs list -H -o name,type -t filesystem,volume -r zones/vm",
+                fakes::ok("zones/vm\tfilesystem\nzones/vm/new\tfilesystem\n"));
+    f.runner.on("zfs get -Hp -o name,property,value referenced zones/vm@zmigrate-m1-2 "
+                "zones/vm@zmigrate-m1-1 zones/vm/new@zmigrate-m1-2 zones/vm/new@zmigrate-m1-1",
+                fakes::result(1,
+                              "zones/vm@zmigrate-m1-2\treferenced\t3000\nzones/vm@zmigrate-m1-1\treferenced\t1000\n"
+                              "zones/vm/new@zmigrate-m1-2\treferenced\t700\n",
+                              "cannot open 'zones/vm/new@zmigrate-m1-1': dataset does not exist\n"));
+    CHECK(f.node.estimate_send(rep).bytes == 2000 + 700);
+    f.runner.on_prefix("zfs get", fakes::failed(1, "cannot open 'zones/vm@zmigrate-m1-2': dataset does not exist\n"));
+    f.runner.on("zfs list -H -o name,type -t filesystem,volume -r zones/vm", fakes::ok("zones/vm\tfilesystem\n"));
+    CHECK_THROWS_AS(f.node.estimate_send(inc), DatasetMissing);
+  }
   SECTION("no dry run but `written` (a node like that): written@from") {
     Fixture f("illumos");
     Capabilities c = caps_of("illumos");
