@@ -28,7 +28,7 @@ img_guid=$(on cn1 "zfs get -Hp -o value guid zones/$IMG_DEB@final")
 mt_watch_start "$LX" 0
 zm --json begin -n cn2 "$LX"
 if ((ZM_RC == 0)); then ok "begin -n cn2 lx01"; else fail "begin -n cn2 lx01: rc $ZM_RC"; zm_show; fi
-check "begin's plan names the image import" test "$(zm_json 'd["plan"]["import_image"]')" = "zones/$IMG_DEB"
+check "begin's plan names the image import" test "$(zm_json '"'"$IMG_DEB"'" in d["plan"].get("import_images", [])')" = true
 if on cn2 "imgadm get $IMG_DEB" >/dev/null 2>&1; then ok "after begin: imgadm get $IMG_DEB works on cn2"; else
     fail "after begin: imgadm get $IMG_DEB fails on cn2"
 fi
