@@ -231,6 +231,24 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     sw["downtime_ms"] = result.downtime.count();
     op.save();
 
+    timed("create_cores", "", [&](nlohmann::json& d) {
+      // The cores dataset is not synced (as Triton); the target gets its own, mounted where the
+      // source's was, created after the start so it lands inside the mounted zone root.
+      const std::string cores = "zones/cores/" + vm.uuid;
+      if (!ends.target->dataset_exists(cores)) {
+        std::string mountpoint = vm.zonepath + "/cores";
+        if (ends.source->dataset_exists(cores)) {
+          const std::string mp = ends.source->properties(cores, {"mountpoint"})["mountpoint"];
+          if (!mp.empty()) {
+            mountpoint = mp;
+          }
+        }
+        remote::run_checked(ends.target->runner(),
+                            remote::Command({"zfs", "create", "-p", cores}), {}, ExitCode::zfs);
+        ends.target->set_property(cores, "mountpoint", mountpoint);
+        d["mountpoint"] = mountpoint;
+      }
+    });
     timed("wait_vmapi", "waiting for VMAPI to show the instance on the target", [&](nlohmann::json&) {
       detail::wait_vmapi(ctx, vm.uuid, ends.target_server.uuid, was_running ? "running" : "stopped");
     });
