@@ -339,8 +339,22 @@ out = sys.stdout.buffer
 for img in images:
     ds = 'zones/zlab-build-' + img['uuid']
     subprocess.run(['zfs', 'destroy', '-r', ds], stderr=subprocess.DEVNULL)
-    subprocess.run(['zfs', 'create', ds], check=True)
+    zvol = img.get('type') == 'zvol' and os.path.isdir('/sys/module/zfs')
     mp = '/' + ds
+    if zvol:
+        # openzfs node: a zvol image is a real zvol holding an ext4 filesystem with the files
+        import time
+        subprocess.run(['zfs', 'create', '-V', '%%dM' %% img['image_size'], '-o', 'volblocksize=8k', ds], check=True)
+        dev = '/dev/zvol/' + ds
+        for i in range(400):
+            if os.path.exists(dev):
+                break
+            time.sleep(0.05)
+        subprocess.run(['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', dev], check=True)
+        os.makedirs(mp, exist_ok=True)
+        subprocess.run(['mount', '-t', 'ext4', '-o', 'noatime', dev, mp], check=True)
+    else:
+        subprocess.run(['zfs', 'create', ds], check=True)
     rnd = random.Random(img['uuid'])
     for path, spec in sorted(img['files'].items()):
         full = os.path.join(mp, path)
@@ -350,6 +364,9 @@ for img in images:
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, 'wb') as f:
             f.write(spec.encode() if isinstance(spec, str) else rnd.randbytes(spec))
+    if zvol:
+        subprocess.run(['umount', mp], check=True)
+        os.rmdir(mp)
     subprocess.run(['zfs', 'snapshot', ds + '@final'], check=True)
     p = subprocess.run(['zfs', 'send', ds + '@final'], stdout=subprocess.PIPE, check=True)
     out.write(b'ZLABIMG %%s %%d\n' %% (img['uuid'].encode(), len(p.stdout)))
@@ -435,8 +452,14 @@ class Apply:
         imgdir = os.path.join(self.lab_dir, 'images')
         os.makedirs(imgdir, exist_ok=True)
         todo = []
+        first = sorted(self.nodes, key=lambda n: int(n[2:]))[0]
+        # Streams are built on the first node: an openzfs guest makes zvol images real zvols.
+        kind = 'openzfs' if os.path.exists(os.path.join(self.lab_dir, 'nodes', first, 'kind')) \
+            else 'zfs-fuse'
         for img in IMAGES:
             recipe = hashlib.sha256(json.dumps(img, sort_keys=True).encode()).hexdigest()
+            if kind != 'zfs-fuse':
+                recipe = hashlib.sha256((recipe + kind).encode()).hexdigest()
             stream = os.path.join(imgdir, img['uuid'] + '.zfs')
             stamp = stream + '.recipe'
             try:
@@ -448,8 +471,8 @@ class Apply:
                 todo.append((img, recipe))
         if not todo:
             return 0
-        first = sorted(self.nodes, key=lambda n: int(n[2:]))[0]
-        spec = json.dumps([{'uuid': i['uuid'], 'files': i['files']} for i, _ in todo])
+        spec = json.dumps([{'uuid': i['uuid'], 'files': i['files'], 'type': i['type'],
+                            'image_size': i.get('image_size', 16)} for i, _ in todo])
         data = self.ssh(first, BUILD_SCRIPT % {'images': spec}, binary=True)
         pos = 0
         recipes = {i['uuid']: r for i, r in todo}

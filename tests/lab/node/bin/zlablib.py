@@ -224,10 +224,74 @@ ZFS_PROPS = ('type', 'quota', 'refquota', 'reservation', 'refreservation',
              'creation', 'mounted', 'mountpoint', 'compression', 'recordsize',
              'origin', 'userrefs', 'guid', 'used')
 
+_OPENZFS = None
+
+
+def openzfs():
+    """True on a node with a kernel OpenZFS (the lab's openzfs guests): KVM and bhyve disks are
+    real zvols there. zfs-fuse nodes (no zvols) keep disks as filesystems."""
+    global _OPENZFS
+    if _OPENZFS is None:
+        _OPENZFS = os.path.isdir('/sys/module/zfs')
+    return _OPENZFS
+
+
+# openzfs: a KVM/bhyve disk is a zvol holding an ext4 filesystem (the guest's disk), mounted
+# where the lab's filesystem disks are (/zones/<uuid>-diskN, /zones/<uuid>/diskN) so the
+# writer, zlab-sum and zlab-verify work the same on both kinds of node.
+ZVOL_MOUNT_OPTS = 'noatime,commit=1'
+
+
+def zvol_dev(ds):
+    return '/dev/zvol/' + ds
+
+
+def zvol_wait(ds, timeout=20):
+    dev = zvol_dev(ds)
+    deadline = time.time() + timeout
+    while not os.path.exists(dev):
+        if time.time() > deadline:
+            raise Fail('zvol %s: %s did not appear' % (ds, dev))
+        time.sleep(0.05)
+    return dev
+
+
+def zvol_mounted(ds):
+    mp = '/' + ds
+    try:
+        with open('/proc/self/mounts') as f:
+            return any(line.split()[1] == mp for line in f)
+    except OSError:
+        return False
+
+
+def zvol_mkfs(ds):
+    # Inode tables and journal written now: a lazy init would keep writing to the zvol in the
+    # background and make every snapshot differ.
+    run(['mkfs.ext4', '-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0',
+         '-L', ds.split('/')[-1][-12:], zvol_wait(ds)], check=True)
+
+
+def zvol_mount(ds):
+    if zvol_mounted(ds):
+        return
+    dev = zvol_wait(ds)
+    mp = '/' + ds
+    os.makedirs(mp, exist_ok=True)
+    p = run(['mount', '-t', 'ext4', '-o', ZVOL_MOUNT_OPTS, dev, mp])
+    if p.returncode != 0:
+        raise Fail('cannot mount zvol %s on %s: %s' % (ds, mp, p.stderr.strip()))
+
+
+def zvol_umount(ds):
+    if zvol_mounted(ds):
+        run(['umount', '/' + ds], check=True)
+
 
 def zfs_props(names=None):
     """{dataset: {prop: value}} for all datasets (or the given ones), via zfs get -Hp."""
-    args = ['get', '-Hp', '-o', 'name,property,value', ','.join(ZFS_PROPS)]
+    props = ZFS_PROPS + (('volsize', 'volblocksize') if openzfs() else ())
+    args = ['get', '-Hp', '-o', 'name,property,value', ','.join(props)]
     if names:
         args += list(names)
     p = zfs(*args, check=False)
@@ -1511,11 +1575,16 @@ def add_zfs_properties(vm, zprops):
             p = zprops[dname]
             d['zfs_filesystem'] = dname
             d['zpool'] = dname.split('/')[0]
-            # lab: disks are filesystems (zfs-fuse has no zvols); refquota stands in for volsize
-            d['size'] = js_number(zfs_num(p, 'refquota') / MIB)
             d['compression'] = p.get('compression', 'off')
             d['refreservation'] = js_number(-(-zfs_num(p, 'refreservation') // MIB))
-            d['block_size'] = 8192
+            if p.get('type') == 'volume':
+                d['size'] = js_number(zfs_num(p, 'volsize') / MIB)
+                d['block_size'] = zfs_num(p, 'volblocksize') or 8192
+            else:
+                # lab: disks are filesystems (zfs-fuse has no zvols); refquota stands in for
+                # volsize
+                d['size'] = js_number(zfs_num(p, 'refquota') / MIB)
+                d['block_size'] = 8192
         else:
             d['missing'] = True
 
@@ -1583,6 +1652,12 @@ def mount_vm(vm, name):
             ordered.append(child)
     for ds in ordered:
         p = zprops.get(ds, {})
+        if p.get('type') == 'volume':
+            try:
+                zvol_mount(ds)
+            except Fail as e:
+                raise Fail("zoneadm: zone '%s': %s" % (name, e))
+            continue
         if p.get('mounted') == 'no' and p.get('mountpoint') not in ('none', 'legacy', '-'):
             q = zfs('mount', ds, check=False)
             if q.returncode != 0 and 'already mounted' not in q.stderr:
@@ -2307,7 +2382,6 @@ def destroy_vm_datasets(name, vm):
         zfs('umount', cores, check=False)
         zfs_destroy(cores, recursive=True)
     root = vm['zonepath'].lstrip('/')
-    zfs_destroy(root, recursive=True)
     names = set()
     for d in vm.get('disks', []):
         ds = disk_dataset(d.get('path', ''))
@@ -2316,6 +2390,11 @@ def destroy_vm_datasets(name, vm):
     for ds in zfs_props():
         if ds.startswith(root + '-disk') and '@' not in ds:
             names.add(ds)
+    if openzfs():
+        # ext4 in the zvols: unmount before the zvols (and the zone root above them) go.
+        for ds in sorted(names):
+            zvol_umount(ds)
+    zfs_destroy(root, recursive=True)
     for ds in sorted(names):
         zfs_destroy(ds, recursive=True)
 
@@ -2446,6 +2525,28 @@ def build_config(payload, u):
     return cfg
 
 
+def create_zvol_disk(u, ds, size, image_uuid):
+    """openzfs: disk ds as a zvol of size MiB (a clone of the image's zvol for an image disk),
+    with an ext4 filesystem, mounted. Returns ds."""
+    if image_uuid:
+        src = 'zones/%s@final' % image_uuid
+        if not zfs_exists(src):
+            raise Fail('Failed to create VM %s: image %s does not exist on zpool zones'
+                       % (u, image_uuid))
+        zfs('clone', src, ds)
+        if zfs_props([ds]).get(ds, {}).get('type') != 'volume':
+            raise Fail('Failed to create VM %s: image %s is not a zvol image' % (u, image_uuid))
+        cur = zfs_num(zfs_props([ds])[ds], 'volsize')
+        if size * MIB > cur:
+            zfs('set', 'volsize=%dM' % size, ds)
+        zfs('set', 'refreservation=auto', ds)
+    else:
+        zfs('create', '-V', '%dM' % size, '-o', 'volblocksize=8k', ds)
+        zvol_mkfs(ds)
+    zvol_mount(ds)
+    return ds
+
+
 def vmadm_create(args):
     path = None
     if len(args) >= 2 and args[0] == '-f':
@@ -2483,6 +2584,9 @@ def vmadm_create(args):
                     ds = disk_dataset(cfg.devices[i]['match'])
                     size = int(d.get('size') or d.get('image_size') or 16)
                     total += size
+                    if openzfs():
+                        created.append(create_zvol_disk(u, ds, size, d.get('image_uuid')))
+                        continue
                     opts = ['-o', 'refquota=%dM' % size, '-o', 'refreservation=%dM' % size]
                     if d.get('image_uuid'):
                         src = 'zones/%s@final' % d['image_uuid']
@@ -2495,8 +2599,13 @@ def vmadm_create(args):
                     created.append(ds)
                 if brand == 'bhyve':
                     # lab: real bhyve reserves refquota + disk refreservations; a 1 GiB
-                    # pool cannot, so quota = reservation = disks + 16 MiB here
+                    # pool cannot, so quota = reservation = disks + 16 MiB here (openzfs:
+                    # the zvols' real refreservations + 16 MiB)
                     r = '%dM' % (total + 16)
+                    if openzfs():
+                        resv = sum(zfs_num(pp, 'refreservation') for n, pp in
+                                   zfs_props().items() if n.startswith(root + '/disk'))
+                        r = str(resv + (16 << 20))
                     zfs('set', 'quota=' + r, root)
                     zfs('set', 'reservation=' + r, root)
             create_cores(u, zonepath)
@@ -3013,6 +3122,8 @@ def cmd_sum(argv):
             if p.returncode != 0:
                 raise Fail('zlab-sum: %s' % (p.stderr.strip() or 'no such dataset ' + t))
             mp, mounted = (p.stdout.split('\n') + ['', ''])[:2]
+            if mounted.strip() == '-' and openzfs() and zvol_mounted(t):
+                mp, mounted = '/' + t, 'yes'  # a zvol disk: its ext4 filesystem
             if mounted.strip() != 'yes':
                 raise Fail('zlab-sum: dataset %s is not mounted' % t)
             path = mp.strip()
