@@ -210,6 +210,13 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
                                        {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
     });
     result.downtime_steps.push_back({"promote_target", since(ctx, t)});
+    if (!was_running) {
+      // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
+      // (the zone's config lives there), so mount what start would have mounted.
+      timed("mount_target", "", [&](nlohmann::json& d) {
+        d["mounted"] = ends.target->mount_filesystems(inventory::instance_datasets(vm));
+      });
+    }
     if (was_running) {
       t = ctx.clock.now();
       timed("start_target", "starting the migrated instance", [&](nlohmann::json&) {

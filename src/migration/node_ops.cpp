@@ -217,6 +217,25 @@ std::string DatasetTree::prop(const std::string& name, const std::string& key) c
   return p == it->second.end() ? std::string() : p->second;
 }
 
+std::vector<std::string> NodeOps::mount_filesystems(const std::vector<std::string>& roots) {
+  const DatasetTree t = tree(roots, {"type", "mounted", "mountpoint", "canmount"});
+  std::vector<std::string> mounted;
+  for (const std::string& ds : t.datasets) {
+    const std::string mp = t.prop(ds, "mountpoint");
+    if (t.prop(ds, "type") != "filesystem" || t.prop(ds, "mounted") != "no" ||
+        t.prop(ds, "canmount") != "on" || mp.empty() || mp == "none" || mp == "legacy") {
+      continue;
+    }
+    const remote::Result r = zfs_retry({"zfs", "mount", ds});
+    if (!r.ok() && r.err.find("already mounted") == std::string::npos) {
+      throw Error(ExitCode::zfs, fmt::format("{}: zfs mount {}", m_runner.host(), ds),
+                  fmt::format("{}; mount it by hand and rerun", r.err));
+    }
+    mounted.push_back(ds);
+  }
+  return mounted;
+}
+
 DatasetTree NodeOps::tree(const std::vector<std::string>& roots,
                           const std::vector<std::string>& extra_props) {
   std::string list = "guid,createtxg";

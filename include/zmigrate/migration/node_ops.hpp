@@ -70,6 +70,9 @@ public:
   DatasetTree tree(const std::vector<std::string>& roots,
                    const std::vector<std::string>& extra_props = {});
   bool dataset_exists(const std::string& ds);
+  // Mount every filesystem under `roots` that should be mounted (canmount=on, a real
+  // mountpoint) and is not, parents first; returns the datasets it mounted.
+  std::vector<std::string> mount_filesystems(const std::vector<std::string>& roots);
   // `root` and its descendants (filesystems and volumes), parents first. Empty if absent.
   std::vector<std::string> hierarchy(const std::string& root);
   // Snapshots of `ds` (not of its children), oldest first, with GUIDs.
