@@ -87,7 +87,7 @@ oz_qemu_pid() {
     [[ -r $f ]] || return 1
     pid=$(<"$f")
     lab_alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "zlab-$LAB_NAME-cn$1 " || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-name zlab-$LAB_NAME-cn$1," || return 1
     printf '%s' "$pid"
 }
 
@@ -101,7 +101,7 @@ oz_launch() {
     [[ $mode == loadvm ]] && extra=(-loadvm "$OZ_TAG")
     rm -f "$d/qemu.pid" "$d/monitor.sock"
     : >"$d/console.log"
-    qemu-system-x86_64 -name "zlab-$LAB_NAME-cn$k ",process="zlab-$LAB_NAME-cn$k" \
+    qemu-system-x86_64 -name "zlab-$LAB_NAME-cn$k,process=zlab-$LAB_NAME-cn$k" \
         -machine q35 -accel tcg,thread=multi,tb-size=256 -cpu max -smp 1 -m "$OZ_MEM" \
         -nodefaults -no-user-config -display none \
         -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
@@ -192,7 +192,6 @@ oz_personalize() {
     cp "$s/known_hosts" "$d/ssh_known_hosts"
     tar -C "$st" -cf - usr etc root | oz_ssh_slot "$k" "set -e
         date -s @$(date +%s.%N) >/dev/null
-        hwclock_ok=1
         tar -C / -xf - --no-overwrite-dir --no-same-owner
         chown -R root:root /root/.ssh /usr/local/sbin
         hostname cn$k
@@ -242,5 +241,5 @@ oz_leftovers() {
 
 # Host processes of this lab's guests (qemu of a crashed `up` without a pid file, too).
 oz_lab_qemus() {
-    pgrep -f -- "-name zlab-$LAB_NAME-cn[0-9]+ " 2>/dev/null || true
+    pgrep -f -- "-name zlab-$LAB_NAME-cn[0-9]+," 2>/dev/null || true
 }
