@@ -31,7 +31,9 @@ void add_vm_arg(CLI::App& app, VmOptions& o) {
 
 migration::Context& start(Runtime& rt, const std::string& vm_uuid) {
   migration::Context& ctx = rt.context(k_all_services);
-  if (auto m = ctx.store.find_latest_for_vm(vm_uuid)) {
+  // Log into the active migration's file at once; a command that starts a new migration keeps
+  // its first lines in memory until the migration has an id (never in an older one's log).
+  if (auto m = ctx.store.find_active_for_vm(vm_uuid)) {
     rt.log_to_migration(m->id, vm_uuid);
   }
   return ctx;

@@ -4,6 +4,7 @@
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/names.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -17,12 +18,28 @@ namespace {
 constexpr const char* k_write_file_script =
     "umask 077; mkdir -p \"$1\" && chmod 700 \"$1\" && cat > \"$1/$2.tmp\" && "
     "chmod \"$3\" \"$1/$2.tmp\" && mv -f \"$1/$2.tmp\" \"$1/$2\"";
-constexpr const char* k_append_key_script =
-    "umask 077; d=$(dirname \"$1\"); mkdir -p \"$d\" && chmod 700 \"$d\" && "
-    "{ [ -f \"$1\" ] && grep -q -F -e \"$2\" \"$1\" && exit 0; cat >> \"$1\"; }";
-constexpr const char* k_remove_key_script =
-    "f=$1; [ -f \"$f\" ] || exit 0; grep -q -F -e \"$2\" \"$f\" || exit 0; "
-    "t=\"$f.zmigrate.$$\"; grep -v -F -e \"$2\" \"$f\" > \"$t\"; chmod 600 \"$t\" && mv -f \"$t\" \"$f\"";
+// Target side of open(): the forced-command script ($4) into $1/recv, then the key line (stdin)
+// appended to $2 unless a line with marker $3 is there already.
+constexpr const char* k_install_target_script =
+    "umask 077; mkdir -p \"$1\" && chmod 700 \"$1\" && printf '%s' \"$4\" > \"$1/recv.tmp\" && "
+    "chmod 700 \"$1/recv.tmp\" && mv -f \"$1/recv.tmp\" \"$1/recv\" || exit 1; "
+    "d=$(dirname \"$2\"); mkdir -p \"$d\" && chmod 700 \"$d\" || exit 1; "
+    "[ -f \"$2\" ] && grep -q -F -e \"$3\" \"$2\" && exit 0; cat >> \"$2\"";
+// Source side of open(): the private key (stdin) into $1/id_ed25519, the pinned host key line
+// ($2) into $1/known_hosts, then the multiplexing master (the remaining arguments), whose stdio
+// goes to /dev/null so it never holds our channel open. Exit 3: master did not start.
+constexpr const char* k_install_source_script =
+    "umask 077; mkdir -p \"$1\" && chmod 700 \"$1\" && cat > \"$1/id_ed25519.tmp\" && "
+    "chmod 600 \"$1/id_ed25519.tmp\" && mv -f \"$1/id_ed25519.tmp\" \"$1/id_ed25519\" && "
+    "printf '%s\\n' \"$2\" > \"$1/known_hosts\" && chmod 600 \"$1/known_hosts\" || exit 1; "
+    "shift 2; \"$@\" < /dev/null > /dev/null 2>&1 || exit 3";
+// Cleanup on one node: end the master of dir $1 and remove the dir (when $1 is not empty), then
+// remove the key line with marker $3 from $2 (when $2 is not empty).
+constexpr const char* k_cleanup_script =
+    "if [ -n \"$1\" ]; then ssh -o ControlPath=\"$1/master\" -O exit x < /dev/null > /dev/null "
+    "2>&1; rm -rf \"$1\" || exit 1; fi; f=$2; [ -n \"$f\" ] && [ -f \"$f\" ] || exit 0; "
+    "grep -q -F -e \"$3\" \"$f\" || exit 0; t=\"$f.zmigrate.$$\"; "
+    "grep -v -F -e \"$3\" \"$f\" > \"$t\"; chmod 600 \"$t\" && mv -f \"$t\" \"$f\"";
 
 void check_token(const std::string& what, const std::string& value) {
   for (char c : value) {
@@ -223,41 +240,40 @@ void DataPath::open() {
   record("data_path_dir", m_source.host(), dir);
   m_open = true;
 
-  write_remote_file(m_target, dir, "recv", recv_script(m_spec), "700");
+  // Two commands: the target learns the key (and its forced command) first, then the source
+  // gets the private key and the pin and starts the master, which proves the path works.
   {
     remote::RunOptions opts;
     opts.stdin_data = authorized_keys_line(m_spec, key.public_line);
     opts.timeout = std::chrono::seconds(30);
     remote::run_checked(m_target,
-                        remote::Command({"sh", "-c", k_append_key_script, "sh",
-                                         m_spec.authorized_keys, key_marker(m_spec.migration_id)}),
+                        remote::Command({"sh", "-c", k_install_target_script, "sh", dir,
+                                         m_spec.authorized_keys, key_marker(m_spec.migration_id),
+                                         recv_script(m_spec)}),
                         opts);
   }
-  write_remote_file(m_source, dir, "id_ed25519", key.private_openssh, "600");
-  write_remote_file(m_source, dir, "known_hosts",
-                    fmt::format("{} {}\n", m_spec.target_port == 22
-                                               ? m_spec.target_addr
-                                               : fmt::format("[{}]:{}", m_spec.target_addr,
-                                                             m_spec.target_port),
-                                ssh_key_body(m_spec.target_host_key)),
-                    "600");
-
-  // Start a multiplexing master now so each stream (and the switch's final one) skips the ssh
-  // handshake. Its stdio goes to /dev/null so it never holds our channel open.
+  const std::string pin =
+      fmt::format("{} {}",
+                  m_spec.target_port == 22
+                      ? m_spec.target_addr
+                      : fmt::format("[{}]:{}", m_spec.target_addr, m_spec.target_port),
+                  ssh_key_body(m_spec.target_host_key));
+  remote::Argv argv{"sh", "-c", k_install_source_script, "sh", dir, pin};
   remote::Argv master = source_ssh_argv(m_spec, {});
   master.insert(master.begin() + 1, {"-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-N",
                                      "-f"});
-  remote::Command cmd(master);
-  cmd.stdin_path = "/dev/null";
-  cmd.stdout_path = "/dev/null";
-  cmd.stderr_to_stdout_last = true;
+  argv.insert(argv.end(), master.begin(), master.end());
   remote::RunOptions opts;
-  opts.timeout = std::chrono::seconds(20);
-  const remote::Result r = m_source.run(cmd, opts);
-  if (!r.ok()) {
+  opts.stdin_data = key.private_openssh;
+  opts.timeout = std::chrono::seconds(30);
+  const remote::Result r = m_source.run(remote::Command(argv), opts);
+  if (r.exit_status == 3) {
     // Not fatal: every send connects on its own when there is no master.
     m_ctx.log.warn("data path: ssh master did not start; streams will connect directly",
                    {{"exit_status", r.exit_status}});
+  } else if (!r.ok()) {
+    throw Error(ExitCode::remote, fmt::format("{}: installing the data-path key", m_source.host()),
+                r.err.empty() ? fmt::format("exit status {}", r.exit_status) : r.err);
   }
 }
 
@@ -295,6 +311,21 @@ TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& d
   return out;
 }
 
+bool DataPath::serves(const std::string& migration_id, const remote::Runner& source,
+                      const remote::Runner& target,
+                      const std::vector<std::string>& datasets) const {
+  if (!m_open || migration_id != m_spec.migration_id || &source != &m_source ||
+      &target != &m_target) {
+    return false;
+  }
+  for (const std::string& ds : datasets) {
+    if (std::find(m_spec.datasets.begin(), m_spec.datasets.end(), ds) == m_spec.datasets.end()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void DataPath::close() {
   if (!m_open) {
     return;
@@ -307,39 +338,40 @@ void DataPath::remove_leftovers(Context& ctx, const std::string& migration_id,
                                 remote::Runner& source, remote::Runner& target) {
   const std::string dir = private_dir(migration_id);
   const std::string marker = key_marker(migration_id);
-  for (const state::Artefact& a : ctx.store.live_artefacts(migration_id)) {
-    if (a.kind != "data_path_dir" && a.kind != "authorized_key") {
-      continue;
-    }
-    if (a.host != source.host() && a.host != target.host()) {
-      continue;
-    }
-    remote::Runner& runner = a.host == source.host() ? source : target;
-    try {
-      remote::Result r;
-      if (a.kind == "authorized_key") {
-        r = runner.run(remote::Command({"sh", "-c", k_remove_key_script, "sh", a.name, marker}));
-      } else {
-        {
-          // End the multiplexing master, if any, before its socket goes away.
-          remote::Argv stop{"ssh", "-o", "ControlPath=" + dir + "/master", "-O", "exit", "x"};
-          remote::Command c(stop);
-          c.stdin_path = "/dev/null";
-          c.stdout_path = "/dev/null";
-          c.stderr_to_stdout_last = true;
-          runner.run(c);
-        }
-        r = runner.run(remote::Command({"rm", "-rf", dir}));
+  // One command per node, whatever it holds.
+  for (remote::Runner* runner : {&source, &target}) {
+    std::vector<state::Artefact> mine;
+    std::string dir_arg;
+    std::string keys_arg;
+    for (const state::Artefact& a : ctx.store.live_artefacts(migration_id)) {
+      if (a.host != runner->host()) {
+        continue;
       }
+      if (a.kind == "data_path_dir") {
+        dir_arg = dir;
+        mine.push_back(a);
+      } else if (a.kind == "authorized_key") {
+        keys_arg = a.name;
+        mine.push_back(a);
+      }
+    }
+    if (mine.empty()) {
+      continue;
+    }
+    try {
+      const remote::Result r = runner->run(
+          remote::Command({"sh", "-c", k_cleanup_script, "sh", dir_arg, keys_arg, marker}));
       if (r.ok()) {
-        ctx.store.mark_artefact_removed(a.id);
+        for (const state::Artefact& a : mine) {
+          ctx.store.mark_artefact_removed(a.id);
+        }
       } else {
-        ctx.log.warn("data path: could not remove artefact",
-                     {{"kind", a.kind}, {"host", runner.host()}, {"err", r.err}});
+        ctx.log.warn("data path: could not remove artefacts",
+                     {{"host", runner->host()}, {"err", r.err}});
       }
     } catch (const Error& e) {
       ctx.log.warn("data path: node unreachable during cleanup; will retry next command",
-                   {{"kind", a.kind}, {"error", e.what()}});
+                   {{"host", runner->host()}, {"error", e.what()}});
     }
   }
 }

@@ -193,7 +193,9 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid) {
   try {
     Ends ends = detail::open_ends(ctx, op.record());
     const inventory::Vm vm = detail::recorded_vm(op.record());
-    DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+    if (ctx.nodes.kept_path == nullptr) {
+      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+    }
     ctx.reporter.step("syncing data");
     result = detail::sync_datasets(ctx, op, ends, vm, "sync");
     op.record().num_sync_phases += 1;
@@ -204,6 +206,7 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid) {
                      {"duration_ms", result.duration.count()},
                      {"rate", result.rate_bytes_per_s}});
     op.record().data["syncs"] = syncs;
+    op.record().data["last_sync_end"] = iso8601(ctx.clock.wall_now());
     op.finish_phase(state::State::paused, {},
                     {{"bytes", result.bytes},
                      {"duration_ms", result.duration.count()},
@@ -231,6 +234,32 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   } else {
     result.begin.migration = *active;
   }
+  // One data path (key, pin, ssh master) for every sync and the switch of this command; its
+  // destructor removes it on every way out. Without it each phase opens its own.
+  std::optional<DataPath> kept;
+  struct KeptReset {
+    NodeAccess& nodes;
+    ~KeptReset() { nodes.kept_path = nullptr; }
+  } kept_reset{ctx.nodes};
+  if (!(active->phase == state::Phase::switch_ && active->state == state::State::successful)) {
+    try {
+      Ends ends = detail::open_ends(ctx, *active);
+      std::vector<std::string> datasets;
+      for (const std::string& ds : ends.source->tree(inventory::instance_datasets(
+                                                         detail::recorded_vm(*active)))
+                                       .datasets) {
+        datasets.push_back(ds);
+      }
+      kept.emplace(ctx, detail::data_path_spec(ctx, *active, *ends.source, *ends.target, datasets),
+                   ends.source->runner(), ends.target->runner());
+      kept->open();
+      ctx.nodes.kept_path = &*kept;
+    } catch (const Error& e) {
+      ctx.log.warn("migrate: no shared data path; each phase opens its own",
+                   {{"error", e.what()}});
+      kept.reset();
+    }
+  }
   if (active->phase == state::Phase::switch_ && active->state == state::State::successful) {
     // Nothing to sync: only finalize may remain.
   } else if (active->phase != state::Phase::switch_) {
@@ -244,7 +273,8 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
       }
       ++syncs;
       result.syncs.push_back(std::move(s));
-      if (!should_sync_again(incrementals, options.converge_bytes, options.max_syncs)) {
+      const auto took = result.syncs.back().duration;
+      if (!should_sync_again(incrementals, options.converge_bytes, options.max_syncs, took)) {
         break;
       }
     }

@@ -146,19 +146,66 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
 void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
                      const inventory::Vm& vm, const std::string& keep) {
   const std::string tag = "zmigrate-" + migration_id;
-  const DatasetTree t = node.tree(inventory::instance_datasets(vm));
-  for (const auto& [ds, snaps] : t.snapshots) {
-    for (const SnapshotInfo& s : snaps) {
+  const std::vector<std::string> roots = inventory::instance_datasets(vm);
+  const DatasetTree t = node.tree(roots);
+  std::vector<std::string> doomed;
+  std::set<std::string> snaps;
+  for (const auto& [ds, list] : t.snapshots) {
+    for (const SnapshotInfo& s : list) {
       const std::string snap = snap_part(s.name);
       if (zfs::parse_migration_snap(migration_id, snap) < 0 || snap == keep) {
         continue;
       }
-      node.release(s.name, tag);
-      node.destroy_snapshot(s.name);
-      ctx.log.debug("pruned migration snapshot",
-                    {{"host", node.runner().host()}, {"snapshot", s.name}});
+      doomed.push_back(s.name);
+      snaps.insert(snap);
     }
   }
+  if (doomed.empty()) {
+    return;
+  }
+  // Few commands whatever the number of datasets: one release, one `destroy -r` per root and
+  // snapshot name (migration snapshots are made with `snapshot -r`, so a root's descendants
+  // have the same ones), then whatever a root did not cover.
+  node.release_all(doomed, tag);
+  std::set<std::string> covered;
+  for (const std::string& snap : snaps) {
+    for (const std::string& root : roots) {
+      const std::string name = root + "@" + snap;
+      if (!t.has(name)) {
+        continue;
+      }
+      node.destroy_snapshot_recursive(name);
+      for (const std::string& d : doomed) {
+        const std::string ds = d.substr(0, d.find('@'));
+        if (snap_part(d) == snap && (ds == root || ds.rfind(root + "/", 0) == 0)) {
+          covered.insert(d);
+        }
+      }
+    }
+  }
+  for (const std::string& d : doomed) {
+    if (!covered.count(d)) {
+      node.destroy_snapshot(d);
+    }
+  }
+  ctx.log.debug("pruned migration snapshots",
+                {{"host", node.runner().host()}, {"snapshots", doomed}});
+}
+
+void hold_on_both(Ends& ends, const std::string& migration_id, const inventory::Vm& vm,
+                  const std::string& snapshot) {
+  const std::string tag = "zmigrate-" + migration_id;
+  auto hold = [&](NodeOps& node) {
+    std::vector<std::string> names;
+    const DatasetTree t = node.tree(inventory::instance_datasets(vm));
+    for (const std::string& ds : t.datasets) {
+      if (t.has(ds + "@" + snapshot)) {
+        names.push_back(ds + "@" + snapshot);
+      }
+    }
+    node.hold_all(names, tag);
+  };
+  both([&] { hold(*ends.source); }, [&] { hold(*ends.target); });
 }
 
 DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& src, NodeOps& dst,
@@ -184,27 +231,33 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
   SyncResult result;
   const auto started = ctx.clock.now();
 
-  // 1. One atomic snapshot of every dataset of the instance.
+  // 0. Both nodes' capabilities, probed at once (once per command).
+  both([&] { src.caps(); }, [&] { dst.caps(); });
+  const bool resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
+
+  // 1. One atomic snapshot of every dataset of the instance; the target is read meanwhile.
   const int n = m.data.value("snap_n", 0) + 1;
   const std::string snap = zfs::migration_snap_name(m.id, n);
   const std::vector<std::string> roots = inventory::instance_datasets(vm);
+  DatasetTree dt;
   op.step(label + ".snapshot", [&](nlohmann::json& d) {
-    src.snapshot_recursive(roots, snap);
+    both([&] { src.snapshot_recursive(roots, snap); },
+         [&] {
+           dt = dst.tree(roots, resumable ? std::vector<std::string>{"receive_resume_token"}
+                                          : std::vector<std::string>{});
+         });
     m.data["snap_n"] = n;
     op.save();
     d["snapshot"] = snap;
   });
   result.snapshot = snap;
 
-  // 2. Read both sides once and plan every stream (GUID-based base selection).
-  const bool resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
+  // 2. Read the source once and plan every stream (GUID-based base selection).
   std::vector<Transfer> plan;
   std::vector<std::string> all;
+  std::vector<std::string> held;
   op.step(label + ".plan", [&](nlohmann::json& d) {
     const DatasetTree st = src.tree(roots, {"origin", "referenced"});
-    const DatasetTree dt =
-        dst.tree(roots, resumable ? std::vector<std::string>{"receive_resume_token"}
-                                  : std::vector<std::string>{});
     all = st.datasets;
     for (const std::string& root : roots) {
       if (!st.has(root)) {
@@ -213,16 +266,19 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
       }
     }
     for (const std::string& ds : all) {
-      src.hold(ds + "@" + snap, tag);
+      held.push_back(ds + "@" + snap);
       for (Transfer& t : plan_dataset(ctx, m.id, st, dt, dst.runner().host(), ds,
                                       ds + "@" + snap, dst)) {
         if (options.estimate) {
-          const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token);
+          const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token, &st);
           t.estimate = bytes;
           t.exact = exact;
         }
         plan.push_back(std::move(t));
       }
+    }
+    if (options.holds) {
+      src.hold_all(held, tag);
     }
     d["streams"] = nlohmann::json::array();
     for (const Transfer& t : plan) {
@@ -252,6 +308,12 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
     }
     std::optional<DataPath> own_path;
     DataPath* path = options.path;
+    if (path == nullptr && !options.reverse) {
+      path = ctx.nodes.kept_path; // `migrate` keeps one open across its phases
+    }
+    if (path != nullptr && !path->serves(m.id, src.runner(), dst.runner(), all)) {
+      path = nullptr; // e.g. a dataset created since it was opened: its forced command refuses
+    }
     if (path == nullptr) {
       own_path.emplace(ctx, data_path_spec(ctx, m, src, dst, all), src.runner(), dst.runner());
       path = &*own_path;
@@ -300,10 +362,10 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
       });
       if (t.kind == "resume") {
         // A resumed stream completes an older snapshot; bring the dataset up to date now.
-        const DatasetTree st = src.tree({t.dataset}, {"origin"});
-        const DatasetTree dt = dst.tree({t.dataset});
+        const DatasetTree st2 = src.tree({t.dataset}, {"origin"});
+        const DatasetTree dt2 = dst.tree({t.dataset});
         for (Transfer& more :
-             plan_dataset(ctx, m.id, st, dt, dst.runner().host(), t.dataset, t.to, dst)) {
+             plan_dataset(ctx, m.id, st2, dt2, dst.runner().host(), t.dataset, t.to, dst)) {
           const remote::Argv argv = src.send_argv(more.to, more.from, "", dst.caps());
           done += path->send(argv, more.dataset, use_pv, nullptr).bytes;
         }
@@ -314,8 +376,8 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
       own_path->close();
     }
   }
-  for (const std::string& ds : all) {
-    dst.hold(ds + "@" + snap, tag);
+  if (options.holds) {
+    dst.hold_all(held, tag);
   }
   m.data["synced_snap"] = snap;
   op.save();
@@ -323,8 +385,8 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
   // 4. Keep only the newest migration snapshot on both sides as the next base.
   if (options.prune) {
     op.step(label + ".prune", [&](nlohmann::json& d) {
-      prune_snapshots(ctx, src, m.id, vm, snap);
-      prune_snapshots(ctx, dst, m.id, vm, snap);
+      both([&] { prune_snapshots(ctx, src, m.id, vm, snap); },
+           [&] { prune_snapshots(ctx, dst, m.id, vm, snap); });
       d["kept"] = snap;
     });
   }

@@ -2,6 +2,9 @@
 #pragma once
 // Internal helpers shared by the engine's phase files (not part of the public API).
 
+#include <exception>
+#include <functional>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,12 +30,36 @@ Ends open_ends(Context& ctx, const state::Migration& m);
 // The instance as recorded at begin (VMAPI JSON), parsed.
 inventory::Vm recorded_vm(const state::Migration& m);
 
+// Run `a` here and `b` on a second thread at once, wait for both, rethrow the first failure.
+// Only for remote work on two different nodes (each NodeOps has its own session): neither may
+// touch the state store or the reporter.
+inline void both(const std::function<void()>& a, const std::function<void()>& b) {
+  auto fb = std::async(std::launch::async, b);
+  std::exception_ptr ea;
+  try {
+    a();
+  } catch (...) {
+    ea = std::current_exception();
+  }
+  fb.wait();
+  if (ea) {
+    std::rethrow_exception(ea);
+  }
+  fb.get(); // rethrows b's failure
+}
+
 struct SyncOptions {
   bool reverse = false;  // data flows from the target back to the source (rollback)
   bool prune = true;     // drop older migration snapshots afterwards
   bool estimate = true;  // size every stream first (progress totals)
   DataPath* path = nullptr; // an open data path to reuse (the switch keeps one open)
+  bool holds = true; // hold the new snapshot on both sides (source before sending); the final
+                     // sync inside the downtime window leaves that to the caller, afterwards
 };
+
+// Hold `snapshot` (a snap name) of every dataset under the instance's roots on both nodes.
+void hold_on_both(Ends& ends, const std::string& migration_id, const inventory::Vm& vm,
+                  const std::string& snapshot);
 
 // Snapshot, plan, send and prune: one sync of every dataset of the instance to the target.
 // `label` names the journal steps ("sync", "switch.final_sync", "rollback.reverse_sync").

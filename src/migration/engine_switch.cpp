@@ -103,17 +103,23 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   }
   nlohmann::json& sw = m.data["switch"];
   bool hidden = json_bool(sw, "source_hidden");
+  bool hidden_now = false;           // this command hid the source just now
   std::optional<DataPath> path;
+  DataPath* dp = nullptr; // the path in use: `path` or the command's kept one
 
   try {
     if (!hidden) {
-      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      if (ctx.nodes.kept_path == nullptr) {
+        DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      }
+      std::string source_state;
       timed("prepare", "", [&](nlohmann::json& d) {
         const auto src = ends.source->vm_get(vm.uuid);
         if (!src) {
           throw Error(ExitCode::failure, fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
                       "is gone from the source node; check \"vmadm list\" there");
         }
+        source_state = src->value("state", "");
         // Remember whether it ran before the first switch attempt stopped it.
         if (!sw.contains("was_running")) {
           sw["was_running"] = src->value("state", "") == "running";
@@ -129,24 +135,37 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       // One data path (key, pinned host key, ssh master) for the whole switch, opened before
       // the downtime window so the final delta starts streaming at once.
       timed("open_data_path", "", [&](nlohmann::json& d) {
-        std::vector<std::string> datasets;
-        for (const std::string& root : inventory::instance_datasets(vm)) {
-          for (const std::string& ds : ends.source->tree({root}).datasets) {
-            datasets.push_back(ds);
-          }
+        const std::vector<std::string> datasets =
+            ends.source->tree(inventory::instance_datasets(vm)).datasets;
+        DataPath* kept = ctx.nodes.kept_path;
+        if (kept != nullptr &&
+            kept->serves(m.id, ends.source->runner(), ends.target->runner(), datasets)) {
+          dp = kept; // `migrate`: the path of its syncs, master already up
+          d["kept"] = true;
+        } else {
+          path.emplace(ctx, detail::data_path_spec(ctx, m, *ends.source, *ends.target, datasets),
+                       ends.source->runner(), ends.target->runner());
+          path->open();
+          dp = &*path;
         }
-        path.emplace(ctx, detail::data_path_spec(ctx, m, *ends.source, *ends.target, datasets),
-                     ends.source->runner(), ends.target->runner());
-        path->open();
         d["datasets"] = datasets;
       });
-      const bool running_now = ends.source->vm_get(vm.uuid).value_or(nlohmann::json::object())
-                                   .value("state", "") == "running";
-      if (running_now) {
-        // One more pass while it runs, so the delta inside the downtime window is small.
+      const bool running_now = source_state == "running";
+      // One more pass while it runs, so the delta inside the downtime window is small; not
+      // worth it right after a sync (`migrate`): the delta is only seconds of writes.
+      bool recent_sync = false;
+      if (const std::string last = m.data.value("last_sync_end", ""); !last.empty()) {
+        try {
+          recent_sync = ctx.clock.wall_now() - parse_iso8601(last) < k_quick_sync;
+        } catch (const Error&) {
+          recent_sync = false;
+        }
+      }
+      sw["presync_skipped"] = running_now && recent_sync;
+      if (running_now && !recent_sync) {
         timed("presync", "syncing data before stopping the instance", [&](nlohmann::json& d) {
           detail::SyncOptions so;
-          so.path = &*path;
+          so.path = dp;
           const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "switch.presync", so);
           d["bytes"] = s.bytes;
         });
@@ -158,9 +177,22 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       ctx.reporter.step("stopping the instance");
       const auto stop_t = ctx.clock.now();
       timed("stop_source", "", [&](nlohmann::json& d) {
-        const auto src = ends.source->vm_get(vm.uuid);
-        if (src && src->value("state", "") != "stopped") {
-          ends.source->vm_stop(vm.uuid);
+        if (running_now) {
+          // Seen running a moment ago: stop at once (one vmadm run inside the window); only
+          // a refusal costs a second look.
+          try {
+            ends.source->vm_stop(vm.uuid);
+          } catch (const Error&) {
+            const auto src = ends.source->vm_get(vm.uuid);
+            if (!src || src->value("state", "") != "stopped") {
+              throw;
+            }
+          }
+        } else {
+          const auto src = ends.source->vm_get(vm.uuid);
+          if (src && src->value("state", "") != "stopped") {
+            ends.source->vm_stop(vm.uuid);
+          }
         }
         d["state"] = "stopped";
       });
@@ -169,9 +201,10 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       auto t = ctx.clock.now();
       ctx.reporter.step("syncing the final delta");
       detail::SyncOptions fo;
-      fo.path = &*path;
+      fo.path = dp;
       fo.prune = false;    // after the window
       fo.estimate = false; // nothing to show progress for in a sub-second delta
+      fo.holds = false;    // round trips; held after the window (nothing prunes before)
       const SyncResult fin = detail::sync_datasets(ctx, op, ends, vm, "switch.final_sync", fo);
       result.final_bytes = fin.bytes;
       result.downtime_steps.push_back({"final_sync", since(ctx, t)});
@@ -187,6 +220,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
         op.save();
       });
       hidden = true;
+      hidden_now = true;
       result.downtime_steps.push_back({"hide_source", since(ctx, t)});
       sw["downtime_start_offset_ms"] = since(ctx, stopped_at).count();
       op.save();
@@ -204,32 +238,30 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       detail::put_vmapi_server(ctx, vm, ends.target_server.uuid, "stopped");
     });
     result.downtime_steps.push_back({"update_vmapi", since(ctx, t)});
-    t = ctx.clock.now();
-    timed("promote_target", "promoting the migrated instance", [&](nlohmann::json&) {
-      ends.target->vm_update(vm.uuid, {{"do_not_inventory", "false"},
-                                       {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
-    });
-    result.downtime_steps.push_back({"promote_target", since(ctx, t)});
-    if (!was_running) {
-      // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
-      // (the zone's config lives there), so mount what start would have mounted.
-      timed("mount_target", "", [&](nlohmann::json& d) {
-        d["mounted"] = ends.target->mount_filesystems(inventory::instance_datasets(vm));
-      });
-    }
     if (was_running) {
+      // Started while still hidden (do_not_inventory): the window ends when it runs, and the
+      // promotion below happens outside it. The source is stopped and hidden, so there is
+      // never a second running copy.
       t = ctx.clock.now();
-      timed("start_target", "starting the migrated instance", [&](nlohmann::json&) {
-        const auto tgt = ends.target->vm_get(vm.uuid);
-        // Both copies must never run at once: the source must be stopped and hidden.
-        const auto src = ends.source->vm_get(vm.uuid);
-        if (src && src->value("state", "") == "running") {
-          throw Error(ExitCode::failure, fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
-                      "the hidden source is running; refusing to start a second copy. Stop it "
-                      "with \"vmadm stop\" there and rerun switch");
+      timed("start_target", "starting the migrated instance", [&](nlohmann::json& d) {
+        if (!hidden_now) {
+          // Resuming after an interruption: look before starting anything.
+          const auto src = ends.source->vm_get(vm.uuid);
+          if (src && src->value("state", "") == "running") {
+            throw Error(ExitCode::failure,
+                        fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
+                        "the hidden source is running; refusing to start a second copy. Stop "
+                        "it with \"vmadm stop\" there and rerun switch");
+          }
         }
-        if (!tgt || tgt->value("state", "") != "running") {
+        try {
           ends.target->vm_start(vm.uuid);
+        } catch (const Error&) {
+          const auto tgt = ends.target->vm_get(vm.uuid);
+          if (!tgt || tgt->value("state", "") != "running") {
+            throw;
+          }
+          d["already_running"] = true;
         }
       });
       result.downtime_steps.push_back({"start_target", since(ctx, t)});
@@ -237,6 +269,18 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     result.downtime += since(ctx, window);
     sw["downtime_ms"] = result.downtime.count();
     op.save();
+
+    timed("promote_target", "promoting the migrated instance", [&](nlohmann::json&) {
+      ends.target->vm_update(vm.uuid, {{"do_not_inventory", "false"},
+                                       {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
+    });
+    if (!was_running) {
+      // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
+      // (the zone's config lives there), so mount what start would have mounted.
+      timed("mount_target", "", [&](nlohmann::json& d) {
+        d["mounted"] = ends.target->mount_filesystems(inventory::instance_datasets(vm));
+      });
+    }
 
     timed("create_cores", "", [&](nlohmann::json& d) {
       // The cores dataset is not synced (as Triton); the target gets its own, mounted where the
@@ -291,6 +335,9 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       // The final snapshot stays on both sides as the rollback base; older ones go.
       const std::string keep = m.data.value("synced_snap", "");
       const std::string keep_snap = keep.substr(keep.find('@') + 1);
+      if (ends.source->caps().holds || ends.target->caps().holds) {
+        detail::hold_on_both(ends, m.id, vm, keep_snap);
+      }
       detail::prune_snapshots(ctx, *ends.source, m.id, vm, keep_snap);
       detail::prune_snapshots(ctx, *ends.target, m.id, vm, keep_snap);
       for (const state::Artefact& a : ctx.store.live_artefacts(op.id())) {

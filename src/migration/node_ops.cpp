@@ -26,18 +26,19 @@ bool not_found_text(const std::string& err) {
 } // namespace
 
 NodeOps::NodeOps(Context& ctx, const inventory::Server& server)
-    : m_ctx(ctx), m_server(server), m_runner(ctx.nodes.runner_for(server)) {}
+    : m_ctx(ctx), m_server(server), m_runner(ctx.nodes.runner_for(server)),
+      m_facts(ctx.nodes.facts_for(m_runner.host())) {}
 
 NodeOps::~NodeOps() = default;
 
 const zfs::Capabilities& NodeOps::caps() {
-  if (!m_caps) {
+  if (!m_facts.caps) {
     // One batched probe per node per command.
     const remote::Result r = m_runner.run(zfs::probe_command());
-    m_caps = zfs::parse_capabilities(r.out + "\n" + r.err);
-    m_ctx.log.debug("zfs capabilities", {{"host", m_runner.host()}, {"caps", *m_caps}});
+    m_facts.caps = zfs::parse_capabilities(r.out + "\n" + r.err);
+    m_ctx.log.debug("zfs capabilities", {{"host", m_runner.host()}, {"caps", *m_facts.caps}});
   }
-  return *m_caps;
+  return *m_facts.caps;
 }
 
 std::optional<nlohmann::json> NodeOps::vm_get(const std::string& uuid) {
@@ -131,12 +132,16 @@ void NodeOps::image_import(const std::string& image_uuid) {
 }
 
 std::string NodeOps::host_key() {
+  if (!m_facts.host_key.empty()) {
+    return m_facts.host_key;
+  }
   std::string key =
       remote::run_checked(m_runner, remote::Command({"cat", "/etc/ssh/ssh_host_ed25519_key.pub"}))
           .out;
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) {
     key.pop_back();
   }
+  m_facts.host_key = key;
   return key;
 }
 
@@ -385,6 +390,14 @@ void NodeOps::destroy_snapshot(const std::string& full_name) {
   }
 }
 
+void NodeOps::destroy_snapshot_recursive(const std::string& full_name) {
+  const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_snap(full_name)});
+  if (!r.ok() && !missing_text(r.err)) {
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), full_name),
+                r.err);
+  }
+}
+
 void NodeOps::destroy_dataset(const std::string& ds) {
   const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_ds(ds)});
   if (!r.ok() && !missing_text(r.err)) {
@@ -439,6 +452,35 @@ void NodeOps::release(const std::string& full_name, const std::string& tag) {
   m_runner.run(remote::Command({"zfs", "release", tag, checked_snap(full_name)}));
 }
 
+void NodeOps::hold_all(const std::vector<std::string>& full_names, const std::string& tag) {
+  if (!caps().holds || full_names.empty()) {
+    return;
+  }
+  remote::Argv argv{"zfs", "hold", tag};
+  for (const std::string& n : full_names) {
+    argv.push_back(checked_snap(n));
+  }
+  const remote::Result r = m_runner.run(remote::Command(argv));
+  if (r.ok()) {
+    return;
+  }
+  // Some exist already (a rerun): hold the rest one by one, which tolerates that.
+  for (const std::string& n : full_names) {
+    hold(n, tag);
+  }
+}
+
+void NodeOps::release_all(const std::vector<std::string>& full_names, const std::string& tag) {
+  if (!caps().holds || full_names.empty()) {
+    return;
+  }
+  remote::Argv argv{"zfs", "release", tag};
+  for (const std::string& n : full_names) {
+    argv.push_back(checked_snap(n));
+  }
+  m_runner.run(remote::Command(argv));
+}
+
 remote::Argv NodeOps::send_argv(const std::string& snapshot, const std::string& from,
                                 const std::string& token, const zfs::Capabilities& target_caps) {
   if (!token.empty()) {
@@ -473,7 +515,8 @@ remote::Argv NodeOps::send_argv(const std::string& snapshot, const std::string& 
 
 std::pair<std::uint64_t, bool> NodeOps::estimate_send(const std::string& snapshot,
                                                       const std::string& from,
-                                                      const std::string& token) {
+                                                      const std::string& token,
+                                                      const DatasetTree* known) {
   if (caps().dry_run_parsable) {
     remote::Argv argv = send_argv(snapshot, from, token, caps());
     argv.insert(argv.begin() + 2, "-nvP");
@@ -493,11 +536,17 @@ std::pair<std::uint64_t, bool> NodeOps::estimate_send(const std::string& snapsho
   }
   // Approximation from properties (zfs-fuse): the snapshot's referenced size for a full send,
   // the growth of referenced for an incremental (overwrites are not counted: approximate).
-  const std::uint64_t ref_to = to_u64(properties(snapshot, {"referenced"})["referenced"]);
+  auto referenced = [&](const std::string& name) {
+    if (known != nullptr && known->has(name) && !known->prop(name, "referenced").empty()) {
+      return to_u64(known->prop(name, "referenced"));
+    }
+    return to_u64(properties(name, {"referenced"})["referenced"]);
+  };
+  const std::uint64_t ref_to = referenced(snapshot);
   if (from.empty() || !token.empty()) {
     return {ref_to, false};
   }
-  const std::uint64_t ref_from = to_u64(properties(from, {"referenced"})["referenced"]);
+  const std::uint64_t ref_from = referenced(from);
   return {ref_to > ref_from ? ref_to - ref_from : 0, false};
 }
 

@@ -183,7 +183,11 @@ std::string hide_zone_config(const std::string& exported) {
 }
 
 bool should_sync_again(const std::vector<std::uint64_t>& incremental_bytes,
-                       std::uint64_t converge_bytes, int max_syncs) {
+                       std::uint64_t converge_bytes, int max_syncs,
+                       std::chrono::milliseconds last_sync_duration) {
+  if (last_sync_duration <= k_quick_sync) {
+    return false;
+  }
   if (incremental_bytes.empty()) {
     return true;
   }

@@ -125,6 +125,14 @@ void BunyanLogger::set_file(const std::string& path) {
     ::close(m_fd);
   }
   m_fd = fd;
+  if (!m_had_file) {
+    m_had_file = true;
+    for (const Pending& p : m_pending) {
+      write_all(m_fd, format_line(p.level, p.msg, p.fields, p.time) + "\n");
+    }
+    m_pending.clear();
+    m_pending.shrink_to_fit();
+  }
 }
 
 void BunyanLogger::set_base_field(const std::string& key, const nlohmann::json& value) {
@@ -190,6 +198,8 @@ void BunyanLogger::log(LogLevel level, std::string_view msg, const nlohmann::jso
   std::lock_guard<std::mutex> lock(m_mutex);
   if (m_fd >= 0) {
     write_all(m_fd, format_line(level, msg, fields, time) + "\n");
+  } else if (!m_had_file && m_pending.size() < 4096) {
+    m_pending.push_back({level, std::string(msg), fields, time});
   }
   if (static_cast<int>(level) >= m_stderr_level) {
     write_all(STDERR_FILENO, format_human(level, msg, fields) + "\n");

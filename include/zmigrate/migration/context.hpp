@@ -5,7 +5,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include <zmigrate/inventory/inventory.hpp>
@@ -13,8 +16,11 @@
 #include <zmigrate/state/store.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/log.hpp>
+#include <zmigrate/zfs/capabilities.hpp>
 
 namespace zmigrate::migration {
+
+class DataPath;
 
 // Gives one Runner per compute node per zmigrate command (one SSH session, reused).
 class NodeAccess {
@@ -22,6 +28,26 @@ public:
   virtual ~NodeAccess() = default;
   // The runner for `server` (connects lazily). The reference stays valid for the command.
   virtual remote::Runner& runner_for(const inventory::Server& server) = 0;
+
+  // What this command learnt about a node (by runner host), so the phases of one `migrate`
+  // probe each node once: ZFS capabilities and the ssh host key.
+  struct Facts {
+    std::optional<zfs::Capabilities> caps;
+    std::string host_key;
+  };
+  // The facts of `host` (created empty). The reference stays valid for the command.
+  Facts& facts_for(const std::string& host) {
+    const std::lock_guard<std::mutex> lock(m_facts_mutex);
+    return m_facts[host];
+  }
+
+  // A data path the running command keeps open across phases (`migrate`: every sync and the
+  // switch share one key and one ssh master), or null. Its owner sets and clears it.
+  DataPath* kept_path = nullptr;
+
+private:
+  std::mutex m_facts_mutex;
+  std::map<std::string, Facts> m_facts;
 };
 
 // Where domain code reports what it is doing; cli/ renders it (sdc-migrate style, or JSON).

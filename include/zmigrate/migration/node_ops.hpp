@@ -85,6 +85,9 @@ public:
   void snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap);
   // Destroy one snapshot (retrying while busy); absent is fine.
   void destroy_snapshot(const std::string& full_name);
+  // Destroy `full_name` and the snapshots of the same name of every descendant (`zfs destroy -r
+  // ds@snap`; retrying while busy); absent is fine.
+  void destroy_snapshot_recursive(const std::string& full_name);
   // Destroy a dataset and its descendants (retrying while busy); absent is fine.
   void destroy_dataset(const std::string& ds);
   void set_property(const std::string& ds, const std::string& prop, const std::string& value);
@@ -95,20 +98,27 @@ public:
   // Hold/release `full_name` with `tag` where the node supports holds (no-op otherwise).
   void hold(const std::string& full_name, const std::string& tag);
   void release(const std::string& full_name, const std::string& tag);
+  // The same for many snapshots in one command (`zfs hold TAG S1 S2...`). hold_all tolerates
+  // holds that exist already; release_all tolerates missing ones.
+  void hold_all(const std::vector<std::string>& full_names, const std::string& tag);
+  void release_all(const std::vector<std::string>& full_names, const std::string& tag);
   // `zfs send` argv for: full (from == ""), incremental -I from `from` (a snapshot of the same
   // dataset or the clone origin), or a resume token; flags limited to what both ends support.
   remote::Argv send_argv(const std::string& snapshot, const std::string& from,
                          const std::string& resume_token, const zfs::Capabilities& target_caps);
   // Bytes the send above will produce: exact (`send -nvP`) when supported, else approximate.
+  // `known`, when given, is a tree holding `referenced` of the snapshots: the approximation then
+  // needs no further command.
   std::pair<std::uint64_t, bool> estimate_send(const std::string& snapshot,
                                                const std::string& from,
-                                               const std::string& resume_token);
+                                               const std::string& resume_token,
+                                               const DatasetTree* known = nullptr);
 
 private:
   Context& m_ctx;
   inventory::Server m_server;
   remote::Runner& m_runner;
-  std::optional<zfs::Capabilities> m_caps;
+  NodeAccess::Facts& m_facts; // shared by every NodeOps of this node in this command
 
   // Run a zfs command, retrying while the dataset is busy (lab.md gotcha 2: ~0.5 s after a
   // receive). Returns the last result; never throws for a non-zero exit.

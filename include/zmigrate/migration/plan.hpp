@@ -3,6 +3,7 @@
 // Pure decisions over plain data: placement, validation of an instance, zone-config rewriting,
 // convergence of `migrate`. No I/O; unit-tested directly.
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -41,8 +42,12 @@ inventory::Server choose_target(const inventory::Vm& vm, const inventory::Server
 std::string hide_zone_config(const std::string& exported);
 
 // migrate: keep syncing while the last delta is above `converge_bytes`, the delta still shrinks
-// meaningfully, and fewer than `max_syncs` incremental syncs ran.
+// meaningfully, and fewer than `max_syncs` incremental syncs ran. A sync (full or incremental)
+// that took at most `k_quick_sync` ends the syncing at once: what was written meanwhile is a few
+// seconds of writes, which the switch's final delta carries anyway.
+inline constexpr std::chrono::milliseconds k_quick_sync{5000};
 bool should_sync_again(const std::vector<std::uint64_t>& incremental_bytes,
-                       std::uint64_t converge_bytes, int max_syncs);
+                       std::uint64_t converge_bytes, int max_syncs,
+                       std::chrono::milliseconds last_sync_duration = std::chrono::milliseconds::max());
 
 } // namespace zmigrate::migration

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -49,8 +50,10 @@ public:
 // bunyan core keys (name, hostname, pid, level, msg, time, v) cannot be overridden. Invalid
 // UTF-8 in strings is replaced (U+FFFD) rather than dropping the line.
 // Base fields (e.g. migration_id, vm_uuid) are added to every line; set_file() switches the
-// destination when a command learns which migration it works on. Without a file, lines go only
-// to the stderr mirror.
+// destination when a command learns which migration it works on. Lines logged before the first
+// file is set (a command's validation, before it knows its migration) are kept in memory (at
+// most 4096) and written to that first file, with the base fields of that moment, so the
+// migration's log holds every remote command and API call of the command.
 class BunyanLogger final : public Logger {
 public:
   explicit BunyanLogger(std::string name = "zmigrate");
@@ -81,6 +84,14 @@ private:
   std::string m_hostname;
   int m_fd = -1;
   int m_stderr_level = 1000;
+  bool m_had_file = false;
+  struct Pending {
+    LogLevel level;
+    std::string msg;
+    nlohmann::json fields;
+    std::string time;
+  };
+  std::vector<Pending> m_pending; // until the first set_file()
   nlohmann::json m_base = nlohmann::json::object();
 };
 

@@ -112,4 +112,9 @@ TEST_CASE("migration::should_sync_again", "[migration]") {
   CHECK_FALSE(should_sync_again({100000, 95000}, 1000, 6)); // not shrinking
   CHECK(should_sync_again({100000, 50000}, 1000, 6));
   CHECK_FALSE(should_sync_again({9, 8, 7, 6, 5, 4}, 1, 6)); // budget
+  using std::chrono::milliseconds;
+  CHECK_FALSE(should_sync_again({}, 1000, 6, milliseconds(2000)));       // quick full sync
+  CHECK_FALSE(should_sync_again({100000}, 1000, 6, milliseconds(5000))); // quick delta
+  CHECK(should_sync_again({}, 1000, 6, milliseconds(5001)));
+  CHECK(should_sync_again({100000}, 1000, 6, milliseconds(60000)));
 }

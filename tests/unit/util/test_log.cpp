@@ -136,6 +136,24 @@ TEST_CASE("zmigrate::BunyanLogger", "[util]") {
     REQUIRE(read_lines(second).size() == 1);
   }
 
+  SECTION("lines before the first file go into it, with the base fields set by then") {
+    log.info("validating", {{"host", "cn1"}});
+    log.debug("remote command", {{"argv", "zfs list"}});
+    log.set_base_field("migration_id", "m-9");
+    log.set_file(file.string());
+    log.info("after");
+    const fs::path second = tmp.path / "second.log";
+    log.set_file(second.string());
+    const std::vector<nlohmann::json> lines = read_lines(file);
+    REQUIRE(lines.size() == 3);
+    CHECK(lines[0]["msg"] == "validating");
+    CHECK(lines[0]["host"] == "cn1");
+    CHECK(lines[0]["migration_id"] == "m-9");
+    CHECK(lines[1]["level"] == 20);
+    CHECK(lines[2]["msg"] == "after");
+    CHECK(read_lines(second).empty()); // replayed once, into the first file only
+  }
+
   SECTION("call fields override base fields; core keys cannot be overridden") {
     log.set_file(file.string());
     log.set_base_field("host", "base");
