@@ -78,11 +78,11 @@ fi
 
 # --- 2. a terminal: the bar; NO_COLOR: plain -------------------------------------------------
 sshd_sessions() { grep -c "Starting session: command for root from $LAB_SUBNET.1 " "$LAB_DIR/nodes/$1/sshd.log" || true; }
+on cn1 "dd if=/dev/urandom of=/zones/$WEB/data/ux-fill2 bs=1M count=24 2>/dev/null && sync"
 log=$LAB_DIR/log/$ID.log
 log_before=$(grep -c . "$log")
 s1_before=$(sshd_sessions cn1)
 s2_before=$(sshd_sessions cn2)
-on cn1 "dd if=/dev/urandom of=/zones/$WEB/data/ux-fill2 bs=1M count=24 2>/dev/null && sync"
 pty_out=$MT_WORK/sync.pty
 script -qec "$ZM sync $WEB" "$pty_out" >/dev/null 2>&1 </dev/null
 pty_rc=$?
@@ -95,6 +95,7 @@ else
 fi
 s1_after=$(sshd_sessions cn1)
 s2_after=$(sshd_sessions cn2)
+log_after=$(grep -c . "$log")
 
 nocolor_out=$MT_WORK/sync.nocolor
 on cn1 "dd if=/dev/urandom of=/zones/$WEB/data/ux-fill3 bs=1M count=4 2>/dev/null && sync"
@@ -109,9 +110,9 @@ else
 fi
 
 # --- 3. the log of that pty sync: one line per remote command ----------------------------------
-if res=$(python3 - "$log" "$log_before" "$ID" "$WEB" <<'EOF'
+if res=$(python3 - "$log" "$log_before" "$log_after" "$ID" "$WEB" <<'EOF'
 import json, sys, collections
-path, skip, mid, vm = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+path, skip, upto, mid, vm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 lines = open(path).read().splitlines()
 bad, hosts, http = [], collections.Counter(), 0
 for i, l in enumerate(lines):
@@ -128,7 +129,7 @@ for i, l in enumerate(lines):
         for k in ("host", "argv", "duration_ms", "exit_status"):
             if k not in d:
                 bad.append("remote line %d lacks %s" % (i + 1, k))
-        if i >= skip:
+        if skip <= i < upto:
             hosts[d.get("host")] += 1
     if d.get("msg") == "http request":
         http += 1
