@@ -231,6 +231,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     lab_router = None
     app = None
 
+    def setup(self):
+        # Headers and body are two writes: without TCP_NODELAY, Nagle holds the body until the
+        # client's delayed ACK (40 ms per keep-alive request). Node's http (restify) sets it too.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().setup()
+
     def version_string(self):
         return self.server_name
 
