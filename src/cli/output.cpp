@@ -33,10 +33,12 @@ std::string progress_line(const state::Progress& p, int bar_width) {
     bar = "[" + std::string(static_cast<std::size_t>(filled), '#') +
           std::string(static_cast<std::size_t>(bar_width - filled), ' ') + "] ";
   }
-  std::string line = fmt::format("  - running: {}{}%{}  {}/{}  {}", bar, pct,
+  std::string line = fmt::format("  - running: {}{}%{}  {}/{}", bar, pct,
                                  p.total_approximate ? " (approximate)" : "",
-                                 human_bytes(p.current), human_bytes(total),
-                                 human_rate(p.bytes_per_second));
+                                 human_bytes(p.current), human_bytes(total));
+  if (p.bytes_per_second > 0) { // no rate yet in the first half second
+    line += "  " + human_rate(p.bytes_per_second);
+  }
   if (p.eta_ms > 0) {
     line += fmt::format("  (ETA {})", human_duration(std::chrono::milliseconds(p.eta_ms)));
   }
@@ -47,6 +49,7 @@ TerminalReporter::TerminalReporter(OutputStyle style, std::FILE* out)
     : m_style(style), m_out(out) {}
 
 void TerminalReporter::end_live_line() {
+  m_last_plain_pct.clear();
   if (m_live) {
     std::fputs("\n", m_out);
     m_live = false;
@@ -99,7 +102,14 @@ void TerminalReporter::progress(const state::Progress& p) {
     std::fprintf(m_out, "\r\033[K%s", progress_line(p, 30).c_str());
     m_live = true;
   } else {
-    std::fprintf(m_out, "%s\n", progress_line(p, 0).c_str());
+    // Plain lines (cron mail, logs): one per percent step at most, none repeating the last.
+    const std::string line = progress_line(p, 0);
+    const std::string pct = line.substr(0, line.find('%'));
+    if (pct == m_last_plain_pct) {
+      return;
+    }
+    m_last_plain_pct = pct;
+    std::fprintf(m_out, "%s\n", line.c_str());
   }
   std::fflush(m_out);
 }

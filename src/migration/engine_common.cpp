@@ -341,7 +341,8 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
             window_start = now;
             window_bytes = done + bytes;
           }
-          if (now - last_report >= std::chrono::seconds(1)) {
+          // No totals to show against without an estimate (the final delta): only the end.
+          if (options.estimate && now - last_report >= std::chrono::seconds(1)) {
             last_report = now;
             op.progress(done + bytes, total, approximate, rate);
           }

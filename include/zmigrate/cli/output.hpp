@@ -43,6 +43,7 @@ private:
   OutputStyle m_style;
   std::FILE* m_out;
   bool m_live = false;
+  std::string m_last_plain_pct; // "  - running: 42" of the last plain progress line
 };
 
 } // namespace zmigrate::cli
