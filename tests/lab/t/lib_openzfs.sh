@@ -14,6 +14,25 @@ fi
 # shellcheck source=lib_migrate.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib_migrate.sh"
 
+# zm as in lib_migrate.sh, with a longer cap: under TCG a migration of a few MB between two
+# guests takes minutes (OZ_ZM_TIMEOUT seconds, default 900).
+zm() {
+    local t0
+    t0=$(date +%s.%N)
+    ZM_RC=0
+    (
+        timeout -k 5 "${OZ_ZM_TIMEOUT:-900}" "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null
+        exit $?
+    ) 2>/dev/null || ZM_RC=$?
+    ZM_SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    {
+        printf '\n$ zmigrate %s   -> rc %s in %s s\n' "$*" "$ZM_RC" "$ZM_SECS"
+        cat "$ZM_OUT"
+        sed 's/^/stderr: /' "$ZM_ERR"
+    } >>"$MT_WORK/zm.log"
+    return 0
+}
+
 # oz_setup NAME SUBNET UP-ARGS...: skips (125) without root or qemu; brings up the lab.
 oz_setup() {
     local name=$1 subnet=$2
@@ -117,4 +136,11 @@ zm_noexec() {
         zm "$@"
     fi
     return 0
+}
+
+# oz_sums NODE VM: zlab-sum of each of the VM's mounted datasets (zone root, disks; not cores),
+# without the writer file and the halt stamp `lastexited`, the uuid replaced by VM.
+oz_sums() {
+    on "$1" "for d in \$(zfs list -H -o name -r zones | grep -E '^zones/$2(\$|/|-disk)'); do
+        zlab-sum --exclude zlab-writer.dat --exclude lastexited \$d; done" | sed "s/$2/VM/g"
 }

@@ -41,21 +41,27 @@ for v in "$KVM" "$BHYVE"; do
         continue
     fi
     EST[$v]=$(zm_json 'd["size"]')
+    note "estimate $v: $(zm_json '", ".join("%s %d %s%s" % (x["dataset"].split("/", 1)[1], x["bytes"], x["method"], "" if x["exact"] else " (not exact)") for x in d["datasets"])')"
     check "estimate $v: every dataset exact by send -nvP ($(zm_json '",".join(sorted(set(x["method"] for x in d["datasets"])))'), ${EST[$v]} bytes)" \
         test "$(zm_json 'all(x["exact"] for x in d["datasets"])')" = true
 done
 
 # --- KVM: begin, sync (estimate vs sent, holds), switch, finalize (3, 4, 2) -------------------
-probe cn2 "$KVM" sum writer
-KVM_SUMS=$(pj cn2 'sorted((k.split("/")[-1].replace("'"$KVM"'", "VM"), v) for k, v in d["sums"].items())')
+KVM_SUMS=$(oz_sums cn2 "$KVM")
 note "kvm01 on cn2: $KVM_SUMS"
 zm_ok "begin -n cn1 kvm01" --json begin -n cn1 "$KVM" || mt_die "begin kvm01"
 zm_noexec --json sync "$KVM"
 if ((ZM_RC == 0)); then
     ok "sync kvm01: $(zm_json 'd["sync"]["bytes"]') bytes ($(zm_json '",".join(sorted(set(t["kind"] for t in d["sync"]["transfers"])))'))"
     zm_json '"\n".join("%s %s sent %d est %d exact %s" % (t["dataset"], t["kind"], t["bytes"], t["estimated_bytes"], t["estimate_exact"]) for t in d["sync"]["transfers"])' | sed 's/^/# /'
-    check "sync kvm01: every transfer's estimate is exact and within 1 % of the bytes sent" \
-        test "$(zm_json 'all(t["estimate_exact"] and abs(t["bytes"] - t["estimated_bytes"]) <= 0.01 * max(t["bytes"], 1) for t in d["sync"]["transfers"])')" = true
+    # send -nvP counts neither the stream's headers nor the -p property list: a stream of a few
+    # KiB is off by a few KiB. The 1 % holds for streams of 1 MiB and more.
+    check "sync kvm01: every transfer's estimate comes from send -nvP (exact)" \
+        test "$(zm_json 'all(t["estimate_exact"] for t in d["sync"]["transfers"])')" = true
+    check "sync kvm01: every transfer of 1 MiB or more within 1 % of its send -nvP estimate" \
+        test "$(zm_json 'all(abs(t["bytes"] - t["estimated_bytes"]) <= 0.01 * t["bytes"] for t in d["sync"]["transfers"] if t["bytes"] >= 1 << 20)')" = true
+    check "sync kvm01: smaller transfers within 16 KiB of their estimate" \
+        test "$(zm_json 'all(abs(t["bytes"] - t["estimated_bytes"]) <= 16384 for t in d["sync"]["transfers"] if t["bytes"] < 1 << 20)')" = true
     check "zmigrate estimate kvm01 (${EST[$KVM]:-?}) within 1 % of the bytes its first sync sent ($(zm_json 'd["sync"]["bytes"]'))" \
         test "$(zm_json 'abs(d["sync"]["bytes"] - '"${EST[$KVM]:-0}"') <= 0.01 * d["sync"]["bytes"]')" = true
     SNAP=$(zm_json 'd["sync"]["snapshot"]')
@@ -75,8 +81,7 @@ probe cn1 "$KVM" sum writer
 t=$(on cn1 "zfs get -H -o value type zones/$KVM-disk0 zones/$KVM-disk1 | sort -u")
 check "kvm01 on cn1: disks are zvols ($t)" test "$t" = volume
 check "kvm01 on cn1 running" test "$(pj cn1 'd["running"]')" = true
-check "kvm01 disks on cn1 hold the source's data" \
-    test "$(pj cn1 'sorted((k.split("/")[-1].replace("'"$KVM"'", "VM"), v) for k, v in d["sums"].items())')" = "$KVM_SUMS"
+check "kvm01 on cn1 (zone root and both zvol disks) holds the source's data" test "$(oz_sums cn1 "$KVM")" = "$KVM_SUMS"
 check "kvm01 writer file on cn1 intact (last seq $(pj cn1 'd["writer"].get("last")'))" test "$(pj cn1 'd["writer"].get("verify_rc")')" = 0
 zm_ok "finalize kvm01" finalize -y "$KVM"
 for n in cn1 cn2; do
@@ -85,8 +90,7 @@ for n in cn1 cn2; do
 done
 
 # --- bhyve: migrate with quota == reservation and child zvols (3) --------------------------------
-probe cn2 "$BHYVE" sum writer
-BH_SUMS=$(pj cn2 'sorted((k.replace("'"$BHYVE"'", "VM"), v) for k, v in d["sums"].items())')
+BH_SUMS=$(oz_sums cn2 "$BHYVE")
 zm_noexec --json migrate -n cn1 --finalize "$BHYVE"
 if ((ZM_RC == 0)); then
     ok "migrate --finalize bhyve01 to cn1 (${ZM_SECS} s)"
@@ -99,8 +103,7 @@ t=$(on cn1 "zfs get -H -o value type zones/$BHYVE/disk0 zones/$BHYVE/disk1 | sor
 check "bhyve01 on cn1: child disks are zvols ($t)" test "$t" = volume
 check "bhyve01 on cn1: quota == reservation ($(pj cn1 'd["datasets"]["zones/'"$BHYVE"'"]["quota"]'))" \
     test "$(pj cn1 'd["datasets"]["zones/'"$BHYVE"'"]["quota"] == d["datasets"]["zones/'"$BHYVE"'"]["reservation"] != "0"')" = true
-check "bhyve01 on cn1 holds the source's data" \
-    test "$(pj cn1 'sorted((k.replace("'"$BHYVE"'", "VM"), v) for k, v in d["sums"].items())')" = "$BH_SUMS"
+check "bhyve01 on cn1 (zone root and both child zvol disks) holds the source's data" test "$(oz_sums cn1 "$BHYVE")" = "$BH_SUMS"
 check "bhyve01 writer file on cn1 intact" test "$(pj cn1 'd["writer"].get("verify_rc")')" = 0
 for n in cn1 cn2; do
     left=$(oz_zm_leftovers $n)
