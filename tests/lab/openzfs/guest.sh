@@ -53,7 +53,7 @@ oz_ssh_slot() { # K CMD... (as root with the slot key; host key pinned by the sl
     s=$(oz_slot_dir "$k")
     ssh -i "$s/slot_key" -o IdentitiesOnly=yes -o UserKnownHostsFile="$s/known_hosts" \
         -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes \
-        -o ConnectTimeout=3 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o LogLevel=ERROR \
+        -o ConnectTimeout=20 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -o LogLevel=ERROR \
         "root@$(lab_node_addr "$k")" -- "$@"
 }
 
@@ -190,14 +190,21 @@ oz_personalize() {
     cat "$s/slot_key.pub" "$LAB_DIR/operator_key.pub" >"$st/root/.ssh/authorized_keys"
     chmod 0600 "$st/root/.ssh/authorized_keys"
     cp "$s/known_hosts" "$d/ssh_known_hosts"
-    tar -C "$st" -cf - usr etc root | oz_ssh_slot "$k" "set -e
+    # A TCG guest on a loaded machine can be slow to answer right after the restore: retry.
+    local try
+    for try in 1 2 3; do
+        tar -C "$st" -cf - usr etc root | oz_ssh_slot "$k" "set -e
         date -s @$(date +%s.%N) >/dev/null
         tar -C / -xf - --no-overwrite-dir --no-same-owner
         chown -R root:root /root/.ssh /usr/local/sbin
         hostname cn$k
         mkdir -p /run/zlab /etc/zones
+        pkill -x -f '/usr/bin/python3 /usr/local/sbin/zlab-agent' || true
         setsid -f /usr/local/sbin/zlab-agent >>/var/log/zlab-agent.log 2>&1 </dev/null
-        true" >>"$d/qemu.log" 2>&1 || lab_die "cn$k: cannot set up the guest over ssh (see $d/qemu.log)"
+        true" >>"$d/qemu.log" 2>&1 && break
+        ((try < 3)) || lab_die "cn$k: cannot set up the guest over ssh (see $d/qemu.log)"
+        sleep 2
+    done
     rm -rf "$st"
 }
 
