@@ -26,7 +26,7 @@ _zmigrate() {
     fi
     local globals="--config --state-dir --log-dir --vmapi-url --cnapi-url --napi-url --imgapi-url
         -j --json -q --quiet --no-color --no-ansi -v --verbose --version -h --help"
-    local commands="migrate begin sync switch rollback finalize abort watch estimate list get"
+    local commands="migrate begin sync switch rollback finalize abort evacuate watch estimate list get"
 
     # The subcommand is the first word that is neither an option nor an option's value; the
     # global options with a value are kept to reach the same state store when listing UUIDs.
@@ -86,6 +86,7 @@ _zmigrate() {
     begin) opts="-n --target --dry-run --force-core --allow-older-platform" ;;
     rollback) opts="--keep-changes" ;;
     finalize) opts="-y --yes" ;;
+    evacuate) opts="-n --target --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge" ;;
     estimate) opts="-s --server --rate --parallel" ;;
     list) opts="-s --state -n --server -a --all -l --long" ;;
     esac

@@ -3,7 +3,7 @@
 # the state store. Install as /usr/share/fish/vendor_completions.d/zmigrate.fish.
 # tests/unit/cli/test_docs.cpp fails when a subcommand or long option is missing here.
 
-set -l zmigrate_commands migrate begin sync switch rollback finalize abort watch estimate list get
+set -l zmigrate_commands migrate begin sync switch rollback finalize abort evacuate watch estimate list get
 
 # Instance UUIDs of migrations (`zmigrate list`, first column); $argv[1] is "active" or "all".
 function __zmigrate_vms
@@ -54,6 +54,7 @@ complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a 
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a finalize -d 'After a switch, delete the original instance'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a abort -d 'Before a switch, throw the target copy away'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a watch -d 'Follow the running operation of a migration'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a evacuate -d 'Migrate every instance off a compute node'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a estimate -d 'Bytes and time a full sync needs'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a list -d 'List migrations'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a get -d 'Show a migration in detail'
@@ -72,6 +73,16 @@ complete -c zmigrate -n "__fish_seen_subcommand_from sync switch rollback finali
 complete -c zmigrate -n "__fish_seen_subcommand_from watch get" -a '(__zmigrate_vms all)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -l keep-changes -d 'First send the target changes back'
 complete -c zmigrate -n "__fish_seen_subcommand_from finalize" -s y -l yes -d 'Do not ask for confirmation'
+
+# evacuate.
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -s n -l target -x -d 'Target compute node for every instance'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l dry-run -d 'Show the plan; change nothing'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l finalize -d 'Finalize each instance after its switch'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l running-only -d 'Leave stopped instances on the node'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l max-syncs -x -d 'Incremental syncs at most per instance'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l converge -x -d 'Switch once a delta is at most this size'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l force-core -d 'Also move Triton core instances'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l allow-older-platform -d 'Allow targets with an older platform'
 
 # estimate.
 complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -s s -l server -x -d 'Every active instance on this node'

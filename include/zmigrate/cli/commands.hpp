@@ -21,6 +21,7 @@ CommandSpec rollback_command();
 CommandSpec abort_command();
 CommandSpec finalize_command();
 CommandSpec estimate_command();
+CommandSpec evacuate_command();
 CommandSpec watch_command();
 CommandSpec list_command();
 CommandSpec get_command();

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// evacuate: migrate every instance off one compute node, one after the other, each as a whole
+// `migrate` (begin, syncs, switch, optionally finalize). One instance failing does not stop the
+// others; the result says what happened to each, and each failed migration stays in the state
+// store for `get`, `rollback` or `abort`.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/engine.hpp>
+
+namespace zmigrate::migration {
+
+struct EvacuateOptions {
+  std::string server;  // the CN to empty: UUID or hostname
+  std::string target;  // "" = placement for each instance
+  bool dry_run = false;
+  bool finalize = false;
+  bool force_core = false;
+  bool include_stopped = true;
+  int max_syncs = 6;
+  std::uint64_t converge_bytes = 64ULL << 20;
+};
+
+struct EvacuationItem {
+  std::string vm_uuid;
+  std::string alias;
+  std::string brand;
+  std::string state;   // as VMAPI listed it
+  std::string target;  // hostname chosen (or planned)
+  std::string outcome; // planned, refused (dry run), migrated, finalized, skipped, failed,
+                       // interrupted
+  std::string error;   // why skipped or failed
+  std::chrono::milliseconds downtime{0};
+  std::uint64_t bytes = 0;
+};
+
+struct EvacuateResult {
+  inventory::Server server;
+  std::vector<EvacuationItem> items;
+  bool interrupted = false; // SIGINT/SIGTERM: the items after the last one were not started
+  bool all_ok() const;
+};
+
+// The instances to move off `server`, in the order evacuate takes them (pure): stopped ones
+// first (no downtime at stake), then running ones by alias, then UUID.
+std::vector<inventory::Vm> evacuation_order(std::vector<inventory::Vm> vms, bool include_stopped);
+
+// Lists the active instances on `options.server` (VMAPI) and migrates each. `dry_run` plans
+// every instance (target, validation) and changes nothing. Throws only for what stops the whole
+// evacuation before it starts (an unknown server, the inventory unreachable). An interrupt
+// (SIGINT/SIGTERM) stops the instance being moved at the end of its current step and starts no
+// other; the result says so (`interrupted`).
+EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options);
+
+} // namespace zmigrate::migration
