@@ -88,7 +88,9 @@ for line in open(sys.argv[1]):
     a = j.get("argv")
     if isinstance(a, list):
         a = " ".join(a)
-    if isinstance(a, str) and a.startswith("zfs send") and "-n" not in a.split("|")[0].split():
+    # real sends only: a dry run (-n, -nvP) is an estimate
+    if isinstance(a, str) and a.startswith("zfs send") and not any(
+            w.startswith("-") and not w.startswith("--") and "n" in w for w in a.split("|")[0].split()):
         print(j.get("host", "?"), a.split("|")[0].strip())
 PY
 }

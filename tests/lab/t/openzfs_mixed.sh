@@ -7,12 +7,11 @@
 set -uo pipefail
 # shellcheck source=lib_openzfs.sh
 source "$(dirname "$0")/lib_openzfs.sh"
-oz_setup zmoz 10.97.0 2 --openzfs 2
+oz_setup zmozmx 10.97.1 2 --openzfs 2
 
 on cn1 "vmadm update $WEB zlab_write_rate=0" >/dev/null 2>&1
 sleep 1
-probe cn1 "$WEB" sum
-SUMS=$(pj cn1 'sorted((k.replace("'"$WEB"'", "VM"), v) for k, v in d["sums"].items())')
+SUMS=$(oz_sums cn1 "$WEB")
 
 # hop FROM TO: migrate web01 FROM -> TO with --finalize; checks the data; leaves the log in $LOG.
 hop() {
@@ -27,9 +26,7 @@ hop() {
     LOG=$(oz_log_of "$WEB")
     oz_sends "$LOG" | sed 's/^/#   /'
     on "$to" "vmadm update $WEB zlab_write_rate=0" >/dev/null 2>&1
-    probe "$to" "$WEB" sum
-    check "web01 on $to holds the data it had on cn1" \
-        test "$(pj "$to" 'sorted((k.replace("'"$WEB"'", "VM"), v) for k, v in d["sums"].items())')" = "$SUMS"
+    check "web01 on $to holds the data it had on cn1" test "$(oz_sums "$to" "$WEB")" = "$SUMS"
     local left
     left=$(oz_zm_leftovers "$from"; oz_zm_leftovers "$to")
     check "nothing named zmigrate left on $from and $to${left:+: $left}" test -z "$left"
