@@ -140,7 +140,9 @@ Failure classify_failure(std::string_view stderr_text) {
       f.dataset = capture(t, R"(could not send (\S+): does not exist)");
     }
   } else if (contains(t, "dataset is busy") || contains(t, "target is busy") ||
-             contains(t, "Device or resource busy")) {
+             contains(t, "Device or resource busy") || contains(t, "it's being held")) {
+    // OpenZFS 2.x refuses to destroy a held snapshot with "it's being held. Run 'zfs holds -r
+    // ...'" (recorded in a lab guest); zfs-fuse and illumos say "dataset is busy".
     f.kind = FailureKind::busy;
     f.dataset = capture(t, R"(cannot destroy '([^']+)')");
     if (f.dataset.empty()) {

@@ -19,7 +19,8 @@ enum class FailureKind {
   unknown,
   dataset_missing,            // "dataset does not exist", "destination 'x' does not exist",
                               // "could not find any snapshots to destroy"
-  busy,                       // "dataset is busy", "target is busy" (unmount), EBUSY
+  busy,                       // "dataset is busy", "target is busy" (unmount), EBUSY, OpenZFS
+                              // "it's being held" (destroy of a held snapshot)
   already_exists,             // create/rename: "dataset already exists"
   tag_exists,                 // hold: "tag already exists on this dataset"
   no_such_tag,                // release: "no such tag on this dataset"
