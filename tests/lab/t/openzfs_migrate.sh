@@ -23,7 +23,7 @@ t=$(on cn2 "zfs get -H -o name,value type zones/$KVM-disk0 zones/$KVM-disk1 zone
 check "seeded KVM and bhyve disks are zvols (type: $t)" test "$t" = volume
 q=$(on cn2 "zfs get -Hp -o value quota,reservation zones/$BHYVE | tr '\n' ' '")
 read -r bq br <<<"$q"
-check "bhyve01 on cn2: quota == reservation ($bq)" test "$bq" = "$br" -a "$bq" != 0
+check "bhyve01 on cn2: quota == reservation ($bq)" test -n "$bq" -a "$bq" = "$br" -a "$bq" != 0
 
 # --- estimate (4) -------------------------------------------------------------------------------
 # An instance without snapshots gets a property-based (approximate) estimate by design; with an
