@@ -478,7 +478,14 @@ void NodeOps::release_all(const std::vector<std::string>& full_names, const std:
   for (const std::string& n : full_names) {
     argv.push_back(checked_snap(n));
   }
-  m_runner.run(remote::Command(argv));
+  if (m_runner.run(remote::Command(argv)).ok() || full_names.size() == 1) {
+    return;
+  }
+  // OpenZFS releases all or nothing: one snapshot without the hold (never held, or released by
+  // an interrupted run) keeps the others held. One by one, each tolerating that.
+  for (const std::string& n : full_names) {
+    release(n, tag);
+  }
 }
 
 remote::Argv NodeOps::send_argv(const std::string& snapshot, const std::string& from,
