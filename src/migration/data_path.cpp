@@ -118,8 +118,9 @@ std::string recv_script(const DataPathSpec& spec) {
 
 std::string authorized_keys_line(const DataPathSpec& spec, const std::string& public_key) {
   check_token("source address", spec.source_addr);
+  // Run by /bin/sh, not executed: /run (and /var/run) is mounted noexec on systemd nodes.
   return fmt::format("from=\"{}\",no-pty,no-port-forwarding,no-agent-forwarding,"
-                     "no-X11-forwarding,no-user-rc,command=\"{}/recv\" {} {}\n",
+                     "no-X11-forwarding,no-user-rc,command=\"/bin/sh {}/recv\" {} {}\n",
                      spec.source_addr, private_dir(spec.migration_id), ssh_key_body(public_key),
                      key_marker(spec.migration_id));
 }

@@ -45,7 +45,7 @@ TEST_CASE("migration::authorized_keys_line", "[migration]") {
   const std::string line =
       authorized_keys_line(spec(), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEphemeral");
   CHECK(line.rfind("from=\"10.99.0.11\",no-pty,no-port-forwarding,no-agent-forwarding,"
-                   "no-X11-forwarding,no-user-rc,command=\"/var/run/zmigrate/"
+                   "no-X11-forwarding,no-user-rc,command=\"/bin/sh /var/run/zmigrate/"
                    "d1d10108-d763-4bb7-8772-9f02ed9600c8/recv\" ssh-ed25519 ",
                    0) == 0);
   CHECK(line.find(key_marker(spec().migration_id)) != std::string::npos);
