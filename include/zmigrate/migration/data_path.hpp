@@ -76,8 +76,6 @@ public:
                       const std::function<void(std::uint64_t)>& on_bytes);
   // Remove the key, the known_hosts pin, the forced command and the master. Idempotent.
   void close();
-  bool is_open() const { return m_open; }
-  const DataPathSpec& spec() const { return m_spec; }
   // True when this path is open for `migration_id`, from `source` to `target`, and its forced
   // command accepts every dataset of `datasets`.
   bool serves(const std::string& migration_id, const remote::Runner& source,
