@@ -8,6 +8,7 @@
 #include <zmigrate/util/units.hpp>
 
 #include <memory>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -22,8 +23,7 @@ CommandSpec evacuate_command() {
     bool force_core = false;
     bool allow_older = false;
     bool running_only = false;
-    int max_syncs = -1;
-    std::string converge;
+    SyncPolicyOptions policy;
   };
   auto o = std::make_shared<Opts>();
   return {"evacuate",
@@ -42,11 +42,7 @@ CommandSpec evacuate_command() {
             app.add_flag("--force-core", o->force_core, "Also move Triton core instances");
             app.add_flag("--allow-older-platform", o->allow_older,
                          "Allow targets with an older platform image than the source");
-            app.add_option("--max-syncs", o->max_syncs,
-                           "Incremental syncs at most per instance before switching (default 6)")
-                ->check(CLI::Range(1, 100));
-            app.add_option("--converge", o->converge,
-                           "Switch once a delta is at most this size (default 64M)");
+            add_sync_policy_options(app, o->policy);
           },
           [o](Runtime& rt) {
             migration::Context& ctx = rt.context({Service::vmapi, Service::cnapi, Service::napi,
@@ -59,9 +55,8 @@ CommandSpec evacuate_command() {
             eo.finalize = o->finalize;
             eo.force_core = o->force_core;
             eo.include_stopped = !o->running_only;
-            eo.max_syncs = o->max_syncs > 0 ? o->max_syncs : ctx.settings.max_syncs;
-            eo.converge_bytes =
-                o->converge.empty() ? ctx.settings.converge_bytes : parse_bytes(o->converge);
+            std::tie(eo.max_syncs, eo.converge_bytes) = resolve_sync_policy(
+                o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
             const migration::EvacuateResult r = migration::evacuate(ctx, eo);
 
             TerminalReporter& out = rt.reporter();

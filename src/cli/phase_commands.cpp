@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <tuple>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -246,12 +247,25 @@ CommandSpec finalize_command() {
           }};
 }
 
+void add_sync_policy_options(CLI::App& app, SyncPolicyOptions& o) {
+  app.add_option("--max-syncs", o.max_syncs,
+                 "Incremental syncs at most (per instance) before switching (default 6)")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--converge", o.converge,
+                 "Switch once a delta is at most this size (default 64M)");
+}
+
+std::pair<int, std::uint64_t> resolve_sync_policy(const SyncPolicyOptions& o, int config_max_syncs,
+                                                  std::uint64_t config_converge) {
+  return {o.max_syncs > 0 ? o.max_syncs : config_max_syncs,
+          o.converge.empty() ? config_converge : parse_bytes(o.converge)};
+}
+
 CommandSpec migrate_command() {
   struct Opts {
     VmOptions vm;
     std::string target;
-    int max_syncs = -1;
-    std::string converge;
+    SyncPolicyOptions policy;
     bool finalize = false;
     bool force_core = false;
     bool allow_older = false;
@@ -263,11 +277,7 @@ CommandSpec migrate_command() {
           [o](CLI::App& app) {
             add_vm_arg(app, o->vm);
             app.add_option("-n,--target", o->target, "Target compute node (UUID or hostname)");
-            app.add_option("--max-syncs", o->max_syncs,
-                           "Incremental syncs at most before switching (default 6)")
-                ->check(CLI::Range(1, 100));
-            app.add_option("--converge", o->converge,
-                           "Switch once a delta is at most this size (default 64M)");
+            add_sync_policy_options(app, o->policy);
             app.add_flag("--finalize", o->finalize, "Finalize after a successful switch");
             app.add_flag("--force-core", o->force_core, "Allow a Triton core instance");
             app.add_flag("--allow-older-platform", o->allow_older,
@@ -278,9 +288,8 @@ CommandSpec migrate_command() {
             ctx.settings.allow_older_platform = o->allow_older;
             migration::MigrateOptions mo;
             mo.begin = {o->vm.vm, o->target, false, o->force_core, true};
-            mo.max_syncs = o->max_syncs > 0 ? o->max_syncs : ctx.settings.max_syncs;
-            mo.converge_bytes =
-                o->converge.empty() ? ctx.settings.converge_bytes : parse_bytes(o->converge);
+            std::tie(mo.max_syncs, mo.converge_bytes) = resolve_sync_policy(
+                o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
             mo.finalize = o->finalize;
             const migration::MigrateResult r = migration::migrate(ctx, mo);
             TerminalReporter& out = rt.reporter();

@@ -4,8 +4,10 @@
 // one subcommand; cli/app.cpp lists them in one visible table.
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <zmigrate/cli/app.hpp>
@@ -25,6 +27,17 @@ CommandSpec evacuate_command();
 CommandSpec watch_command();
 CommandSpec list_command();
 CommandSpec get_command();
+
+// --max-syncs and --converge, shared by migrate and evacuate.
+struct SyncPolicyOptions {
+  int max_syncs = -1;   // -1: from the configuration
+  std::string converge; // "": from the configuration
+};
+void add_sync_policy_options(CLI::App& app, SyncPolicyOptions& o);
+// The values to use: the options when given, else `config_max_syncs`/`config_converge`.
+// Throws UsageError for a malformed --converge.
+std::pair<int, std::uint64_t> resolve_sync_policy(const SyncPolicyOptions& o, int config_max_syncs,
+                                                  std::uint64_t config_converge);
 
 // --- Rendering of list and get (pure; `now` is the wall clock) ---
 
