@@ -26,7 +26,8 @@ public:
       return *it->second;
     }
     if (server.admin_ip.empty()) {
-      throw Error(ExitCode::remote, fmt::format("compute node {} ({})", server.hostname, server.uuid),
+      throw Error(ExitCode::remote,
+                  fmt::format("compute node {} ({})", server.hostname, server.uuid),
                   "CNAPI sysinfo has no admin address (\"Network Interfaces\" NIC named admin)");
     }
     remote::SshOptions o;
@@ -104,9 +105,13 @@ const Config& Runtime::config() {
   return *m_impl->config;
 }
 
-Logger& Runtime::log() { return m_impl->log; }
+Logger& Runtime::log() {
+  return m_impl->log;
+}
 
-TerminalReporter& Runtime::reporter() { return *m_impl->reporter; }
+TerminalReporter& Runtime::reporter() {
+  return *m_impl->reporter;
+}
 
 state::StateStore& Runtime::store() {
   if (!m_impl->store) {
@@ -119,7 +124,8 @@ state::StateStore& Runtime::store() {
 inventory::Inventory& Runtime::inventory(std::initializer_list<Service> services) {
   require_endpoints(config(), services);
   if (!m_impl->inventory) {
-    m_impl->http = std::make_unique<http::CurlHttpClient>(config().http, m_impl->clock, m_impl->log);
+    m_impl->http =
+        std::make_unique<http::CurlHttpClient>(config().http, m_impl->clock, m_impl->log);
     m_impl->inventory =
         std::make_unique<inventory::HttpInventory>(*m_impl->http, config().endpoints);
   }
@@ -135,6 +141,7 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.rate_bytes_per_s = config().rate_mb_s * 1024.0 * 1024.0;
     s.converge_bytes = config().converge_bytes;
     s.max_syncs = config().max_syncs;
+    s.ssh_connect_timeout_s = config().ssh.connect_timeout_s;
     s.state_dir = config().state_dir;
     s.log_dir = config().log_dir;
     s.hostname = hostname();

@@ -129,45 +129,19 @@ remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::st
   check_token("target address", spec.target_addr);
   check_token("target user", spec.target_user);
   const std::string dir = private_dir(spec.migration_id);
-  remote::Argv argv{"ssh",
-                    "-i",
-                    dir + "/id_ed25519",
-                    "-o",
-                    "IdentitiesOnly=yes",
-                    "-o",
-                    "UserKnownHostsFile=" + dir + "/known_hosts",
-                    "-o",
-                    "GlobalKnownHostsFile=/dev/null",
-                    "-o",
-                    "StrictHostKeyChecking=yes",
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "Compression=no",
-                    "-o",
-                    "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr",
-                    "-o",
-                    // Classic X25519 first: the hybrid post-quantum default of OpenSSH 9 costs
-                    // ~150 ms of CPU per handshake here, for a key that lives minutes. Names
-                    // known to every OpenSSH since 7.4 (an unknown name is a fatal error).
-                    "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256",
-                    "-o",
-                    "GSSAPIAuthentication=no",
-                    "-o",
-                    "ServerAliveInterval=5",
-                    "-o",
-                    "ServerAliveCountMax=3",
-                    "-o",
-                    "ConnectTimeout=10",
-                    "-o",
-                    "ControlPath=" + dir + "/master",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "-p",
-                    std::to_string(spec.target_port),
-                    "-l",
-                    spec.target_user,
-                    spec.target_addr};
+  remote::Argv argv{
+      "ssh", "-i", dir + "/id_ed25519", "-o", "IdentitiesOnly=yes", "-o",
+      "UserKnownHostsFile=" + dir + "/known_hosts", "-o", "GlobalKnownHostsFile=/dev/null", "-o",
+      "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "Compression=no", "-o",
+      "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr", "-o",
+      // Classic X25519 first: the hybrid post-quantum default of OpenSSH 9 costs
+      // ~150 ms of CPU per handshake here, for a key that lives minutes. Names
+      // known to every OpenSSH since 7.4 (an unknown name is a fatal error).
+      "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256", "-o",
+      "GSSAPIAuthentication=no", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o",
+      "ConnectTimeout=" + std::to_string(spec.connect_timeout_s), "-o",
+      "ControlPath=" + dir + "/master", "-o", "LogLevel=ERROR", "-p",
+      std::to_string(spec.target_port), "-l", spec.target_user, spec.target_addr};
   argv.insert(argv.end(), request.begin(), request.end());
   return argv;
 }
@@ -204,13 +178,19 @@ std::optional<std::uint64_t> parse_pv_line(std::string_view line) {
   return value;
 }
 
+// How long a command that sets up or checks the data path may take: the source's ssh to the
+// target must connect within spec.connect_timeout_s, the rest is a few process starts.
+std::chrono::seconds setup_timeout(const DataPathSpec& spec) {
+  return std::chrono::seconds(std::max(30, 3 * spec.connect_timeout_s));
+}
+
 void write_remote_file(remote::Runner& runner, const std::string& dir, const std::string& name,
                        const std::string& content, const std::string& mode) {
   remote::RunOptions opts;
   opts.stdin_data = content;
   opts.timeout = std::chrono::seconds(30);
-  remote::run_checked(runner, remote::Command({"sh", "-c", k_write_file_script, "sh", dir, name, mode}),
-                      opts);
+  remote::run_checked(
+      runner, remote::Command({"sh", "-c", k_write_file_script, "sh", dir, name, mode}), opts);
 }
 
 DataPath::DataPath(Context& ctx, DataPathSpec spec, remote::Runner& source, remote::Runner& target)
@@ -253,27 +233,26 @@ void DataPath::open() {
   {
     remote::RunOptions opts;
     opts.stdin_data = authorized_keys_line(m_spec, key.public_line);
-    opts.timeout = std::chrono::seconds(30);
-    remote::run_checked(m_target,
-                        remote::Command({"sh", "-c", k_install_target_script, "sh", dir,
-                                         m_spec.authorized_keys, key_marker(m_spec.migration_id),
-                                         recv_script(m_spec)}),
-                        opts);
+    opts.timeout = setup_timeout(m_spec);
+    remote::run_checked(
+        m_target,
+        remote::Command({"sh", "-c", k_install_target_script, "sh", dir, m_spec.authorized_keys,
+                         key_marker(m_spec.migration_id), recv_script(m_spec)}),
+        opts);
   }
-  const std::string pin =
-      fmt::format("{} {}",
-                  m_spec.target_port == 22
-                      ? m_spec.target_addr
-                      : fmt::format("[{}]:{}", m_spec.target_addr, m_spec.target_port),
-                  ssh_key_body(m_spec.target_host_key));
+  const std::string pin = fmt::format(
+      "{} {}",
+      m_spec.target_port == 22 ? m_spec.target_addr
+                               : fmt::format("[{}]:{}", m_spec.target_addr, m_spec.target_port),
+      ssh_key_body(m_spec.target_host_key));
   remote::Argv argv{"sh", "-c", k_install_source_script, "sh", dir, pin};
   remote::Argv master = source_ssh_argv(m_spec, {});
-  master.insert(master.begin() + 1, {"-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-N",
-                                     "-f"});
+  master.insert(master.begin() + 1,
+                {"-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-N", "-f"});
   argv.insert(argv.end(), master.begin(), master.end());
   remote::RunOptions opts;
   opts.stdin_data = key.private_openssh;
-  opts.timeout = std::chrono::seconds(30);
+  opts.timeout = setup_timeout(m_spec);
   const remote::Result r = m_source.run(remote::Command(argv), opts);
   if (r.exit_status == 3) {
     // Not fatal: every send connects on its own when there is no master.
@@ -285,8 +264,8 @@ void DataPath::open() {
   }
 }
 
-TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& dataset,
-                              bool use_pv, const std::function<void(std::uint64_t)>& on_bytes) {
+TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& dataset, bool use_pv,
+                              const std::function<void(std::uint64_t)>& on_bytes) {
   const remote::Command cmd = send_pipeline(m_spec, zfs_send, dataset, use_pv);
   TransferResult out;
   std::string errors;

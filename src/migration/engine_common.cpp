@@ -115,6 +115,10 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
     out.push_back({ds, "incremental", common->name, to, ""});
     return out;
   }
+  // Users' older snapshots go along (TRITON-1809): the oldest first, then -I up to `to`.
+  const SnapshotInfo& oldest = src_snaps.front();
+  const bool users_snapshots =
+      oldest.name != to && zfs::parse_migration_snap(migration_id, snap_part(oldest.name)) < 0;
   // First transfer of this dataset. A clone of an image whose origin the destination holds
   // with the same GUID is sent as an incremental from the origin: it stays a clone, and small.
   const std::string origin = st.prop(ds, "origin");
@@ -124,15 +128,18 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
     const std::uint64_t dst_guid = std::strtoull(ot.prop(origin, "guid").c_str(), nullptr, 10);
     const std::uint64_t src_guid = std::strtoull(st.prop(origin, "guid").c_str(), nullptr, 10);
     if (dst_guid != 0 && (src_guid == 0 || src_guid == dst_guid)) {
-      out.push_back({ds, "clone", origin, to, ""});
+      if (users_snapshots) {
+        out.push_back({ds, "clone", origin, oldest.name, ""});
+        out.push_back({ds, "incremental", oldest.name, to, ""});
+      } else {
+        out.push_back({ds, "clone", origin, to, ""});
+      }
       return out;
     }
     ctx.log.info("origin not on the destination with the same GUID; sending in full",
                  {{"dataset", ds}, {"origin", origin}});
   }
-  // Users' older snapshots go along (TRITON-1809): the oldest in full, then -I up to `to`.
-  const SnapshotInfo& oldest = src_snaps.front();
-  if (oldest.name != to && zfs::parse_migration_snap(migration_id, snap_part(oldest.name)) < 0) {
+  if (users_snapshots) {
     out.push_back({ds, "full", "", oldest.name, ""});
     out.push_back({ds, "incremental", oldest.name, to, ""});
   } else {
@@ -219,6 +226,7 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& sr
   spec.resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
   spec.watchdog = dst.caps().has_mbuffer;
   spec.zfs_path = ctx.settings.zfs_path;
+  spec.connect_timeout_s = ctx.settings.ssh_connect_timeout_s;
   return spec;
 }
 
@@ -267,8 +275,8 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
     }
     for (const std::string& ds : all) {
       held.push_back(ds + "@" + snap);
-      for (Transfer& t : plan_dataset(ctx, m.id, st, dt, dst.runner().host(), ds,
-                                      ds + "@" + snap, dst)) {
+      for (Transfer& t :
+           plan_dataset(ctx, m.id, st, dt, dst.runner().host(), ds, ds + "@" + snap, dst)) {
         if (options.estimate) {
           const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token, &st);
           t.estimate = bytes;
@@ -282,8 +290,12 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
     }
     d["streams"] = nlohmann::json::array();
     for (const Transfer& t : plan) {
-      d["streams"].push_back({{"dataset", t.dataset}, {"kind", t.kind}, {"from", t.from},
-                              {"to", t.to}, {"estimate", t.estimate}, {"exact", t.exact}});
+      d["streams"].push_back({{"dataset", t.dataset},
+                              {"kind", t.kind},
+                              {"from", t.from},
+                              {"to", t.to},
+                              {"estimate", t.estimate},
+                              {"exact", t.exact}});
     }
   });
   std::uint64_t total = 0;
@@ -358,8 +370,13 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
         dtr.duration = tr.duration;
         done += dtr.bytes;
         result.transfers.push_back(dtr);
-        d = {{"dataset", t.dataset}, {"kind", t.kind}, {"from", t.from}, {"to", t.to},
-             {"bytes", dtr.bytes}, {"estimate", t.estimate}, {"counted", tr.bytes_counted}};
+        d = {{"dataset", t.dataset},
+             {"kind", t.kind},
+             {"from", t.from},
+             {"to", t.to},
+             {"bytes", dtr.bytes},
+             {"estimate", t.estimate},
+             {"counted", tr.bytes_counted}};
       });
       if (t.kind == "resume") {
         // A resumed stream completes an older snapshot; bring the dataset up to date now.

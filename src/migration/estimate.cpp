@@ -56,18 +56,27 @@ InstanceEstimate estimate_vm(NodeOps& node, const inventory::Vm& vm,
       const std::vector<SnapshotInfo> snaps = node.snapshots(ds);
       const auto& caps = node.caps();
       if (caps.dry_run_parsable && !snaps.empty()) {
-        const auto [bytes, exact] =
-            node.estimate_send(snaps.back().name,
-                               snaps.size() > 1 ? snaps.front().name : std::string(), "");
-        std::uint64_t total = bytes;
+        // What the first sync sends: the oldest snapshot (from the clone's origin, which begin
+        // imports on the target with the image), then every later one, then what was written
+        // since the newest (the sync's own snapshot).
+        const auto props = node.properties(ds, {"origin", "written"});
+        auto prop = [&](const char* name) {
+          const auto it = props.find(name);
+          return it == props.end() || it->second == "-" ? std::string() : it->second;
+        };
+        const auto [first_bytes, first_exact] =
+            node.estimate_send(snaps.front().name, prop("origin"), "");
+        std::uint64_t total = first_bytes;
+        bool is_exact = first_exact;
         if (snaps.size() > 1) {
-          total += node.estimate_send(snaps.front().name, "", "").first;
+          const auto [rest_bytes, rest_exact] =
+              node.estimate_send(snaps.back().name, snaps.front().name, "");
+          total += rest_bytes;
+          is_exact = is_exact && rest_exact;
         }
-        bool is_exact = exact;
         if (caps.written_property) {
-          const auto props = node.properties(ds, {"written"});
-          const auto it = props.find("written");
-          const std::uint64_t written = it == props.end() ? 0 : std::stoull(it->second.empty() ? "0" : it->second);
+          const std::string w = prop("written");
+          const std::uint64_t written = w.empty() ? 0 : std::stoull(w);
           total += written;
           is_exact = is_exact && written == 0;
         } else {
@@ -137,17 +146,25 @@ void to_json(nlohmann::json& j, const DatasetEstimate& e) {
 }
 
 void to_json(nlohmann::json& j, const InstanceEstimate& e) {
-  j = {{"vm_uuid", e.vm_uuid},     {"alias", e.alias},
-       {"brand", e.brand},         {"state", e.state},
-       {"server_uuid", e.server_uuid}, {"server_hostname", e.server_hostname},
-       {"size", e.bytes},          {"exact", e.exact},
-       {"seconds", e.seconds},     {"datasets", e.datasets}};
+  j = {{"vm_uuid", e.vm_uuid},
+       {"alias", e.alias},
+       {"brand", e.brand},
+       {"state", e.state},
+       {"server_uuid", e.server_uuid},
+       {"server_hostname", e.server_hostname},
+       {"size", e.bytes},
+       {"exact", e.exact},
+       {"seconds", e.seconds},
+       {"datasets", e.datasets}};
 }
 
 void to_json(nlohmann::json& j, const ServerEstimate& e) {
-  j = {{"server_uuid", e.server_uuid}, {"server_hostname", e.server_hostname},
-       {"size", e.bytes},              {"exact", e.exact},
-       {"parallel", e.parallel},       {"seconds", e.seconds},
+  j = {{"server_uuid", e.server_uuid},
+       {"server_hostname", e.server_hostname},
+       {"size", e.bytes},
+       {"exact", e.exact},
+       {"parallel", e.parallel},
+       {"seconds", e.seconds},
        {"instances", e.instances}};
 }
 

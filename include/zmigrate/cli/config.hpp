@@ -16,7 +16,7 @@
 //   ssh.identity                            ""       private key file ("" = ssh's defaults)
 //   ssh.known_hosts                         ""       known_hosts file ("" = ~/.ssh/known_hosts)
 //   ssh.port                                22       1..65535
-//   ssh.connect_timeout_s                   10       1..3600
+//   ssh.connect_timeout_s                   10       1..3600; also the CN-to-CN data path
 //   http.connect_timeout_s                  5        inventory API connect timeout, 1..3600
 //   http.timeout_s                          30       whole-request timeout, 1..86400
 //   http.max_attempts                       4        tries of an idempotent request, 1..20
@@ -35,6 +35,9 @@
 // `/lib/sdc/config.sh -json` and uses http://<vmapi_domain> etc., and only when a URL is still
 // unset. A URL that stays unset is not an error until a command needs it (require_endpoints).
 
+#include <zmigrate/http/client.hpp>
+#include <zmigrate/inventory/inventory.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -43,9 +46,6 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/http/client.hpp>
-#include <zmigrate/inventory/inventory.hpp>
 
 namespace zmigrate::cli {
 

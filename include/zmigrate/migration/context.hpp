@@ -3,6 +3,13 @@
 // Everything a migration command works with, as interfaces. Only main.cpp/cli build the real
 // adapters; unit tests pass fakes (tests/fakes/).
 
+#include <zmigrate/inventory/inventory.hpp>
+#include <zmigrate/remote/runner.hpp>
+#include <zmigrate/state/store.hpp>
+#include <zmigrate/util/clock.hpp>
+#include <zmigrate/util/log.hpp>
+#include <zmigrate/zfs/capabilities.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -10,13 +17,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-
-#include <zmigrate/inventory/inventory.hpp>
-#include <zmigrate/remote/runner.hpp>
-#include <zmigrate/state/store.hpp>
-#include <zmigrate/util/clock.hpp>
-#include <zmigrate/util/log.hpp>
-#include <zmigrate/zfs/capabilities.hpp>
 
 namespace zmigrate::migration {
 
@@ -74,12 +74,14 @@ public:
 
 // Tunables the engine needs (from Config / flags).
 struct Settings {
-  double rate_bytes_per_s = 20.0 * 1024 * 1024; // estimate default: 20 MB/s (1024-based, as printed)
-  std::uint64_t converge_bytes = 64ULL << 20;   // migrate: switch once a delta is below this
-  int max_syncs = 6;                            // migrate: incremental syncs before switching
+  double rate_bytes_per_s =
+      20.0 * 1024 * 1024;                     // estimate default: 20 MB/s (1024-based, as printed)
+  std::uint64_t converge_bytes = 64ULL << 20; // migrate: switch once a delta is below this
+  int max_syncs = 6;                          // migrate: incremental syncs before switching
   std::string state_dir;
   std::string log_dir;
-  std::string zfs_path = "/usr/sbin/zfs";       // on the compute nodes
+  std::string zfs_path = "/usr/sbin/zfs"; // on the compute nodes
+  int ssh_connect_timeout_s = 10;         // ssh.connect_timeout_s: also the data path's
   bool allow_older_platform = false;
   // Test-only fault hook (ZMIGRATE_FAULT_STEP): SIGKILL this process just before this journal step.
   std::string fault_step;

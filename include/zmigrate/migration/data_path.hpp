@@ -8,29 +8,33 @@
 //
 // The pure functions below build every text and argv; DataPath executes them.
 
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/remote/command.hpp>
+#include <zmigrate/remote/runner.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <zmigrate/migration/context.hpp>
-#include <zmigrate/remote/command.hpp>
-#include <zmigrate/remote/runner.hpp>
-
 namespace zmigrate::migration {
 
 struct DataPathSpec {
   std::string migration_id;
-  std::string source_addr;  // the address the target sees the source connect from
-  std::string target_addr;  // where the source connects to
+  std::string source_addr; // the address the target sees the source connect from
+  std::string target_addr; // where the source connects to
   int target_port = 22;
   std::string target_user = "root";
-  std::string target_host_key; // "ssh-ed25519 AAAA..." read from the target over the operator session
+  std::string
+      target_host_key; // "ssh-ed25519 AAAA..." read from the target over the operator session
   std::vector<std::string> datasets; // validated dataset names the key may receive into
-  bool resumable = false; // target zfs supports recv -s
-  bool watchdog = false;  // target has mbuffer: receiver aborts when the stream stalls
+  bool resumable = false;            // target zfs supports recv -s
+  bool watchdog = false;             // target has mbuffer: receiver aborts when the stream stalls
   int watchdog_s = 60;
+  // ssh ConnectTimeout of the source's connection to the target (ssh.connect_timeout_s); the
+  // commands that install the key and start the master may take max(30 s, 3x this).
+  int connect_timeout_s = 10;
   std::string zfs_path = "/usr/sbin/zfs";
   std::string authorized_keys = "/root/.ssh/authorized_keys";
 };
@@ -55,7 +59,7 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
 std::optional<std::uint64_t> parse_pv_line(std::string_view line);
 
 struct TransferResult {
-  std::uint64_t bytes = 0;      // counted by pv, or the estimate when no counter was available
+  std::uint64_t bytes = 0; // counted by pv, or the estimate when no counter was available
   bool bytes_counted = false;
   std::chrono::milliseconds duration{0};
 };
