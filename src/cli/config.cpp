@@ -146,9 +146,9 @@ std::uint64_t as_size(const std::string& key, const Raw& raw) {
   std::string suffix(end);
   std::transform(suffix.begin(), suffix.end(), suffix.begin(),
                  [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
-  const std::map<std::string, int> shifts{{"", 0},    {"B", 0},   {"K", 10},  {"KIB", 10},
-                                          {"M", 20},  {"MIB", 20}, {"G", 30},  {"GIB", 30},
-                                          {"T", 40},  {"TIB", 40}};
+  const std::map<std::string, int> shifts{{"", 0},   {"B", 0},    {"K", 10}, {"KIB", 10},
+                                          {"M", 20}, {"MIB", 20}, {"G", 30}, {"GIB", 30},
+                                          {"T", 40}, {"TIB", 40}};
   const auto it = shifts.find(suffix);
   if (it == shifts.end() || n == 0 || (it->second > 0 && n > (~0ULL >> it->second))) {
     bad(key, raw, expected);
@@ -212,9 +212,7 @@ const std::vector<KeySpec>& key_specs() {
                  [](Config& c, const Raw& r) { c.ssh.identity = as_text("ssh.identity", r); },
                  [](const Config& c) { return json(c.ssh.identity); }});
     v.push_back({"ssh.known_hosts", nullptr,
-                 [](Config& c, const Raw& r) {
-                   c.ssh.known_hosts = as_text("ssh.known_hosts", r);
-                 },
+                 [](Config& c, const Raw& r) { c.ssh.known_hosts = as_text("ssh.known_hosts", r); },
                  [](const Config& c) { return json(c.ssh.known_hosts); }});
     v.push_back({"ssh.port", nullptr,
                  [](Config& c, const Raw& r) {
@@ -365,8 +363,8 @@ Config load_config(const ConfigInputs& inputs) {
   }
   for (const auto& [key, value] : inputs.flags) {
     if (key != "config" && !is_known_key(key)) {
-      throw ConfigError(flag_name(key), "not a configuration key; known keys: " +
-                                            known_keys_text());
+      throw ConfigError(flag_name(key),
+                        "not a configuration key; known keys: " + known_keys_text());
     }
   }
 
@@ -428,8 +426,7 @@ Config load_config(const ConfigInputs& inputs) {
         }
         const std::string domain_key = std::string(spec.endpoint_service) + "_domain";
         const auto it = discovery.values->find(domain_key);
-        if (it == discovery.values->end() || !it->is_string() ||
-            it->get<std::string>().empty()) {
+        if (it == discovery.values->end() || !it->is_string() || it->get<std::string>().empty()) {
           continue;
         }
         Raw raw;
@@ -510,8 +507,8 @@ Discovery discover_head_node(const std::string& script) {
 Config load_config_from_process(const std::map<std::string, std::string>& flags) {
   ConfigInputs inputs;
   inputs.flags = flags;
-  for (const char* name : {"VMAPI_URL", "CNAPI_URL", "NAPI_URL", "IMGAPI_URL",
-                           "ZMIGRATE_STATE_DIR", "ZMIGRATE_LOG_DIR", "ZMIGRATE_CONFIG"}) {
+  for (const char* name : {"VMAPI_URL", "CNAPI_URL", "NAPI_URL", "IMGAPI_URL", "ZMIGRATE_STATE_DIR",
+                           "ZMIGRATE_LOG_DIR", "ZMIGRATE_CONFIG"}) {
     if (const char* value = std::getenv(name); value != nullptr) {
       inputs.env[name] = value;
     }
@@ -544,10 +541,10 @@ void require_endpoint(const Config& config, Service service) {
   std::string key = name + "_url";
   std::transform(key.begin(), key.end(), key.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  std::string why = fmt::format("not configured; set {}_URL, \"{}\" in {}, or run on a Triton "
-                                "head node",
-                                name, key, config.config_file.empty() ? k_default_config_file
-                                                                      : config.config_file);
+  std::string why = fmt::format(
+      "not configured; set {}_URL, \"{}\" in {}, or run on a Triton "
+      "head node",
+      name, key, config.config_file.empty() ? k_default_config_file : config.config_file);
   if (!config.discovery_problem.empty()) {
     why += fmt::format(" ({})", config.discovery_problem);
   }

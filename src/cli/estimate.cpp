@@ -20,9 +20,9 @@ std::string seconds_text(double s) {
 }
 
 void print_instance(TerminalReporter& out, const migration::InstanceEstimate& e) {
-  out.result_line(fmt::format("{}  {:<14} {:<8} {:<8} {:>9}{}  {}", e.vm_uuid, e.alias.substr(0, 14),
-                              e.brand, e.state, human_bytes(e.bytes), e.exact ? " " : "~",
-                              seconds_text(e.seconds)));
+  out.result_line(fmt::format("{}  {:<14} {:<8} {:<8} {:>9}{}  {}", e.vm_uuid,
+                              e.alias.substr(0, 14), e.brand, e.state, human_bytes(e.bytes),
+                              e.exact ? " " : "~", seconds_text(e.seconds)));
   for (const migration::DatasetEstimate& d : e.datasets) {
     out.result_line(fmt::format("    {:<60} {:>9}{}  ({})", d.dataset, human_bytes(d.bytes),
                                 d.exact ? " " : "~", d.method));
@@ -43,8 +43,9 @@ CommandSpec estimate_command() {
           "Bytes and time a full sync of an instance, or of every instance on a node, needs",
           [o](CLI::App& app) {
             app.add_option("VM", o->vm, "Instance UUID");
-            app.add_option("-s,--server", o->server,
-                           "Estimate every active instance on this compute node (UUID or hostname)");
+            app.add_option(
+                "-s,--server", o->server,
+                "Estimate every active instance on this compute node (UUID or hostname)");
             app.add_option("--rate", o->rate_mb_s,
                            "Transfer rate in MB/s for the time estimate (default: config, else 20)")
                 ->check(CLI::PositiveNumber);

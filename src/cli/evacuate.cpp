@@ -26,95 +26,97 @@ CommandSpec evacuate_command() {
     SyncPolicyOptions policy;
   };
   auto o = std::make_shared<Opts>();
-  return {"evacuate",
-          "Migrate every instance off a compute node, one after the other",
-          [o](CLI::App& app) {
-            app.add_option("CN", o->server, "Compute node to empty (UUID or hostname)")
-                ->required();
-            app.add_option("-n,--target", o->target,
-                           "Target compute node for every instance (default: placement per "
-                           "instance)");
-            app.add_flag("--dry-run", o->dry_run,
-                         "Show which instance would go where; change nothing");
-            app.add_flag("--finalize", o->finalize,
-                         "Finalize each instance after its successful switch");
-            app.add_flag("--running-only", o->running_only, "Leave stopped instances where they are");
-            app.add_flag("--force-core", o->force_core, "Also move Triton core instances");
-            app.add_flag("--allow-older-platform", o->allow_older,
-                         "Allow targets with an older platform image than the source");
-            add_sync_policy_options(app, o->policy);
-          },
-          [o](Runtime& rt) {
-            migration::Context& ctx = rt.context({Service::vmapi, Service::cnapi, Service::napi,
-                                                  Service::imgapi});
-            ctx.settings.allow_older_platform = o->allow_older;
-            migration::EvacuateOptions eo;
-            eo.server = o->server;
-            eo.target = o->target;
-            eo.dry_run = o->dry_run;
-            eo.finalize = o->finalize;
-            eo.force_core = o->force_core;
-            eo.include_stopped = !o->running_only;
-            std::tie(eo.max_syncs, eo.converge_bytes) = resolve_sync_policy(
-                o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
-            const migration::EvacuateResult r = migration::evacuate(ctx, eo);
+  return {
+      "evacuate", "Migrate every instance off a compute node, one after the other",
+      [o](CLI::App& app) {
+        app.add_option("CN", o->server, "Compute node to empty (UUID or hostname)")->required();
+        app.add_option("-n,--target", o->target,
+                       "Target compute node for every instance (default: placement per "
+                       "instance)");
+        app.add_flag("--dry-run", o->dry_run, "Show which instance would go where; change nothing");
+        app.add_flag("--finalize", o->finalize,
+                     "Finalize each instance after its successful switch");
+        app.add_flag("--running-only", o->running_only, "Leave stopped instances where they are");
+        app.add_flag("--force-core", o->force_core, "Also move Triton core instances");
+        app.add_flag("--allow-older-platform", o->allow_older,
+                     "Allow targets with an older platform image than the source");
+        add_sync_policy_options(app, o->policy);
+      },
+      [o](Runtime& rt) {
+        migration::Context& ctx =
+            rt.context({Service::vmapi, Service::cnapi, Service::napi, Service::imgapi});
+        ctx.settings.allow_older_platform = o->allow_older;
+        migration::EvacuateOptions eo;
+        eo.server = o->server;
+        eo.target = o->target;
+        eo.dry_run = o->dry_run;
+        eo.finalize = o->finalize;
+        eo.force_core = o->force_core;
+        eo.include_stopped = !o->running_only;
+        std::tie(eo.max_syncs, eo.converge_bytes) =
+            resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
+        const migration::EvacuateResult r = migration::evacuate(ctx, eo);
 
-            TerminalReporter& out = rt.reporter();
-            std::size_t bad = 0;
-            std::vector<std::string> bad_names;
-            for (const auto& i : r.items) {
-              if (i.outcome == "failed" || i.outcome == "interrupted") {
-                ++bad;
-                bad_names.push_back(i.vm_uuid);
-              }
-            }
-            if (out.style().json) {
-              nlohmann::json items = nlohmann::json::array();
-              for (const auto& i : r.items) {
-                items.push_back({{"vm_uuid", i.vm_uuid}, {"alias", i.alias}, {"brand", i.brand},
-                                 {"state", i.state}, {"target", i.target},
-                                 {"outcome", i.outcome}, {"error", i.error},
-                                 {"downtime_ms", i.downtime.count()}, {"bytes", i.bytes}});
-              }
-              out.json({{"server", {{"uuid", r.server.uuid}, {"hostname", r.server.hostname}}},
-                        {"dry_run", o->dry_run},
-                        {"interrupted", r.interrupted},
-                        {"instances", items}});
-            } else {
-              out.result_line(fmt::format("{} ({}): {} instance(s){}", r.server.hostname,
-                                          r.server.uuid, r.items.size(),
-                                          o->dry_run ? ", dry run: nothing changed" : ""));
-              if (!r.items.empty()) {
-                out.result_line(fmt::format("{:<36}  {:<14} {:<8} {:<11} {:<10} {:>9}  {}",
-                                            "UUID", "ALIAS", "STATE", "RESULT", "TARGET",
-                                            "DOWNTIME", "NOTE"));
-              }
-              for (const auto& i : r.items) {
-                const bool moved = i.outcome == "migrated" || i.outcome == "finalized";
-                out.result_line(fmt::format(
-                    "{:<36}  {:<14} {:<8} {:<11} {:<10} {:>9}  {}", i.vm_uuid,
-                    (i.alias.empty() ? std::string("-") : i.alias).substr(0, 14), i.state,
-                    i.outcome, i.target.empty() ? "-" : i.target,
-                    moved && i.state == "running" ? human_duration(i.downtime) : "-",
-                    i.error.empty() ? (moved ? human_bytes(i.bytes) + " sent" : "") : i.error));
-              }
-            }
-            if (r.interrupted) {
-              throw Error(ExitCode::interrupted, fmt::format("evacuate {}", r.server.hostname),
-                          "interrupted; instances after the last one listed were not started. "
-                          "Run the same command again to go on");
-            }
-            if (bad > 0) {
-              throw Error(ExitCode::failure, fmt::format("evacuate {}", r.server.hostname),
-                          fmt::format("{} of {} instance(s) failed ({}); see \"zmigrate get VM\", "
-                                      "then \"zmigrate migrate VM\", \"rollback\" or \"abort\"",
-                                      bad, r.items.size(), fmt::join(bad_names, ", ")));
-            }
-            if (!out.style().json && !o->dry_run) {
-              out.result_line(fmt::format("OK - {} evacuated", r.server.hostname));
-            }
-            return 0;
-          }};
+        TerminalReporter& out = rt.reporter();
+        std::size_t bad = 0;
+        std::vector<std::string> bad_names;
+        for (const auto& i : r.items) {
+          if (i.outcome == "failed" || i.outcome == "interrupted") {
+            ++bad;
+            bad_names.push_back(i.vm_uuid);
+          }
+        }
+        if (out.style().json) {
+          nlohmann::json items = nlohmann::json::array();
+          for (const auto& i : r.items) {
+            items.push_back({{"vm_uuid", i.vm_uuid},
+                             {"alias", i.alias},
+                             {"brand", i.brand},
+                             {"state", i.state},
+                             {"target", i.target},
+                             {"outcome", i.outcome},
+                             {"error", i.error},
+                             {"downtime_ms", i.downtime.count()},
+                             {"bytes", i.bytes}});
+          }
+          out.json({{"server", {{"uuid", r.server.uuid}, {"hostname", r.server.hostname}}},
+                    {"dry_run", o->dry_run},
+                    {"interrupted", r.interrupted},
+                    {"instances", items}});
+        } else {
+          out.result_line(fmt::format("{} ({}): {} instance(s){}", r.server.hostname, r.server.uuid,
+                                      r.items.size(),
+                                      o->dry_run ? ", dry run: nothing changed" : ""));
+          if (!r.items.empty()) {
+            out.result_line(fmt::format("{:<36}  {:<14} {:<8} {:<11} {:<10} {:>9}  {}", "UUID",
+                                        "ALIAS", "STATE", "RESULT", "TARGET", "DOWNTIME", "NOTE"));
+          }
+          for (const auto& i : r.items) {
+            const bool moved = i.outcome == "migrated" || i.outcome == "finalized";
+            out.result_line(fmt::format(
+                "{:<36}  {:<14} {:<8} {:<11} {:<10} {:>9}  {}", i.vm_uuid,
+                (i.alias.empty() ? std::string("-") : i.alias).substr(0, 14), i.state, i.outcome,
+                i.target.empty() ? "-" : i.target,
+                moved && i.state == "running" ? human_duration(i.downtime) : "-",
+                i.error.empty() ? (moved ? human_bytes(i.bytes) + " sent" : "") : i.error));
+          }
+        }
+        if (r.interrupted) {
+          throw Error(ExitCode::interrupted, fmt::format("evacuate {}", r.server.hostname),
+                      "interrupted; instances after the last one listed were not started. "
+                      "Run the same command again to go on");
+        }
+        if (bad > 0) {
+          throw Error(ExitCode::failure, fmt::format("evacuate {}", r.server.hostname),
+                      fmt::format("{} of {} instance(s) failed ({}); see \"zmigrate get VM\", "
+                                  "then \"zmigrate migrate VM\", \"rollback\" or \"abort\"",
+                                  bad, r.items.size(), fmt::join(bad_names, ", ")));
+        }
+        if (!out.style().json && !o->dry_run) {
+          out.result_line(fmt::format("OK - {} evacuated", r.server.hostname));
+        }
+        return 0;
+      }};
 }
 
 } // namespace zmigrate::cli

@@ -86,7 +86,8 @@ std::vector<std::string> run_details(const state::PhaseRun& r) {
     out.push_back(fmt::format("downtime {}{}{}", ms_text(d["downtime_ms"]),
                               steps.empty() ? "" : ": ", steps));
     if (d.contains("final_bytes") && d["final_bytes"].is_number()) {
-      out.push_back(fmt::format("final delta {}", human_bytes(d["final_bytes"].get<std::uint64_t>())));
+      out.push_back(
+          fmt::format("final delta {}", human_bytes(d["final_bytes"].get<std::uint64_t>())));
     }
   }
   return out;
@@ -119,10 +120,9 @@ std::string render_get(const state::Migration& m, const std::optional<state::Pro
   field("Instance", m.vm_uuid);
   field("Source server", server_line(m, "source"));
   field("Target server", server_line(m, "target"));
-  field("Created", m.created.empty()
-                       ? std::string("-")
-                       : fmt::format("{} ({} ago)", m.created,
-                                     coarse_age(between(m.created, {}, now))));
+  field("Created", m.created.empty() ? std::string("-")
+                                     : fmt::format("{} ({} ago)", m.created,
+                                                   coarse_age(between(m.created, {}, now))));
   field("Automatic", m.automatic ? "yes" : "no");
   field("Syncs", std::to_string(m.num_sync_phases));
   field("Total runtime", human_duration(migration_runtime(m, now)));
@@ -170,8 +170,8 @@ std::string render_get(const state::Migration& m, const std::optional<state::Pro
   out += fmt::format("  {:<{}}  {:<{}}  {:<{}}  {}\n", "PHASE", wp, "AGE", wa, "RUNTIME", wr,
                      "MESSAGE");
   for (const Row& r : rows) {
-    out += fmt::format("{} {:<{}}  {:<{}}  {:<{}}  {}\n", r.mark, r.phase, wp, r.age, wa,
-                       r.runtime, wr, r.message);
+    out += fmt::format("{} {:<{}}  {:<{}}  {:<{}}  {}\n", r.mark, r.phase, wp, r.age, wa, r.runtime,
+                       wr, r.message);
     for (const std::string& d : r.details) {
       out += fmt::format("  {:<{}}  {}\n", "", wp + wa + wr + 4, d);
     }

@@ -45,8 +45,9 @@ std::chrono::milliseconds since(const std::string& iso, std::chrono::system_cloc
     return std::chrono::milliseconds(0);
   }
   try {
-    return std::max(std::chrono::milliseconds(0),
-                    std::chrono::duration_cast<std::chrono::milliseconds>(now - parse_iso8601(iso)));
+    return std::max(
+        std::chrono::milliseconds(0),
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - parse_iso8601(iso)));
   } catch (const Error&) {
     return std::chrono::milliseconds(0);
   }
@@ -171,9 +172,8 @@ CommandSpec list_command() {
             }
             std::vector<state::Migration> found = rt.store().list_migrations(filter);
             if (!o->server.empty() && filter.server_uuid.empty()) {
-              std::erase_if(found, [&](const state::Migration& m) {
-                return !involves_server(m, o->server);
-              });
+              std::erase_if(
+                  found, [&](const state::Migration& m) { return !involves_server(m, o->server); });
             }
             if (rt.globals().json) {
               nlohmann::json j = nlohmann::json::array();

@@ -62,8 +62,9 @@ void TerminalReporter::phase_started(const std::string& phase, const std::string
   }
   end_live_line();
   if (m_style.json) {
-    std::fprintf(m_out, "%s\n",
-                 nlohmann::json{{"type", "phase"}, {"phase", phase}, {"message", detail}}.dump().c_str());
+    std::fprintf(
+        m_out, "%s\n",
+        nlohmann::json{{"type", "phase"}, {"phase", phase}, {"message", detail}}.dump().c_str());
   } else {
     std::fprintf(m_out, "# Migration %s running%s%s\n", phase.c_str(), detail.empty() ? "" : ": ",
                  detail.c_str());
@@ -120,7 +121,8 @@ void TerminalReporter::note(const std::string& message) {
   }
   end_live_line();
   if (m_style.json) {
-    std::fprintf(m_out, "%s\n", nlohmann::json{{"type", "note"}, {"message", message}}.dump().c_str());
+    std::fprintf(m_out, "%s\n",
+                 nlohmann::json{{"type", "note"}, {"message", message}}.dump().c_str());
   } else {
     std::fprintf(m_out, "   note: %s\n", message.c_str());
   }

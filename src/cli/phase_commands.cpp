@@ -20,7 +20,7 @@ namespace zmigrate::cli {
 namespace {
 
 constexpr std::initializer_list<Service> k_all_services = {Service::vmapi, Service::cnapi,
-                                                            Service::napi, Service::imgapi};
+                                                           Service::napi, Service::imgapi};
 
 struct VmOptions {
   std::string vm;
@@ -43,13 +43,20 @@ migration::Context& start(Runtime& rt, const std::string& vm_uuid) {
 nlohmann::json sync_json(const migration::SyncResult& s) {
   nlohmann::json transfers = nlohmann::json::array();
   for (const migration::DatasetTransfer& t : s.transfers) {
-    transfers.push_back({{"dataset", t.dataset}, {"kind", t.kind}, {"from", t.from},
-                         {"to", t.to}, {"bytes", t.bytes}, {"estimated_bytes", t.estimated_bytes},
+    transfers.push_back({{"dataset", t.dataset},
+                         {"kind", t.kind},
+                         {"from", t.from},
+                         {"to", t.to},
+                         {"bytes", t.bytes},
+                         {"estimated_bytes", t.estimated_bytes},
                          {"estimate_exact", t.estimate_exact},
                          {"duration_ms", t.duration.count()}});
   }
-  return {{"sync_number", s.sync_number}, {"snapshot", s.snapshot}, {"bytes", s.bytes},
-          {"duration_ms", s.duration.count()}, {"bytes_per_second", s.rate_bytes_per_s},
+  return {{"sync_number", s.sync_number},
+          {"snapshot", s.snapshot},
+          {"bytes", s.bytes},
+          {"duration_ms", s.duration.count()},
+          {"bytes_per_second", s.rate_bytes_per_s},
           {"transfers", transfers}};
 }
 
@@ -58,8 +65,10 @@ nlohmann::json switch_json(const migration::SwitchResult& s) {
   for (const migration::TimedStep& t : s.downtime_steps) {
     steps[t.name] = t.duration.count();
   }
-  return {{"downtime_ms", s.downtime.count()}, {"downtime_steps_ms", steps},
-          {"final_bytes", s.final_bytes}, {"was_running", s.was_running}};
+  return {{"downtime_ms", s.downtime.count()},
+          {"downtime_steps_ms", steps},
+          {"final_bytes", s.final_bytes},
+          {"was_running", s.was_running}};
 }
 
 std::string sync_summary(const migration::SyncResult& s) {
@@ -101,10 +110,11 @@ CommandSpec begin_command() {
             ctx.settings.allow_older_platform = o->allow_older;
             TerminalReporter& out = rt.reporter();
             out.phase_started("begin", "");
-            const migration::BeginResult r = migration::begin(
-                ctx, {o->vm.vm, o->target, o->dry_run, o->force_core, false});
+            const migration::BeginResult r =
+                migration::begin(ctx, {o->vm.vm, o->target, o->dry_run, o->force_core, false});
             if (out.style().json) {
-              out.json({{"dry_run", r.dry_run}, {"plan", r.plan},
+              out.json({{"dry_run", r.dry_run},
+                        {"plan", r.plan},
                         {"migration", r.dry_run ? nlohmann::json() : nlohmann::json(r.migration)}});
             } else if (r.dry_run) {
               out.result_line(fmt::format("Dry run - would migrate {} ({}) from {} to {}; "
@@ -142,8 +152,7 @@ CommandSpec sync_command() {
 
 CommandSpec switch_command() {
   auto o = std::make_shared<VmOptions>();
-  return {"switch",
-          "Stop the instance, send the final delta and start it on the target",
+  return {"switch", "Stop the instance, send the final delta and start it on the target",
           [o](CLI::App& app) { add_vm_arg(app, *o); },
           [o](Runtime& rt) {
             migration::Context& ctx = start(rt, o->vm);
@@ -178,13 +187,15 @@ CommandSpec rollback_command() {
             out.phase_started("rollback", "");
             const migration::RollbackResult r = migration::rollback(ctx, o->vm.vm, o->keep_changes);
             if (out.style().json) {
-              out.json({{"rollback", {{"kept_changes", r.kept_changes}, {"bytes", r.bytes},
-                                      {"downtime_ms", r.downtime.count()}}},
+              out.json({{"rollback",
+                         {{"kept_changes", r.kept_changes},
+                          {"bytes", r.bytes},
+                          {"downtime_ms", r.downtime.count()}}},
                         {"migration", r.migration}});
             } else {
               if (r.kept_changes) {
-                out.result_line(fmt::format("  sent {} of changes back to the source",
-                                            human_bytes(r.bytes)));
+                out.result_line(
+                    fmt::format("  sent {} of changes back to the source", human_bytes(r.bytes)));
               }
               out.result_line("OK - rollback was successful");
             }
@@ -272,8 +283,7 @@ CommandSpec migrate_command() {
     bool yes = false;
   };
   auto o = std::make_shared<Opts>();
-  return {"migrate",
-          "begin, sync until the delta converges, then switch (stops before finalize)",
+  return {"migrate", "begin, sync until the delta converges, then switch (stops before finalize)",
           [o](CLI::App& app) {
             add_vm_arg(app, o->vm);
             app.add_option("-n,--target", o->target, "Target compute node (UUID or hostname)");
@@ -288,8 +298,8 @@ CommandSpec migrate_command() {
             ctx.settings.allow_older_platform = o->allow_older;
             migration::MigrateOptions mo;
             mo.begin = {o->vm.vm, o->target, false, o->force_core, true};
-            std::tie(mo.max_syncs, mo.converge_bytes) = resolve_sync_policy(
-                o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
+            std::tie(mo.max_syncs, mo.converge_bytes) =
+                resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
             mo.finalize = o->finalize;
             const migration::MigrateResult r = migration::migrate(ctx, mo);
             TerminalReporter& out = rt.reporter();
@@ -298,7 +308,8 @@ CommandSpec migrate_command() {
               for (const auto& s : r.syncs) {
                 syncs.push_back(sync_json(s));
               }
-              out.json({{"migration", ctx.store.find_latest_for_vm(o->vm.vm).value_or(state::Migration{})},
+              out.json({{"migration",
+                         ctx.store.find_latest_for_vm(o->vm.vm).value_or(state::Migration{})},
                         {"syncs", syncs},
                         {"switch", r.switched ? switch_json(*r.switched) : nlohmann::json()},
                         {"finalized", r.finalized}});
@@ -310,10 +321,11 @@ CommandSpec migrate_command() {
                 out.result_line(downtime_summary(*r.switched));
               }
               out.result_line("OK - switch was successful");
-              out.result_line(r.finalized ? "Done - the migration is finished."
-                                          : fmt::format("  run \"zmigrate finalize {0}\" to delete "
-                                                        "the original, or \"zmigrate rollback {0}\"",
-                                                        o->vm.vm));
+              out.result_line(r.finalized
+                                  ? "Done - the migration is finished."
+                                  : fmt::format("  run \"zmigrate finalize {0}\" to delete "
+                                                "the original, or \"zmigrate rollback {0}\"",
+                                                o->vm.vm));
             }
             return 0;
           }};

@@ -133,38 +133,38 @@ CommandSpec watch_command() {
     std::string vm;
   };
   auto o = std::make_shared<Opts>();
-  return {"watch",
-          "Follow the running (or last) operation of an instance's migration until it ends",
-          [o](CLI::App& app) {
-            app.add_option("VM", o->vm, "Instance UUID")->required();
-            // --json, --quiet and --no-color may follow the instance, as with sdc-migrate.
-            app.fallthrough();
-          },
-          [o](Runtime& rt) {
-            state::StateStore& store = rt.store();
-            SystemClock clock;
-            const migration::LeaseProbe probe = sqlite_lease_probe(store, clock);
-            migration::WatchState st = migration::start_watch(store, o->vm);
-            TerminalReporter& out = rt.reporter();
-            const bool json = rt.globals().json;
-            while (true) {
-              throw_if_interrupted();
-              for (const migration::WatchEvent& e : migration::watch_step(store, probe, clock, st)) {
-                if (json) {
-                  if (!rt.globals().quiet || e.type == migration::WatchEvent::Type::end) {
-                    std::fprintf(stdout, "%s\n", migration::to_json(e).dump().c_str());
-                    std::fflush(stdout);
-                  }
-                } else {
-                  render_text(out, e);
-                }
+  return {
+      "watch", "Follow the running (or last) operation of an instance's migration until it ends",
+      [o](CLI::App& app) {
+        app.add_option("VM", o->vm, "Instance UUID")->required();
+        // --json, --quiet and --no-color may follow the instance, as with sdc-migrate.
+        app.fallthrough();
+      },
+      [o](Runtime& rt) {
+        state::StateStore& store = rt.store();
+        SystemClock clock;
+        const migration::LeaseProbe probe = sqlite_lease_probe(store, clock);
+        migration::WatchState st = migration::start_watch(store, o->vm);
+        TerminalReporter& out = rt.reporter();
+        const bool json = rt.globals().json;
+        while (true) {
+          throw_if_interrupted();
+          for (const migration::WatchEvent& e : migration::watch_step(store, probe, clock, st)) {
+            if (json) {
+              if (!rt.globals().quiet || e.type == migration::WatchEvent::Type::end) {
+                std::fprintf(stdout, "%s\n", migration::to_json(e).dump().c_str());
+                std::fflush(stdout);
               }
-              if (st.ended) {
-                return st.exit_code;
-              }
-              clock.sleep_for(migration::k_watch_poll);
+            } else {
+              render_text(out, e);
             }
-          }};
+          }
+          if (st.ended) {
+            return st.exit_code;
+          }
+          clock.sleep_for(migration::k_watch_poll);
+        }
+      }};
 }
 
 } // namespace zmigrate::cli

@@ -44,8 +44,8 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
     s.remove_prefix(1);
   }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
-                        s.back() == '\n')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n')) {
     s.remove_suffix(1);
   }
   return s;
@@ -202,9 +202,8 @@ Attempt CurlHttpClient::attempt_once(const Request& request) {
       failed.hint = "the server's TLS certificate did not verify; fix the certificate or name a "
                     "CA bundle in the configuration (\"http\": {\"ca_file\": ...})";
     } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
-      failed.hint = request.service.empty()
-                        ? std::string("check the URL")
-                        : fmt::format("check {}_URL", request.service);
+      failed.hint = request.service.empty() ? std::string("check the URL")
+                                            : fmt::format("check {}_URL", request.service);
     }
     return failed;
   }

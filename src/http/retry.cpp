@@ -114,9 +114,9 @@ Response perform_with_retries(const Request& request, const ClientOptions& optio
           throw Error(ExitCode::inventory, subject, why);
         }
         if (attempt > 1) {
-          throw TransientError(ExitCode::inventory, subject,
-                               fmt::format("{} (after {} attempts); {}", result.error, attempt,
-                                           hint));
+          throw TransientError(
+              ExitCode::inventory, subject,
+              fmt::format("{} (after {} attempts); {}", result.error, attempt, hint));
         }
         throw TransientError(ExitCode::inventory, subject, why);
       }

@@ -24,22 +24,38 @@ constexpr std::size_t k_page_size = 1000;
 
 const char* reason_phrase(long status) {
   switch (status) {
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 406: return "Not Acceptable";
-  case 409: return "Conflict";
-  case 412: return "Precondition Failed";
-  case 422: return "Unprocessable Entity";
-  case 429: return "Too Many Requests";
-  case 500: return "Internal Server Error";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 507: return "Insufficient Storage";
-  default: return "";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 406:
+    return "Not Acceptable";
+  case 409:
+    return "Conflict";
+  case 412:
+    return "Precondition Failed";
+  case 422:
+    return "Unprocessable Entity";
+  case 429:
+    return "Too Many Requests";
+  case 500:
+    return "Internal Server Error";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 507:
+    return "Insufficient Storage";
+  default:
+    return "";
   }
 }
 
@@ -173,14 +189,22 @@ std::string describe_error_response(const http::Response& response) {
 HttpInventory::HttpInventory(http::Client& client, Endpoints endpoints)
     : m_client(client), m_endpoints(std::move(endpoints)) {}
 
-HttpInventory::Service HttpInventory::vmapi() const { return {"VMAPI", m_endpoints.vmapi}; }
-HttpInventory::Service HttpInventory::cnapi() const { return {"CNAPI", m_endpoints.cnapi}; }
-HttpInventory::Service HttpInventory::napi() const { return {"NAPI", m_endpoints.napi}; }
-HttpInventory::Service HttpInventory::imgapi() const { return {"IMGAPI", m_endpoints.imgapi}; }
+HttpInventory::Service HttpInventory::vmapi() const {
+  return {"VMAPI", m_endpoints.vmapi};
+}
+HttpInventory::Service HttpInventory::cnapi() const {
+  return {"CNAPI", m_endpoints.cnapi};
+}
+HttpInventory::Service HttpInventory::napi() const {
+  return {"NAPI", m_endpoints.napi};
+}
+HttpInventory::Service HttpInventory::imgapi() const {
+  return {"IMGAPI", m_endpoints.imgapi};
+}
 
 std::optional<json> HttpInventory::call(const Service& service, const std::string& method,
-                                        const std::string& path,
-                                        const std::optional<json>& body, Missing missing) {
+                                        const std::string& path, const std::optional<json>& body,
+                                        Missing missing) {
   if (service.base.empty()) {
     std::string lower = service.name;
     std::transform(lower.begin(), lower.end(), lower.begin(),
@@ -329,8 +353,7 @@ Server HttpInventory::resolve_server(const std::string& uuid_or_hostname) {
   }
   if (is_uuid(uuid_or_hostname)) {
     const std::string path = "/servers/" + url_encode(uuid_or_hostname);
-    const std::optional<json> body =
-        call(cnapi(), "GET", path, std::nullopt, Missing::is_nullopt);
+    const std::optional<json> body = call(cnapi(), "GET", path, std::nullopt, Missing::is_nullopt);
     if (body) {
       return parse_server(*body);
     }
@@ -357,8 +380,8 @@ Server HttpInventory::resolve_server(const std::string& uuid_or_hostname) {
     return std::move(matches.front());
   }
   if (matches.empty()) {
-    throw NotFoundError(subject, "no CNAPI server has this hostname; " +
-                                     server_list_text(list_servers()));
+    throw NotFoundError(subject,
+                        "no CNAPI server has this hostname; " + server_list_text(list_servers()));
   }
   std::string uuids;
   for (const Server& s : matches) {

@@ -190,9 +190,8 @@ Disk parse_disk(const json& j, const Vm& vm, const std::string& zpool, std::size
   if (disk.zfs_filesystem.empty()) {
     // Neither given: the names vmadm would have chosen (bhyve disks live under the zone root).
     const std::string pool = str(j, "zpool", what).empty() ? zpool : str(j, "zpool", what);
-    disk.zfs_filesystem = vm.brand == "bhyve"
-                              ? fmt::format("{}/disk{}", vm.zfs_filesystem, index)
-                              : fmt::format("{}/{}-disk{}", pool, vm.uuid, index);
+    disk.zfs_filesystem = vm.brand == "bhyve" ? fmt::format("{}/disk{}", vm.zfs_filesystem, index)
+                                              : fmt::format("{}/{}-disk{}", pool, vm.uuid, index);
   }
   disk.image_uuid = str(j, "image_uuid", what);
   disk.size_mib = size(j, "size", what);
@@ -202,7 +201,9 @@ Disk parse_disk(const json& j, const Vm& vm, const std::string& zpool, std::size
 
 } // namespace
 
-Nic parse_nic(const json& j) { return parse_nic_at(j, "NIC"); }
+Nic parse_nic(const json& j) {
+  return parse_nic_at(j, "NIC");
+}
 
 bool Vm::is_core() const {
   if (!tags.is_object()) {
@@ -337,13 +338,13 @@ std::string admin_ip_from_sysinfo(const json& sysinfo) {
     return "";
   }
   // Newer platforms state it outright; otherwise find the interface tagged admin, as CNAPI does.
-  if (const json* ip = field(sysinfo, "Admin IP"); ip != nullptr && ip->is_string() &&
-                                                   !ip->get<std::string>().empty()) {
+  if (const json* ip = field(sysinfo, "Admin IP");
+      ip != nullptr && ip->is_string() && !ip->get<std::string>().empty()) {
     return ip->get<std::string>();
   }
   std::string tag = "admin";
-  if (const json* t = field(sysinfo, "Admin NIC Tag"); t != nullptr && t->is_string() &&
-                                                       !t->get<std::string>().empty()) {
+  if (const json* t = field(sysinfo, "Admin NIC Tag");
+      t != nullptr && t->is_string() && !t->get<std::string>().empty()) {
     tag = t->get<std::string>();
   }
   for (const char* group : {"Network Interfaces", "Virtual Network Interfaces"}) {

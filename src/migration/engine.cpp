@@ -3,8 +3,8 @@
 // engine_undo.cpp.
 #include "engine_common.hpp"
 
-#include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
@@ -39,8 +39,9 @@ nlohmann::json server_json(const inventory::Server& s) {
 inventory::Vm require_vm(Context& ctx, const std::string& vm_uuid) {
   std::optional<inventory::Vm> vm = ctx.inventory.find_vm(vm_uuid);
   if (!vm || vm->state == "destroyed") {
-    throw NotFoundError(fmt::format("instance {}", vm_uuid),
-                        "VMAPI has no such instance; check the UUID with \"sdc-vmapi /vms?alias=...\"");
+    throw NotFoundError(
+        fmt::format("instance {}", vm_uuid),
+        "VMAPI has no such instance; check the UUID with \"sdc-vmapi /vms?alias=...\"");
   }
   return *vm;
 }
@@ -64,9 +65,8 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
     const std::string problem =
         target_problem(vm, result.source, result.target, ctx.settings.allow_older_platform);
     if (!problem.empty()) {
-      throw PreconditionError(fmt::format("target {} ({})", result.target.hostname,
-                                          result.target.uuid),
-                              problem);
+      throw PreconditionError(
+          fmt::format("target {} ({})", result.target.hostname, result.target.uuid), problem);
     }
   }
 
@@ -80,9 +80,9 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
                                         result.source.hostname));
   }
   if (target.vm_get(vm.uuid)) {
-    throw PreconditionError(fmt::format("target {}", result.target.hostname),
-                            fmt::format("already has an instance {}; remove it there first",
-                                        vm.uuid));
+    throw PreconditionError(
+        fmt::format("target {}", result.target.hostname),
+        fmt::format("already has an instance {}; remove it there first", vm.uuid));
   }
   for (const std::string& ds : inventory::instance_datasets(vm)) {
     if (target.dataset_exists(ds)) {
@@ -134,9 +134,10 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
             {"state_at_begin", vm.state},
             {"snap_n", 0},
             {"image", {{"origins", origins}, {"imported", imports}}},
-            {"quota", {{"must_remove", must_remove_quota},
-                       {"quota", quota["quota"]},
-                       {"reservation", quota["reservation"]}}}};
+            {"quota",
+             {{"must_remove", must_remove_quota},
+              {"quota", quota["quota"]},
+              {"reservation", quota["reservation"]}}}};
   result.plan = {{"vm", vm.uuid},
                  {"alias", vm.alias},
                  {"brand", vm.brand},
@@ -245,9 +246,8 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     try {
       Ends ends = detail::open_ends(ctx, *active);
       std::vector<std::string> datasets;
-      for (const std::string& ds : ends.source->tree(inventory::instance_datasets(
-                                                         detail::recorded_vm(*active)))
-                                       .datasets) {
+      for (const std::string& ds :
+           ends.source->tree(inventory::instance_datasets(detail::recorded_vm(*active))).datasets) {
         datasets.push_back(ds);
       }
       kept.emplace(ctx, detail::data_path_spec(ctx, *active, *ends.source, *ends.target, datasets),
@@ -255,8 +255,7 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
       kept->open();
       ctx.nodes.kept_path = &*kept;
     } catch (const Error& e) {
-      ctx.log.warn("migrate: no shared data path; each phase opens its own",
-                   {{"error", e.what()}});
+      ctx.log.warn("migrate: no shared data path; each phase opens its own", {{"error", e.what()}});
       kept.reset();
     }
   }

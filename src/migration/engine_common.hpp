@@ -2,18 +2,18 @@
 #pragma once
 // Internal helpers shared by the engine's phase files (not part of the public API).
 
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/node_ops.hpp>
+#include <zmigrate/migration/operation.hpp>
+
 #include <exception>
 #include <functional>
 #include <future>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <zmigrate/migration/context.hpp>
-#include <zmigrate/migration/data_path.hpp>
-#include <zmigrate/migration/engine.hpp>
-#include <zmigrate/migration/node_ops.hpp>
-#include <zmigrate/migration/operation.hpp>
 
 namespace zmigrate::migration::detail {
 
@@ -49,9 +49,9 @@ inline void both(const std::function<void()>& a, const std::function<void()>& b)
 }
 
 struct SyncOptions {
-  bool reverse = false;  // data flows from the target back to the source (rollback)
-  bool prune = true;     // drop older migration snapshots afterwards
-  bool estimate = true;  // size every stream first (progress totals)
+  bool reverse = false;     // data flows from the target back to the source (rollback)
+  bool prune = true;        // drop older migration snapshots afterwards
+  bool estimate = true;     // size every stream first (progress totals)
   DataPath* path = nullptr; // an open data path to reuse (the switch keeps one open)
   bool holds = true; // hold the new snapshot on both sides (source before sending); the final
                      // sync inside the downtime window leaves that to the caller, afterwards

@@ -103,7 +103,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   }
   nlohmann::json& sw = m.data["switch"];
   bool hidden = json_bool(sw, "source_hidden");
-  bool hidden_now = false;           // this command hid the source just now
+  bool hidden_now = false; // this command hid the source just now
   std::optional<DataPath> path;
   DataPath* dp = nullptr; // the path in use: `path` or the command's kept one
 
@@ -116,7 +116,8 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       timed("prepare", "", [&](nlohmann::json& d) {
         const auto src = ends.source->vm_get(vm.uuid);
         if (!src) {
-          throw Error(ExitCode::failure, fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
+          throw Error(ExitCode::failure,
+                      fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
                       "is gone from the source node; check \"vmadm list\" there");
         }
         source_state = src->value("state", "");
@@ -127,11 +128,10 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
         op.save();
         d["was_running"] = sw["was_running"];
       });
-      timed("reserve_ips", "reserving the IP addresses for the instance",
-            [&](nlohmann::json& d) {
-              detail::reserve_ips(ctx, op, vm);
-              d["reserved"] = m.data["reserved_ips"];
-            });
+      timed("reserve_ips", "reserving the IP addresses for the instance", [&](nlohmann::json& d) {
+        detail::reserve_ips(ctx, op, vm);
+        d["reserved"] = m.data["reserved_ips"];
+      });
       // One data path (key, pinned host key, ssh master) for the whole switch, opened before
       // the downtime window so the final delta starts streaming at once.
       timed("open_data_path", "", [&](nlohmann::json& d) {
@@ -271,8 +271,9 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     op.save();
 
     timed("promote_target", "promoting the migrated instance", [&](nlohmann::json&) {
-      ends.target->vm_update(vm.uuid, {{"do_not_inventory", "false"},
-                                       {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
+      ends.target->vm_update(
+          vm.uuid, {{"do_not_inventory", "false"},
+                    {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
     });
     if (!was_running) {
       // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
@@ -294,15 +295,17 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
             mountpoint = mp;
           }
         }
-        remote::run_checked(ends.target->runner(),
-                            remote::Command({"zfs", "create", "-p", cores}), {}, ExitCode::zfs);
+        remote::run_checked(ends.target->runner(), remote::Command({"zfs", "create", "-p", cores}),
+                            {}, ExitCode::zfs);
         ends.target->set_property(cores, "mountpoint", mountpoint);
         d["mountpoint"] = mountpoint;
       }
     });
-    timed("wait_vmapi", "waiting for VMAPI to show the instance on the target", [&](nlohmann::json&) {
-      detail::wait_vmapi(ctx, vm.uuid, ends.target_server.uuid, was_running ? "running" : "stopped");
-    });
+    timed("wait_vmapi", "waiting for VMAPI to show the instance on the target",
+          [&](nlohmann::json&) {
+            detail::wait_vmapi(ctx, vm.uuid, ends.target_server.uuid,
+                               was_running ? "running" : "stopped");
+          });
     timed("unreserve_ips", "", [&](nlohmann::json&) { detail::unreserve_ips(ctx, op); });
     const nlohmann::json quota = m.data.value("quota", nlohmann::json::object());
     if (json_bool(quota, "must_remove")) {

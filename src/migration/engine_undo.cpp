@@ -62,7 +62,8 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
     op.step("rollback.check_source", [&](nlohmann::json&) {
       const auto src = ends.source->vm_get(vm.uuid);
       if (!src) {
-        throw Error(ExitCode::failure, fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
+        throw Error(ExitCode::failure,
+                    fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
                     "the hidden source instance is gone (finalized?); rollback is impossible");
       }
       if (!rb.contains("target_was_running")) {
@@ -113,8 +114,9 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
     });
     ctx.reporter.step("promoting the original instance");
     op.step("rollback.promote_source", [&](nlohmann::json&) {
-      ends.source->vm_update(vm.uuid, {{"do_not_inventory", "false"},
-                                       {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
+      ends.source->vm_update(
+          vm.uuid, {{"do_not_inventory", "false"},
+                    {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
     });
     if (run_source) {
       ctx.reporter.step("starting the original instance");
@@ -125,7 +127,8 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
         }
       });
     }
-    result.downtime = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.clock.now() - stop_t);
+    result.downtime =
+        std::chrono::duration_cast<std::chrono::milliseconds>(ctx.clock.now() - stop_t);
     op.step("rollback.wait_vmapi", [&](nlohmann::json&) {
       detail::wait_vmapi(ctx, vm.uuid, ends.source_server.uuid, run_source ? "running" : "stopped");
     });

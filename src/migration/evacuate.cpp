@@ -10,10 +10,9 @@
 namespace zmigrate::migration {
 
 bool EvacuateResult::all_ok() const {
-  return std::none_of(items.begin(), items.end(),
-                      [](const EvacuationItem& i) {
-                        return i.outcome == "failed" || i.outcome == "interrupted";
-                      });
+  return std::none_of(items.begin(), items.end(), [](const EvacuationItem& i) {
+    return i.outcome == "failed" || i.outcome == "interrupted";
+  });
 }
 
 std::vector<inventory::Vm> evacuation_order(std::vector<inventory::Vm> vms, bool include_stopped) {
@@ -52,9 +51,8 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
                               "for placement");
     }
   }
-  const std::vector<inventory::Vm> vms =
-      evacuation_order(ctx.inventory.list_vms(result.server.uuid, "active"),
-                       options.include_stopped);
+  const std::vector<inventory::Vm> vms = evacuation_order(
+      ctx.inventory.list_vms(result.server.uuid, "active"), options.include_stopped);
   for (const inventory::Vm& vm : vms) {
     if (interrupt_requested()) {
       result.interrupted = true;
@@ -65,9 +63,9 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
     item.alias = vm.alias;
     item.brand = vm.brand;
     item.state = vm.state;
-    ctx.reporter.phase_started("evacuate",
-                               fmt::format("{} ({}, {})", vm.uuid,
-                                           vm.alias.empty() ? "-" : vm.alias, vm.state));
+    ctx.reporter.phase_started(
+        "evacuate",
+        fmt::format("{} ({}, {})", vm.uuid, vm.alias.empty() ? "-" : vm.alias, vm.state));
     try {
       if (options.dry_run) {
         BeginOptions b{vm.uuid, options.target, true, options.force_core, true};

@@ -20,8 +20,7 @@ constexpr std::chrono::seconds k_vmadm_timeout{300};
 bool not_found_text(const std::string& err) {
   return err.find("No such zone") != std::string::npos ||
          err.find("Cannot find VM") != std::string::npos ||
-         err.find("not found") != std::string::npos ||
-         err.find("No such") != std::string::npos;
+         err.find("not found") != std::string::npos || err.find("No such") != std::string::npos;
 }
 } // namespace
 
@@ -183,8 +182,12 @@ bool missing_text(const std::string& err) {
          err.find("no such") != std::string::npos;
 }
 
-std::string checked_ds(const std::string& ds) { return zfs::DatasetName(ds).str(); }
-std::string checked_snap(const std::string& s) { return zfs::SnapshotName::parse(s).str(); }
+std::string checked_ds(const std::string& ds) {
+  return zfs::DatasetName(ds).str();
+}
+std::string checked_snap(const std::string& s) {
+  return zfs::SnapshotName::parse(s).str();
+}
 
 std::uint64_t to_u64(const std::string& s) {
   if (s.empty() || s == "-") {
@@ -301,9 +304,9 @@ std::vector<std::string> NodeOps::hierarchy(const std::string& root) {
 }
 
 std::vector<SnapshotInfo> NodeOps::snapshots(const std::string& ds) {
-  const remote::Result r = m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", "-t",
-                                                         "snapshot", "-s", "creation", "-r", "-d",
-                                                         "1", checked_ds(ds)}));
+  const remote::Result r =
+      m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-s",
+                                    "creation", "-r", "-d", "1", checked_ds(ds)}));
   if (!r.ok()) {
     if (missing_text(r.err)) {
       return {};
@@ -413,8 +416,8 @@ void NodeOps::set_property(const std::string& ds, const std::string& prop,
       throw UsageError(fmt::format("property {}={}", prop, value), "contains a newline");
     }
   }
-  remote::run_checked(m_runner, remote::Command({"zfs", "set", prop + "=" + value, name.str()}),
-                      {}, ExitCode::zfs);
+  remote::run_checked(m_runner, remote::Command({"zfs", "set", prop + "=" + value, name.str()}), {},
+                      ExitCode::zfs);
 }
 
 void NodeOps::rollback_to(const std::string& full_name) {
@@ -438,7 +441,8 @@ void NodeOps::hold(const std::string& full_name, const std::string& tag) {
   if (!caps().holds) {
     return;
   }
-  const remote::Result r = m_runner.run(remote::Command({"zfs", "hold", tag, checked_snap(full_name)}));
+  const remote::Result r =
+      m_runner.run(remote::Command({"zfs", "hold", tag, checked_snap(full_name)}));
   if (!r.ok() && r.err.find("already exists") == std::string::npos) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs hold {} {}", m_runner.host(), tag, full_name),
                 r.err);

@@ -51,7 +51,9 @@ Operation::~Operation() {
   }
 }
 
-void Operation::save() { m_ctx.store.update_migration(m_record); }
+void Operation::save() {
+  m_ctx.store.update_migration(m_record);
+}
 
 void Operation::start_phase(state::Phase phase, const std::string& message) {
   m_record.phase = phase;
@@ -116,9 +118,8 @@ void Operation::step(const std::string& name,
     fn(details);
   } catch (const std::exception& e) {
     details["error"] = e.what();
-    details["duration_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 m_ctx.clock.now() - start)
-                                 .count();
+    details["duration_ms"] =
+        std::chrono::duration_cast<std::chrono::milliseconds>(m_ctx.clock.now() - start).count();
     m_ctx.store.end_step(id, "failed", details);
     m_ctx.log.error("step failed", {{"step", name}, {"error", e.what()}});
     throw;
@@ -133,8 +134,8 @@ bool Operation::step_done(const std::string& name) {
   return m_ctx.store.completed_step(m_run.id, name).has_value();
 }
 
-void Operation::progress(std::uint64_t current, std::uint64_t total, bool approximate,
-                         double rate, const std::string& message) {
+void Operation::progress(std::uint64_t current, std::uint64_t total, bool approximate, double rate,
+                         const std::string& message) {
   state::Progress p;
   p.migration_id = m_record.id;
   p.phase = m_run.phase;

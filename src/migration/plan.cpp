@@ -15,8 +15,8 @@ bool brand_supported(const std::string& brand) {
 }
 
 void validate_instance(const inventory::Vm& vm, bool force_core) {
-  const std::string what = fmt::format("instance {}{}", vm.uuid,
-                                       vm.alias.empty() ? "" : " (" + vm.alias + ")");
+  const std::string what =
+      fmt::format("instance {}{}", vm.uuid, vm.alias.empty() ? "" : " (" + vm.alias + ")");
   if (!brand_supported(vm.brand)) {
     throw PreconditionError(what, fmt::format("brand '{}' cannot be migrated; supported brands are "
                                               "joyent, joyent-minimal, lx, kvm and bhyve",
@@ -28,11 +28,12 @@ void validate_instance(const inventory::Vm& vm, bool force_core) {
                                               vm.state));
   }
   if (vm.is_core() && !force_core) {
-    const bool nat = vm.tags.is_object() && vm.tags.contains("smartdc_role") &&
-                     vm.tags["smartdc_role"] == "nat";
+    const bool nat =
+        vm.tags.is_object() && vm.tags.contains("smartdc_role") && vm.tags["smartdc_role"] == "nat";
     if (!nat) {
-      throw PreconditionError(what, "is a Triton core instance (tags.smartdc_type=core); migrate "
-                                    "core services with their own procedures, or pass --force-core");
+      throw PreconditionError(what,
+                              "is a Triton core instance (tags.smartdc_type=core); migrate "
+                              "core services with their own procedures, or pass --force-core");
     }
   }
 }

@@ -17,14 +17,18 @@ using state::State;
 constexpr std::array<Action, 6> k_actions{Action::begin,    Action::sync,     Action::switch_,
                                           Action::rollback, Action::finalize, Action::abort};
 
-bool is_active(const std::optional<Migration>& m) { return m.has_value() && !m->archived; }
+bool is_active(const std::optional<Migration>& m) {
+  return m.has_value() && !m->archived;
+}
 
 // Without a live lease holder, "running" only means the process that ran it is gone.
 bool failed_or_interrupted(const Migration& m) {
   return m.state == State::failed || m.state == State::running;
 }
 
-bool before_switch(const Migration& m) { return m.phase == Phase::begin || m.phase == Phase::sync; }
+bool before_switch(const Migration& m) {
+  return m.phase == Phase::begin || m.phase == Phase::sync;
+}
 
 // The table in transitions.hpp, for an active record that no live process holds.
 bool allowed(Action a, const Migration& m) {
@@ -200,12 +204,12 @@ void check_action(Action action, const std::optional<Migration>& current,
                                 "\"zmigrate begin <instance>\"");
     }
     throw NotFoundError(
-        what, fmt::format("no migration in progress for instance {}: the last one, {}, ended as "
-                          "{}/{}{}; start a new one with \"zmigrate begin {}\"",
-                          current->vm_uuid, current->id, state::to_string(current->phase),
-                          state::to_string(current->state),
-                          current->finished.empty() ? "" : " at " + current->finished,
-                          current->vm_uuid));
+        what,
+        fmt::format("no migration in progress for instance {}: the last one, {}, ended as "
+                    "{}/{}{}; start a new one with \"zmigrate begin {}\"",
+                    current->vm_uuid, current->id, state::to_string(current->phase),
+                    state::to_string(current->state),
+                    current->finished.empty() ? "" : " at " + current->finished, current->vm_uuid));
   }
   const Migration& m = *current;
   if (live_holder) {
@@ -223,8 +227,8 @@ void check_action(Action action, const std::optional<Migration>& current,
     throw PreconditionError(what, reason); // the reason already says what to do instead
   }
   if (action == Action::finalize && allowed(Action::switch_, m)) {
-    throw PreconditionError(
-        what, fmt::format("{}; run \"zmigrate switch {}\" first", reason, m.vm_uuid));
+    throw PreconditionError(what,
+                            fmt::format("{}; run \"zmigrate switch {}\" first", reason, m.vm_uuid));
   }
   if (action == Action::switch_ && allowed(Action::sync, m) && m.num_sync_phases < 1) {
     throw PreconditionError(what,
@@ -234,8 +238,7 @@ void check_action(Action action, const std::optional<Migration>& current,
 }
 
 bool is_retry(Action action, const Migration& current) {
-  return !current.archived && current.phase == phase_of(action) &&
-         failed_or_interrupted(current);
+  return !current.archived && current.phase == phase_of(action) && failed_or_interrupted(current);
 }
 
 NextState next_state_after(Action action, Outcome outcome) {

@@ -206,10 +206,10 @@ std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& l
       return out;
     }
     const std::string op = last_phase(m);
-    finish(st, out,
-           end_event(op, state::State::failed,
-                     fmt::format("the {} process died; rerun \"zmigrate {} {}\"", op, op,
-                                 m.vm_uuid)));
+    finish(
+        st, out,
+        end_event(op, state::State::failed,
+                  fmt::format("the {} process died; rerun \"zmigrate {} {}\"", op, op, m.vm_uuid)));
     return out;
   }
   if (first && may_continue(m) && finished_recently(m, clock)) {
@@ -257,10 +257,10 @@ nlohmann::json to_json(const WatchEvent& e) {
   if (!e.finished_timestamp.empty()) {
     j["finished_timestamp"] = e.finished_timestamp;
     try {
-      j["duration_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             parse_iso8601(e.finished_timestamp) -
-                             parse_iso8601(e.started_timestamp))
-                             .count();
+      j["duration_ms"] =
+          std::chrono::duration_cast<std::chrono::milliseconds>(
+              parse_iso8601(e.finished_timestamp) - parse_iso8601(e.started_timestamp))
+              .count();
     } catch (const Error&) {
       // A malformed timestamp only loses the derived field.
     }

@@ -16,7 +16,15 @@ bool is_safe_char(char c) {
     return true;
   }
   switch (c) {
-  case '_': case '@': case '%': case '+': case '=': case ':': case ',': case '.': case '/':
+  case '_':
+  case '@':
+  case '%':
+  case '+':
+  case '=':
+  case ':':
+  case ',':
+  case '.':
+  case '/':
   case '-':
     return true;
   default:
@@ -55,8 +63,8 @@ std::string quote_always(std::string_view token) {
 // Unquoted, these would not be a command name in the first position of a simple command.
 bool needs_quote_as_command_name(std::string_view token) {
   static constexpr std::array<std::string_view, 16> k_reserved = {
-      "!", "{", "}", "case", "do", "done", "elif", "else", "esac", "fi", "for", "if", "in", "then",
-      "until", "while"};
+      "!",    "{",  "}",   "case", "do", "done", "elif",  "else",
+      "esac", "fi", "for", "if",   "in", "then", "until", "while"};
   if (std::find(k_reserved.begin(), k_reserved.end(), token) != k_reserved.end()) {
     return true;
   }
@@ -132,9 +140,13 @@ std::string quote(std::string_view token) {
   return quote_always(token);
 }
 
-std::string render(const Command& cmd) { return render_impl(cmd, false); }
+std::string render(const Command& cmd) {
+  return render_impl(cmd, false);
+}
 
-std::string render_for_log(const Command& cmd) { return render_impl(cmd, true); }
+std::string render_for_log(const Command& cmd) {
+  return render_impl(cmd, true);
+}
 
 std::string command_summary(const Command& cmd, std::size_t count) {
   if (cmd.pipeline.empty()) {

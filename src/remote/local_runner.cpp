@@ -9,15 +9,14 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
-#include <optional>
-#include <thread>
-#include <utility>
-
 #include <fcntl.h>
+#include <optional>
 #include <poll.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -170,8 +169,8 @@ pid_t spawn_shell(const std::string& text, const Pipe& in, const Pipe& out, cons
   posix_spawnattr_setpgroup(&attr, 0);
   posix_spawnattr_setsigmask(&attr, &empty);
   posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   std::string arg0 = "sh";
   std::string arg1 = "-c";
   std::string arg2 = text;
@@ -218,7 +217,9 @@ bool write_some(int fd, std::string_view& data) {
 
 LocalRunner::LocalRunner(Logger& log, std::string label) : m_log(log), m_label(std::move(label)) {}
 
-const std::string& LocalRunner::host() const { return m_label; }
+const std::string& LocalRunner::host() const {
+  return m_label;
+}
 
 Result LocalRunner::run(const Command& cmd, const RunOptions& options) {
   const std::string text = render(cmd);

@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -195,17 +194,16 @@ struct SshRunner::Impl {
     const int nodelay = 1;
     const long timeout_s = static_cast<long>(options.connect_timeout.count() / 1000);
     const long timeout_us = static_cast<long>((options.connect_timeout.count() % 1000) * 1000);
-    const bool ok =
-        ssh_options_set(session, SSH_OPTIONS_HOST, options.address.c_str()) == 0 &&
-        ssh_options_set(session, SSH_OPTIONS_PORT, &port) == 0 &&
-        ssh_options_set(session, SSH_OPTIONS_USER, options.user.c_str()) == 0 &&
-        ssh_options_set(session, SSH_OPTIONS_PROCESS_CONFIG, &process_config) == 0 &&
-        // One file, the one named in messages, for both lookups.
-        ssh_options_set(session, SSH_OPTIONS_KNOWNHOSTS, hosts.c_str()) == 0 &&
-        ssh_options_set(session, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, hosts.c_str()) == 0 &&
-        ssh_options_set(session, SSH_OPTIONS_TIMEOUT, &timeout_s) == 0 &&
-        ssh_options_set(session, SSH_OPTIONS_TIMEOUT_USEC, &timeout_us) == 0 &&
-        ssh_options_set(session, SSH_OPTIONS_NODELAY, &nodelay) == 0;
+    const bool ok = ssh_options_set(session, SSH_OPTIONS_HOST, options.address.c_str()) == 0 &&
+                    ssh_options_set(session, SSH_OPTIONS_PORT, &port) == 0 &&
+                    ssh_options_set(session, SSH_OPTIONS_USER, options.user.c_str()) == 0 &&
+                    ssh_options_set(session, SSH_OPTIONS_PROCESS_CONFIG, &process_config) == 0 &&
+                    // One file, the one named in messages, for both lookups.
+                    ssh_options_set(session, SSH_OPTIONS_KNOWNHOSTS, hosts.c_str()) == 0 &&
+                    ssh_options_set(session, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, hosts.c_str()) == 0 &&
+                    ssh_options_set(session, SSH_OPTIONS_TIMEOUT, &timeout_s) == 0 &&
+                    ssh_options_set(session, SSH_OPTIONS_TIMEOUT_USEC, &timeout_us) == 0 &&
+                    ssh_options_set(session, SSH_OPTIONS_NODELAY, &nodelay) == 0;
     if (!ok) {
       fail(fmt::format("invalid ssh options (user '{}', port {}): {}", options.user, port,
                        ssh_get_error(session)));
@@ -406,8 +404,8 @@ struct SshRunner::Impl {
           // A bounded number of reads per stream and round: a flood on one stream must not
           // starve the other (their window is shared), stdin, or the deadline check.
           for (int reads = 0; !done && reads < 16; ++reads) {
-            const int n = ssh_channel_read_nonblocking(ch, buf.data(),
-                                                       static_cast<uint32_t>(buf.size()), is_stderr);
+            const int n = ssh_channel_read_nonblocking(
+                ch, buf.data(), static_cast<uint32_t>(buf.size()), is_stderr);
             if (n == SSH_EOF) {
               done = true;
             } else if (n == SSH_ERROR) {
@@ -492,14 +490,20 @@ SshRunner::SshRunner(SshOptions options, Logger& log)
 
 SshRunner::~SshRunner() = default;
 
-const std::string& SshRunner::host() const { return m_impl->label; }
+const std::string& SshRunner::host() const {
+  return m_impl->label;
+}
 
 Result SshRunner::run(const Command& cmd, const RunOptions& options) {
   return m_impl->run(cmd, options);
 }
 
-void SshRunner::connect() { m_impl->connect(); }
+void SshRunner::connect() {
+  m_impl->connect();
+}
 
-void SshRunner::disconnect() { m_impl->close(); }
+void SshRunner::disconnect() {
+  m_impl->close();
+}
 
 } // namespace zmigrate::remote

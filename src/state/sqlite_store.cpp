@@ -4,13 +4,13 @@
 
 #include <array>
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <fmt/format.h>
 #include <sqlite3.h>
 
@@ -210,7 +210,9 @@ void create_private_file(const std::string& path) {
 
 } // namespace
 
-std::span<const SchemaUpgrade> schema_upgrades() { return k_upgrades; }
+std::span<const SchemaUpgrade> schema_upgrades() {
+  return k_upgrades;
+}
 
 std::string SqliteStateStore::default_path(const std::string& state_dir) {
   if (!state_dir.empty() && state_dir.back() == '/') {
@@ -605,9 +607,9 @@ void SqliteStateStore::open(std::span<const SchemaUpgrade> upgrades) {
 
   m_db = std::make_unique<Connection>(m_path);
   const std::string doing = "cannot open state database";
-  const int rc = sqlite3_open_v2(m_path.c_str(), m_db->out(),
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 nullptr);
+  const int rc =
+      sqlite3_open_v2(m_path.c_str(), m_db->out(),
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     m_db->fail(rc, doing);
   }
@@ -659,9 +661,8 @@ void SqliteStateStore::upgrade_schema(std::span<const SchemaUpgrade> upgrades) {
   if (version == latest) {
     return;
   }
-  const std::string doing =
-      fmt::format("cannot upgrade the state database from schema version {} to {}", version,
-                  latest);
+  const std::string doing = fmt::format(
+      "cannot upgrade the state database from schema version {} to {}", version, latest);
   Transaction tx(*m_db, Transaction::Kind::write, Durability::full, doing);
   // Another process may have upgraded it while we waited for the write lock.
   version = read_user_version();
@@ -676,7 +677,9 @@ void SqliteStateStore::upgrade_schema(std::span<const SchemaUpgrade> upgrades) {
   tx.commit();
 }
 
-std::string SqliteStateStore::now() const { return iso8601(m_clock->wall_now()); }
+std::string SqliteStateStore::now() const {
+  return iso8601(m_clock->wall_now());
+}
 
 // ---------------------------------------------------------------------------------------------
 // Migrations.
@@ -744,9 +747,8 @@ void SqliteStateStore::update_migration(const Migration& m) {
 }
 
 std::optional<Migration> SqliteStateStore::find_active_unlocked(const std::string& vm_uuid) {
-  return select_one_migration(
-      *m_db, "vm_uuid = ?1 AND archived = 0", vm_uuid,
-      fmt::format("cannot read the migrations of instance {}", vm_uuid));
+  return select_one_migration(*m_db, "vm_uuid = ?1 AND archived = 0", vm_uuid,
+                              fmt::format("cannot read the migrations of instance {}", vm_uuid));
 }
 
 std::optional<Migration> SqliteStateStore::find_migration(const std::string& id) {
@@ -906,11 +908,11 @@ void SqliteStateStore::end_step(std::int64_t step_id, const std::string& status,
 std::vector<Step> SqliteStateStore::steps(const std::string& migration_id) {
   std::lock_guard lock(m_mutex);
   const std::string doing = fmt::format("cannot read the journal of migration {}", migration_id);
-  Statement st(*m_db,
-               fmt::format("SELECT {} FROM steps WHERE migration_id = ?1 ORDER BY id",
-                           k_step_columns)
-                   .c_str(),
-               doing);
+  Statement st(
+      *m_db,
+      fmt::format("SELECT {} FROM steps WHERE migration_id = ?1 ORDER BY id", k_step_columns)
+          .c_str(),
+      doing);
   st.text(1, migration_id);
   std::vector<Step> out;
   while (st.step()) {
@@ -1038,8 +1040,8 @@ std::vector<Artefact> SqliteStateStore::all_live_artefacts(const std::string& ki
 
 void SqliteStateStore::put_progress(const Progress& p) {
   std::lock_guard lock(m_mutex);
-  const std::string doing = fmt::format("cannot record the progress of migration {}",
-                                        p.migration_id);
+  const std::string doing =
+      fmt::format("cannot record the progress of migration {}", p.migration_id);
   Transaction tx(*m_db, Transaction::Kind::write, Durability::normal, doing);
   Statement st(*m_db,
                "INSERT INTO progress (migration_id, phase, state, current, total, "

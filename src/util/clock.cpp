@@ -17,7 +17,9 @@ std::chrono::system_clock::time_point SystemClock::wall_now() const {
   return std::chrono::system_clock::now();
 }
 
-void SystemClock::sleep_for(std::chrono::milliseconds d) { std::this_thread::sleep_for(d); }
+void SystemClock::sleep_for(std::chrono::milliseconds d) {
+  std::this_thread::sleep_for(d);
+}
 
 std::string iso8601(std::chrono::system_clock::time_point t) {
   const auto ms =

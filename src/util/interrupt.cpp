@@ -29,11 +29,14 @@ void install_interrupt_handlers() {
   std::signal(SIGPIPE, SIG_IGN);
 }
 
-bool interrupt_requested() { return g_signal.load() != 0; }
+bool interrupt_requested() {
+  return g_signal.load() != 0;
+}
 
 void throw_if_interrupted() {
   if (const int sig = g_signal.load(); sig != 0) {
-    throw Error(ExitCode::interrupted, sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
+    throw Error(ExitCode::interrupted,
+                sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)",
                 "stopped between steps; the journal records where. Rerun the same command to "
                 "go on, or abort");
   }

@@ -6,7 +6,6 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,7 +17,7 @@ namespace zmigrate {
 namespace {
 
 constexpr std::array<std::string_view, 7> k_core_keys = {"name", "hostname", "pid", "level",
-                                                          "msg",  "time",     "v"};
+                                                         "msg",  "time",     "v"};
 
 bool is_core_key(std::string_view key) {
   for (std::string_view core : k_core_keys) {
@@ -150,8 +149,7 @@ void BunyanLogger::set_stderr_level(LogLevel min_level) {
 }
 
 std::string BunyanLogger::format_line(LogLevel level, std::string_view msg,
-                                      const nlohmann::json& fields,
-                                      const std::string& time) const {
+                                      const nlohmann::json& fields, const std::string& time) const {
   nlohmann::ordered_json line;
   line["name"] = m_name;
   line["hostname"] = m_hostname;

@@ -56,7 +56,8 @@ std::uint64_t parse_bytes(const std::string& text) {
   char* end = nullptr;
   const double v = std::strtod(begin, &end);
   if (end == begin || !(v >= 0) || std::isinf(v)) {
-    throw UsageError(fmt::format("size '{}'", text), "expected a number with an optional unit (k, M, G, T)");
+    throw UsageError(fmt::format("size '{}'", text),
+                     "expected a number with an optional unit (k, M, G, T)");
   }
   std::string unit(end);
   if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) {
@@ -70,10 +71,18 @@ std::uint64_t parse_bytes(const std::string& text) {
     mult = 1;
   } else if (unit.size() == 1) {
     switch (std::tolower(static_cast<unsigned char>(unit[0]))) {
-    case 'k': mult = 1024.0; break;
-    case 'm': mult = 1024.0 * 1024; break;
-    case 'g': mult = 1024.0 * 1024 * 1024; break;
-    case 't': mult = 1024.0 * 1024 * 1024 * 1024; break;
+    case 'k':
+      mult = 1024.0;
+      break;
+    case 'm':
+      mult = 1024.0 * 1024;
+      break;
+    case 'g':
+      mult = 1024.0 * 1024 * 1024;
+      break;
+    case 't':
+      mult = 1024.0 * 1024 * 1024 * 1024;
+      break;
     default:
       throw UsageError(fmt::format("size '{}'", text), "unknown unit; use k, M, G or T");
     }

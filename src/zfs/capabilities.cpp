@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
 
 #include <map>
@@ -7,8 +8,6 @@
 #include <vector>
 
 #include <fmt/format.h>
-
-#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::zfs {
 
@@ -106,8 +105,8 @@ std::set<char> usage_flags(const std::vector<std::string>& lines) {
         continue;
       }
       std::size_t j = i + 1;
-      while (j < line.size() && ((line[j] >= 'a' && line[j] <= 'z') ||
-                                 (line[j] >= 'A' && line[j] <= 'Z'))) {
+      while (j < line.size() &&
+             ((line[j] >= 'a' && line[j] <= 'z') || (line[j] >= 'A' && line[j] <= 'Z'))) {
         flags.insert(line[j]);
         ++j;
       }
@@ -119,7 +118,8 @@ std::set<char> usage_flags(const std::vector<std::string>& lines) {
 
 // Usage lines of one subcommand (those starting with "\t<name> " and their continuations),
 // so "For the property list" and error lines never count.
-std::vector<std::string> usage_lines(const std::vector<std::string>& section, std::string_view name) {
+std::vector<std::string> usage_lines(const std::vector<std::string>& section,
+                                     std::string_view name) {
   std::vector<std::string> lines;
   bool in_usage = false;
   for (const std::string& line : section) {
@@ -127,8 +127,9 @@ std::vector<std::string> usage_lines(const std::vector<std::string>& section, st
     if (t.starts_with(std::string(name) + " ") || t == name) {
       in_usage = true;
       lines.push_back(t);
-    } else if (in_usage && !t.empty() && (line.starts_with("\t ") || line.starts_with("\t\t") ||
-                                          line.starts_with("        "))) {
+    } else if (in_usage && !t.empty() &&
+               (line.starts_with("\t ") || line.starts_with("\t\t") ||
+                line.starts_with("        "))) {
       lines.push_back(t); // continuation line ("\t    [-d | -e] <filesystem>")
     } else {
       in_usage = false;
@@ -137,7 +138,9 @@ std::vector<std::string> usage_lines(const std::vector<std::string>& section, st
   return lines;
 }
 
-bool has(const std::set<char>& flags, char c) { return flags.count(c) != 0; }
+bool has(const std::set<char>& flags, char c) {
+  return flags.count(c) != 0;
+}
 
 bool section_says(const Sections& s, const std::string& name, std::string_view text) {
   auto it = s.find(name);
@@ -219,7 +222,9 @@ Capabilities stream_capabilities(const Capabilities& sender, const Capabilities&
   return c;
 }
 
-std::string_view probe_script() { return k_probe_script; }
+std::string_view probe_script() {
+  return k_probe_script;
+}
 
 remote::Command probe_command() {
   return remote::Command(remote::Argv{"sh", "-c", std::string(k_probe_script)});

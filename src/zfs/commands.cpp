@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/commands.hpp>
 
 #include <algorithm>
@@ -7,8 +8,6 @@
 #include <set>
 
 #include <fmt/format.h>
-
-#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::zfs {
 
@@ -62,7 +61,8 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep) {
   return out;
 }
 
-[[noreturn]] void bad_output(std::string_view command, std::string_view line, std::string_view why) {
+[[noreturn]] void bad_output(std::string_view command, std::string_view line,
+                             std::string_view why) {
   throw Error(ExitCode::zfs, fmt::format("output of '{}'", command),
               fmt::format("unexpected line '{}' ({}); the node's zfs prints a format zmigrate "
                           "does not know, please report it",
@@ -85,9 +85,12 @@ std::string send_from_text(const SendFrom& from) {
   return std::visit([](const auto& name) { return name.str(); }, from);
 }
 
-bool is_bookmark(const SendFrom& from) { return std::holds_alternative<BookmarkName>(from); }
+bool is_bookmark(const SendFrom& from) {
+  return std::holds_alternative<BookmarkName>(from);
+}
 
-[[noreturn]] void unsupported(const Capabilities& caps, std::string_view what, std::string_view instead) {
+[[noreturn]] void unsupported(const Capabilities& caps, std::string_view what,
+                              std::string_view instead) {
   throw PreconditionError(std::string(what),
                           fmt::format("not supported by this node's ZFS ({}); {}",
                                       caps.implementation.empty() ? "unknown" : caps.implementation,
@@ -240,8 +243,7 @@ std::vector<SnapshotInfo> parse_snapshot_info(std::string_view out, const Datase
       bad_output("zfs get guid", name, "no numeric guid for the snapshot");
     }
     auto txg_it = props.find("createtxg");
-    const std::uint64_t txg =
-        txg_it == props.end() ? 0 : parse_u64(txg_it->second).value_or(0);
+    const std::uint64_t txg = txg_it == props.end() ? 0 : parse_u64(txg_it->second).value_or(0);
     try {
       snaps.push_back(SnapshotInfo{SnapshotName::parse(name), *guid, txg});
     } catch (const UsageError& e) {
@@ -302,8 +304,10 @@ SnapshotCommands plan_snapshot_commands(const std::vector<DatasetName>& wanted_i
     });
   };
   auto has_children = [&](const DatasetName& root) {
-    return std::any_of(wanted.begin(), wanted.end(), [&](const DatasetName& w) { return root.contains(w); }) ||
-           std::any_of(existing.begin(), existing.end(), [&](const DatasetName& e) { return root.contains(e); });
+    return std::any_of(wanted.begin(), wanted.end(),
+                       [&](const DatasetName& w) { return root.contains(w); }) ||
+           std::any_of(existing.begin(), existing.end(),
+                       [&](const DatasetName& e) { return root.contains(e); });
   };
   const bool all_whole = std::all_of(roots.begin(), roots.end(), whole);
   const bool any_children = std::any_of(roots.begin(), roots.end(), has_children);
@@ -484,7 +488,8 @@ std::optional<std::uint64_t> parse_human_size(std::string_view text) {
   }
   if (t.ends_with("iB")) {
     t.remove_suffix(2);
-  } else if (t.size() > 1 && t.back() == 'B' && std::string_view("KMGTPEZ").find(t[t.size() - 2]) != std::string_view::npos) {
+  } else if (t.size() > 1 && t.back() == 'B' &&
+             std::string_view("KMGTPEZ").find(t[t.size() - 2]) != std::string_view::npos) {
     t.remove_suffix(1);
   }
   double multiplier = 1;
@@ -495,7 +500,8 @@ std::optional<std::uint64_t> parse_human_size(std::string_view text) {
       t.remove_suffix(1);
     }
   }
-  if (t.empty() || !std::all_of(t.begin(), t.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; }) ||
+  if (t.empty() ||
+      !std::all_of(t.begin(), t.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; }) ||
       std::count(t.begin(), t.end(), '.') > 1 || t.front() == '.') {
     return std::nullopt;
   }
@@ -548,8 +554,9 @@ std::optional<SendEstimate> parse_send_estimate(std::string_view out) {
       if (body.starts_with("full send of ")) {
         s.to = std::string(body.substr(std::string_view("full send of ").size()));
       } else {
-        body.remove_prefix(body.starts_with("send from ") ? std::string_view("send from ").size()
-                                                           : std::string_view("sending from ").size());
+        body.remove_prefix(body.starts_with("send from ")
+                               ? std::string_view("send from ").size()
+                               : std::string_view("sending from ").size());
         const std::size_t to_pos = body.find(" to ");
         if (to_pos == std::string_view::npos) {
           continue;
@@ -619,8 +626,9 @@ void validate_hold_tag(std::string_view tag) {
                            (c >= '0' && c <= '9') || c == '_' || c == '.' || c == ':' || c == '-';
                   });
   if (!ok) {
-    throw UsageError(fmt::format("hold tag '{}'", tag.substr(0, 100)),
-                     "must be 1-200 characters of A-Z a-z 0-9 _ . : -, not starting with '-' or '.'");
+    throw UsageError(
+        fmt::format("hold tag '{}'", tag.substr(0, 100)),
+        "must be 1-200 characters of A-Z a-z 0-9 _ . : -, not starting with '-' or '.'");
   }
 }
 
@@ -667,13 +675,16 @@ remote::Argv build_rename(const SnapshotName& from, const SnapshotName& to) {
   return zfs_argv({"rename", from.str(), to.str()});
 }
 
-remote::Argv build_set(const ObjectName& name, const std::string& property, const std::string& value) {
+remote::Argv build_set(const ObjectName& name, const std::string& property,
+                       const std::string& value) {
   validate_property_name(property);
   validate_value(property, value);
   return zfs_argv({"set", property + "=" + value, name.str()});
 }
 
-remote::Argv build_mount(const DatasetName& dataset) { return zfs_argv({"mount", dataset.str()}); }
+remote::Argv build_mount(const DatasetName& dataset) {
+  return zfs_argv({"mount", dataset.str()});
+}
 
 remote::Argv build_create(const DatasetName& dataset, Parents parents,
                           const std::vector<std::pair<std::string, std::string>>& props) {

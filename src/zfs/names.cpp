@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <zmigrate/zfs/names.hpp>
-
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/zfs/names.hpp>
 
 #include <fmt/format.h>
 
@@ -16,7 +15,9 @@ bool is_name_char(char c) {
          c == '.' || c == ':' || c == '-';
 }
 
-bool is_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_letter(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 bool is_digits(std::string_view s) {
   if (s.empty()) {
@@ -61,8 +62,8 @@ std::string dataset_problem(std::string_view text) {
   std::size_t start = 0;
   while (true) {
     const std::size_t slash = text.find('/', start);
-    const std::string_view component =
-        text.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    const std::string_view component = text.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     if (component.empty()) {
       return "empty component (leading, trailing or double '/')";
     }
@@ -120,9 +121,13 @@ DatasetName::DatasetName(std::string text) : m_text(std::move(text)) {
   }
 }
 
-std::string DatasetName::pool() const { return m_text.substr(0, m_text.find('/')); }
+std::string DatasetName::pool() const {
+  return m_text.substr(0, m_text.find('/'));
+}
 
-bool DatasetName::is_pool() const { return m_text.find('/') == std::string::npos; }
+bool DatasetName::is_pool() const {
+  return m_text.find('/') == std::string::npos;
+}
 
 DatasetName DatasetName::parent() const {
   const std::size_t slash = m_text.rfind('/');
@@ -133,8 +138,8 @@ DatasetName DatasetName::parent() const {
 }
 
 bool DatasetName::contains(const DatasetName& other) const {
-  return other.m_text.size() > m_text.size() && other.m_text.compare(0, m_text.size(), m_text) == 0 &&
-         other.m_text[m_text.size()] == '/';
+  return other.m_text.size() > m_text.size() &&
+         other.m_text.compare(0, m_text.size(), m_text) == 0 && other.m_text[m_text.size()] == '/';
 }
 
 DatasetName DatasetName::child(std::string_view relative) const {

@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/zfs/errors.hpp>
 #include <zmigrate/zfs/node.hpp>
 
 #include <algorithm>
 #include <set>
 
 #include <fmt/format.h>
-
-#include <zmigrate/util/error.hpp>
-#include <zmigrate/zfs/errors.hpp>
 
 namespace zmigrate::zfs {
 
@@ -53,7 +52,9 @@ const Capabilities& ZfsNode::capabilities() {
   return *m_caps;
 }
 
-void ZfsNode::set_capabilities(Capabilities caps) { m_caps = std::move(caps); }
+void ZfsNode::set_capabilities(Capabilities caps) {
+  m_caps = std::move(caps);
+}
 
 remote::Result ZfsNode::run(remote::Argv argv) {
   if (!argv.empty() && argv.front() == k_zfs && !m_options.zfs_path.empty()) {
@@ -82,8 +83,7 @@ remote::Result ZfsNode::run_retrying_busy(const remote::Argv& argv, RetryBusy re
   std::chrono::milliseconds delay = m_options.busy_first_delay;
   while (true) {
     remote::Result r = run(argv);
-    if (r.ok() || retry == RetryBusy::no ||
-        classify_failure(r.err).kind != FailureKind::busy) {
+    if (r.ok() || retry == RetryBusy::no || classify_failure(r.err).kind != FailureKind::busy) {
       return r;
     }
     const auto elapsed =
@@ -375,7 +375,8 @@ SendSize ZfsNode::estimate_from_properties(const SendSpec& spec) {
       names.emplace_back(ds == to.dataset() ? *from : SnapshotName(ds, from->snap()));
     }
   }
-  const remote::Argv argv = build_get_properties(names, supported_properties(props, capabilities()));
+  const remote::Argv argv =
+      build_get_properties(names, supported_properties(props, capabilities()));
   const remote::Result r = run(argv);
   // A child created after `from` lacks that snapshot (the stream carries it whole): zfs still
   // prints the rows it has, and a missing `from` counts as 0 below.
@@ -454,7 +455,8 @@ void ZfsNode::recv_abort(const DatasetName& dataset) {
   if (!r.ok()) {
     const FailureKind k = classify_failure(r.err).kind;
     // Nothing partial to discard is the converged state.
-    if (k == FailureKind::dataset_missing || r.err.find("does not have any resumable") != std::string::npos) {
+    if (k == FailureKind::dataset_missing ||
+        r.err.find("does not have any resumable") != std::string::npos) {
       return;
     }
     fail(argv, r);

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/plan.hpp>
 
 #include <map>
 #include <set>
 
 #include <fmt/format.h>
-
-#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::zfs {
 
@@ -102,9 +101,8 @@ SyncPlan plan_sync(const SyncInput& input) {
     if (ours) {
       plan.action = SyncAction::full;
       plan.force = true;
-      plan.explanation =
-          fmt::format("the target exists without snapshots and is ours; full send of @{} with -F",
-                      input.to);
+      plan.explanation = fmt::format(
+          "the target exists without snapshots and is ours; full send of @{} with -F", input.to);
       return plan;
     }
     return conflict(std::move(plan), DivergedReason::target_exists,
@@ -112,9 +110,9 @@ SyncPlan plan_sync(const SyncInput& input) {
                     "migration");
   }
   if (!common_source) {
-    return conflict(std::move(plan), DivergedReason::no_common_snapshot,
-                    fmt::format("no snapshot in common by GUID; target-only: {}",
-                                list_text(plan.target_only)));
+    return conflict(
+        std::move(plan), DivergedReason::no_common_snapshot,
+        fmt::format("no snapshot in common by GUID; target-only: {}", list_text(plan.target_only)));
   }
   if (!newer_on_target.empty()) {
     return conflict(std::move(plan), DivergedReason::target_ahead,
@@ -124,10 +122,10 @@ SyncPlan plan_sync(const SyncInput& input) {
   }
   if (*common_source >= *to_index) {
     plan.action = SyncAction::nothing;
-    plan.explanation = *common_source == *to_index
-                           ? fmt::format("the target already has @{}", input.to)
-                           : fmt::format("the target already has @{}, newer than @{}",
-                                         *plan.common, input.to);
+    plan.explanation =
+        *common_source == *to_index
+            ? fmt::format("the target already has @{}", input.to)
+            : fmt::format("the target already has @{}, newer than @{}", *plan.common, input.to);
     return plan;
   }
   plan.action = SyncAction::incremental;
@@ -136,7 +134,8 @@ SyncPlan plan_sync(const SyncInput& input) {
   for (std::size_t i = *common_source + 1; i < *to_index; ++i) {
     plan.intermediates.push_back(input.source[i].name.snap());
   }
-  plan.explanation = fmt::format("incremental from @{} (common by GUID) to @{}", *plan.from, input.to);
+  plan.explanation =
+      fmt::format("incremental from @{} (common by GUID) to @{}", *plan.from, input.to);
   return plan;
 }
 

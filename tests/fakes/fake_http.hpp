@@ -4,13 +4,17 @@
 //
 //   FakeHttp http;
 //   http.on_json("GET", "http://vmapi/vms/x", 200, vm_json);
-//   http.on("GET", "http://vmapi/vms/y", 404, R"({"code":"ResourceNotFound","message":"VM not found"})");
+//   http.on("GET", "http://vmapi/vms/y", 404, R"({"code":"ResourceNotFound","message":"VM not
+//   found"})");
 //   ... code under test ...
 //   CHECK(http.requests.at(0).url == "http://vmapi/vms/x");
 //
 // Responses for one method+URL are queued: each request takes the next, and the last one stays
 // (so a single canned response answers any number of requests). A request with no canned
 // response goes to `handler` when set, else throws std::logic_error naming it.
+
+#include <zmigrate/http/client.hpp>
+#include <zmigrate/util/error.hpp>
 
 #include <deque>
 #include <functional>
@@ -21,9 +25,6 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/http/client.hpp>
-#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::fakes {
 

@@ -9,6 +9,10 @@
 // "destroyed" report from a server other than the VM's current one (as the lab simulator does).
 // Set `before_call` to throw from any call to inject failures.
 
+#include <zmigrate/inventory/inventory.hpp>
+#include <zmigrate/inventory/types.hpp>
+#include <zmigrate/util/error.hpp>
+
 #include <algorithm>
 #include <functional>
 #include <map>
@@ -18,10 +22,6 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/inventory/inventory.hpp>
-#include <zmigrate/inventory/types.hpp>
-#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::fakes {
 
@@ -165,7 +165,8 @@ public:
       known += (known.empty() ? "" : ", ") + s.hostname + " (" + s.uuid + ")";
     }
     throw NotFoundError(subject, "no CNAPI server has this hostname or UUID; known compute "
-                                 "nodes: " + known);
+                                 "nodes: " +
+                                     known);
   }
 
   inventory::IpRecord get_ip(const std::string& network_uuid, const std::string& ip) override {

@@ -12,6 +12,10 @@
 // Streaming callbacks (on_stdout, on_stderr_line) are served from the canned result just as a
 // real runner would serve them.
 
+#include <zmigrate/remote/capture.hpp>
+#include <zmigrate/remote/command.hpp>
+#include <zmigrate/remote/runner.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -20,10 +24,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <zmigrate/remote/capture.hpp>
-#include <zmigrate/remote/command.hpp>
-#include <zmigrate/remote/runner.hpp>
 
 namespace zmigrate::fakes {
 
@@ -35,7 +35,9 @@ inline remote::Result result(int status, std::string out = {}, std::string err =
   r.err = std::move(err);
   return r;
 }
-inline remote::Result ok(std::string out = {}) { return result(0, std::move(out)); }
+inline remote::Result ok(std::string out = {}) {
+  return result(0, std::move(out));
+}
 inline remote::Result failed(int status, std::string err) {
   return result(status, {}, std::move(err));
 }

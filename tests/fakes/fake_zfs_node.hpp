@@ -17,6 +17,11 @@
 // simulate a transfer with receive_from(). Commands it does not know fall through to the
 // FakeRunner's other rules.
 
+#include "fakes/fake_runner.hpp"
+
+#include <zmigrate/zfs/capabilities.hpp>
+#include <zmigrate/zfs/names.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <map>
@@ -24,11 +29,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#include <zmigrate/zfs/capabilities.hpp>
-#include <zmigrate/zfs/names.hpp>
-
-#include "fakes/fake_runner.hpp"
 
 namespace zmigrate::fakes {
 
@@ -93,13 +93,16 @@ public:
     return d;
   }
   // Add a snapshot with a fresh (or given) GUID; returns it.
-  Snapshot& add_snapshot(const std::string& full_name, std::optional<std::uint64_t> guid = std::nullopt) {
+  Snapshot& add_snapshot(const std::string& full_name,
+                         std::optional<std::uint64_t> guid = std::nullopt) {
     const zfs::SnapshotName s = zfs::SnapshotName::parse(full_name);
     Dataset& d = datasets.at(s.dataset().str());
     d.snapshots.push_back(Snapshot{s.snap(), guid.value_or(new_guid()), ++txg, {}, {}});
     return d.snapshots.back();
   }
-  bool has(const std::string& name) const { return find_snapshot(name) != nullptr || datasets.count(name) != 0; }
+  bool has(const std::string& name) const {
+    return find_snapshot(name) != nullptr || datasets.count(name) != 0;
+  }
   const Snapshot* find_snapshot(const std::string& full_name) const {
     const std::size_t at = full_name.find('@');
     if (at == std::string::npos) {
@@ -130,8 +133,8 @@ public:
 
   // Simulate `zfs send [-I from] src@snap | zfs recv target` from `source`: copies the source
   // snapshots of `src_dataset` up to `snap` (same GUIDs) that `target` lacks, creating it.
-  void receive_from(const FakeZfsPool& source, const std::string& src_dataset, const std::string& snap,
-                    const std::string& target) {
+  void receive_from(const FakeZfsPool& source, const std::string& src_dataset,
+                    const std::string& snap, const std::string& target) {
     if (datasets.count(target) == 0) {
       add_dataset(target, source.datasets.at(src_dataset).type);
     }
@@ -154,7 +157,8 @@ public:
 
   // Answer zfs commands run on `runner` from this pool.
   void install(FakeRunner& runner) {
-    runner.on_handler([this](const remote::Command& cmd, const remote::RunOptions&) -> std::optional<remote::Result> {
+    runner.on_handler([this](const remote::Command& cmd,
+                             const remote::RunOptions&) -> std::optional<remote::Result> {
       if (cmd.pipeline.size() != 1 || cmd.pipeline[0].size() < 2 || cmd.pipeline[0][0] != "zfs") {
         return std::nullopt;
       }
@@ -229,7 +233,8 @@ private:
     return std::nullopt;
   }
 
-  remote::Result list(const std::set<std::string>& flags, const std::map<std::string, std::string>& opts,
+  remote::Result list(const std::set<std::string>& flags,
+                      const std::map<std::string, std::string>& opts,
                       const std::vector<std::string>& args) {
     auto opt = [&](const char* key) {
       auto it = opts.find(key);
@@ -293,7 +298,8 @@ private:
     std::size_t start = 0;
     while (start <= args[0].size()) {
       const std::size_t comma = args[0].find(',', start);
-      props.push_back(args[0].substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      props.push_back(
+          args[0].substr(start, comma == std::string::npos ? std::string::npos : comma - start));
       if (comma == std::string::npos) {
         break;
       }
@@ -334,7 +340,8 @@ private:
         return missing(s.dataset().str());
       }
       for (const auto& [name, d] : datasets) {
-        if (name == s.dataset().str() || (recursive && s.dataset().contains(zfs::DatasetName(name)))) {
+        if (name == s.dataset().str() ||
+            (recursive && s.dataset().contains(zfs::DatasetName(name)))) {
           targets.push_back(name + "@" + s.snap());
         }
       }
@@ -347,7 +354,8 @@ private:
     ++txg; // one txg for all: atomic
     for (const std::string& t : targets) {
       const zfs::SnapshotName s = zfs::SnapshotName::parse(t);
-      datasets.at(s.dataset().str()).snapshots.push_back(Snapshot{s.snap(), new_guid(), txg, {}, {}});
+      datasets.at(s.dataset().str())
+          .snapshots.push_back(Snapshot{s.snap(), new_guid(), txg, {}, {}});
     }
     return ok();
   }
@@ -384,7 +392,8 @@ private:
       }
       for (auto& [dname, d] : datasets) {
         if (dname == ds || (recursive && dname.rfind(ds + "/", 0) == 0)) {
-          std::erase_if(d.snapshots, [&](const Snapshot& x) { return x.snap == name.substr(at + 1); });
+          std::erase_if(d.snapshots,
+                        [&](const Snapshot& x) { return x.snap == name.substr(at + 1); });
         }
       }
       return ok();
@@ -392,14 +401,18 @@ private:
     if (datasets.count(name) == 0) {
       return missing(name);
     }
-    const bool has_dependents =
-        !datasets.at(name).snapshots.empty() ||
-        std::any_of(datasets.begin(), datasets.end(),
-                    [&](const auto& kv) { return kv.first.rfind(name + "/", 0) == 0; });
+    const bool has_dependents = !datasets.at(name).snapshots.empty() ||
+                                std::any_of(datasets.begin(), datasets.end(), [&](const auto& kv) {
+                                  return kv.first.rfind(name + "/", 0) == 0;
+                                });
     if (has_dependents && !recursive) {
-      return failed(1, "cannot destroy '" + name + "': filesystem has children\nuse '-r' to destroy the following datasets:\n");
+      return failed(
+          1, "cannot destroy '" + name +
+                 "': filesystem has children\nuse '-r' to destroy the following datasets:\n");
     }
-    std::erase_if(datasets, [&](const auto& kv) { return kv.first == name || kv.first.rfind(name + "/", 0) == 0; });
+    std::erase_if(datasets, [&](const auto& kv) {
+      return kv.first == name || kv.first.rfind(name + "/", 0) == 0;
+    });
     return ok();
   }
 
@@ -414,10 +427,12 @@ private:
         return missing(args[i]);
       }
       if (holding && s->holds.count(tag) != 0) {
-        return failed(1, "cannot hold snapshot '" + args[i] + "': tag already exists on this dataset\n");
+        return failed(1, "cannot hold snapshot '" + args[i] +
+                             "': tag already exists on this dataset\n");
       }
       if (!holding && s->holds.count(tag) == 0) {
-        return failed(1, "cannot release hold from snapshot '" + args[i] + "': no such tag on this dataset\n");
+        return failed(1, "cannot release hold from snapshot '" + args[i] +
+                             "': no such tag on this dataset\n");
       }
     }
     for (std::size_t i = 1; i < args.size(); ++i) {

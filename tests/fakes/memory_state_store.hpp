@@ -7,14 +7,14 @@
 // `before_write` runs before each write with that line; a test may throw from it to simulate a
 // failure (or a crash, with an exception type the engine does not catch) at an exact point.
 
+#include <zmigrate/state/sqlite_store.hpp>
+
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
-
-#include <zmigrate/state/sqlite_store.hpp>
 
 namespace zmigrate::fakes {
 

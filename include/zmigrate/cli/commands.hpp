@@ -3,15 +3,15 @@
 // Subcommand table entries. Each returns the CommandSpec (name, description, options, run) of
 // one subcommand; cli/app.cpp lists them in one visible table.
 
+#include <zmigrate/cli/app.hpp>
+#include <zmigrate/state/records.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <zmigrate/cli/app.hpp>
-#include <zmigrate/state/records.hpp>
 
 namespace zmigrate::cli {
 

@@ -4,12 +4,12 @@
 // terminal is a live line with a bar, rate and ETA; when stdout is not a terminal or NO_COLOR is
 // set, plain lines without escape codes or carriage returns.
 
+#include <zmigrate/migration/context.hpp>
+
 #include <cstdio>
 #include <string>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/migration/context.hpp>
 
 namespace zmigrate::cli {
 

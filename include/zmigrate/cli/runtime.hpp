@@ -3,13 +3,13 @@
 // The composition root of one zmigrate command: configuration and the real adapters (libcurl,
 // libssh, SQLite, system clock, bunyan log), built lazily so a command only opens what it uses.
 
-#include <map>
-#include <memory>
-#include <string>
-
 #include <zmigrate/cli/app.hpp>
 #include <zmigrate/cli/config.hpp>
 #include <zmigrate/migration/context.hpp>
+
+#include <map>
+#include <memory>
+#include <string>
 
 namespace zmigrate::http {
 class Client;

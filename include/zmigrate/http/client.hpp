@@ -11,10 +11,10 @@
 namespace zmigrate::http {
 
 struct Request {
-  std::string method = "GET"; // GET, PUT, POST, DELETE
-  std::string url;            // absolute: http://vmapi.example/vms/<uuid>
+  std::string method = "GET";                 // GET, PUT, POST, DELETE
+  std::string url;                            // absolute: http://vmapi.example/vms/<uuid>
   std::map<std::string, std::string> headers; // any case; the client adds the standard ones
-  std::optional<std::string> body; // JSON text when present
+  std::optional<std::string> body;            // JSON text when present
   // Idempotent requests are retried on connection errors and 5xx; others are tried once.
   bool idempotent = true;
   // "VMAPI", "CNAPI", ...: named in logs and in the "check <service>_URL" hint of errors. Optional.
@@ -30,7 +30,7 @@ struct Response {
 struct ClientOptions {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds request_timeout{30000};
-  int max_attempts = 4;                          // for idempotent requests
+  int max_attempts = 4;                           // for idempotent requests
   std::chrono::milliseconds initial_backoff{200}; // doubled per attempt, jittered
   std::chrono::milliseconds max_backoff{5000};    // cap of one backoff sleep
   bool verify_tls = true;

@@ -3,13 +3,13 @@
 // http::Client over libcurl. One easy handle is reused for every request, so connections to the
 // inventory services are kept alive across calls. Thread-compatible: use one instance per thread.
 
-#include <memory>
-#include <random>
-
 #include <zmigrate/http/client.hpp>
 #include <zmigrate/http/retry.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/log.hpp>
+
+#include <memory>
+#include <random>
 
 namespace zmigrate::http {
 

@@ -4,15 +4,15 @@
 // how long to back off, and the logging of each attempt. Kept apart from libcurl so that it is
 // tested with a scripted transport and a fake clock.
 
+#include <zmigrate/http/client.hpp>
+#include <zmigrate/util/clock.hpp>
+#include <zmigrate/util/log.hpp>
+
 #include <chrono>
 #include <functional>
 #include <map>
 #include <optional>
 #include <string>
-
-#include <zmigrate/http/client.hpp>
-#include <zmigrate/util/clock.hpp>
-#include <zmigrate/util/log.hpp>
 
 namespace zmigrate::http {
 
@@ -49,9 +49,10 @@ std::string unreachable_hint(const std::string& service);
 // up to options.max_attempts times on retryable transport failures and retryable statuses,
 // sleeping backoff_delay(..., jitter()) on `clock` in between; other requests are tried once.
 // Every attempt is logged with method, url, status or error, duration_ms, req_id, attempt and
-// service: debug when it is the answer, warn when it is retried or when retries ran out. Returns the last response, whatever
-// its status. Throws TransientError(ExitCode::inventory, "<METHOD> <url>", "<error>; <hint>")
-// when no response came, or Error(ExitCode::inventory, ...) when the failure is not retryable.
+// service: debug when it is the answer, warn when it is retried or when retries ran out. Returns
+// the last response, whatever its status. Throws TransientError(ExitCode::inventory, "<METHOD>
+// <url>", "<error>; <hint>") when no response came, or Error(ExitCode::inventory, ...) when the
+// failure is not retryable.
 Response perform_with_retries(const Request& request, const ClientOptions& options,
                               const Transport& transport, Clock& clock, Logger& log,
                               const std::function<double()>& jitter);

@@ -4,13 +4,13 @@
 // http::Client. Error bodies {"code","message"} are quoted in the errors thrown, e.g.
 //   VMAPI GET /vms/<uuid>: 500 InternalError: <message>
 
+#include <zmigrate/http/client.hpp>
+#include <zmigrate/inventory/inventory.hpp>
+
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <zmigrate/http/client.hpp>
-#include <zmigrate/inventory/inventory.hpp>
 
 namespace zmigrate::inventory {
 

@@ -3,11 +3,11 @@
 // The inventory seam: VMAPI, CNAPI, NAPI and IMGAPI as the migration needs them.
 // HttpInventory speaks the documented Triton APIs over http::Client; FakeInventory is in-memory.
 
+#include <zmigrate/inventory/types.hpp>
+
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <zmigrate/inventory/types.hpp>
 
 namespace zmigrate::inventory {
 

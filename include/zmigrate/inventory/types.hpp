@@ -17,7 +17,7 @@ struct Nic {
   std::string ip;           // "" when the NIC has no IPv4 address (dhcp/addrconf)
   std::string network_uuid; // "" when unknown (old payloads)
   std::string nic_tag;
-  std::string interface;    // net0, net1, ...
+  std::string interface; // net0, net1, ...
   bool primary = false;
 };
 
@@ -32,11 +32,11 @@ struct Disk {
 struct Vm {
   std::string uuid;
   std::string alias;
-  std::string brand;  // joyent, joyent-minimal, lx, kvm, bhyve
-  std::string state;  // running, stopped, provisioning, failed, destroyed, ...
+  std::string brand; // joyent, joyent-minimal, lx, kvm, bhyve
+  std::string state; // running, stopped, provisioning, failed, destroyed, ...
   std::string server_uuid;
   std::string owner_uuid;
-  std::string image_uuid; // top-level, or disks[0].image_uuid for kvm/bhyve
+  std::string image_uuid;     // top-level, or disks[0].image_uuid for kvm/bhyve
   std::string zfs_filesystem; // zones/<uuid> (derived when absent)
   std::string zonepath;       // /zones/<uuid> (derived when absent)
   std::string billing_id;
@@ -86,8 +86,8 @@ struct Image {
   std::string uuid;
   std::string name;
   std::string version;
-  std::string type;  // zone-dataset, lx-dataset, zvol, ...
-  std::string state; // active, disabled, ...
+  std::string type;   // zone-dataset, lx-dataset, zvol, ...
+  std::string state;  // active, disabled, ...
   std::string origin; // origin image uuid, "" if none
   std::uint64_t file_size = 0;
   nlohmann::json raw;

@@ -4,6 +4,9 @@
 // function reads as a list of named, journaled steps over the Context's interfaces; all
 // decisions (placement, what to send, which phase comes next) are pure functions in plan.hpp.
 
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/state/records.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -11,9 +14,6 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/migration/context.hpp>
-#include <zmigrate/state/records.hpp>
 
 namespace zmigrate::migration {
 

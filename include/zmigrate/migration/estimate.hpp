@@ -3,14 +3,14 @@
 // `zmigrate estimate`: what a full sync of an instance (or of every instance on a node) will send
 // and how long it takes at a given rate. Changes nothing.
 
+#include <zmigrate/migration/context.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/migration/context.hpp>
 
 namespace zmigrate::migration {
 
@@ -30,7 +30,7 @@ struct InstanceEstimate {
   std::string server_hostname;
   std::vector<DatasetEstimate> datasets;
   std::uint64_t bytes = 0;
-  bool exact = true; // every dataset exact
+  bool exact = true;  // every dataset exact
   double seconds = 0; // at the rate
 };
 

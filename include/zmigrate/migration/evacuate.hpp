@@ -5,19 +5,19 @@
 // others; the result says what happened to each, and each failed migration stays in the state
 // store for `get`, `rollback` or `abort`.
 
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/engine.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <zmigrate/migration/context.hpp>
-#include <zmigrate/migration/engine.hpp>
-
 namespace zmigrate::migration {
 
 struct EvacuateOptions {
-  std::string server;  // the CN to empty: UUID or hostname
-  std::string target;  // "" = placement for each instance
+  std::string server; // the CN to empty: UUID or hostname
+  std::string target; // "" = placement for each instance
   bool dry_run = false;
   bool finalize = false;
   bool force_core = false;

@@ -4,6 +4,10 @@
 // (vmadm, zonecfg, zoneadm, imgadm) and the ZFS operations of zfs::ZfsNode. Every command goes
 // through the node's remote::Runner (the choke point).
 
+#include <zmigrate/inventory/types.hpp>
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/zfs/capabilities.hpp>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -12,10 +16,6 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/inventory/types.hpp>
-#include <zmigrate/migration/context.hpp>
-#include <zmigrate/zfs/capabilities.hpp>
 
 namespace zmigrate::migration {
 
@@ -29,7 +29,7 @@ struct SnapshotInfo {
 // (hierarchy, GUIDs, creation order): the planner needs no further round trips.
 struct DatasetTree {
   std::vector<std::string> datasets; // parents first; roots that do not exist are absent
-  std::map<std::string, std::vector<SnapshotInfo>> snapshots; // oldest first (createtxg)
+  std::map<std::string, std::vector<SnapshotInfo>> snapshots;      // oldest first (createtxg)
   std::map<std::string, std::map<std::string, std::string>> props; // dataset or snapshot → prop
   bool has(const std::string& ds) const { return props.count(ds) != 0; }
   std::string prop(const std::string& name, const std::string& key) const;
@@ -52,7 +52,8 @@ public:
   void vm_stop(const std::string& uuid);
   void vm_start(const std::string& uuid);
   // `vmadm update UUID k=v ...`.
-  void vm_update(const std::string& uuid, const std::vector<std::pair<std::string, std::string>>& kv);
+  void vm_update(const std::string& uuid,
+                 const std::vector<std::pair<std::string, std::string>>& kv);
   void vm_delete(const std::string& uuid);
   std::string zone_export(const std::string& uuid);
   // Create the zone from exported config (zonecfg -f) and attach it (zoneadm attach -F).
@@ -109,8 +110,7 @@ public:
   // Bytes the send above will produce: exact (`send -nvP`) when supported, else approximate.
   // `known`, when given, is a tree holding `referenced` of the snapshots: the approximation then
   // needs no further command.
-  std::pair<std::uint64_t, bool> estimate_send(const std::string& snapshot,
-                                               const std::string& from,
+  std::pair<std::uint64_t, bool> estimate_send(const std::string& snapshot, const std::string& from,
                                                const std::string& resume_token,
                                                const DatasetTree* known = nullptr);
 

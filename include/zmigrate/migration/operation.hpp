@@ -4,14 +4,14 @@
 // at a time), opens a phase run (Triton's progress_history entry) and journals every step
 // before and after it runs, so a rerun after a crash knows exactly what happened.
 
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/state/records.hpp>
+
 #include <functional>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/migration/context.hpp>
-#include <zmigrate/state/records.hpp>
 
 namespace zmigrate::migration {
 

@@ -3,12 +3,12 @@
 // Pure decisions over plain data: placement, validation of an instance, zone-config rewriting,
 // convergence of `migrate`. No I/O; unit-tested directly.
 
+#include <zmigrate/inventory/types.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <zmigrate/inventory/types.hpp>
 
 namespace zmigrate::migration {
 
@@ -46,8 +46,8 @@ std::string hide_zone_config(const std::string& exported);
 // that took at most `k_quick_sync` ends the syncing at once: what was written meanwhile is a few
 // seconds of writes, which the switch's final delta carries anyway.
 inline constexpr std::chrono::milliseconds k_quick_sync{5000};
-bool should_sync_again(const std::vector<std::uint64_t>& incremental_bytes,
-                       std::uint64_t converge_bytes, int max_syncs,
-                       std::chrono::milliseconds last_sync_duration = std::chrono::milliseconds::max());
+bool should_sync_again(
+    const std::vector<std::uint64_t>& incremental_bytes, std::uint64_t converge_bytes,
+    int max_syncs, std::chrono::milliseconds last_sync_duration = std::chrono::milliseconds::max());
 
 } // namespace zmigrate::migration

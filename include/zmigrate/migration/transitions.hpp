@@ -29,11 +29,11 @@
 // keeps failing after the source was hidden. sync after a failed begin is refused, as in Triton:
 // the target is not fully set up; rerun begin (it resumes) or abort.
 
+#include <zmigrate/state/records.hpp>
+
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <zmigrate/state/records.hpp>
 
 namespace zmigrate::migration {
 
@@ -69,9 +69,9 @@ bool is_retry(Action action, const state::Migration& current);
 
 // How a run of an action ended, as the engine reports it.
 enum class Outcome {
-  started,   // the run has begun
+  started, // the run has begun
   succeeded,
-  failed,    // for switch: failed after the cutover (the source was hidden), or on a retry
+  failed, // for switch: failed after the cutover (the source was hidden), or on a retry
   // switch only: failed before the cutover, so the source is still the primary and the record
   // goes back to sync/failed, from where sync, switch and abort work again (Triton's
   // storeFailure without disallowRetry). Any other action treats it as `failed`.

@@ -7,6 +7,9 @@
 // final `end` event. The caller polls (about every 0.5 s) and renders; nothing here prints or
 // sleeps, so tests drive it with a fake clock and a scripted lease probe.
 
+#include <zmigrate/state/store.hpp>
+#include <zmigrate/util/clock.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -16,9 +19,6 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/state/store.hpp>
-#include <zmigrate/util/clock.hpp>
 
 namespace zmigrate::migration {
 
@@ -39,7 +39,7 @@ struct WatchEvent {
   enum class Type { progress, end };
   // What a progress event stands for, for human rendering (JSON output does not carry it).
   enum class Kind {
-    phase_run, // a phase run appeared or was running when the watch began (" - syncing data")
+    phase_run,  // a phase run appeared or was running when the watch began (" - syncing data")
     phase_done, // a phase run ended while the migration goes on (automatic migrations)
     bytes,      // byte progress of a transfer
     milestone,  // a progress row with a message and no bytes ("stopping the instance")
@@ -65,14 +65,14 @@ struct WatchEvent {
 struct WatchState {
   std::string migration_id;
   std::string vm_uuid;
-  bool started = false;                    // the first step ran
-  bool ended = false;                      // the end event was produced
-  int exit_code = 0;                       // once ended: 0 successful/paused, 1 failed
+  bool started = false;                      // the first step ran
+  bool ended = false;                        // the end event was produced
+  int exit_code = 0;                         // once ended: 0 successful/paused, 1 failed
   std::map<std::int64_t, state::State> runs; // phase runs already reported, by id
-  std::int64_t bytes_run = 0;              // phase run the last byte progress belonged to
-  std::uint64_t bytes_current = 0;         // last current_progress reported for bytes_run
-  std::string progress_updated;            // `updated` of the last progress row reported
-  bool saw_activity = false;               // a lease or a running phase was seen
+  std::int64_t bytes_run = 0;                // phase run the last byte progress belonged to
+  std::uint64_t bytes_current = 0;           // last current_progress reported for bytes_run
+  std::string progress_updated;              // `updated` of the last progress row reported
+  bool saw_activity = false;                 // a lease or a running phase was seen
   // Since when the store has looked finished (or abandoned) without it being certain; the end is
   // declared after k_watch_grace so a process between two phases is not taken for finished.
   std::optional<std::chrono::steady_clock::time_point> quiet_since;

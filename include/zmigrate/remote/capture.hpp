@@ -4,11 +4,11 @@
 // split stderr into lines for the callback while keeping its tail, count bytes, and write the
 // one log line per command. Used by LocalRunner, SshRunner and tests/fakes/fake_runner.hpp.
 
-#include <string>
-#include <string_view>
-
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/log.hpp>
+
+#include <string>
+#include <string_view>
 
 namespace zmigrate::remote {
 

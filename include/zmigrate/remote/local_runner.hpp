@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
 
-#include <string>
-
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/log.hpp>
+
+#include <string>
 
 namespace zmigrate::remote {
 

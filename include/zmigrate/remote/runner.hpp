@@ -5,14 +5,14 @@
 // Every implementation logs one line per command: host, argv (redacted), exit status, duration
 // and byte counts; never stdin data.
 
+#include <zmigrate/remote/command.hpp>
+#include <zmigrate/util/error.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
-
-#include <zmigrate/remote/command.hpp>
-#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::remote {
 

@@ -1,19 +1,19 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
 
-#include <chrono>
-#include <memory>
-#include <string>
-
 #include <zmigrate/remote/local_runner.hpp> // for existing includes of LocalRunner from here
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/log.hpp>
 
+#include <chrono>
+#include <memory>
+#include <string>
+
 namespace zmigrate::remote {
 
 struct SshOptions {
-  std::string address;       // IP or name to connect to
-  std::string host_label;    // for messages and logs: CN hostname ("" = address)
+  std::string address;    // IP or name to connect to
+  std::string host_label; // for messages and logs: CN hostname ("" = address)
   int port = 22;
   std::string user = "root";
   std::string identity_file; // "" = ssh-agent, then ~/.ssh/id_ed25519, ~/.ssh/id_rsa

@@ -28,8 +28,8 @@ struct PhaseRun {
   State state = State::running;
   std::string message;
   std::string error;
-  std::string started;  // ISO 8601
-  std::string finished; // "" while running
+  std::string started;                // ISO 8601
+  std::string finished;               // "" while running
   std::uint64_t current_progress = 0; // bytes during sync, else percent-like
   std::uint64_t total_progress = 100;
   nlohmann::json details = nlohmann::json::object(); // bytes, rate, downtime breakdown, ...
@@ -59,7 +59,7 @@ struct Step {
   std::int64_t id = 0;
   std::string migration_id;
   std::int64_t phase_run_id = 0;
-  std::string name; // e.g. "switch.stop_source"
+  std::string name;   // e.g. "switch.stop_source"
   std::string status; // running, ok, failed, skipped
   std::string started;
   std::string finished;
@@ -70,10 +70,10 @@ struct Step {
 struct Artefact {
   std::int64_t id = 0;
   std::string migration_id;
-  std::string kind;   // ephemeral_key, authorized_key, known_hosts, snapshot, hold, ip_reservation,
-                      // target_dataset, zone_config
-  std::string host;   // server uuid (or "napi")
-  std::string name;   // dataset/snapshot name, key path, "network_uuid/ip", ...
+  std::string kind; // ephemeral_key, authorized_key, known_hosts, snapshot, hold, ip_reservation,
+                    // target_dataset, zone_config
+  std::string host; // server uuid (or "napi")
+  std::string name; // dataset/snapshot name, key path, "network_uuid/ip", ...
   nlohmann::json details = nlohmann::json::object();
   std::string created;
   std::string removed; // "" while it exists

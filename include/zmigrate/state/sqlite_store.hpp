@@ -11,14 +11,14 @@
 // must still be there. Progress rows and heartbeats are only for display and staleness, so
 // they stay NORMAL (one fsync a second for progress would buy nothing).
 
+#include <zmigrate/state/store.hpp>
+#include <zmigrate/util/clock.hpp>
+
 #include <map>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
-
-#include <zmigrate/state/store.hpp>
-#include <zmigrate/util/clock.hpp>
 
 namespace zmigrate::state {
 

@@ -4,11 +4,11 @@
 // Every write is its own transaction unless noted; a crash between calls loses nothing already
 // returned from a call.
 
+#include <zmigrate/state/records.hpp>
+
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <zmigrate/state/records.hpp>
 
 namespace zmigrate::state {
 

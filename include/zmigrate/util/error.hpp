@@ -11,16 +11,16 @@ namespace zmigrate {
 // Documented exit codes (man/zmigrate.1 "EXIT STATUS"). Keep in sync with the man page.
 enum class ExitCode : int {
   ok = 0,
-  failure = 1,          // the operation failed; the migration record says how to go on
-  usage = 2,            // bad command line
-  not_found = 3,        // unknown instance, compute node, image or migration
-  precondition = 4,     // refused: wrong migration phase/state, same CN, no capacity, busy lease
-  inventory = 5,        // an inventory API (VMAPI/CNAPI/NAPI/IMGAPI) failed or is unreachable
-  remote = 6,           // SSH to a compute node failed (refused, auth, host key mismatch)
-  zfs = 7,              // a ZFS command failed on a compute node
-  state = 8,            // the state store is unusable (permissions, schema too new)
-  config = 9,           // configuration incomplete or invalid
-  interrupted = 130,    // SIGINT/SIGTERM: the journal says where it stopped
+  failure = 1,       // the operation failed; the migration record says how to go on
+  usage = 2,         // bad command line
+  not_found = 3,     // unknown instance, compute node, image or migration
+  precondition = 4,  // refused: wrong migration phase/state, same CN, no capacity, busy lease
+  inventory = 5,     // an inventory API (VMAPI/CNAPI/NAPI/IMGAPI) failed or is unreachable
+  remote = 6,        // SSH to a compute node failed (refused, auth, host key mismatch)
+  zfs = 7,           // a ZFS command failed on a compute node
+  state = 8,         // the state store is unusable (permissions, schema too new)
+  config = 9,        // configuration incomplete or invalid
+  interrupted = 130, // SIGINT/SIGTERM: the journal says where it stopped
 };
 
 // Base of every zmigrate error. `what` names the thing that failed (an instance, a URL, a host),

@@ -4,12 +4,12 @@
 // (probe_command()), parsed by parse_capabilities(); zfs::ZfsNode caches the result. zfs-fuse
 // (the lab) lacks most of it, and every builder in zfs/commands.hpp degrades accordingly.
 
+#include <zmigrate/remote/command.hpp>
+
 #include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
-
-#include <zmigrate/remote/command.hpp>
 
 namespace zmigrate::zfs {
 

@@ -8,6 +8,10 @@
 // options that change meaning (send -w, -t, -n, recv -o origin=, recv -A, bookmarks) throw
 // PreconditionError instead.
 
+#include <zmigrate/remote/command.hpp>
+#include <zmigrate/zfs/capabilities.hpp>
+#include <zmigrate/zfs/names.hpp>
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -17,18 +21,14 @@
 #include <variant>
 #include <vector>
 
-#include <zmigrate/remote/command.hpp>
-#include <zmigrate/zfs/capabilities.hpp>
-#include <zmigrate/zfs/names.hpp>
-
 namespace zmigrate::zfs {
 
 inline constexpr std::string_view k_zfs = "zfs";
 
 enum class Recursive { no, yes };
-enum class Parents { no, yes };        // zfs create -p
-enum class ForceUnmount { no, yes };   // zfs destroy -f
-enum class DestroyNewer { no, yes };   // zfs rollback -r
+enum class Parents { no, yes };      // zfs create -p
+enum class ForceUnmount { no, yes }; // zfs destroy -f
+enum class DestroyNewer { no, yes }; // zfs rollback -r
 
 // --- Listing ---------------------------------------------------------------------------------
 
@@ -65,9 +65,9 @@ using PropertyTable = std::map<std::string, Properties>;
 
 // The properties zmigrate reads about datasets and snapshots.
 inline const std::vector<std::string> k_standard_properties = {
-    "guid",     "used",           "referenced",           "usedbydataset", "quota",
-    "reservation", "refquota",    "refreservation",       "receive_resume_token",
-    "written",  "type",           "origin",               "mounted",       "compressratio"};
+    "guid",        "used",     "referenced",     "usedbydataset",        "quota",
+    "reservation", "refquota", "refreservation", "receive_resume_token", "written",
+    "type",        "origin",   "mounted",        "compressratio"};
 
 // Throws UsageError unless `name` is a property name we may pass: non-empty, ≤ 256, of
 // [A-Za-z0-9_.:@#-], not starting with '-' (covers user properties and written@snap).
@@ -177,10 +177,10 @@ enum class RecvForce {
 struct RecvSpec {
   explicit RecvSpec(DatasetName target) : dataset(std::move(target)) {}
   DatasetName dataset;
-  bool unmounted = true;          // -u: do not mount what is received
-  RecvForce force = RecvForce::no; // -F
-  bool resumable = true;          // -s (dropped without caps.resume_tokens)
-  bool exclude_encryption = true; // -x encryption (dropped without caps.recv_exclude_props)
+  bool unmounted = true;              // -u: do not mount what is received
+  RecvForce force = RecvForce::no;    // -F
+  bool resumable = true;              // -s (dropped without caps.resume_tokens)
+  bool exclude_encryption = true;     // -x encryption (dropped without caps.recv_exclude_props)
   std::optional<SnapshotName> origin; // -o origin=SNAP (throws without caps.recv_set_props)
 };
 
@@ -244,7 +244,8 @@ remote::Argv build_rename(const SnapshotName& from, const SnapshotName& to);
 
 // `zfs set PROP=VALUE NAME` (one property: zfs-fuse takes only one). Throws UsageError on a bad
 // property name or a value holding control characters.
-remote::Argv build_set(const ObjectName& name, const std::string& property, const std::string& value);
+remote::Argv build_set(const ObjectName& name, const std::string& property,
+                       const std::string& value);
 // `zfs mount DS`.
 remote::Argv build_mount(const DatasetName& dataset);
 // `zfs create [-p] [-o k=v]... DS`. Throws UsageError on bad property names or values.

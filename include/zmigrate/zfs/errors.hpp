@@ -5,12 +5,12 @@
 // (samples in tests/data/zfs/). Transient ones derive from zmigrate::TransientError, so the
 // sync/watch retry logic retries them; the rest are permanent.
 
+#include <zmigrate/util/error.hpp>
+
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <zmigrate/util/error.hpp>
 
 namespace zmigrate::zfs {
 
@@ -71,7 +71,8 @@ private:
 // "dataset is busy": usually gone within a second (lab.md gotcha 2); retry.
 class Busy : public TransientError {
 public:
-  Busy(std::string what, std::string why) : TransientError(ExitCode::zfs, std::move(what), std::move(why)) {}
+  Busy(std::string what, std::string why)
+      : TransientError(ExitCode::zfs, std::move(what), std::move(why)) {}
 };
 
 // Why source and target cannot be joined by an incremental stream.
@@ -110,7 +111,8 @@ private:
 // The pool or a quota is full. Permanent until someone frees space.
 class OutOfSpace : public Error {
 public:
-  OutOfSpace(std::string what, std::string why) : Error(ExitCode::zfs, std::move(what), std::move(why)) {}
+  OutOfSpace(std::string what, std::string why)
+      : Error(ExitCode::zfs, std::move(what), std::move(why)) {}
 };
 
 // The stream stopped early (network cut, sender died). Retry; with `recv -s` resume from
@@ -131,7 +133,8 @@ private:
 class PartialReceive : public TransientError {
 public:
   PartialReceive(std::string what, std::string why, std::string dataset)
-      : TransientError(ExitCode::zfs, std::move(what), std::move(why)), m_dataset(std::move(dataset)) {}
+      : TransientError(ExitCode::zfs, std::move(what), std::move(why)),
+        m_dataset(std::move(dataset)) {}
   const std::string& dataset() const { return m_dataset; }
 
 private:
@@ -144,6 +147,7 @@ private:
 [[noreturn]] void throw_failure(std::string what, std::string_view stderr_text);
 
 // As above with an already classified failure.
-[[noreturn]] void throw_failure(std::string what, std::string_view stderr_text, const Failure& failure);
+[[noreturn]] void throw_failure(std::string what, std::string_view stderr_text,
+                                const Failure& failure);
 
 } // namespace zmigrate::zfs

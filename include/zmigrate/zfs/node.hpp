@@ -7,19 +7,19 @@
 // Operations that converge (destroy of something absent, a hold that exists, a release of a
 // missing hold, a snapshot that already exists) succeed quietly, so phases can be re-run.
 
-#include <chrono>
-#include <cstdint>
-#include <optional>
-#include <string>
-#include <utility>
-#include <vector>
-
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/log.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
 #include <zmigrate/zfs/commands.hpp>
 #include <zmigrate/zfs/names.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace zmigrate::zfs {
 
@@ -38,8 +38,8 @@ struct ZfsNodeOptions {
 // The size of a send, from the dry run when the node has one, else estimated from properties.
 struct SendSize {
   std::uint64_t bytes = 0;
-  bool exact = false;  // true: zfs's own `send -nvP` figure; false: approximation
-  std::string method;  // "zfs send -nvP", "zfs send -nv" or "properties"
+  bool exact = false; // true: zfs's own `send -nvP` figure; false: approximation
+  std::string method; // "zfs send -nvP", "zfs send -nv" or "properties"
 };
 
 class ZfsNode {

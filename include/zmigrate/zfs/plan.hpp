@@ -4,12 +4,12 @@
 // snapshot. The core rule: send from the newest snapshot the target confirms by GUID (names
 // prove nothing: a same-named snapshot with another GUID is someone else's data).
 
+#include <zmigrate/zfs/commands.hpp>
+#include <zmigrate/zfs/errors.hpp>
+
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <zmigrate/zfs/commands.hpp>
-#include <zmigrate/zfs/errors.hpp>
 
 namespace zmigrate::zfs {
 

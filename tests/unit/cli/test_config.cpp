@@ -42,7 +42,9 @@ struct Inputs {
   }
 };
 
-Discovery head_node(json values) { return Discovery{std::move(values), ""}; }
+Discovery head_node(json values) {
+  return Discovery{std::move(values), ""};
+}
 
 template <typename F> std::string config_error(F&& f) {
   try {
@@ -198,10 +200,9 @@ TEST_CASE("cli::load_config directory precedence, every combination", "[cli]") {
     std::string Config::*field;
     const char* fallback;
   };
-  for (const Key& key : {Key{"state_dir", "ZMIGRATE_STATE_DIR", &Config::state_dir,
-                             "/var/lib/zmigrate"},
-                         Key{"log_dir", "ZMIGRATE_LOG_DIR", &Config::log_dir,
-                             "/var/log/zmigrate"}}) {
+  for (const Key& key :
+       {Key{"state_dir", "ZMIGRATE_STATE_DIR", &Config::state_dir, "/var/lib/zmigrate"},
+        Key{"log_dir", "ZMIGRATE_LOG_DIR", &Config::log_dir, "/var/log/zmigrate"}}) {
     for (int mask = 0; mask < 8; ++mask) {
       CAPTURE(key.name, mask);
       Inputs in;
@@ -235,12 +236,11 @@ TEST_CASE("cli::load_config other keys: flag over file over default", "[cli]") {
     CHECK(c.config_file_read);
   }
   SECTION("flags") {
-    in.flags = {{"ssh.user", "admin"},        {"ssh.port", "2222"},
-                {"ssh.identity", "/k"},       {"ssh.known_hosts", "/kh"},
-                {"ssh.connect_timeout_s", "3"}, {"http.connect_timeout_s", "2"},
-                {"http.timeout_s", "60"},     {"http.max_attempts", "1"},
-                {"http.ca_file", "/ca.pem"},  {"rate_mb_s", "110.5"},
-                {"converge_bytes", "16M"},    {"max_syncs", "9"}};
+    in.flags = {
+        {"ssh.user", "admin"},      {"ssh.port", "2222"},           {"ssh.identity", "/k"},
+        {"ssh.known_hosts", "/kh"}, {"ssh.connect_timeout_s", "3"}, {"http.connect_timeout_s", "2"},
+        {"http.timeout_s", "60"},   {"http.max_attempts", "1"},     {"http.ca_file", "/ca.pem"},
+        {"rate_mb_s", "110.5"},     {"converge_bytes", "16M"},      {"max_syncs", "9"}};
     const Config c = in.load();
     CHECK(c.ssh.user == "admin");
     CHECK(c.ssh.port == 2222);
@@ -281,7 +281,9 @@ TEST_CASE("cli::load_config choosing the file", "[cli]") {
     in.env["ZMIGRATE_CONFIG"] = "/b.json";
     CHECK(in.load().max_syncs == 2);
   }
-  SECTION("then the default") { CHECK(in.load().max_syncs == 3); }
+  SECTION("then the default") {
+    CHECK(in.load().max_syncs == 3);
+  }
   SECTION("a missing default is fine") {
     in.files.erase("/etc/zmigrate/config.json");
     const Config c = in.load();
@@ -369,9 +371,13 @@ TEST_CASE("cli::load_config values", "[cli]") {
     CHECK(in.load().endpoints.vmapi == "https://vmapi.example.com:8443");
   }
   SECTION("converge_bytes with suffixes") {
-    for (const auto& [text, bytes] : std::vector<std::pair<std::string, std::uint64_t>>{
-             {"1048576", 1048576}, {"64M", 64ULL << 20}, {"64MiB", 64ULL << 20},
-             {"2g", 2ULL << 30}, {"512K", 512ULL << 10}, {"1T", 1ULL << 40}}) {
+    for (const auto& [text, bytes] :
+         std::vector<std::pair<std::string, std::uint64_t>>{{"1048576", 1048576},
+                                                            {"64M", 64ULL << 20},
+                                                            {"64MiB", 64ULL << 20},
+                                                            {"2g", 2ULL << 30},
+                                                            {"512K", 512ULL << 10},
+                                                            {"1T", 1ULL << 40}}) {
       in.flags["converge_bytes"] = text;
       CHECK(in.load().converge_bytes == bytes);
     }
@@ -415,8 +421,10 @@ TEST_CASE("cli::load_config head-node discovery", "[cli]") {
                 "/etc/zmigrate/config.json, or run on a Triton head node");
   }
   SECTION("not run when every URL is set") {
-    in.flags = {{"vmapi_url", "http://a"}, {"cnapi_url", "http://b"},
-                {"napi_url", "http://c"}, {"imgapi_url", "http://d"}};
+    in.flags = {{"vmapi_url", "http://a"},
+                {"cnapi_url", "http://b"},
+                {"napi_url", "http://c"},
+                {"imgapi_url", "http://d"}};
     in.load();
     CHECK(in.discover_calls == 0);
   }
@@ -489,7 +497,8 @@ TEST_CASE("cli::discover_head_node", "[cli]") {
 
 TEST_CASE("cli::load_config_from_process", "[cli]") {
   TempDir dir;
-  const std::string file = dir.write("zmigrate.json", R"({"cnapi_url": "http://cn", "max_syncs": 2})");
+  const std::string file =
+      dir.write("zmigrate.json", R"({"cnapi_url": "http://cn", "max_syncs": 2})");
   ::setenv("ZMIGRATE_CONFIG", file.c_str(), 1);
   ::setenv("VMAPI_URL", "http://vm", 1);
   ::setenv("ZMIGRATE_STATE_DIR", "/tmp/zm-state", 1);

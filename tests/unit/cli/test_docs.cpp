@@ -89,14 +89,15 @@ std::string roff_section(const std::string& roff, const std::string& macro,
   const std::size_t from = static_cast<std::size_t>(m.position(0) + m.length(0));
   std::size_t to = roff.size();
   for (const char* next : {"\n.SH ", "\n.SS "}) {
-    to = std::min(to, roff.find(next, from) == std::string::npos ? roff.size()
-                                                                 : roff.find(next, from));
+    to = std::min(to,
+                  roff.find(next, from) == std::string::npos ? roff.size() : roff.find(next, from));
   }
   return roff.substr(from, to - from);
 }
 
 bool has_word(const std::string& text, const std::string& word) {
-  const std::regex re("(^|[^A-Za-z0-9_-])" + std::regex_replace(word, std::regex(R"([-.])"), R"(\$&)") +
+  const std::regex re("(^|[^A-Za-z0-9_-])" +
+                      std::regex_replace(word, std::regex(R"([-.])"), R"(\$&)") +
                       "($|[^A-Za-z0-9_-])");
   return std::regex_search(text, re);
 }
@@ -187,8 +188,9 @@ TEST_CASE("docs::completions offer every subcommand and long option", "[cli]") {
     const char* path;
     bool fish;
   };
-  for (const File f : {File{"completions/zmigrate.bash", false}, File{"completions/_zmigrate", false},
-                       File{"completions/zmigrate.fish", true}}) {
+  for (const File f :
+       {File{"completions/zmigrate.bash", false}, File{"completions/_zmigrate", false},
+        File{"completions/zmigrate.fish", true}}) {
     const std::string text = read_text(source_file(f.path));
     auto has_option = [&](const std::string& l) {
       return f.fish ? std::regex_search(text, std::regex("-l " + l + "( |$)"))

@@ -45,7 +45,9 @@ state::Migration sample() {
           "reserving instance"),
       run(2, Phase::sync, State::paused, "2026-11-22T01:00:10.000Z", "2026-11-22T01:01:10.000Z",
           "syncing data",
-          {{"bytes", 3ULL << 30}, {"duration_ms", 60000}, {"rate", 53687091.2},
+          {{"bytes", 3ULL << 30},
+           {"duration_ms", 60000},
+           {"rate", 53687091.2},
            {"snapshot", "zmigrate-x-1"}}),
       run(3, Phase::switch_, State::successful, "2026-11-22T01:02:00.000Z",
           "2026-11-22T01:02:30.000Z", "switching instances",
@@ -89,10 +91,9 @@ TEST_CASE("cli::render_list", "[cli]") {
   failed.state = State::failed;
   failed.error = "zfs receive failed:\nout of space";
   const std::string table = render_list({sample(), failed}, false, k_now);
-  CHECK(table ==
-        "UUID                                  PHASE   STATE       AGE  RUNTIME\n"
-        "5eed0000-0000-4000-8000-000000000101  switch  successful  1h   1m32s\n"
-        "5eed0000-0000-4000-8000-000000000102  sync    failed      1h   1m32s\n");
+  CHECK(table == "UUID                                  PHASE   STATE       AGE  RUNTIME\n"
+                 "5eed0000-0000-4000-8000-000000000101  switch  successful  1h   1m32s\n"
+                 "5eed0000-0000-4000-8000-000000000102  sync    failed      1h   1m32s\n");
   const std::string wide = render_list({sample(), failed}, true, k_now);
   CHECK(wide.find("SOURCE_CN  TARGET_CN  ERROR\n") != std::string::npos);
   CHECK(wide.find("cn1        cn2        -\n") != std::string::npos);
@@ -116,8 +117,8 @@ TEST_CASE("cli::render_get", "[cli]") {
   m.phase = Phase::sync;
   m.state = State::running;
   m.history.pop_back();
-  m.history.push_back(run(4, Phase::sync, State::running, "2026-11-22T01:59:00.000Z", "",
-                          "syncing data"));
+  m.history.push_back(
+      run(4, Phase::sync, State::running, "2026-11-22T01:59:00.000Z", "", "syncing data"));
   state::Progress p;
   p.migration_id = m.id;
   p.phase = Phase::sync;

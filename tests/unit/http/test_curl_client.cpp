@@ -151,8 +151,8 @@ private:
       std::size_t line_end = head.find("\r\n");
       const std::string request_line = head.substr(0, line_end);
       s.method = request_line.substr(0, request_line.find(' '));
-      s.target = request_line.substr(s.method.size() + 1,
-                                     request_line.rfind(' ') - s.method.size() - 1);
+      s.target =
+          request_line.substr(s.method.size() + 1, request_line.rfind(' ') - s.method.size() - 1);
       while (line_end != std::string::npos) {
         const std::size_t start = line_end + 2;
         line_end = head.find("\r\n", start);

@@ -62,7 +62,9 @@ struct ScriptedTransport {
   }
 };
 
-Attempt status(long s) { return Attempt{Response{s, {}, "{}"}, "", true, ""}; }
+Attempt status(long s) {
+  return Attempt{Response{s, {}, "{}"}, "", true, ""};
+}
 Attempt refused() {
   return Attempt{std::nullopt, "Failed to connect to 10.99.0.1 port 18081: Connection refused",
                  true, ""};
@@ -192,8 +194,8 @@ TEST_CASE("http::perform_with_retries", "[http]") {
     CHECK(transport.seen.size() == 4);
     CHECK(log.lines.back().level == LogLevel::warn);
     CHECK(log.lines.back().msg == "http request failed; no attempts left");
-    CHECK(clock.sleeps == std::vector<milliseconds>{milliseconds(100), milliseconds(200),
-                                                    milliseconds(400)});
+    CHECK(clock.sleeps ==
+          std::vector<milliseconds>{milliseconds(100), milliseconds(200), milliseconds(400)});
   }
   SECTION("connection errors then success") {
     transport.script = {refused(), refused(), status(200)};

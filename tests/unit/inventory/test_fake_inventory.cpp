@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 // The fake must behave like the services where phase tests rely on it.
+#include "fakes/fake_inventory.hpp"
+
 #include <zmigrate/util/error.hpp>
 
 #include <catch2/catch.hpp>
-
-#include "fakes/fake_inventory.hpp"
 
 using nlohmann::json;
 using namespace zmigrate;
@@ -37,8 +37,7 @@ TEST_CASE("fakes::FakeInventory", "[inventory]") {
     CHECK(inv.put_vm(k_vm, {{"server_uuid", k_cn2}}).server_uuid == k_cn2);
     CHECK(inv.find_vm(k_vm)->brand == "joyent");
     CHECK(inv.put_vm(k_vm, {{"state", "destroyed"}, {"server_uuid", k_cn1}}).state == "running");
-    CHECK(inv.put_vm(k_vm, {{"state", "destroyed"}, {"server_uuid", k_cn2}}).state ==
-          "destroyed");
+    CHECK(inv.put_vm(k_vm, {{"state", "destroyed"}, {"server_uuid", k_cn2}}).state == "destroyed");
     CHECK(inv.vm_puts.size() == 3);
     CHECK(inv.vm_puts[0].body == json{{"server_uuid", k_cn2}});
   }

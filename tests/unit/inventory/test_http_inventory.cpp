@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
+#include "fakes/fake_http.hpp"
+
 #include <zmigrate/inventory/http_inventory.hpp>
 #include <zmigrate/util/error.hpp>
 
@@ -7,8 +9,6 @@
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
-
-#include "fakes/fake_http.hpp"
 
 using nlohmann::json;
 using namespace zmigrate;
@@ -101,8 +101,8 @@ TEST_CASE("inventory::HttpInventory::find_vm", "[inventory]") {
   SECTION("503: TransientError") {
     http.on_error("GET", url, 503, "ServiceUnavailable", "Workflow API is unavailable");
     const std::string what = error_of<TransientError>([&] { inv.find_vm(k_vm); });
-    CHECK(what == "VMAPI GET /vms/" + k_vm +
-                      ": 503 ServiceUnavailable: Workflow API is unavailable");
+    CHECK(what ==
+          "VMAPI GET /vms/" + k_vm + ": 503 ServiceUnavailable: Workflow API is unavailable");
   }
   SECTION("docs-verbatim VM (trailing comma): malformed JSON naming the URL and the place") {
     http.on("GET", url, 200, fixture_text("vmapi-vm-joyent-zone.docs-verbatim.txt"));
@@ -113,8 +113,7 @@ TEST_CASE("inventory::HttpInventory::find_vm", "[inventory]") {
       CHECK(e.exit_code() == ExitCode::inventory);
       CHECK(e.subject() == "VMAPI GET /vms/" + k_vm);
       CHECK_THAT(e.reason(), Catch::StartsWith("malformed JSON from " + url + ": ") &&
-                                 Catch::Contains("line 53") &&
-                                 !Catch::Contains("json.exception"));
+                                 Catch::Contains("line 53") && !Catch::Contains("json.exception"));
     }
   }
   SECTION("HTML instead of JSON") {
@@ -126,11 +125,13 @@ TEST_CASE("inventory::HttpInventory::find_vm", "[inventory]") {
     CHECK_THROWS_WITH(inv.find_vm(k_vm), Catch::Contains("\"ram\""));
   }
   SECTION("no response: the client's TransientError passes through") {
-    http.fail("GET", url, "Connection refused; check that the service is up and VMAPI_URL is right");
+    http.fail("GET", url,
+              "Connection refused; check that the service is up and VMAPI_URL is right");
     CHECK_THROWS_AS(inv.find_vm(k_vm), TransientError);
   }
   SECTION("path segments are encoded") {
-    http.on_error("GET", "http://vmapi.test/vms/a%2Fb%20c", 404, "ResourceNotFound", "VM not found");
+    http.on_error("GET", "http://vmapi.test/vms/a%2Fb%20c", 404, "ResourceNotFound",
+                  "VM not found");
     CHECK_FALSE(inv.find_vm("a/b c"));
   }
 }
@@ -138,7 +139,8 @@ TEST_CASE("inventory::HttpInventory::find_vm", "[inventory]") {
 TEST_CASE("inventory::HttpInventory::list_vms", "[inventory]") {
   FakeHttp http;
   HttpInventory inv(http, endpoints());
-  const std::string base = "http://vmapi.test/vms?server_uuid=" + k_cn1 + "&state=active&limit=1000";
+  const std::string base =
+      "http://vmapi.test/vms?server_uuid=" + k_cn1 + "&state=active&limit=1000";
   auto page = [](std::size_t first, std::size_t count) {
     json vms = json::array();
     for (std::size_t i = first; i < first + count; ++i) {
@@ -227,7 +229,8 @@ TEST_CASE("inventory::HttpInventory::list_servers", "[inventory]") {
 TEST_CASE("inventory::HttpInventory::resolve_server", "[inventory]") {
   FakeHttp http;
   HttpInventory inv(http, endpoints());
-  const std::string by_name = "http://cnapi.test/servers?hostname=cn1&extras=sysinfo,memory,disk,capacity";
+  const std::string by_name =
+      "http://cnapi.test/servers?hostname=cn1&extras=sysinfo,memory,disk,capacity";
   const std::string all = "http://cnapi.test/servers" + k_servers_query;
 
   SECTION("by UUID") {
@@ -239,8 +242,10 @@ TEST_CASE("inventory::HttpInventory::resolve_server", "[inventory]") {
                   "Server not found");
     http.on_json("GET", all, 200, json::array({server_json(k_cn2, "cn2")}));
     CHECK(error_of<NotFoundError>([&] { inv.resolve_server(k_cn1); }) ==
-          "compute node \"" + k_cn1 + "\": no CNAPI server has this UUID; known compute nodes: "
-          "cn2 (" + k_cn2 + ")");
+          "compute node \"" + k_cn1 +
+              "\": no CNAPI server has this UUID; known compute nodes: "
+              "cn2 (" +
+              k_cn2 + ")");
   }
   SECTION("by hostname") {
     http.on_json("GET", by_name, 200, json::array({server_json(k_cn1, "cn1")}));
@@ -258,7 +263,8 @@ TEST_CASE("inventory::HttpInventory::resolve_server", "[inventory]") {
                  json::array({server_json(k_cn2, "cn2"), server_json(k_cn1, "cn1x")}));
     CHECK(error_of<NotFoundError>([&] { inv.resolve_server("cn1"); }) ==
           "compute node \"cn1\": no CNAPI server has this hostname; known compute nodes: "
-          "cn1x (" + k_cn1 + "), cn2 (" + k_cn2 + ")");
+          "cn1x (" +
+              k_cn1 + "), cn2 (" + k_cn2 + ")");
   }
   SECTION("ambiguous hostname: PreconditionError naming both UUIDs") {
     http.on_json("GET", by_name, 200,
@@ -268,7 +274,9 @@ TEST_CASE("inventory::HttpInventory::resolve_server", "[inventory]") {
                          Catch::Contains(k_cn1) && Catch::Contains(k_cn2) &&
                          Catch::Contains("by UUID"));
   }
-  SECTION("empty name") { CHECK_THROWS_AS(inv.resolve_server(""), UsageError); }
+  SECTION("empty name") {
+    CHECK_THROWS_AS(inv.resolve_server(""), UsageError);
+  }
 }
 
 TEST_CASE("inventory::HttpInventory NAPI IPs", "[inventory]") {
@@ -286,8 +294,9 @@ TEST_CASE("inventory::HttpInventory NAPI IPs", "[inventory]") {
   SECTION("get_ip: 404 is NotFoundError quoting NAPI") {
     http.on_error("GET", url, 404, "ResourceNotFound", "network not found");
     CHECK(error_of<NotFoundError>([&] { inv.get_ip(k_net, "10.99.99.77"); }) ==
-          "NAPI GET /networks/" + k_net + "/ips/10.99.99.77: 404 ResourceNotFound: network not "
-          "found");
+          "NAPI GET /networks/" + k_net +
+              "/ips/10.99.99.77: 404 ResourceNotFound: network not "
+              "found");
   }
   SECTION("set_ip_reserved: PUT {reserved}; network_uuid filled in") {
     http.on("PUT", url, 200, fixture_text("napi-ip-reserve-response.json"));

@@ -21,7 +21,9 @@ std::string fixture_text(const std::string& name) {
   return ss.str();
 }
 
-json fixture(const std::string& name) { return json::parse(fixture_text(name)); }
+json fixture(const std::string& name) {
+  return json::parse(fixture_text(name));
+}
 
 // No real bhyve VMAPI object exists upstream (triton.md §4 fixtures); this one follows the
 // VMAPI shape for HVM brands: no top-level image_uuid, disks under the zone root, booleans as
@@ -263,8 +265,9 @@ TEST_CASE("inventory::parse_vm", "[inventory]") {
 
   SECTION("vmadm nic: ip from ips when ip is missing or dhcp") {
     json j = {{"uuid", "f23dab00-980e-11e5-887b-c9e599b7177b"},
-              {"nics", {{{"mac", "aa"}, {"ips", {"fd00::5/64", "10.1.2.3/24"}}},
-                        {{"mac", "bb"}, {"ip", "dhcp"}, {"ips", {"dhcp"}}}}}};
+              {"nics",
+               {{{"mac", "aa"}, {"ips", {"fd00::5/64", "10.1.2.3/24"}}},
+                {{"mac", "bb"}, {"ip", "dhcp"}, {"ips", {"dhcp"}}}}}};
     const Vm vm = parse_vm(j);
     CHECK(vm.nics[0].ip == "10.1.2.3");
     CHECK(vm.nics[1].ip.empty());
@@ -330,10 +333,11 @@ TEST_CASE("inventory::parse_server", "[inventory]") {
     json j = fixture("cnapi-server.json");
     json& sys = j["sysinfo"];
     sys["Network Interfaces"]["e1000g1"]["NIC Names"] = json::array();
-    sys["Virtual Network Interfaces"]["admin0"] = {
-        {"MAC Address", "02:08:20:00:00:01"}, {"ip4addr", "10.99.0.12"},
-        {"Link Status", "up"},                {"Host Interface", "aggr0"},
-        {"NIC Names", {"admin"}}};
+    sys["Virtual Network Interfaces"]["admin0"] = {{"MAC Address", "02:08:20:00:00:01"},
+                                                   {"ip4addr", "10.99.0.12"},
+                                                   {"Link Status", "up"},
+                                                   {"Host Interface", "aggr0"},
+                                                   {"NIC Names", {"admin"}}};
     CHECK(parse_server(j).admin_ip == "10.99.0.12");
   }
 
@@ -417,7 +421,9 @@ TEST_CASE("inventory::parse_ip", "[inventory]") {
     CHECK(r.free);
     CHECK_FALSE(r.reserved);
   }
-  SECTION("missing ip") { CHECK_THROWS_WITH(parse_ip(json::object()), Catch::Contains("\"ip\"")); }
+  SECTION("missing ip") {
+    CHECK_THROWS_WITH(parse_ip(json::object()), Catch::Contains("\"ip\""));
+  }
 }
 
 TEST_CASE("inventory::parse_image", "[inventory]") {

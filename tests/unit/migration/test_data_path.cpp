@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/remote/command.hpp>
 #include <zmigrate/util/error.hpp>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::migration;

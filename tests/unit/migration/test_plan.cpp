@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/util/error.hpp>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::migration;
@@ -101,14 +101,15 @@ TEST_CASE("migration::hide_zone_config", "[migration]") {
   CHECK(hidden.find("set autoboot=true") == std::string::npos);
   CHECK(hidden.find("set value=false") == std::string::npos);
   CHECK(hidden.find("set name=alias") != std::string::npos);
-  CHECK(hidden.find("add attr\nset name=do-not-inventory\nset type=string\nset value=true\nend\n") !=
-        std::string::npos);
+  CHECK(
+      hidden.find("add attr\nset name=do-not-inventory\nset type=string\nset value=true\nend\n") !=
+      std::string::npos);
 }
 
 TEST_CASE("migration::should_sync_again", "[migration]") {
   CHECK(should_sync_again({}, 1000, 6));
   CHECK(should_sync_again({100000}, 1000, 6));
-  CHECK_FALSE(should_sync_again({500}, 1000, 6));          // converged
+  CHECK_FALSE(should_sync_again({500}, 1000, 6));           // converged
   CHECK_FALSE(should_sync_again({100000, 95000}, 1000, 6)); // not shrinking
   CHECK(should_sync_again({100000, 50000}, 1000, 6));
   CHECK_FALSE(should_sync_again({9, 8, 7, 6, 5, 4}, 1, 6)); // budget

@@ -100,13 +100,13 @@ TEST_CASE("migration::check_action table", "[migration]") {
     for (int syncs : {0, 1, 3}) {
       const Migration m = record(row.phase, row.state, syncs);
       const std::string expected = syncs == 0 ? row.no_syncs : row.with_syncs;
-      INFO(state::to_string(row.phase) << "/" << state::to_string(row.state)
-                                       << " num_sync_phases=" << syncs);
+      INFO(state::to_string(row.phase)
+           << "/" << state::to_string(row.state) << " num_sync_phases=" << syncs);
       CHECK(joined(allowed_actions(m)) == expected);
       for (Action a : k_all_actions) {
         INFO("action " << to_string(a));
-        const bool allowed = ("|" + expected + "|").find("|" + to_string(a) + "|") !=
-                             std::string::npos;
+        const bool allowed =
+            ("|" + expected + "|").find("|" + to_string(a) + "|") != std::string::npos;
         if (allowed) {
           CHECK_NOTHROW(check_action(a, m));
         } else {

@@ -137,7 +137,8 @@ TEST_CASE("migration::watch_step attaching to a finished migration ends at once"
   CHECK(st.ended);
   CHECK(st.exit_code == 0);
   CHECK(end_line(events[0]) == "OK - ready for migration sync or migration switch");
-  CHECK(to_json(events[0]) == nlohmann::json{{"type", "end"}, {"phase", "sync"}, {"state", "paused"}});
+  CHECK(to_json(events[0]) ==
+        nlohmann::json{{"type", "end"}, {"phase", "sync"}, {"state", "paused"}});
   CHECK(w.step(st).empty());
 }
 

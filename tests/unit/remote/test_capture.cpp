@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
 #include <zmigrate/remote/capture.hpp>
+
+#include <catch2/catch.hpp>
 
 using zmigrate::remote::Command;
 using zmigrate::remote::k_max_err_bytes;

@@ -1,6 +1,4 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
 #include <zmigrate/remote/command.hpp>
 #include <zmigrate/remote/local_runner.hpp>
 #include <zmigrate/util/error.hpp>
@@ -10,8 +8,9 @@
 #include <fstream>
 #include <random>
 #include <sstream>
-
 #include <unistd.h>
+
+#include <catch2/catch.hpp>
 
 using zmigrate::UsageError;
 using zmigrate::remote::Argv;

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 // The fake is shared by the ZFS and migration tests: pin down its matching rules.
-#include <catch2/catch.hpp>
+#include <zmigrate/util/error.hpp>
 
 #include <fakes/fake_runner.hpp>
-#include <zmigrate/util/error.hpp>
+
+#include <catch2/catch.hpp>
 
 using zmigrate::fakes::FakeRunner;
 namespace fakes = zmigrate::fakes;
@@ -44,23 +45,23 @@ TEST_CASE("fakes::FakeRunner", "[remote]") {
   SECTION("regex and handler rules, default result") {
     runner.set_default(fakes::failed(127, "not found"));
     runner.on_regex("^zfs get .* guid ", fakes::ok("123\n"));
-    runner.on_handler([](const remote::Command& c, const remote::RunOptions&)
-                          -> std::optional<remote::Result> {
-      if (c.pipeline[0][0] == "hostname") {
-        return fakes::ok("cn7\n");
-      }
-      return std::nullopt;
-    });
+    runner.on_handler(
+        [](const remote::Command& c, const remote::RunOptions&) -> std::optional<remote::Result> {
+          if (c.pipeline[0][0] == "hostname") {
+            return fakes::ok("cn7\n");
+          }
+          return std::nullopt;
+        });
     CHECK(runner.run({{"zfs", "get", "-Hp", "guid", "zones/a"}}).out == "123\n");
     CHECK(runner.run({{"hostname"}}).out == "cn7\n");
     CHECK(runner.run({{"uname"}}).exit_status == 127);
   }
 
   SECTION("handler may throw a transport error") {
-    runner.on_handler([](const remote::Command&, const remote::RunOptions&)
-                          -> std::optional<remote::Result> {
-      throw zmigrate::Error(zmigrate::ExitCode::remote, "cn7 (10.0.0.7)", "connection lost");
-    });
+    runner.on_handler(
+        [](const remote::Command&, const remote::RunOptions&) -> std::optional<remote::Result> {
+          throw zmigrate::Error(zmigrate::ExitCode::remote, "cn7 (10.0.0.7)", "connection lost");
+        });
     CHECK_THROWS_AS(runner.run({{"true"}}), zmigrate::Error);
     CHECK(runner.commands.size() == 1);
   }

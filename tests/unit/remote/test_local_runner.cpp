@@ -1,6 +1,4 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
 #include <zmigrate/remote/local_runner.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/log.hpp>
@@ -11,8 +9,9 @@
 #include <fstream>
 #include <stdexcept>
 #include <thread>
-
 #include <unistd.h>
+
+#include <catch2/catch.hpp>
 
 using zmigrate::remote::Command;
 using zmigrate::remote::LocalRunner;
@@ -94,8 +93,8 @@ TEST_CASE("remote::LocalRunner::run", "[remote]") {
   }
 
   SECTION("big stdout and stderr at the same time do not deadlock") {
-    Result r = runner.run(Command{
-        {"sh", "-c", "head -c 3000000 /dev/zero >&2 & head -c 3000000 /dev/zero; wait"}});
+    Result r = runner.run(
+        Command{{"sh", "-c", "head -c 3000000 /dev/zero >&2 & head -c 3000000 /dev/zero; wait"}});
     CHECK(r.ok());
     CHECK(r.out.size() == 3000000);
     CHECK(r.bytes_err == 3000000);
@@ -129,9 +128,8 @@ TEST_CASE("remote::LocalRunner::run", "[remote]") {
     std::vector<std::string> lines;
     RunOptions opts;
     opts.on_stderr_line = [&](std::string_view line) { lines.emplace_back(line); };
-    Result r =
-        runner.run(Command{{"sh", "-c", "printf '10\\n20\\n' >&2; sleep 0.05; printf 30 >&2"}},
-                   opts);
+    Result r = runner.run(
+        Command{{"sh", "-c", "printf '10\\n20\\n' >&2; sleep 0.05; printf 30 >&2"}}, opts);
     CHECK(r.ok());
     CHECK(lines == std::vector<std::string>{"10", "20", "30"});
     CHECK(r.err == "10\n20\n30");

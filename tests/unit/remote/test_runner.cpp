@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
-#include <fakes/fake_runner.hpp>
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/error.hpp>
+
+#include <fakes/fake_runner.hpp>
+
+#include <catch2/catch.hpp>
 
 using zmigrate::Error;
 using zmigrate::ExitCode;
@@ -35,7 +36,8 @@ TEST_CASE("remote::run_checked", "[remote]") {
   }
 
   SECTION("failure names host, argv[0..1], status and stderr; default code is failure") {
-    runner.on_prefix("zfs destroy", fakes::failed(1, "cannot destroy 'zones/a': dataset is busy\n"));
+    runner.on_prefix("zfs destroy",
+                     fakes::failed(1, "cannot destroy 'zones/a': dataset is busy\n"));
     const Error e = checked_error(runner, Command{{"zfs", "destroy", "-r", "zones/a"}});
     CHECK(e.exit_code() == ExitCode::failure);
     CHECK(e.subject() == "cn1: zfs destroy");
@@ -83,10 +85,11 @@ TEST_CASE("remote::run_checked", "[remote]") {
   }
 
   SECTION("transport errors pass through unchanged") {
-    runner.on_handler([](const Command&, const zmigrate::remote::RunOptions&)
-                          -> std::optional<zmigrate::remote::Result> {
-      throw Error(ExitCode::remote, "cn1 (10.0.0.1)", "connection refused");
-    });
+    runner.on_handler(
+        [](const Command&,
+           const zmigrate::remote::RunOptions&) -> std::optional<zmigrate::remote::Result> {
+          throw Error(ExitCode::remote, "cn1 (10.0.0.1)", "connection refused");
+        });
     const Error e = checked_error(runner, Command{{"true"}});
     CHECK(e.exit_code() == ExitCode::remote);
     CHECK(e.subject() == "cn1 (10.0.0.1)");

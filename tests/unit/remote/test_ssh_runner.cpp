@@ -2,25 +2,24 @@
 // SshRunner against a real, throwaway sshd on 127.0.0.1 (own host key, own authorized_keys,
 // config under /var/tmp; nothing outside that directory is changed). Skipped with a warning when
 // not root or when sshd is not installed.
-#include <catch2/catch.hpp>
-
 #include <zmigrate/remote/ssh_runner.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/log.hpp>
 
+#include <arpa/inet.h>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-#include <thread>
-
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <spawn.h>
+#include <sstream>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
+
+#include <catch2/catch.hpp>
 
 extern char** environ;
 
@@ -146,33 +145,38 @@ public:
     }
     dir = t;
     const std::string keygen = "/usr/bin/ssh-keygen";
-    if (run_and_wait({keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "host_key").string()}) !=
-            0 ||
-        run_and_wait({keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "host_key2").string()}) !=
-            0 ||
-        run_and_wait({keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "id_ed25519").string()}) !=
-            0 ||
-        run_and_wait({keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "other_key").string()}) !=
-            0) {
+    if (run_and_wait(
+            {keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "host_key").string()}) != 0 ||
+        run_and_wait(
+            {keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "host_key2").string()}) != 0 ||
+        run_and_wait(
+            {keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "id_ed25519").string()}) != 0 ||
+        run_and_wait(
+            {keygen, "-q", "-t", "ed25519", "-N", "", "-f", (dir / "other_key").string()}) != 0) {
       return;
     }
     write_file(dir / "authorized_keys", read_file(dir / "id_ed25519.pub"));
     for (int attempt = 0; attempt < 5 && pid < 0; ++attempt) {
       port = free_port();
       write_file(dir / "known_hosts", host_line("host_key.pub"));
-      write_file(dir / "sshd_config",
-                 "Port " + std::to_string(port) +
-                     "\n"
-                     "ListenAddress 127.0.0.1\n"
-                     "HostKey " + (dir / "host_key").string() + "\n"
-                     "PidFile " + (dir / "sshd.pid").string() + "\n"
-                     "AuthorizedKeysFile " + (dir / "authorized_keys").string() + "\n"
-                     "PermitRootLogin prohibit-password\n"
-                     "PasswordAuthentication no\n"
-                     "KbdInteractiveAuthentication no\n"
-                     "UsePAM no\n"
-                     "StrictModes no\n"
-                     "LogLevel VERBOSE\n");
+      write_file(dir / "sshd_config", "Port " + std::to_string(port) +
+                                          "\n"
+                                          "ListenAddress 127.0.0.1\n"
+                                          "HostKey " +
+                                          (dir / "host_key").string() +
+                                          "\n"
+                                          "PidFile " +
+                                          (dir / "sshd.pid").string() +
+                                          "\n"
+                                          "AuthorizedKeysFile " +
+                                          (dir / "authorized_keys").string() +
+                                          "\n"
+                                          "PermitRootLogin prohibit-password\n"
+                                          "PasswordAuthentication no\n"
+                                          "KbdInteractiveAuthentication no\n"
+                                          "UsePAM no\n"
+                                          "StrictModes no\n"
+                                          "LogLevel VERBOSE\n");
       const Command sshd_cmd{{"/usr/sbin/sshd", "-D", "-f", (dir / "sshd_config").string(), "-E",
                               (dir / "sshd.log").string()}};
       // sshd insists on /run/sshd; when the host has none, give it one in a private mount
@@ -328,8 +332,8 @@ TEST_CASE("remote::SshRunner::run", "[remote][ssh]") {
   }
 
   SECTION("big stdout and stderr at the same time") {
-    Result r = runner.run(Command{
-        {"sh", "-c", "head -c 3000000 /dev/zero >&2 & head -c 3000000 /dev/zero; wait"}});
+    Result r = runner.run(
+        Command{{"sh", "-c", "head -c 3000000 /dev/zero >&2 & head -c 3000000 /dev/zero; wait"}});
     CHECK(r.ok());
     CHECK(r.out.size() == 3000000);
     CHECK(r.bytes_err == 3000000);
@@ -390,14 +394,15 @@ TEST_CASE("remote::SshRunner::run", "[remote][ssh]") {
     runner.connect();
     RunOptions opts;
     opts.timeout = std::chrono::milliseconds(1500);
-    Result r = runner.run(
-        Command{{"sh", "-c", "echo $$; while :; do echo tick; sleep 0.1; done"}}, opts);
+    Result r =
+        runner.run(Command{{"sh", "-c", "echo $$; while :; do echo tick; sleep 0.1; done"}}, opts);
     CHECK(r.timed_out);
     const pid_t remote_pid = static_cast<pid_t>(std::stol(r.out.substr(0, r.out.find('\n'))));
     bool gone = false;
     for (int i = 0; i < 100 && !gone; ++i) {
-      gone = ::kill(remote_pid, 0) != 0 || read_file("/proc/" + std::to_string(remote_pid) +
-                                                     "/stat").find(") Z") != std::string::npos;
+      gone = ::kill(remote_pid, 0) != 0 ||
+             read_file("/proc/" + std::to_string(remote_pid) + "/stat").find(") Z") !=
+                 std::string::npos;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     CHECK(gone);
@@ -471,10 +476,10 @@ TEST_CASE("remote::SshRunner::connect", "[remote][ssh]") {
     SshRunner runner(opts, log);
     const std::string why = error_reason([&] { runner.connect(); }, &code);
     CHECK(code == ExitCode::remote);
-    CHECK_THAT(why, Catch::StartsWith("cn-test (127.0.0.1): host key not in " +
-                                      opts.known_hosts +
-                                      "; add it with ssh-keyscan after verifying the fingerprint") &&
-                        Catch::Contains("ssh-ed25519 SHA256:"));
+    CHECK_THAT(why,
+               Catch::StartsWith("cn-test (127.0.0.1): host key not in " + opts.known_hosts +
+                                 "; add it with ssh-keyscan after verifying the fingerprint") &&
+                   Catch::Contains("ssh-ed25519 SHA256:"));
     CHECK(read_file(sshd.dir / "known_hosts").empty());
     // Commands are refused the same way.
     CHECK_THROWS_AS(runner.run(Command{{"true"}}), Error);

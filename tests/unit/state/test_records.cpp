@@ -95,7 +95,8 @@ TEST_CASE("state::to_json(PhaseRun)", "[state]") {
   CHECK_FALSE(j.contains("details"));
 
   SECTION("every field of Triton's raw failed entry that we model has the same name") {
-    const nlohmann::json raw = load_fixture("vmapi-migration-progress-entry-raw-failed-switch.json");
+    const nlohmann::json raw =
+        load_fixture("vmapi-migration-progress-entry-raw-failed-switch.json");
     for (const std::string& key : keys_of(raw)) {
       if (key == "job_uuid" || key == "disallowRetry") {
         continue; // workflow internals with no zmigrate equivalent

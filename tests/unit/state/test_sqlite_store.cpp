@@ -4,12 +4,12 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
 
 using namespace zmigrate;
 using namespace zmigrate::state;
@@ -28,8 +28,7 @@ public:
   void advance(std::chrono::milliseconds d) { m_wall += d; }
 
 private:
-  std::chrono::system_clock::time_point m_wall =
-      parse_iso8601("2026-11-22T01:00:00.000Z");
+  std::chrono::system_clock::time_point m_wall = parse_iso8601("2026-11-22T01:00:00.000Z");
 };
 
 // A private directory per test, removed afterwards.
@@ -601,7 +600,8 @@ TEST_CASE("state::SqliteStateStore on disk", "[state]") {
       CHECK(fs::exists(path + "-wal"));
       RawDb raw(path);
       CHECK(raw.scalar("PRAGMA journal_mode") == "wal");
-      CHECK(raw.scalar("PRAGMA user_version") == std::to_string(SqliteStateStore::k_schema_version));
+      CHECK(raw.scalar("PRAGMA user_version") ==
+            std::to_string(SqliteStateStore::k_schema_version));
     }
     struct stat st {};
     REQUIRE(stat(dir.file("a").c_str(), &st) == 0);
@@ -658,10 +658,9 @@ TEST_CASE("state::SqliteStateStore on disk", "[state]") {
       } catch (const Error& e) {
         CHECK(e.exit_code() == ExitCode::state);
         CHECK(e.subject() == path);
-        CHECK(e.reason() == "schema version " + std::to_string(next) +
-                                " is newer than this zmigrate supports (" +
-                                std::to_string(SqliteStateStore::k_schema_version) +
-                                "); upgrade zmigrate");
+        CHECK(e.reason() ==
+              "schema version " + std::to_string(next) + " is newer than this zmigrate supports (" +
+                  std::to_string(SqliteStateStore::k_schema_version) + "); upgrade zmigrate");
       }
     }
   }
@@ -672,8 +671,8 @@ TEST_CASE("state::SqliteStateStore on disk", "[state]") {
       v1.insert_migration(make_migration("m1", "vm1", "2026-11-22T00:00:00.000Z"));
     }
     std::vector<SchemaUpgrade> broken(schema_upgrades().begin(), schema_upgrades().end());
-    broken.push_back({SqliteStateStore::k_schema_version + 1,
-                      "CREATE TABLE ok_so_far (x); THIS IS NOT SQL;"});
+    broken.push_back(
+        {SqliteStateStore::k_schema_version + 1, "CREATE TABLE ok_so_far (x); THIS IS NOT SQL;"});
     try {
       SqliteStateStore store(path, clock, broken);
       FAIL("no exception");
@@ -689,9 +688,7 @@ TEST_CASE("state::SqliteStateStore on disk", "[state]") {
   }
 
   SECTION("a database from a far newer zmigrate is refused") {
-    {
-      SqliteStateStore store(path, clock);
-    }
+    { SqliteStateStore store(path, clock); }
     {
       RawDb raw(path);
       REQUIRE(raw.exec("PRAGMA user_version = 99") == SQLITE_OK);

@@ -1,17 +1,16 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/log.hpp>
 
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <thread>
-
-#include <fcntl.h>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
+
+#include <catch2/catch.hpp>
 
 using zmigrate::BunyanLogger;
 using zmigrate::LogLevel;

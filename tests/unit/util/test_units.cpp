@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using std::chrono::milliseconds;

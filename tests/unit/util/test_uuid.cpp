@@ -11,7 +11,7 @@ TEST_CASE("util::uuid_v4", "[util]") {
     const std::string u = zmigrate::uuid_v4();
     CHECK(u.size() == 36);
     CHECK(zmigrate::is_uuid(u));
-    CHECK(u[14] == '4');                                   // version
+    CHECK(u[14] == '4');                                         // version
     CHECK(std::string("89ab").find(u[19]) != std::string::npos); // RFC 4122 variant
     CHECK(u.find_first_of("ABCDEF") == std::string::npos);
     seen.insert(u);

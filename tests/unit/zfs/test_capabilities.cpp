@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
-#include <string>
+#include "zfs_test_data.hpp"
 
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
 
-#include "zfs_test_data.hpp"
+#include <string>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;

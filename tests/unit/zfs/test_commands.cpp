@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
-#include <string>
-#include <vector>
+#include "zfs_test_data.hpp"
 
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/commands.hpp>
 
-#include "zfs_test_data.hpp"
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;
@@ -19,8 +19,12 @@ Capabilities caps_of(const std::string& dir) {
   return parse_capabilities(testdata::read(dir + "/probe.out"));
 }
 
-SnapshotName snap(const char* text) { return SnapshotName::parse(text); }
-DatasetName ds(const char* text) { return DatasetName(text); }
+SnapshotName snap(const char* text) {
+  return SnapshotName::parse(text);
+}
+DatasetName ds(const char* text) {
+  return DatasetName(text);
+}
 
 } // namespace
 
@@ -28,20 +32,21 @@ TEST_CASE("zfs::build_list_datasets", "[zfs]") {
   CHECK(build_list_datasets({ds("zones/vm")}, Recursive::yes) ==
         Argv{"zfs", "list", "-H", "-o", "name,type", "-t", "filesystem,volume", "-r", "zones/vm"});
   CHECK(build_list_datasets({ds("zones/a"), ds("zones/b")}, Recursive::no) ==
-        Argv{"zfs", "list", "-H", "-o", "name,type", "-t", "filesystem,volume", "zones/a", "zones/b"});
+        Argv{"zfs", "list", "-H", "-o", "name,type", "-t", "filesystem,volume", "zones/a",
+             "zones/b"});
   CHECK_THROWS_AS(build_list_datasets({}, Recursive::no), UsageError);
   CHECK(build_exists(snap("zones/a@s")) == Argv{"zfs", "list", "-H", "-o", "name", "zones/a@s"});
   CHECK(build_exists(BookmarkName::parse("zones/a#b")) ==
         Argv{"zfs", "list", "-H", "-o", "name", "-t", "bookmark", "zones/a#b"});
-  CHECK(build_list_snapshot_names(ds("zones/vm")) ==
-        Argv{"zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-s", "creation", "-r", "-d", "1",
-             "zones/vm"});
+  CHECK(build_list_snapshot_names(ds("zones/vm")) == Argv{"zfs", "list", "-H", "-t", "snapshot",
+                                                          "-o", "name", "-s", "creation", "-r",
+                                                          "-d", "1", "zones/vm"});
 }
 
 TEST_CASE("zfs::parse_dataset_list", "[zfs]") {
   // The zfs-fuse recording lists name,type,origin,mounted; cut it to our two columns.
-  const std::vector<DatasetEntry> rows =
-      parse_dataset_list("zones/vm\tfilesystem\nzones/vm/data\tfilesystem\nzones/vm/disk0\tvolume\n");
+  const std::vector<DatasetEntry> rows = parse_dataset_list(
+      "zones/vm\tfilesystem\nzones/vm/data\tfilesystem\nzones/vm/disk0\tvolume\n");
   REQUIRE(rows.size() == 3);
   CHECK(rows[0] == DatasetEntry{ds("zones/vm"), "filesystem"});
   CHECK(rows[2] == DatasetEntry{ds("zones/vm/disk0"), "volume"});
@@ -62,7 +67,8 @@ TEST_CASE("zfs::parse_snapshot_names", "[zfs]") {
 
 TEST_CASE("zfs::build_get_properties", "[zfs]") {
   CHECK(build_get_properties({ds("zones/vm"), snap("zones/vm@s")}, {"guid", "used"}) ==
-        Argv{"zfs", "get", "-Hp", "-o", "name,property,value", "guid,used", "zones/vm", "zones/vm@s"});
+        Argv{"zfs", "get", "-Hp", "-o", "name,property,value", "guid,used", "zones/vm",
+             "zones/vm@s"});
   CHECK(build_get_properties({snap("zones/vm@b")}, {"written@a"}) ==
         Argv{"zfs", "get", "-Hp", "-o", "name,property,value", "written@a", "zones/vm@b"});
   CHECK_THROWS_AS(build_get_properties({ds("zones/vm")}, {"guid,used"}), UsageError);
@@ -113,7 +119,8 @@ TEST_CASE("zfs::parse_properties", "[zfs]") {
     const std::optional<std::string> token = resume_token_of(t.at("zones/vm"));
     REQUIRE(token);
     CHECK(token->starts_with("1-f4d43fa5b-e0-789c"));
-    CHECK_FALSE(resume_token_of(parse_properties("zones/vm\treceive_resume_token\t-\n").at("zones/vm")));
+    CHECK_FALSE(
+        resume_token_of(parse_properties("zones/vm\treceive_resume_token\t-\n").at("zones/vm")));
     CHECK_FALSE(resume_token_of(Properties{{"receive_resume_token", "1-x;rm -rf-a-b"}}));
   }
 }
@@ -142,15 +149,16 @@ TEST_CASE("zfs::parse_snapshot_info", "[zfs]") {
   SECTION("a snapshot without a numeric guid is an error") {
     CHECK_THROWS_AS(parse_snapshot_info("zones/a@s\tguid\t12.2E\n", ds("zones/a")), Error);
   }
-  CHECK(build_get_snapshot_info(ds("zones/vm")) ==
-        Argv{"zfs", "get", "-Hp", "-r", "-d", "1", "-o", "name,property,value", "guid,createtxg",
-             "zones/vm"});
+  CHECK(build_get_snapshot_info(ds("zones/vm")) == Argv{"zfs", "get", "-Hp", "-r", "-d", "1", "-o",
+                                                        "name,property,value", "guid,createtxg",
+                                                        "zones/vm"});
 }
 
 TEST_CASE("zfs::build_snapshot", "[zfs]") {
   CHECK(build_snapshot({snap("zones/a@s"), snap("zones/b@s")}, Recursive::no) ==
         Argv{"zfs", "snapshot", "zones/a@s", "zones/b@s"});
-  CHECK(build_snapshot({snap("zones/a@s")}, Recursive::yes) == Argv{"zfs", "snapshot", "-r", "zones/a@s"});
+  CHECK(build_snapshot({snap("zones/a@s")}, Recursive::yes) ==
+        Argv{"zfs", "snapshot", "-r", "zones/a@s"});
   CHECK_THROWS_AS(build_snapshot({}, Recursive::no), UsageError);
 }
 
@@ -194,7 +202,8 @@ TEST_CASE("zfs::plan_snapshot_commands", "[zfs]") {
   }
   SECTION("a child that is not wanted keeps -r away") {
     const std::vector<DatasetName> w{ds("zones/vm"), ds("zones/vm/data")};
-    const std::vector<DatasetName> existing{ds("zones/vm"), ds("zones/vm/data"), ds("zones/vm/tmp")};
+    const std::vector<DatasetName> existing{ds("zones/vm"), ds("zones/vm/data"),
+                                            ds("zones/vm/tmp")};
     const SnapshotCommands p = plan_snapshot_commands(w, existing, s, openzfs);
     CHECK(p.atomic);
     REQUIRE(p.commands.size() == 1);
@@ -277,7 +286,8 @@ TEST_CASE("zfs::build_send", "[zfs]") {
     r.resume_token = "1-f4d43fa5b-e0-789c63a2";
     CHECK(build_send(r, openzfs) == Argv{"zfs", "send", "-t", "1-f4d43fa5b-e0-789c63a2"});
     r.dry_run = true;
-    CHECK(build_send(r, illumos) == Argv{"zfs", "send", "-n", "-v", "-P", "-t", "1-f4d43fa5b-e0-789c63a2"});
+    CHECK(build_send(r, illumos) ==
+          Argv{"zfs", "send", "-n", "-v", "-P", "-t", "1-f4d43fa5b-e0-789c63a2"});
     r.dry_run = false;
     CHECK_THROWS_AS(build_send(r, fuse), PreconditionError);
     r.compressed = true; // ignored: the token carries the stream's flags
@@ -315,7 +325,8 @@ TEST_CASE("zfs::build_recv", "[zfs]") {
   const Capabilities illumos = caps_of("illumos");
   RecvSpec spec{ds("zones/vm")};
 
-  CHECK(build_recv(spec, openzfs) == Argv{"zfs", "recv", "-u", "-s", "-x", "encryption", "zones/vm"});
+  CHECK(build_recv(spec, openzfs) ==
+        Argv{"zfs", "recv", "-u", "-s", "-x", "encryption", "zones/vm"});
   CHECK(build_recv(spec, illumos) == Argv{"zfs", "recv", "-u", "-s", "zones/vm"});
   CHECK(build_recv(spec, fuse) == Argv{"zfs", "recv", "-u", "zones/vm"});
 
@@ -329,7 +340,8 @@ TEST_CASE("zfs::build_recv", "[zfs]") {
   clone.exclude_encryption = false;
   clone.resumable = false;
   clone.unmounted = false;
-  CHECK(build_recv(clone, illumos) == Argv{"zfs", "recv", "-o", "origin=zones/img@final", "zones/vm"});
+  CHECK(build_recv(clone, illumos) ==
+        Argv{"zfs", "recv", "-o", "origin=zones/img@final", "zones/vm"});
   CHECK_THROWS_AS(build_recv(clone, fuse), PreconditionError);
 
   CHECK(build_recv_abort(ds("zones/vm"), openzfs) == Argv{"zfs", "recv", "-A", "zones/vm"});
@@ -446,8 +458,10 @@ TEST_CASE("zfs::is_valid_resume_token", "[zfs]") {
 TEST_CASE("zfs::build_destroy", "[zfs]") {
   CHECK(build_destroy(ds("zones/vm"), Recursive::yes, ForceUnmount::yes) ==
         Argv{"zfs", "destroy", "-f", "-r", "zones/vm"});
-  CHECK(build_destroy(ds("zones/vm"), Recursive::no, ForceUnmount::no) == Argv{"zfs", "destroy", "zones/vm"});
-  CHECK(build_destroy(snap("zones/vm@s"), Recursive::yes) == Argv{"zfs", "destroy", "-r", "zones/vm@s"});
+  CHECK(build_destroy(ds("zones/vm"), Recursive::no, ForceUnmount::no) ==
+        Argv{"zfs", "destroy", "zones/vm"});
+  CHECK(build_destroy(snap("zones/vm@s"), Recursive::yes) ==
+        Argv{"zfs", "destroy", "-r", "zones/vm@s"});
   CHECK(build_destroy(snap("zones/vm@s"), Recursive::no) == Argv{"zfs", "destroy", "zones/vm@s"});
 }
 
@@ -465,7 +479,8 @@ TEST_CASE("zfs::build_hold", "[zfs]") {
 
 TEST_CASE("zfs::build_rename", "[zfs]") {
   CHECK(build_rename(ds("zones/a"), ds("zones/b")) == Argv{"zfs", "rename", "zones/a", "zones/b"});
-  CHECK(build_rename(snap("zones/a@x"), snap("zones/a@y")) == Argv{"zfs", "rename", "zones/a@x", "zones/a@y"});
+  CHECK(build_rename(snap("zones/a@x"), snap("zones/a@y")) ==
+        Argv{"zfs", "rename", "zones/a@x", "zones/a@y"});
   CHECK_THROWS_AS(build_rename(snap("zones/a@x"), snap("zones/b@y")), UsageError);
 }
 
@@ -484,6 +499,8 @@ TEST_CASE("zfs::build_create", "[zfs]") {
         Argv{"zfs", "create", "-o", "canmount=off", "-o", "quota=1G", "zones/a"});
   CHECK_THROWS_AS(build_create(ds("zones/a"), Parents::no, {{"a b", "c"}}), UsageError);
   CHECK(build_mount(ds("zones/a")) == Argv{"zfs", "mount", "zones/a"});
-  CHECK(build_rollback(snap("zones/a@s"), DestroyNewer::yes) == Argv{"zfs", "rollback", "-r", "zones/a@s"});
-  CHECK(build_rollback(snap("zones/a@s"), DestroyNewer::no) == Argv{"zfs", "rollback", "zones/a@s"});
+  CHECK(build_rollback(snap("zones/a@s"), DestroyNewer::yes) ==
+        Argv{"zfs", "rollback", "-r", "zones/a@s"});
+  CHECK(build_rollback(snap("zones/a@s"), DestroyNewer::no) ==
+        Argv{"zfs", "rollback", "zones/a@s"});
 }

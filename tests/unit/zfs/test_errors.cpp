@@ -1,28 +1,31 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
-#include <string>
+#include "zfs_test_data.hpp"
 
 #include <zmigrate/zfs/errors.hpp>
 
-#include "zfs_test_data.hpp"
+#include <string>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;
 
 namespace {
 
-Failure classify_file(const std::string& relative) { return classify_failure(testdata::read(relative)); }
+Failure classify_file(const std::string& relative) {
+  return classify_failure(testdata::read(relative));
+}
 
 } // namespace
 
 TEST_CASE("zfs::classify_failure", "[zfs]") {
   SECTION("missing datasets, all three implementations") {
-    for (const char* f : {"zfs-fuse/exists-no.err", "zfs-fuse/destroy-ds-missing.err",
-                          "zfs-fuse/destroy-snap-missing.err", "zfs-fuse/hold-missing.err",
-                          "zfs-fuse/recv-missing-parent.err", "zfs-fuse/send-missing.err",
-                          "zfs-fuse/rename-missing.err", "openzfs-2.3/destroy-snap-missing.err",
-                          "openzfs-2.3/destroy-ds-missing.err", "openzfs-2.3/recv-incr-missing.err"}) {
+    for (const char* f :
+         {"zfs-fuse/exists-no.err", "zfs-fuse/destroy-ds-missing.err",
+          "zfs-fuse/destroy-snap-missing.err", "zfs-fuse/hold-missing.err",
+          "zfs-fuse/recv-missing-parent.err", "zfs-fuse/send-missing.err",
+          "zfs-fuse/rename-missing.err", "openzfs-2.3/destroy-snap-missing.err",
+          "openzfs-2.3/destroy-ds-missing.err", "openzfs-2.3/recv-incr-missing.err"}) {
       CAPTURE(std::string(f));
       CHECK(classify_file(f).kind == FailureKind::dataset_missing);
     }
@@ -108,7 +111,8 @@ TEST_CASE("zfs::classify_failure", "[zfs]") {
 TEST_CASE("zfs::throw_failure", "[zfs]") {
   SECTION("Diverged carries the example snapshot") {
     try {
-      throw_failure("cn2: zfs recv zones/t1", testdata::read("zfs-fuse/recv-full-F-has-snapshots.err"));
+      throw_failure("cn2: zfs recv zones/t1",
+                    testdata::read("zfs-fuse/recv-full-F-has-snapshots.err"));
       FAIL("no throw");
     } catch (const Diverged& e) {
       CHECK(e.divergence() == DivergedReason::target_has_snapshots);
@@ -123,11 +127,16 @@ TEST_CASE("zfs::throw_failure", "[zfs]") {
   SECTION("each kind becomes its type") {
     CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/exists-no.err")), DatasetMissing);
     CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/destroy-held.err")), Busy);
-    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/destroy-held.err")), TransientError);
-    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-incr-modified.err")), Diverged);
-    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-incr-mismatch.err")), Diverged);
-    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-out-of-space.err")), OutOfSpace);
-    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-empty.err")), StreamInterrupted);
+    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/destroy-held.err")),
+                    TransientError);
+    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-incr-modified.err")),
+                    Diverged);
+    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-incr-mismatch.err")),
+                    Diverged);
+    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-out-of-space.err")),
+                    OutOfSpace);
+    CHECK_THROWS_AS(throw_failure("w", testdata::read("zfs-fuse/recv-empty.err")),
+                    StreamInterrupted);
     CHECK_THROWS_AS(throw_failure("w", testdata::read("openzfs-2.3/recv-partial-state.err")),
                     PartialReceive);
     CHECK_THROWS_AS(throw_failure("w", testdata::read("openzfs-2.3/recv-partial-state.err")),
@@ -138,7 +147,8 @@ TEST_CASE("zfs::throw_failure", "[zfs]") {
       FAIL("an unknown failure is not transient");
     } catch (const Error& e) {
       CHECK(e.exit_code() == ExitCode::zfs);
-      CHECK(e.reason() == "cannot set property for 'zones/t1': bad numeric value 'banana'; see the zfs message");
+      CHECK(e.reason() ==
+            "cannot set property for 'zones/t1': bad numeric value 'banana'; see the zfs message");
     }
   }
   SECTION("the token of an interrupted resumable receive") {

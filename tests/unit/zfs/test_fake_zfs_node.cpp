@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: MPL-2.0
 // ZfsNode and the sync planner over tests/fakes/fake_zfs_node.hpp: a whole sync cycle with state.
-#include <catch2/catch.hpp>
-
-#include <chrono>
-#include <string>
-#include <vector>
+#include "fakes/fake_zfs_node.hpp"
 
 #include <zmigrate/zfs/errors.hpp>
 #include <zmigrate/zfs/node.hpp>
 #include <zmigrate/zfs/plan.hpp>
 
-#include "fakes/fake_zfs_node.hpp"
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;
@@ -57,7 +57,8 @@ SyncPlan plan(Node& src, Node& dst, const std::string& ds, const std::string& to
 TEST_CASE("zfs::ZfsNode over FakeZfsPool", "[zfs]") {
   StillClock clock;
   NullLogger log;
-  for (const Capabilities& caps : {FakeZfsPool::openzfs_capabilities(), FakeZfsPool::zfs_fuse_capabilities()}) {
+  for (const Capabilities& caps :
+       {FakeZfsPool::openzfs_capabilities(), FakeZfsPool::zfs_fuse_capabilities()}) {
     CAPTURE(caps.implementation);
     Node cn1("cn1", clock, log, caps);
     Node cn2("cn2", clock, log, caps);
@@ -68,9 +69,10 @@ TEST_CASE("zfs::ZfsNode over FakeZfsPool", "[zfs]") {
 
     // begin: first migration snapshot of the whole tree, held, full send.
     const std::string s1 = migration_snap_name("m1", 1);
-    CHECK(cn1.zfs.snapshot_atomic({SnapshotName::parse("zones/vm@" + s1),
-                                   SnapshotName::parse("zones/vm/disk0@" + s1)}));
-    CHECK(cn1.runner.commands_starting_with("zfs snapshot") == Strings{"zfs snapshot -r zones/vm@" + s1});
+    CHECK(cn1.zfs.snapshot_atomic(
+        {SnapshotName::parse("zones/vm@" + s1), SnapshotName::parse("zones/vm/disk0@" + s1)}));
+    CHECK(cn1.runner.commands_starting_with("zfs snapshot") ==
+          Strings{"zfs snapshot -r zones/vm@" + s1});
     cn1.zfs.hold(tag, {SnapshotName::parse("zones/vm@" + s1)});
     CHECK(cn1.pool.find_snapshot("zones/vm@" + s1)->holds.count(tag) == 1);
 
@@ -81,8 +83,8 @@ TEST_CASE("zfs::ZfsNode over FakeZfsPool", "[zfs]") {
 
     // sync: a second snapshot goes incrementally from the one the target confirms by GUID.
     const std::string s2 = migration_snap_name("m1", 2);
-    CHECK(cn1.zfs.snapshot_atomic({SnapshotName::parse("zones/vm@" + s2),
-                                   SnapshotName::parse("zones/vm/disk0@" + s2)}));
+    CHECK(cn1.zfs.snapshot_atomic(
+        {SnapshotName::parse("zones/vm@" + s2), SnapshotName::parse("zones/vm/disk0@" + s2)}));
     p = plan(cn1, cn2, "zones/vm", s2);
     CHECK(p.action == SyncAction::incremental);
     CHECK(p.from == std::optional<std::string>(s1));
@@ -92,8 +94,8 @@ TEST_CASE("zfs::ZfsNode over FakeZfsPool", "[zfs]") {
     // A snapshot someone made on the target blocks the next incremental.
     cn2.pool.add_snapshot("zones/vm@local");
     const std::string s3 = migration_snap_name("m1", 3);
-    cn1.zfs.snapshot_atomic({SnapshotName::parse("zones/vm@" + s3),
-                             SnapshotName::parse("zones/vm/disk0@" + s3)});
+    cn1.zfs.snapshot_atomic(
+        {SnapshotName::parse("zones/vm@" + s3), SnapshotName::parse("zones/vm/disk0@" + s3)});
     p = plan(cn1, cn2, "zones/vm", s3);
     CHECK(p.action == SyncAction::conflict);
     CHECK_THROWS_AS(throw_conflict(p, "cn2: zones/vm"), Diverged);
@@ -104,9 +106,11 @@ TEST_CASE("zfs::ZfsNode over FakeZfsPool", "[zfs]") {
                     Busy);
     cn1.zfs.release(tag, {SnapshotName::parse("zones/vm@" + s1)});
     cn1.zfs.release(tag, {SnapshotName::parse("zones/vm@" + s1)}); // converges
-    cn1.pool.busy["zones/vm@" + s1] = 2;                          // just received: busy briefly
-    CHECK(cn1.zfs.destroy_snapshot(SnapshotName::parse("zones/vm@" + s1), Recursive::yes, RetryBusy::yes));
-    CHECK_FALSE(cn1.zfs.destroy_snapshot(SnapshotName::parse("zones/vm@" + s1), Recursive::yes, RetryBusy::yes));
+    cn1.pool.busy["zones/vm@" + s1] = 2;                           // just received: busy briefly
+    CHECK(cn1.zfs.destroy_snapshot(SnapshotName::parse("zones/vm@" + s1), Recursive::yes,
+                                   RetryBusy::yes));
+    CHECK_FALSE(cn1.zfs.destroy_snapshot(SnapshotName::parse("zones/vm@" + s1), Recursive::yes,
+                                         RetryBusy::yes));
     CHECK(cn1.pool.snapshot_names("zones/vm/disk0") == Strings{s2, s3});
 
     // rollback of the target: destroy what this migration received there.

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/zfs/names.hpp>
 
 #include <string>
 
-#include <zmigrate/util/error.hpp>
-#include <zmigrate/zfs/names.hpp>
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;
@@ -18,11 +18,11 @@ TEST_CASE("zfs::DatasetName", "[zfs]") {
   }
   SECTION("rejects shell metacharacters, spaces, options and path tricks") {
     for (const char* bad :
-         {"", "zones/a b", "zones/a;rm", "zones/$(x)", "zones/`x`", "zones/a|b", "zones/a&b",
-          "zones/a'b", "zones/a\"b", "zones/a\\b", "zones/a*", "zones/a?", "zones/a\nb",
-          "zones/a\tb", "-zones", "zones/-rf", "zones//a", "zones/", "/zones", "zones/..",
-          "zones/.", "zones/a/../b", "zones/a@s", "zones/a#b", "zones/a%b", "1zones", "zones/a>b",
-          "zones/é"}) {
+         {"",           "zones/a b",  "zones/a;rm", "zones/$(x)",   "zones/`x`", "zones/a|b",
+          "zones/a&b",  "zones/a'b",  "zones/a\"b", "zones/a\\b",   "zones/a*",  "zones/a?",
+          "zones/a\nb", "zones/a\tb", "-zones",     "zones/-rf",    "zones//a",  "zones/",
+          "/zones",     "zones/..",   "zones/.",    "zones/a/../b", "zones/a@s", "zones/a#b",
+          "zones/a%b",  "1zones",     "zones/a>b",  "zones/é"}) {
       CAPTURE(std::string(bad));
       CHECK_THROWS_AS(DatasetName(bad), UsageError);
     }

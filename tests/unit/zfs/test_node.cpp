@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
-
-#include <chrono>
-#include <string>
-#include <vector>
+#include "fakes/fake_runner.hpp"
+#include "zfs_test_data.hpp"
 
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/errors.hpp>
 #include <zmigrate/zfs/node.hpp>
 
-#include "fakes/fake_runner.hpp"
-#include "zfs_test_data.hpp"
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;
@@ -105,8 +105,8 @@ TEST_CASE("zfs::ZfsNode::get_properties", "[zfs]") {
     Fixture f;
     f.runner.on("zfs get -Hp -o name,property,value guid,used zones/vm",
                 fakes::ok("zones/vm\tguid\t42\nzones/vm\tused\t1024\n"));
-    const PropertyTable t = f.node.get_properties({DatasetName("zones/vm")},
-                                                  {"guid", "written", "used", "receive_resume_token"});
+    const PropertyTable t = f.node.get_properties(
+        {DatasetName("zones/vm")}, {"guid", "written", "used", "receive_resume_token"});
     CHECK(t.at("zones/vm").at("guid") == "42");
     CHECK(t.at("zones/vm").count("written") == 0);
     CHECK(f.runner.commands == Strings{"zfs get -Hp -o name,property,value guid,used zones/vm"});
@@ -124,7 +124,8 @@ TEST_CASE("zfs::ZfsNode::get_properties", "[zfs]") {
   }
   SECTION("guid") {
     Fixture f;
-    f.runner.on("zfs get -Hp -o name,property,value guid zones/vm@s", fakes::ok("zones/vm@s\tguid\t77\n"));
+    f.runner.on("zfs get -Hp -o name,property,value guid zones/vm@s",
+                fakes::ok("zones/vm@s\tguid\t77\n"));
     CHECK(f.node.guid(SnapshotName::parse("zones/vm@s")) == 77);
   }
 }
@@ -132,8 +133,9 @@ TEST_CASE("zfs::ZfsNode::get_properties", "[zfs]") {
 TEST_CASE("zfs::ZfsNode::snapshot_atomic", "[zfs]") {
   const std::string list_bhyve =
       "zfs list -H -o name,type -t filesystem,volume -r zones/vm zones/vm/disk0 zones/vm/data";
-  const std::string tree = "zones/vm\tfilesystem\nzones/vm/data\tfilesystem\nzones/vm/disk0\tvolume\n"
-                           "zones/vm/data\tfilesystem\nzones/vm/disk0\tvolume\n";
+  const std::string tree =
+      "zones/vm\tfilesystem\nzones/vm/data\tfilesystem\nzones/vm/disk0\tvolume\n"
+      "zones/vm/data\tfilesystem\nzones/vm/disk0\tvolume\n";
   const std::vector<SnapshotName> bhyve{SnapshotName::parse("zones/vm@zmigrate-m1-1"),
                                         SnapshotName::parse("zones/vm/disk0@zmigrate-m1-1"),
                                         SnapshotName::parse("zones/vm/data@zmigrate-m1-1")};
@@ -146,7 +148,8 @@ TEST_CASE("zfs::ZfsNode::snapshot_atomic", "[zfs]") {
   SECTION("KVM sibling disks: one command on OpenZFS, one each on zfs-fuse") {
     const std::vector<SnapshotName> kvm{SnapshotName::parse("zones/vm@s"),
                                         SnapshotName::parse("zones/vm-disk0@s")};
-    const std::string list = "zfs list -H -o name,type -t filesystem,volume -r zones/vm zones/vm-disk0";
+    const std::string list =
+        "zfs list -H -o name,type -t filesystem,volume -r zones/vm zones/vm-disk0";
     Fixture o("openzfs-2.3");
     o.runner.on(list, fakes::ok("zones/vm\tfilesystem\nzones/vm-disk0\tvolume\n"));
     CHECK(o.node.snapshot_atomic(kvm));
@@ -154,25 +157,31 @@ TEST_CASE("zfs::ZfsNode::snapshot_atomic", "[zfs]") {
     Fixture f;
     f.runner.on(list, fakes::ok("zones/vm\tfilesystem\nzones/vm-disk0\tvolume\n"));
     CHECK_FALSE(f.node.snapshot_atomic(kvm));
-    CHECK(f.runner.commands == Strings{list, "zfs snapshot zones/vm@s", "zfs snapshot zones/vm-disk0@s"});
+    CHECK(f.runner.commands ==
+          Strings{list, "zfs snapshot zones/vm@s", "zfs snapshot zones/vm-disk0@s"});
   }
   SECTION("a re-run finds the snapshots made: converges") {
     Fixture f;
     f.runner.on(list_bhyve, fakes::ok(tree));
-    f.runner.on("zfs snapshot -r zones/vm@zmigrate-m1-1",
-                fakes::failed(1, "cannot create snapshot 'zones/vm@zmigrate-m1-1': dataset already exists\n"));
-    f.runner.on("zfs list -H -o name zones/vm@zmigrate-m1-1", fakes::ok("zones/vm@zmigrate-m1-1\n"));
+    f.runner.on(
+        "zfs snapshot -r zones/vm@zmigrate-m1-1",
+        fakes::failed(1,
+                      "cannot create snapshot 'zones/vm@zmigrate-m1-1': dataset already exists\n"));
+    f.runner.on("zfs list -H -o name zones/vm@zmigrate-m1-1",
+                fakes::ok("zones/vm@zmigrate-m1-1\n"));
     CHECK(f.node.snapshot_atomic(bhyve));
   }
   SECTION("a missing dataset stops it before any snapshot") {
     Fixture f;
-    f.runner.on_prefix("zfs list", fakes::failed(1, "cannot open 'zones/vm/data': dataset does not exist\n"));
+    f.runner.on_prefix("zfs list",
+                       fakes::failed(1, "cannot open 'zones/vm/data': dataset does not exist\n"));
     CHECK_THROWS_AS(f.node.snapshot_atomic(bhyve), DatasetMissing);
     CHECK(f.runner.commands_starting_with("zfs snapshot").empty());
   }
   SECTION("mixed snapshot names are refused") {
     Fixture f;
-    CHECK_THROWS_AS(f.node.snapshot_atomic({SnapshotName::parse("zones/a@x"), SnapshotName::parse("zones/b@y")}),
+    CHECK_THROWS_AS(f.node.snapshot_atomic(
+                        {SnapshotName::parse("zones/a@x"), SnapshotName::parse("zones/b@y")}),
                     UsageError);
     CHECK(f.runner.commands.empty());
   }
@@ -185,7 +194,8 @@ TEST_CASE("zfs::ZfsNode::destroy_snapshot", "[zfs]") {
     f.runner.on("zfs destroy zones/vm@s", fakes::failed(1, k_busy), 3);
     CHECK(f.node.destroy_snapshot(s, Recursive::no, RetryBusy::yes));
     CHECK(f.runner.commands.size() == 4);
-    CHECK(f.clock.sleeps == std::vector<milliseconds>{milliseconds(100), milliseconds(200), milliseconds(400)});
+    CHECK(f.clock.sleeps ==
+          std::vector<milliseconds>{milliseconds(100), milliseconds(200), milliseconds(400)});
   }
   SECTION("busy beyond ~3 s: Busy, a transient error") {
     Fixture f;
@@ -197,8 +207,9 @@ TEST_CASE("zfs::ZfsNode::destroy_snapshot", "[zfs]") {
     }
     CHECK(slept <= milliseconds(3000));
     CHECK(slept >= milliseconds(2000));
-    CHECK(f.clock.sleeps == std::vector<milliseconds>{milliseconds(100), milliseconds(200), milliseconds(400),
-                                                      milliseconds(800), milliseconds(800)});
+    CHECK(f.clock.sleeps == std::vector<milliseconds>{milliseconds(100), milliseconds(200),
+                                                      milliseconds(400), milliseconds(800),
+                                                      milliseconds(800)});
   }
   SECTION("without retry: one attempt") {
     Fixture f;
@@ -209,15 +220,18 @@ TEST_CASE("zfs::ZfsNode::destroy_snapshot", "[zfs]") {
   }
   SECTION("already gone (zfs-fuse and OpenZFS wording): false") {
     Fixture f;
-    f.runner.on("zfs destroy -r zones/vm@s", fakes::failed(1, testdata::read("zfs-fuse/destroy-snap-missing.err")));
+    f.runner.on("zfs destroy -r zones/vm@s",
+                fakes::failed(1, testdata::read("zfs-fuse/destroy-snap-missing.err")));
     CHECK_FALSE(f.node.destroy_snapshot(s, Recursive::yes, RetryBusy::yes));
     Fixture o("openzfs-2.3");
-    o.runner.on("zfs destroy zones/vm@s", fakes::failed(1, testdata::read("openzfs-2.3/destroy-snap-missing.err")));
+    o.runner.on("zfs destroy zones/vm@s",
+                fakes::failed(1, testdata::read("openzfs-2.3/destroy-snap-missing.err")));
     CHECK_FALSE(o.node.destroy_snapshot(s, Recursive::no, RetryBusy::yes));
   }
   SECTION("other failures are typed and name host, verb and operand") {
     Fixture f;
-    f.runner.on("zfs destroy zones/vm@s", fakes::failed(1, testdata::read("zfs-fuse/destroy-snap-has-clone.err")));
+    f.runner.on("zfs destroy zones/vm@s",
+                fakes::failed(1, testdata::read("zfs-fuse/destroy-snap-has-clone.err")));
     try {
       f.node.destroy_snapshot(s, Recursive::no, RetryBusy::yes);
       FAIL("no throw");
@@ -231,29 +245,35 @@ TEST_CASE("zfs::ZfsNode::destroy_snapshot", "[zfs]") {
 
 TEST_CASE("zfs::ZfsNode::destroy_dataset", "[zfs]") {
   Fixture f;
-  f.runner.on("zfs destroy -r zones/t8", fakes::failed(1, testdata::read("zfs-fuse/destroy-busy-after-recv.err")), 1);
+  f.runner.on("zfs destroy -r zones/t8",
+              fakes::failed(1, testdata::read("zfs-fuse/destroy-busy-after-recv.err")), 1);
   CHECK(f.node.destroy_dataset(DatasetName("zones/t8"), Recursive::yes, RetryBusy::yes));
   CHECK(f.runner.commands == Strings{"zfs destroy -r zones/t8", "zfs destroy -r zones/t8"});
   f.runner.on("zfs destroy -f -r zones/nx", fakes::failed(1, k_missing));
-  CHECK_FALSE(f.node.destroy_dataset(DatasetName("zones/nx"), Recursive::yes, RetryBusy::yes, ForceUnmount::yes));
+  CHECK_FALSE(f.node.destroy_dataset(DatasetName("zones/nx"), Recursive::yes, RetryBusy::yes,
+                                     ForceUnmount::yes));
 }
 
 TEST_CASE("zfs::ZfsNode::hold", "[zfs]") {
-  const std::vector<SnapshotName> two{SnapshotName::parse("zones/a@s"), SnapshotName::parse("zones/b@s")};
+  const std::vector<SnapshotName> two{SnapshotName::parse("zones/a@s"),
+                                      SnapshotName::parse("zones/b@s")};
   SECTION("one command for all") {
     Fixture f;
     f.node.hold("zmigrate-m1", two);
     f.node.release("zmigrate-m1", two);
-    CHECK(f.runner.commands ==
-          Strings{"zfs hold zmigrate-m1 zones/a@s zones/b@s", "zfs release zmigrate-m1 zones/a@s zones/b@s"});
+    CHECK(f.runner.commands == Strings{"zfs hold zmigrate-m1 zones/a@s zones/b@s",
+                                       "zfs release zmigrate-m1 zones/a@s zones/b@s"});
   }
   SECTION("a hold already there: the rest one by one") {
     Fixture f;
-    f.runner.on("zfs hold zmigrate-m1 zones/a@s zones/b@s", fakes::failed(1, testdata::read("zfs-fuse/hold-again.err")));
-    f.runner.on("zfs hold zmigrate-m1 zones/a@s", fakes::failed(1, testdata::read("openzfs-2.3/hold-again.err")));
+    f.runner.on("zfs hold zmigrate-m1 zones/a@s zones/b@s",
+                fakes::failed(1, testdata::read("zfs-fuse/hold-again.err")));
+    f.runner.on("zfs hold zmigrate-m1 zones/a@s",
+                fakes::failed(1, testdata::read("openzfs-2.3/hold-again.err")));
     f.node.hold("zmigrate-m1", two);
     CHECK(f.runner.commands == Strings{"zfs hold zmigrate-m1 zones/a@s zones/b@s",
-                                       "zfs hold zmigrate-m1 zones/a@s", "zfs hold zmigrate-m1 zones/b@s"});
+                                       "zfs hold zmigrate-m1 zones/a@s",
+                                       "zfs hold zmigrate-m1 zones/b@s"});
   }
   SECTION("a release of a missing hold or snapshot converges") {
     Fixture f;
@@ -288,7 +308,8 @@ TEST_CASE("zfs::ZfsNode::resume_token", "[zfs]") {
               fakes::ok(testdata::read("openzfs-2.3/get-resume-token.out")));
   o.runner.on("zfs get -Hp -o name,property,value receive_resume_token zones/new",
               fakes::ok("zones/new\treceive_resume_token\t-\n"));
-  o.runner.on("zfs get -Hp -o name,property,value receive_resume_token zones/nx", fakes::failed(1, k_missing));
+  o.runner.on("zfs get -Hp -o name,property,value receive_resume_token zones/nx",
+              fakes::failed(1, k_missing));
   CHECK(o.node.resume_token(DatasetName("zones/vm")).value_or("").starts_with("1-f4d43fa5b-"));
   CHECK_FALSE(o.node.resume_token(DatasetName("zones/new")));
   CHECK_FALSE(o.node.resume_token(DatasetName("zones/nx")));
@@ -321,11 +342,16 @@ TEST_CASE("zfs::ZfsNode::estimate_send", "[zfs]") {
   }
   SECTION("zfs-fuse incremental: growth of referenced, never negative") {
     Fixture f;
-    f.runner.on("zfs get -Hp -o name,property,value referenced zones/vm@zmigrate-m1-2 zones/vm@zmigrate-m1-1",
-                fakes::ok("zones/vm@zmigrate-m1-2\treferenced\t1458176\nzones/vm@zmigrate-m1-1\treferenced\t1187840\n"));
+    f.runner.on("zfs get -Hp -o name,property,value referenced zones/vm@zmigrate-m1-2 "
+                "zones/vm@zmigrate-m1-1",
+                fakes::ok("zones/vm@zmigrate-m1-2\treferenced\t1458176\nzones/"
+                          "vm@zmigrate-m1-1\treferenced\t1187840\n"));
     CHECK(f.node.estimate_send(inc).bytes == 1458176 - 1187840);
     Fixture g;
-    g.runner.on_prefix("zfs get", fakes::ok("zones/vm@zmigrate-m1-2\treferenced\t100\nzones/vm@zmigrate-m1-1\treferenced\t900\n"));
+    g.runner.on_prefix(
+        "zfs get",
+        fakes::ok(
+            "zones/vm@zmigrate-m1-2\treferenced\t100\nzones/vm@zmigrate-m1-1\treferenced\t900\n"));
     CHECK(g.node.estimate_send(inc).bytes == 0);
   }
   SECTION("zfs-fuse replicate: summed over the tree") {
@@ -334,8 +360,10 @@ TEST_CASE("zfs::ZfsNode::estimate_send", "[zfs]") {
     rep.replicate = true;
     f.runner.on("zfs list -H -o name,type -t filesystem,volume -r zones/vm",
                 fakes::ok("zones/vm\tfilesystem\nzones/vm/data\tfilesystem\n"));
-    f.runner.on("zfs get -Hp -o name,property,value referenced zones/vm@zmigrate-m1-1 zones/vm/data@zmigrate-m1-1",
-                fakes::ok("zones/vm@zmigrate-m1-1\treferenced\t1000\nzones/vm/data@zmigrate-m1-1\treferenced\t500\n"));
+    f.runner.on("zfs get -Hp -o name,property,value referenced zones/vm@zmigrate-m1-1 "
+                "zones/vm/data@zmigrate-m1-1",
+                fakes::ok("zones/vm@zmigrate-m1-1\treferenced\t1000\nzones/vm/"
+                          "data@zmigrate-m1-1\treferenced\t500\n"));
     CHECK(f.node.estimate_send(rep).bytes == 1500);
   }
   SECTION("zfs-fuse replicate incremental: a child without the old snapshot counts whole") {
@@ -344,15 +372,20 @@ TEST_CASE("zfs::ZfsNode::estimate_send", "[zfs]") {
     rep.replicate = true;
     f.runner.on("zfs list -H -o name,type -t filesystem,volume -r zones/vm",
                 fakes::ok("zones/vm\tfilesystem\nzones/vm/new\tfilesystem\n"));
-    f.runner.on("zfs get -Hp -o name,property,value referenced zones/vm@zmigrate-m1-2 "
-                "zones/vm@zmigrate-m1-1 zones/vm/new@zmigrate-m1-2 zones/vm/new@zmigrate-m1-1",
-                fakes::result(1,
-                              "zones/vm@zmigrate-m1-2\treferenced\t3000\nzones/vm@zmigrate-m1-1\treferenced\t1000\n"
-                              "zones/vm/new@zmigrate-m1-2\treferenced\t700\n",
-                              "cannot open 'zones/vm/new@zmigrate-m1-1': dataset does not exist\n"));
+    f.runner.on(
+        "zfs get -Hp -o name,property,value referenced zones/vm@zmigrate-m1-2 "
+        "zones/vm@zmigrate-m1-1 zones/vm/new@zmigrate-m1-2 zones/vm/new@zmigrate-m1-1",
+        fakes::result(
+            1,
+            "zones/vm@zmigrate-m1-2\treferenced\t3000\nzones/vm@zmigrate-m1-1\treferenced\t1000\n"
+            "zones/vm/new@zmigrate-m1-2\treferenced\t700\n",
+            "cannot open 'zones/vm/new@zmigrate-m1-1': dataset does not exist\n"));
     CHECK(f.node.estimate_send(rep).bytes == 2000 + 700);
-    f.runner.on_prefix("zfs get", fakes::failed(1, "cannot open 'zones/vm@zmigrate-m1-2': dataset does not exist\n"));
-    f.runner.on("zfs list -H -o name,type -t filesystem,volume -r zones/vm", fakes::ok("zones/vm\tfilesystem\n"));
+    f.runner.on_prefix(
+        "zfs get",
+        fakes::failed(1, "cannot open 'zones/vm@zmigrate-m1-2': dataset does not exist\n"));
+    f.runner.on("zfs list -H -o name,type -t filesystem,volume -r zones/vm",
+                fakes::ok("zones/vm\tfilesystem\n"));
     CHECK_THROWS_AS(f.node.estimate_send(inc), DatasetMissing);
   }
   SECTION("no dry run but `written` (a node like that): written@from") {
@@ -360,8 +393,10 @@ TEST_CASE("zfs::ZfsNode::estimate_send", "[zfs]") {
     Capabilities c = caps_of("illumos");
     c.dry_run_parsable = false;
     f.node.set_capabilities(c);
-    f.runner.on("zfs get -Hp -o name,property,value referenced,written@zmigrate-m1-1 zones/vm@zmigrate-m1-2",
-                fakes::ok("zones/vm@zmigrate-m1-2\treferenced\t9999\nzones/vm@zmigrate-m1-2\twritten@zmigrate-m1-1\t4096\n"));
+    f.runner.on("zfs get -Hp -o name,property,value referenced,written@zmigrate-m1-1 "
+                "zones/vm@zmigrate-m1-2",
+                fakes::ok("zones/vm@zmigrate-m1-2\treferenced\t9999\nzones/"
+                          "vm@zmigrate-m1-2\twritten@zmigrate-m1-1\t4096\n"));
     CHECK(f.node.estimate_send(inc).bytes == 4096);
   }
   SECTION("a resume token without dry runs cannot be estimated") {
@@ -386,7 +421,8 @@ TEST_CASE("zfs::ZfsNode misc", "[zfs]") {
   }
   SECTION("mount of a mounted dataset, create, set, rename, rollback") {
     Fixture f;
-    f.runner.on("zfs mount zones/t1", fakes::failed(1, testdata::read("zfs-fuse/mount-already.err")));
+    f.runner.on("zfs mount zones/t1",
+                fakes::failed(1, testdata::read("zfs-fuse/mount-already.err")));
     CHECK_NOTHROW(f.node.mount(DatasetName("zones/t1")));
     f.node.create(DatasetName("zones/p/q"), Parents::yes);
     f.node.set_property(DatasetName("zones/vm"), "quota", "none");
@@ -395,16 +431,19 @@ TEST_CASE("zfs::ZfsNode misc", "[zfs]") {
     CHECK(f.runner.commands == Strings{"zfs mount zones/t1", "zfs create -p zones/p/q",
                                        "zfs set quota=none zones/vm", "zfs rename zones/a zones/b",
                                        "zfs rollback -r zones/a@s"});
-    f.runner.on("zfs rename zones/t1 zones/t2", fakes::failed(1, testdata::read("zfs-fuse/rename-exists.err")));
-    CHECK_THROWS_AS(f.node.rename(DatasetName("zones/t1"), DatasetName("zones/t2"), RetryBusy::yes), Error);
+    f.runner.on("zfs rename zones/t1 zones/t2",
+                fakes::failed(1, testdata::read("zfs-fuse/rename-exists.err")));
+    CHECK_THROWS_AS(f.node.rename(DatasetName("zones/t1"), DatasetName("zones/t2"), RetryBusy::yes),
+                    Error);
   }
   SECTION("recv -A only where resume tokens exist") {
     Fixture f;
     f.node.recv_abort(DatasetName("zones/vm"));
     CHECK(f.runner.commands.empty());
     Fixture o("openzfs-2.3");
-    o.runner.on("zfs recv -A zones/vm",
-                fakes::failed(1, "'zones/vm' does not have any resumable receive state to abort\n"));
+    o.runner.on(
+        "zfs recv -A zones/vm",
+        fakes::failed(1, "'zones/vm' does not have any resumable receive state to abort\n"));
     CHECK_NOTHROW(o.node.recv_abort(DatasetName("zones/vm")));
     CHECK(o.runner.commands == Strings{"zfs recv -A zones/vm"});
   }

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: MPL-2.0
 // Outputs recorded for real from OpenZFS 2.3.2 in a lab guest (tests/lab/openzfs/record.sh into
 // tests/data/zfs/openzfs-2.3-real/), where they differ from or add to the hand-written set.
-#include <catch2/catch.hpp>
-
-#include <string>
+#include "zfs_test_data.hpp"
 
 #include <zmigrate/zfs/capabilities.hpp>
 #include <zmigrate/zfs/commands.hpp>
 #include <zmigrate/zfs/errors.hpp>
 
-#include "zfs_test_data.hpp"
+#include <string>
+
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;
@@ -19,7 +19,8 @@ TEST_CASE("zfs::classify_failure on real OpenZFS 2.3.2 output", "[zfs]") {
   const Failure held = classify_failure(testdata::read("openzfs-2.3-real/destroy-held.err"));
   CHECK(held.kind == FailureKind::busy);
   CHECK(held.dataset == "zones/vm@zmigrate-m1-2");
-  CHECK(classify_failure(testdata::read("openzfs-2.3-real/hold-again.err")).kind == FailureKind::tag_exists);
+  CHECK(classify_failure(testdata::read("openzfs-2.3-real/hold-again.err")).kind ==
+        FailureKind::tag_exists);
   CHECK(classify_failure(testdata::read("openzfs-2.3-real/release-unknown.err")).kind ==
         FailureKind::no_such_tag);
   CHECK(classify_failure(testdata::read("openzfs-2.3-real/recv-incr-modified.err")).kind ==

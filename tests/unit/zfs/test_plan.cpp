@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
-#include <catch2/catch.hpp>
+#include <zmigrate/util/error.hpp>
+#include <zmigrate/zfs/plan.hpp>
 
 #include <string>
 #include <vector>
 
-#include <zmigrate/util/error.hpp>
-#include <zmigrate/zfs/plan.hpp>
+#include <catch2/catch.hpp>
 
 using namespace zmigrate;
 using namespace zmigrate::zfs;
@@ -14,7 +14,8 @@ using Names = std::vector<std::string>;
 namespace {
 
 // Snapshots of `dataset` named and GUID'd as given, createtxg in list order.
-std::vector<SnapshotInfo> snaps(const char* dataset, std::vector<std::pair<const char*, std::uint64_t>> list) {
+std::vector<SnapshotInfo> snaps(const char* dataset,
+                                std::vector<std::pair<const char*, std::uint64_t>> list) {
   std::vector<SnapshotInfo> out;
   std::uint64_t txg = 10;
   for (const auto& [name, guid] : list) {
@@ -71,8 +72,8 @@ TEST_CASE("zfs::plan_sync", "[zfs]") {
     CHECK(p.target_only.empty());
   }
   SECTION("the newest common snapshot wins over older ones") {
-    const SyncPlan p = plan_sync(input(snaps("zones/vm", {{"daily-1", 101}, {"zmigrate-m1-1", 201},
-                                                          {"zmigrate-m1-2", 401}})));
+    const SyncPlan p = plan_sync(input(
+        snaps("zones/vm", {{"daily-1", 101}, {"zmigrate-m1-1", 201}, {"zmigrate-m1-2", 401}})));
     CHECK(p.action == SyncAction::incremental);
     CHECK(p.from == std::optional<std::string>("zmigrate-m1-2"));
     CHECK(p.intermediates.empty());
@@ -90,8 +91,8 @@ TEST_CASE("zfs::plan_sync", "[zfs]") {
     CHECK_FALSE(p.common);
   }
   SECTION("same name, other GUID, after a real common snapshot: target ahead") {
-    const SyncPlan p = plan_sync(
-        input(snaps("zones/vm", {{"zmigrate-m1-1", 201}, {"zmigrate-m1-2", 999}})));
+    const SyncPlan p =
+        plan_sync(input(snaps("zones/vm", {{"zmigrate-m1-1", 201}, {"zmigrate-m1-2", 999}})));
     CHECK(p.action == SyncAction::conflict);
     CHECK(p.conflict == DivergedReason::target_ahead);
     CHECK(p.common == std::optional<std::string>("zmigrate-m1-1"));
@@ -107,7 +108,8 @@ TEST_CASE("zfs::plan_sync", "[zfs]") {
     CHECK(p.explanation.find("local-x") != std::string::npos);
   }
   SECTION("older target-only snapshots do not block an incremental") {
-    const SyncPlan p = plan_sync(input(snaps("zones/vm", {{"old-local", 55}, {"zmigrate-m1-2", 401}})));
+    const SyncPlan p =
+        plan_sync(input(snaps("zones/vm", {{"old-local", 55}, {"zmigrate-m1-2", 401}})));
     CHECK(p.action == SyncAction::incremental);
     CHECK(p.from == std::optional<std::string>("zmigrate-m1-2"));
     CHECK(p.target_only == Names{"zones/vm@old-local"});
