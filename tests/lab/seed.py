@@ -276,7 +276,37 @@ def sysinfo_for(k, subnet, shape, platform):
     }
 
 
+def selected_vms():
+    """VMS, or those named in LAB_SEED_VMS (comma-separated aliases, each optionally @K to place
+    it on cnK); LAB_WRITE_RATE (bytes/s) overrides every writer's rate. The openzfs tier seeds
+    only what it migrates: every process in a TCG guest costs ~10x what it costs on the host."""
+    only = {}
+    for item in (a for a in os.environ.get('LAB_SEED_VMS', '').split(',') if a):
+        alias, _, node = item.partition('@')
+        if node and not node.isdigit():
+            die('LAB_SEED_VMS: %r: the node after @ is a number (cn3 is @3)' % item)
+        only[alias] = int(node) if node else None
+    unknown = sorted(set(only) - {vm['alias'] for vm in VMS})
+    if unknown:
+        die('LAB_SEED_VMS names no seed instance: %s (known: %s)'
+            % (', '.join(unknown), ', '.join(vm['alias'] for vm in VMS)))
+    vms = [dict(vm) for vm in VMS if not only or vm['alias'] in only]
+    for vm in vms:
+        if only.get(vm['alias']):
+            vm['node'] = only[vm['alias']]
+    rate = os.environ.get('LAB_WRITE_RATE', '')
+    if rate:
+        if not rate.isdigit():
+            die('LAB_WRITE_RATE must be a number of bytes per second, not %r' % rate)
+        for vm in vms:
+            vm['write_rate'] = int(rate)
+    return vms
+
+
 def generate(nodes, subnet):
+    seed_vms = selected_vms()
+    used_images = {vm.get('image_uuid') for vm in seed_vms} | \
+        {d.get('image_uuid') for vm in seed_vms for d in vm.get('disks', [])}
     servers = []
     for k in range(1, nodes + 1):
         shape = SERVER_SHAPES[(k - 1) % len(SERVER_SHAPES)]
@@ -315,15 +345,16 @@ def generate(nodes, subnet):
              'files': [{'compression': 'none'}]}
         if img.get('image_size'):
             m['image_size'] = img['image_size']
-        images.append({'manifest': m,
-                       'present_on': ['cn%d' % k for k in image_nodes(img, nodes)]})
-    vms = [vm_object(vm, subnet, nodes) for vm in VMS]
+        # An image no seeded instance uses is in IMGAPI but imported nowhere (LAB_SEED_VMS).
+        present = image_nodes(img, nodes) if img['uuid'] in used_images else []
+        images.append({'manifest': m, 'present_on': ['cn%d' % k for k in present]})
+    vms = [vm_object(vm, subnet, nodes) for vm in seed_vms]
     lab = {
         'generator': 'tests/lab/seed.py', 'nodes': nodes, 'subnet': subnet,
         'vms': {vm['uuid']: {'alias': vm['alias'], 'node': 'cn%d' % vm_node(vm, nodes),
                              'write_rate': vm['write_rate'],
                              'fill': vm['fill'],
-                             'payload': vmadm_payload(vm, subnet)} for vm in VMS},
+                             'payload': vmadm_payload(vm, subnet)} for vm in seed_vms},
     }
     return {'datacenter': 'lab', 'servers': servers, 'networks': networks, 'images': images,
             'vms': vms, 'lab': lab}
@@ -451,12 +482,27 @@ class Apply:
     def build_images(self):
         imgdir = os.path.join(self.lab_dir, 'images')
         os.makedirs(imgdir, exist_ok=True)
-        todo = []
-        first = sorted(self.nodes, key=lambda n: int(n[2:]))[0]
-        # Streams are built on the first node: an openzfs guest makes zvol images real zvols.
-        kind = 'openzfs' if os.path.exists(os.path.join(self.lab_dir, 'nodes', first, 'kind')) \
-            else 'zfs-fuse'
+
+        def kind_of(node):
+            return 'openzfs' if os.path.exists(os.path.join(self.lab_dir, 'nodes', node, 'kind')) \
+                else 'zfs-fuse'
+        ordered = sorted(self.nodes, key=lambda n: int(n[2:]))
+        first_of_kind = {}
+        for n in ordered:
+            first_of_kind.setdefault(kind_of(n), n)
+
+        def builder(img):
+            # An openzfs guest makes zvol images real zvols. In a mixed lab the filesystem images
+            # are built on a zfs-fuse node: OpenZFS receives zfs-fuse's streams, but zfs-fuse
+            # silently mis-receives OpenZFS 2.3's (files missing, exit status 0).
+            if img['type'] == 'zvol':
+                return first_of_kind.get('openzfs', ordered[0])
+            return first_of_kind.get('zfs-fuse', ordered[0])
+
+        todo = {}  # node -> [(img, recipe)]
         for img in IMAGES:
+            node = builder(img)
+            kind = kind_of(node)
             recipe = hashlib.sha256(json.dumps(img, sort_keys=True).encode()).hexdigest()
             if kind != 'zfs-fuse':
                 recipe = hashlib.sha256((recipe + kind).encode()).hexdigest()
@@ -468,29 +514,30 @@ class Apply:
             except OSError:
                 same = False
             if self.rebuild or not same or not os.path.exists(stream):
-                todo.append((img, recipe))
-        if not todo:
-            return 0
-        spec = json.dumps([{'uuid': i['uuid'], 'files': i['files'], 'type': i['type'],
-                            'image_size': i.get('image_size', 16)} for i, _ in todo])
-        data = self.ssh(first, BUILD_SCRIPT % {'images': spec}, binary=True)
-        pos = 0
-        recipes = {i['uuid']: r for i, r in todo}
-        while pos < len(data):
-            nl = data.index(b'\n', pos)
-            tag, u, size = data[pos:nl].decode().split()
-            if tag != 'ZLABIMG':
-                die('bad image stream framing from %s' % first)
-            size = int(size)
-            body = data[nl + 1:nl + 1 + size]
-            pos = nl + 1 + size
-            stream = os.path.join(imgdir, u + '.zfs')
-            with open(stream + '.tmp', 'wb') as f:
-                f.write(body)
-            os.rename(stream + '.tmp', stream)
-            with open(stream + '.recipe', 'w') as f:
-                f.write(recipes[u] + '\n')
-        return len(todo)
+                todo.setdefault(node, []).append((img, recipe))
+        built = 0
+        for node, items in sorted(todo.items()):
+            spec = json.dumps([{'uuid': i['uuid'], 'files': i['files'], 'type': i['type'],
+                                'image_size': i.get('image_size', 16)} for i, _ in items])
+            data = self.ssh(node, BUILD_SCRIPT % {'images': spec}, binary=True)
+            pos = 0
+            recipes = {i['uuid']: r for i, r in items}
+            while pos < len(data):
+                nl = data.index(b'\n', pos)
+                tag, u, size = data[pos:nl].decode().split()
+                if tag != 'ZLABIMG':
+                    die('bad image stream framing from %s' % node)
+                size = int(size)
+                body = data[nl + 1:nl + 1 + size]
+                pos = nl + 1 + size
+                stream = os.path.join(imgdir, u + '.zfs')
+                with open(stream + '.tmp', 'wb') as f:
+                    f.write(body)
+                os.rename(stream + '.tmp', stream)
+                with open(stream + '.recipe', 'w') as f:
+                    f.write(recipes[u] + '\n')
+                built += 1
+        return built
 
     def node_jobs(self):
         lab = self.seed.get('lab', {})

@@ -67,6 +67,15 @@ mt_finish() {
     exit 0
 }
 
+# mt_exited STATUS: the EXIT trap. A script that ends without mt_finish (a syntax error, an
+# unexpected `exit N`) fails unless it ended with status 0.
+mt_exited() {
+    if (($1 != 0)); then
+        fail "the test script stopped early with status $1 (see its output above)"
+    fi
+    mt_finish
+}
+
 mt_cleanup() {
     mt_watch_stop >/dev/null 2>&1 || true
     if [[ ${MT_KEEP_LAB:-0} == 1 ]]; then
@@ -91,16 +100,26 @@ mt_setup() {
         echo "SKIP: no network namespaces (ip netns)"
         exit 125
     fi
-    export LAB_NAME=$1 LAB_SUBNET=$2 LAB_DIR=/var/tmp/zmigrate-lab/$1 LAB_NODES=3
+    mt_lab_up "$1" "$2" 3
+}
+
+# mt_lab_up NAME SUBNET UP-ARGS...: brings up lab NAME on SUBNET (`lab up UP-ARGS`, down at
+# exit), sets ZM, MT_WORK, ZM_OUT, ZM_ERR and exports the lab's environment. The output of
+# `lab up` is kept in /var/tmp/zmigrate-lab/NAME.up.log when it fails or MT_UP_KEEP_LOG=1.
+mt_lab_up() {
+    local name=$1 subnet=$2
+    shift 2
+    export LAB_NAME=$name LAB_SUBNET=$subnet LAB_DIR=/var/tmp/zmigrate-lab/$name
     ZM=${ZMIGRATE_BIN:-$MT_ROOT/build/zmigrate}
     [[ -x $ZM ]] || { fail "no zmigrate binary at $ZM (set ZMIGRATE_BIN)"; exit 1; }
-    trap mt_finish EXIT
+    trap 'mt_exited $?' EXIT
     trap 'exit 1' INT TERM
     "$LAB" down >/dev/null 2>&1 || true
-    local t0=$SECONDS
-    "$LAB" up 3 >"/var/tmp/zmigrate-lab/$1.up.log" 2>&1 ||
-        { tail -20 "/var/tmp/zmigrate-lab/$1.up.log"; mt_die "lab up 3"; }
-    rm -f "/var/tmp/zmigrate-lab/$1.up.log"
+    local t0=$SECONDS log=/var/tmp/zmigrate-lab/$name.up.log
+    mkdir -p /var/tmp/zmigrate-lab
+    LAB_VERBOSE=${MT_UP_KEEP_LOG:-0} "$LAB" up "$@" >"$log" 2>&1 ||
+        { tail -30 "$log"; mt_die "lab up $*"; }
+    [[ ${MT_UP_KEEP_LOG:-0} == 1 ]] || rm -f "$log"
     # shellcheck disable=SC1091
     source "$LAB_DIR/env"
     export VMAPI_URL CNAPI_URL NAPI_URL IMGAPI_URL ZMIGRATE_CONFIG
@@ -108,13 +127,13 @@ mt_setup() {
     mkdir -p "$MT_WORK"
     ZM_OUT=$MT_WORK/zm.out
     ZM_ERR=$MT_WORK/zm.err
-    note "lab $LAB_NAME up in $((SECONDS - t0)) s; zmigrate: $ZM"
+    note "lab $LAB_NAME up ($*) in $((SECONDS - t0)) s; zmigrate: $ZM"
 }
 
 # --- zmigrate ---------------------------------------------------------------------------------
 
-# zm ARGS...: runs zmigrate (5 min cap) with stdout in $ZM_OUT and stderr in $ZM_ERR; sets ZM_RC
-# and ZM_SECS. Everything also goes to $MT_WORK/zm.log for post-mortems.
+# zm ARGS...: runs zmigrate (cap MT_ZM_TIMEOUT s, default 300) with stdout in $ZM_OUT and
+# stderr in $ZM_ERR; sets ZM_RC and ZM_SECS. Everything also goes to $MT_WORK/zm.log.
 zm() {
     local t0
     t0=$(date +%s.%N)
@@ -122,7 +141,7 @@ zm() {
     # In a subshell (not exec'd: two commands) with its stderr discarded: bash's "Killed" notice
     # for a SIGKILLed zmigrate (the fault hook) is noise.
     (
-        timeout -k 5 300 "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null
+        timeout -k 5 "${MT_ZM_TIMEOUT:-300}" "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null
         exit $?
     ) 2>/dev/null || ZM_RC=$?
     ZM_SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')

@@ -14,29 +14,12 @@ fi
 # shellcheck source=lib_migrate.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib_migrate.sh"
 
-# zm as in lib_migrate.sh, with a longer cap: under TCG a migration of a few MB between two
-# guests takes minutes (OZ_ZM_TIMEOUT seconds, default 900).
-zm() {
-    local t0
-    t0=$(date +%s.%N)
-    ZM_RC=0
-    (
-        timeout -k 5 "${OZ_ZM_TIMEOUT:-900}" "$ZM" "$@" >"$ZM_OUT" 2>"$ZM_ERR" </dev/null
-        exit $?
-    ) 2>/dev/null || ZM_RC=$?
-    ZM_SECS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-    {
-        printf '\n$ zmigrate %s   -> rc %s in %s s\n' "$*" "$ZM_RC" "$ZM_SECS"
-        cat "$ZM_OUT"
-        sed 's/^/stderr: /' "$ZM_ERR"
-    } >>"$MT_WORK/zm.log"
-    return 0
-}
+# Under TCG a migration of a few MB between two guests takes minutes: zm's cap is 15 minutes.
+MT_ZM_TIMEOUT=${MT_ZM_TIMEOUT:-900}
 
-# oz_setup NAME SUBNET UP-ARGS...: skips (125) without root or qemu; brings up the lab.
+# oz_setup NAME SUBNET UP-ARGS...: skips (125) without root, qemu, debootstrap, /dev/net/tun or
+# (for zfs-fuse nodes) /dev/fuse; brings up the lab (mt_lab_up, `lab up` log kept).
 oz_setup() {
-    local name=$1 subnet=$2
-    shift 2
     if ((EUID != 0)); then
         echo "SKIP: needs root (taps, qemu, namespaces)"
         exit 125
@@ -45,28 +28,15 @@ oz_setup() {
         echo "SKIP: qemu-system-x86 / debootstrap not installed (scripts/install-deps)"
         exit 125
     fi
-    if [[ ! -c /dev/net/tun ]]; then
-        echo "SKIP: no /dev/net/tun"
-        exit 125
-    fi
-    export LAB_NAME=$name LAB_SUBNET=$subnet LAB_DIR=/var/tmp/zmigrate-lab/$name
-    ZM=${ZMIGRATE_BIN:-$MT_ROOT/build/zmigrate}
-    [[ -x $ZM ]] || { fail "no zmigrate binary at $ZM (set ZMIGRATE_BIN)"; exit 1; }
-    trap mt_finish EXIT
-    trap 'exit 1' INT TERM
-    "$LAB" down >/dev/null 2>&1 || true
-    local t0=$SECONDS log=/var/tmp/zmigrate-lab/$name.up.log
-    mkdir -p /var/tmp/zmigrate-lab
-    LAB_VERBOSE=1 "$LAB" up "$@" >"$log" 2>&1 || { tail -30 "$log"; mt_die "lab up $*"; }
-    grep -E 'booted cold|image .* ready|nodes up|seed:' "$log" | sed 's/^/# /'
-    # shellcheck disable=SC1091
-    source "$LAB_DIR/env"
-    export VMAPI_URL CNAPI_URL NAPI_URL IMGAPI_URL ZMIGRATE_CONFIG
-    MT_WORK=$LAB_DIR/t
-    mkdir -p "$MT_WORK"
-    ZM_OUT=$MT_WORK/zm.out
-    ZM_ERR=$MT_WORK/zm.err
-    note "lab $LAB_NAME up ($*) in $((SECONDS - t0)) s; zmigrate: $ZM"
+    local dev
+    for dev in /dev/net/tun /dev/fuse; do
+        if [[ ! -c $dev ]]; then
+            echo "SKIP: no $dev"
+            exit 125
+        fi
+    done
+    MT_UP_KEEP_LOG=1 mt_lab_up "$@"
+    grep -E 'booted cold|image .* ready|nodes up|seed:|up in' "/var/tmp/zmigrate-lab/$1.up.log" | sed 's/^/# /'
 }
 
 # oz_log_of VM: path of the log of the VM's latest migration.
@@ -116,28 +86,6 @@ oz_zm_leftovers() {
         for s in $(zfs list -H -o name -t snapshot 2>/dev/null); do
             zfs holds -H "$s" 2>/dev/null | awk "\$2 ~ /zmigrate/ { print \"hold\", \$1, \$2 }"
         done; true'
-}
-
-# zm_noexec ARGS...: runs zmigrate ARGS like zm. On a systemd Linux node /run is mounted noexec,
-# and zmigrate's data path executes its forced-command script /var/run/zmigrate/<id>/recv on the
-# target, which then fails with "Permission denied" (exit 126). That is a zmigrate defect (the
-# forced command must run the script through sh): it is reported as a FAIL here, then /run is
-# remounted exec on every guest (a workaround, so the rest of the tier still tests the OpenZFS
-# features) and ARGS run again.
-OZ_NOEXEC_SEEN=0
-zm_noexec() {
-    zm "$@"
-    if ((ZM_RC != 0)) && grep -q 'zmigrate/[^ ]*/recv: Permission denied' "$ZM_ERR"; then
-        fail "zmigrate $1: the target's /run is noexec (as systemd mounts it) and zmigrate's forced command executes /var/run/zmigrate/<id>/recv: $(grep -o 'exit status 126.*Permission denied' "$ZM_ERR" | head -1) [zmigrate bug in src/migration/data_path.cpp; workaround: remount /run exec in the guests]"
-        OZ_NOEXEC_SEEN=1
-        local k
-        for k in $(sed -n 's/^LAB_OPENZFS_NODES=//p' "$LAB_DIR/lab.conf" | tr -d '"'); do
-            on "cn$k" 'mount -o remount,exec /run' || fail "remount /run exec on cn$k"
-        done
-        # The failed run left its migration where the next command goes on from.
-        zm "$@"
-    fi
-    return 0
 }
 
 # oz_sums NODE VM: zlab-sum of each of the VM's mounted datasets (zone root, disks; not cores),
