@@ -85,6 +85,16 @@ InstanceEstimate estimate_vm(NodeOps& node, const inventory::Vm& vm,
         d.bytes = total;
         d.exact = is_exact;
         d.method = "send -nvP";
+      } else if (caps.written_property && snaps.empty()) {
+        // No snapshot to dry-run: `written` is what a first send carries (for a clone, what
+        // was written since its origin; otherwise everything it references). Approximate.
+        const auto props = node.properties(ds, {"written"});
+        const auto it = props.find("written");
+        d.bytes = it == props.end() || it->second.empty() || it->second == "-"
+                      ? 0
+                      : std::stoull(it->second);
+        d.exact = false;
+        d.method = "written";
       } else {
         const auto props = node.properties(ds, {"referenced", "usedbysnapshots"});
         std::uint64_t bytes = 0;

@@ -245,3 +245,25 @@ TEST_CASE("migration::estimate_instance without parsable dry runs uses reference
   CHECK_FALSE(e.exact);
   CHECK(e.seconds == Approx(static_cast<double>(e.bytes) / k_rate));
 }
+
+TEST_CASE("migration::estimate_instance of a dataset without snapshots counts `written`",
+          "[estimate]") {
+  // A clone's `written` is what was written since its origin: what the first sync's -i origin
+  // stream carries. No dry run is possible without a snapshot, so it is approximate.
+  EstimateFixture f;
+  f.probe_answers("openzfs-2.3-real");
+  f.runner.on(list_tree(k_root), ok(k_root + "\n"))
+      .on(list_snapshots(k_root), ok(""))
+      .on("zfs get -Hp -o property,value written " + k_root, ok("written\t4194304\n"));
+
+  const InstanceEstimate e = estimate_instance(f.ctx, k_vm, k_rate);
+
+  CHECK(f.runner.commands == Strings{list_tree(k_root), list_snapshots(k_root), probe(),
+                                     "zfs get -Hp -o property,value written " + k_root});
+  CHECK(f.runner.commands_starting_with("zfs send").empty());
+  REQUIRE(e.datasets.size() == 1);
+  CHECK(e.datasets[0].bytes == 4194304);
+  CHECK_FALSE(e.datasets[0].exact);
+  CHECK(e.datasets[0].method == "written");
+  CHECK_FALSE(e.exact);
+}
