@@ -94,3 +94,28 @@ oz_sums() {
     on "$1" "for d in \$(zfs list -H -o name -r zones | grep -E '^zones/$2(\$|/|-disk)'); do
         zlab-sum --exclude zlab-writer.dat --exclude lastexited \$d; done" | sed "s/$2/VM/g"
 }
+
+# oz_migrate_finalize LABEL VM ARGS...: `zmigrate --json migrate ARGS... --finalize VM` as one
+# check named LABEL (its output stays in $ZM_OUT for zm_json).
+oz_migrate_finalize() {
+    local label=$1 vm=$2
+    shift 2
+    zm --json migrate "$@" --finalize "$vm"
+    if ((ZM_RC == 0)); then
+        ok "migrate --finalize $label (${ZM_SECS} s)"
+    else
+        fail "migrate --finalize $label: rc $ZM_RC"
+        zm_show
+    fi
+}
+
+# oz_nothing_left WHEN NODE...: checks that no snapshot, bookmark or hold named zmigrate is left
+# on each NODE.
+oz_nothing_left() {
+    local when=$1 n left
+    shift
+    for n in "$@"; do
+        left=$(oz_zm_leftovers "$n")
+        check "$when: nothing named zmigrate on $n${left:+: $left}" test -z "$left"
+    done
+}
