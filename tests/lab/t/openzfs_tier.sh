@@ -167,8 +167,9 @@ bg=$!
 killed=""
 for ((i = 0; i < 240; i++)); do
     sleep 0.5
-    # the root dataset's stream is the big one: cut it once ~1.5 MB went through
-    pid=$(on cn1 "pgrep -f '^zfs send.* zones/$WEB@zmigrate'" 2>/dev/null | head -1)
+    # the root dataset's stream is the big one: cut it once ~1.5 MB went through (a real send
+    # starts `zfs send -p`; the dry run before it, `zfs send -nvP -p ...`, must not match)
+    pid=$(on cn1 "pgrep -f '^zfs send -p .* zones/$WEB@zmigrate'" 2>/dev/null | head -1)
     if [[ -n $pid ]]; then
         sleep 6
         on cn1 "kill -TERM $pid" && killed=$pid
