@@ -4,7 +4,9 @@
 #include <zmigrate/util/error.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <functional>
+#include <map>
 #include <queue>
 
 #include <fmt/format.h>
@@ -36,6 +38,23 @@ double makespan_seconds(std::vector<std::uint64_t> sizes, int parallel, double r
 }
 
 namespace {
+
+// A numeric property from `zfs get -Hp` (0 when absent, empty or "-").
+std::uint64_t u64_prop(const std::map<std::string, std::string>& props, const std::string& ds,
+                       const char* name) {
+  const auto it = props.find(name);
+  if (it == props.end() || it->second.empty() || it->second == "-") {
+    return 0;
+  }
+  std::uint64_t v = 0;
+  const char* end = it->second.data() + it->second.size();
+  const auto [ptr, ec] = std::from_chars(it->second.data(), end, v);
+  if (ec != std::errc() || ptr != end) {
+    throw Error(ExitCode::zfs, fmt::format("{}: property {}", ds, name),
+                fmt::format("'{}' is not a number of bytes", it->second));
+  }
+  return v;
+}
 
 InstanceEstimate estimate_vm(NodeOps& node, const inventory::Vm& vm,
                              const inventory::Server& server, double rate) {
@@ -75,8 +94,7 @@ InstanceEstimate estimate_vm(NodeOps& node, const inventory::Vm& vm,
           is_exact = is_exact && rest_exact;
         }
         if (caps.written_property) {
-          const std::string w = prop("written");
-          const std::uint64_t written = w.empty() ? 0 : std::stoull(w);
+          const std::uint64_t written = u64_prop(props, ds, "written");
           total += written;
           is_exact = is_exact && written == 0;
         } else {
@@ -88,23 +106,12 @@ InstanceEstimate estimate_vm(NodeOps& node, const inventory::Vm& vm,
       } else if (caps.written_property && snaps.empty()) {
         // No snapshot to dry-run: `written` is what a first send carries (for a clone, what
         // was written since its origin; otherwise everything it references). Approximate.
-        const auto props = node.properties(ds, {"written"});
-        const auto it = props.find("written");
-        d.bytes = it == props.end() || it->second.empty() || it->second == "-"
-                      ? 0
-                      : std::stoull(it->second);
+        d.bytes = u64_prop(node.properties(ds, {"written"}), ds, "written");
         d.exact = false;
         d.method = "written";
       } else {
         const auto props = node.properties(ds, {"referenced", "usedbysnapshots"});
-        std::uint64_t bytes = 0;
-        for (const char* p : {"referenced", "usedbysnapshots"}) {
-          const auto it = props.find(p);
-          if (it != props.end() && !it->second.empty() && it->second != "-") {
-            bytes += std::stoull(it->second);
-          }
-        }
-        d.bytes = bytes;
+        d.bytes = u64_prop(props, ds, "referenced") + u64_prop(props, ds, "usedbysnapshots");
         d.exact = false;
         d.method = "referenced+usedbysnapshots";
       }
