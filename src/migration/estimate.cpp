@@ -70,8 +70,11 @@ InstanceEstimate estimate_vm(NodeOps& node, const inventory::Vm& vm,
       DatasetEstimate d;
       d.dataset = ds;
       // A full sync sends the dataset as of a new snapshot, with its older snapshots. Where the
-      // node can dry-run a send of its newest snapshot that figure is exact up to the writes
-      // made since (`written`); otherwise the referenced size stands in, labelled approximate.
+      // node can dry-run a send that figure is exact up to the writes made since the newest
+      // snapshot (`written`); without a snapshot `written` alone stands in, and without either
+      // (zfs-fuse) referenced + usedbysnapshots; both labelled approximate. A clone is counted
+      // from its origin, as begin imports the image on the target; if the origin turns out not
+      // to be there, the sync sends it in full and this figure is low.
       const std::vector<SnapshotInfo> snaps = node.snapshots(ds);
       const auto& caps = node.caps();
       if (caps.dry_run_parsable && !snaps.empty()) {

@@ -18,7 +18,7 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib_migrate.sh"
 MT_ZM_TIMEOUT=${MT_ZM_TIMEOUT:-900}
 
 # oz_setup NAME SUBNET UP-ARGS...: skips (125) without root, qemu, debootstrap, /dev/net/tun or
-# (for zfs-fuse nodes) /dev/fuse; brings up the lab (mt_lab_up, `lab up` log kept).
+# /dev/fuse (the tier's lab has a zfs-fuse node); brings up the lab (mt_lab_up, `lab up` log kept).
 oz_setup() {
     if ((EUID != 0)); then
         echo "SKIP: needs root (taps, qemu, namespaces)"
