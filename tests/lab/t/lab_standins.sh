@@ -65,6 +65,25 @@ wait_for() {
     return 1
 }
 
+# vmapi_is UUID SERVER STATE: VMAPI places the VM on SERVER in STATE.
+vmapi_is() {
+    [[ $(vmapi "/vms/$1" | json '(d["server_uuid"], d["state"])') == "('$2', '$3')" ]]
+}
+# seq_above SEQ NODE UUID: the VM's writer file verifies and its last sequence is above SEQ.
+seq_above() {
+    local n
+    n=$(on "$2" zlab-verify "$3") && [[ -n $n ]] && ((n > $1))
+}
+# settled NODE UUID: two reads of the writer's last sequence 0.5 s apart agree (the writer has
+# taken a rate change of 0); prints the sequence.
+settled() {
+    local a b
+    a=$(on "$1" zlab-verify "$2") || return 1
+    sleep 0.5
+    b=$(on "$1" zlab-verify "$2") || return 1
+    [[ -n $a && $a == "$b" ]] && echo "$b"
+}
+
 "$LAB" down >/dev/null 2>&1
 "$LAB" up 2 || die "lab up 2"
 # shellcheck disable=SC1091
@@ -111,33 +130,24 @@ g2=$(on cn2 zfs get -Hp -o value guid zones/$IMG_MIN@final)
 
 # --- writer, stop/start -----------------------------------------------------------------------
 s1=$(on cn1 zlab-verify $WEB) || fail "zlab-verify web01"
-sleep 1
-s2=$(on cn1 zlab-verify $WEB) || fail "zlab-verify web01 (2)"
-((s2 > s1)) && pass "web01's writer appends records ($s1 -> $s2)" || fail "writer not writing: $s1 -> $s2"
+wait_for 10 "web01's writer appends records (after $s1)" seq_above "$s1" cn1 $WEB
 t=$(on cn1 "TIMEFORMAT=%R; { time vmadm stop $WEB >/dev/null 2>&1; } 2>&1") || fail "vmadm stop web01"
 awk -v t="$t" 'BEGIN { exit !(t < 1.5) }' && pass "vmadm stop took ${t} s" || fail "vmadm stop took ${t} s"
 [[ $(on cn1 vmadm list -H -o state uuid=$WEB) == stopped ]] && pass "web01 is stopped" || fail "web01 not stopped"
 on cn1 "pgrep -f 'zlab-writer --uuid $WEB'" >/dev/null && fail "writer still runs after stop" ||
     pass "no writer after stop"
 s3=$(on cn1 zlab-verify $WEB) || fail "zlab-verify after stop"
-sleep 1
+sleep 1 # an observation window: proving that nothing is written needs one
 s4=$(on cn1 zlab-verify $WEB) || fail "zlab-verify after stop (2)"
 [[ -n $s3 && $s3 == "$s4" ]] && pass "file intact and unchanged while stopped (last seq $s3)" ||
     fail "stopped VM's file changed: $s3 -> $s4"
 on cn1 vmadm start $WEB 2>/dev/null || fail "vmadm start web01"
-sleep 1
-s5=$(on cn1 zlab-verify $WEB) || fail "zlab-verify after start"
-((s5 > s4)) && pass "writer continues after start ($s4 -> $s5)" || fail "no records after start: $s4 -> $s5"
+wait_for 10 "writer continues after start (after $s4)" seq_above "$s4" cn1 $WEB
 on cn1 vmadm update $WEB zlab_write_rate=0 2>/dev/null || fail "vmadm update zlab_write_rate=0"
-sleep 0.5
-s6=$(on cn1 zlab-verify $WEB)
-sleep 1
+wait_for 10 "zlab_write_rate=0 pauses the writer" settled cn1 $WEB
 s7=$(on cn1 zlab-verify $WEB)
-[[ $s6 == "$s7" ]] && pass "zlab_write_rate=0 pauses the writer" || fail "rate 0 did not pause: $s6 -> $s7"
 on cn1 vmadm update $WEB zlab_write_rate=16384 2>/dev/null
-sleep 1
-s8=$(on cn1 zlab-verify $WEB)
-((s8 > s7)) && pass "zlab_write_rate=16384 resumes it" || fail "rate change did not resume: $s7 -> $s8"
+wait_for 10 "zlab_write_rate=16384 resumes it (after $s7)" seq_above "$s7" cn1 $WEB
 on cn2 zlab-verify $KVM >/dev/null && on cn2 zlab-verify $BHYVE >/dev/null &&
     pass "kvm01 and bhyve01 writers' files verify (disk0 datasets)" || fail "kvm/bhyve writer files"
 on cn1 "zfs umount zones/cores/$WEB; vmadm stop $WEB; zfs umount zones/$WEB/data; zfs umount zones/$WEB" >/dev/null 2>&1
@@ -145,8 +155,9 @@ on cn1 vmadm start $WEB 2>/dev/null && [[ $(on cn1 zfs get -H -o value mounted z
     pass "vmadm start mounts an unmounted zone root" || fail "start with unmounted zone root"
 
 # --- agent -> VMAPI ---------------------------------------------------------------------------
-[[ $(vmapi /vms/$WEB | json '(d["server_uuid"], d["state"])') == "('$CN1', 'running')" ]] &&
-    pass "VMAPI has web01 running on cn1" || fail "VMAPI web01: $(vmapi /vms/$WEB | head -c 300)"
+# vmadm start returned; the agent reports the change within ~0.5 s: wait for that report.
+wait_for 10 "VMAPI has web01 running on cn1 (the agent's report after start)" \
+    vmapi_is $WEB "$CN1" running
 on cn1 vmadm stop $MIN 2>/dev/null
 wait_for 6 "agent reports min01 stopped" \
     sh -c "curl -s $VMAPI_URL/vms/$MIN | grep -q '\"state\": *\"stopped\"'"
@@ -193,8 +204,8 @@ s1=$(on cn1 zlab-sum zones/$LX | cut -d' ' -f1)
 s2=$(on cn2 zlab-sum zones/$LX | cut -d' ' -f1)
 [[ -n $s1 && $s1 == "$s2" ]] && pass "zlab-sum of the zone root is the same on both nodes" ||
     fail "zlab-sum differs: $s1 vs $s2"
-on cn2 vmadm start $LX 2>/dev/null && sleep 1 && on cn2 zlab-verify $LX >/dev/null &&
-    pass "the copy boots on cn2 and its writer's file verifies" || fail "start lx01 on cn2"
+on cn2 vmadm start $LX 2>/dev/null || fail "start lx01 on cn2"
+wait_for 10 "the copy boots on cn2 and its writer's file verifies" on cn2 zlab-verify $LX
 on cn2 vmadm stop $LX 2>/dev/null
 
 # --- delete -------------------------------------------------------------------------------------
