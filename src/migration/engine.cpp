@@ -73,18 +73,23 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   // Look at both nodes: the instance must be where VMAPI says, and absent from the target.
   NodeOps source(ctx, result.source);
   NodeOps target(ctx, result.target);
-  if (!source.vm_get(vm.uuid)) {
+  const std::optional<nlohmann::json> on_source = source.vm_get(vm.uuid);
+  if (!on_source) {
     throw PreconditionError(fmt::format("instance {}", vm.uuid),
                             fmt::format("VMAPI says it is on {} but vmadm there does not know it; "
                                         "let vm-agent catch up and retry",
                                         result.source.hostname));
   }
+  // The datasets come from the node, never from the inventory alone: a corrupt VMAPI record
+  // naming another instance's disk must not get it copied, let alone destroyed by finalize.
+  const std::vector<std::string> roots =
+      instance_roots(vm.uuid, *on_source, inventory::instance_datasets(vm));
   if (target.vm_get(vm.uuid)) {
     throw PreconditionError(
         fmt::format("target {}", result.target.hostname),
         fmt::format("already has an instance {}; remove it there first", vm.uuid));
   }
-  for (const std::string& ds : inventory::instance_datasets(vm)) {
+  for (const std::string& ds : roots) {
     if (target.dataset_exists(ds)) {
       throw PreconditionError(fmt::format("target {}: {}", result.target.hostname, ds),
                               "dataset already exists; zmigrate never overwrites data it did not "
@@ -95,7 +100,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   // target, so the first sync can send only what differs from it, as Triton's ensure-image does.
   std::vector<std::string> imports;
   nlohmann::json origins = nlohmann::json::array();
-  const DatasetTree src_tree = source.tree(inventory::instance_datasets(vm), {"origin"});
+  const DatasetTree src_tree = source.tree(roots, {"origin"});
   for (const std::string& ds : src_tree.datasets) {
     const std::string origin = src_tree.prop(ds, "origin");
     if (origin.empty()) {
@@ -133,6 +138,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
             {"autoboot", vm.autoboot},
             {"state_at_begin", vm.state},
             {"snap_n", 0},
+            {"datasets", roots},
             {"image", {{"origins", origins}, {"imported", imports}}},
             {"quota",
              {{"must_remove", must_remove_quota},
@@ -143,7 +149,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
                  {"brand", vm.brand},
                  {"source", server_json(result.source)},
                  {"target", server_json(result.target)},
-                 {"datasets", inventory::instance_datasets(vm)},
+                 {"datasets", roots},
                  {"import_images", imports},
                  {"remove_quota_for_sync", must_remove_quota}};
   if (options.dry_run) {
@@ -198,7 +204,7 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid) {
       DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
     }
     ctx.reporter.step("syncing data");
-    result = detail::sync_datasets(ctx, op, ends, vm, "sync");
+    result = detail::sync_datasets(ctx, op, ends, "sync");
     op.record().num_sync_phases += 1;
     nlohmann::json syncs = op.record().data.value("syncs", nlohmann::json::array());
     syncs.push_back({{"n", op.record().num_sync_phases},
@@ -246,8 +252,7 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     try {
       Ends ends = detail::open_ends(ctx, *active);
       std::vector<std::string> datasets;
-      for (const std::string& ds :
-           ends.source->tree(inventory::instance_datasets(detail::recorded_vm(*active))).datasets) {
+      for (const std::string& ds : ends.source->tree(detail::instance_roots(*active)).datasets) {
         datasets.push_back(ds);
       }
       kept.emplace(ctx, detail::data_path_spec(ctx, *active, *ends.source, *ends.target, datasets),

@@ -2,6 +2,7 @@
 #include "engine_common.hpp"
 
 #include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/migration/plan.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
 #include <zmigrate/zfs/names.hpp>
@@ -28,6 +29,19 @@ bool json_bool(const nlohmann::json& j, const char* key, bool def) {
   return def;
 }
 
+void restore_visibility(NodeOps& node, const nlohmann::json& vm, bool autoboot) {
+  std::vector<std::pair<std::string, std::string>> kv;
+  if (json_bool(vm, "do_not_inventory")) {
+    kv.emplace_back("do_not_inventory", "false");
+  }
+  if (json_bool(vm, "autoboot", !autoboot) != autoboot) {
+    kv.emplace_back("autoboot", autoboot ? "true" : "false");
+  }
+  if (!kv.empty()) {
+    node.vm_update(vm.value("uuid", ""), kv);
+  }
+}
+
 Ends open_ends(Context& ctx, const state::Migration& m) {
   Ends e;
   e.source_server = ctx.inventory.resolve_server(m.source_server_uuid);
@@ -43,6 +57,27 @@ inventory::Vm recorded_vm(const state::Migration& m) {
                 "the record has no instance snapshot (data.vm); it was not written by begin");
   }
   return inventory::parse_vm(m.data.at("vm"));
+}
+
+std::vector<std::string> instance_roots(const state::Migration& m) {
+  std::vector<std::string> roots;
+  if (const auto it = m.data.find("datasets"); it != m.data.end() && it->is_array()) {
+    for (const nlohmann::json& ds : *it) {
+      roots.push_back(ds.is_string() ? ds.get<std::string>() : ds.dump());
+    }
+  } else {
+    roots = inventory::instance_datasets(recorded_vm(m));
+  }
+  for (const std::string& ds : roots) {
+    if (!owned_by_instance(ds, m.vm_uuid)) {
+      throw PreconditionError(
+          fmt::format("dataset '{}' of migration {}", ds, m.id),
+          fmt::format("is not a dataset of instance {}; zmigrate works only on the instance's "
+                      "own datasets: abort the migration and begin again",
+                      m.vm_uuid));
+    }
+  }
+  return roots;
 }
 
 namespace {
@@ -151,9 +186,8 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
 } // namespace
 
 void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
-                     const inventory::Vm& vm, const std::string& keep) {
+                     const std::vector<std::string>& roots, const std::string& keep) {
   const std::string tag = "zmigrate-" + migration_id;
-  const std::vector<std::string> roots = inventory::instance_datasets(vm);
   const DatasetTree t = node.tree(roots);
   std::vector<std::string> doomed;
   std::set<std::string> snaps;
@@ -199,12 +233,12 @@ void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_i
                 {{"host", node.runner().host()}, {"snapshots", doomed}});
 }
 
-void hold_on_both(Ends& ends, const std::string& migration_id, const inventory::Vm& vm,
-                  const std::string& snapshot) {
+void hold_on_both(Ends& ends, const std::string& migration_id,
+                  const std::vector<std::string>& roots, const std::string& snapshot) {
   const std::string tag = "zmigrate-" + migration_id;
   auto hold = [&](NodeOps& node) {
     std::vector<std::string> names;
-    const DatasetTree t = node.tree(inventory::instance_datasets(vm));
+    const DatasetTree t = node.tree(roots);
     for (const std::string& ds : t.datasets) {
       if (t.has(ds + "@" + snapshot)) {
         names.push_back(ds + "@" + snapshot);
@@ -230,8 +264,8 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& sr
   return spec;
 }
 
-SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm,
-                         const std::string& label, const SyncOptions& options) {
+SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::string& label,
+                         const SyncOptions& options) {
   state::Migration& m = op.record();
   NodeOps& src = options.reverse ? *ends.target : *ends.source;
   NodeOps& dst = options.reverse ? *ends.source : *ends.target;
@@ -246,7 +280,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
   // 1. One atomic snapshot of every dataset of the instance; the target is read meanwhile.
   const int n = m.data.value("snap_n", 0) + 1;
   const std::string snap = zfs::migration_snap_name(m.id, n);
-  const std::vector<std::string> roots = inventory::instance_datasets(vm);
+  const std::vector<std::string> roots = instance_roots(m);
   DatasetTree dt;
   op.step(label + ".snapshot", [&](nlohmann::json& d) {
     both([&] { src.snapshot_recursive(roots, snap); },
@@ -403,8 +437,8 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventor
   // 4. Keep only the newest migration snapshot on both sides as the next base.
   if (options.prune) {
     op.step(label + ".prune", [&](nlohmann::json& d) {
-      both([&] { prune_snapshots(ctx, src, m.id, vm, snap); },
-           [&] { prune_snapshots(ctx, dst, m.id, vm, snap); });
+      both([&] { prune_snapshots(ctx, src, m.id, roots, snap); },
+           [&] { prune_snapshots(ctx, dst, m.id, roots, snap); });
       d["kept"] = snap;
     });
   }
@@ -460,8 +494,15 @@ void unreserve_ips(Context& ctx, Operation& op) {
 }
 
 void put_vmapi_server(Context& ctx, const inventory::Vm& vm, const std::string& server_uuid,
-                      const std::string& state) {
-  nlohmann::json body = vm.raw;
+                      const std::string& state, const std::optional<nlohmann::json>& current) {
+  nlohmann::json body;
+  if (current) {
+    body = *current;
+  } else if (const std::optional<inventory::Vm> now = ctx.inventory.find_vm(vm.uuid)) {
+    body = now->raw;
+  } else {
+    body = vm.raw;
+  }
   body["server_uuid"] = server_uuid;
   body["state"] = state;
   body["zone_state"] = state == "running" ? "running" : "installed";

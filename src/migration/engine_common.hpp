@@ -12,6 +12,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,12 @@ Ends open_ends(Context& ctx, const state::Migration& m);
 
 // The instance as recorded at begin (VMAPI JSON), parsed.
 inventory::Vm recorded_vm(const state::Migration& m);
+
+// The instance's dataset roots as begin read them from the source node's vmadm (data.datasets),
+// each checked again with owned_by_instance(): the only names any phase snapshots, sends,
+// mounts or destroys. Records written before data.datasets existed fall back to the recorded
+// instance, checked the same way. Throws PreconditionError naming a foreign dataset.
+std::vector<std::string> instance_roots(const state::Migration& m);
 
 // Run `a` here and `b` on a second thread at once, wait for both, rethrow the first failure.
 // Only for remote work on two different nodes (each NodeOps has its own session): neither may
@@ -58,13 +65,13 @@ struct SyncOptions {
 };
 
 // Hold `snapshot` (a snap name) of every dataset under the instance's roots on both nodes.
-void hold_on_both(Ends& ends, const std::string& migration_id, const inventory::Vm& vm,
-                  const std::string& snapshot);
+void hold_on_both(Ends& ends, const std::string& migration_id,
+                  const std::vector<std::string>& roots, const std::string& snapshot);
 
 // Snapshot, plan, send and prune: one sync of every dataset of the instance to the target.
 // `label` names the journal steps ("sync", "switch.final_sync", "rollback.reverse_sync").
-SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm,
-                         const std::string& label, const SyncOptions& options = {});
+SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::string& label,
+                         const SyncOptions& options = {});
 
 // The data path spec between `src` and `dst` for this instance's datasets.
 DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& src, NodeOps& dst,
@@ -73,7 +80,7 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& sr
 // Remove every snapshot of this migration on `node` for the instance's datasets, except `keep`
 // (a snap name like zmigrate-<id>-3; "" removes all). Releases holds first.
 void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
-                     const inventory::Vm& vm, const std::string& keep);
+                     const std::vector<std::string>& roots, const std::string& keep);
 
 // NAPI: reserve every NIC IP not already reserved; remember which ones (data.reserved_ips and the
 // ledger) so only those are unreserved later.
@@ -84,10 +91,17 @@ void unreserve_ips(Context& ctx, Operation& op);
 void wait_vmapi(Context& ctx, const std::string& vm_uuid, const std::string& server_uuid,
                 const std::string& state);
 
-// Tell VMAPI the instance now lives on `server_uuid` (PUT /vms/:uuid as vm-agent does).
+// Tell VMAPI the instance now lives on `server_uuid` (PUT /vms/:uuid as vm-agent does), from
+// the instance as VMAPI has it now (`current`, or read here when not given), never from the
+// copy recorded at begin: whatever changed since (tags, metadata) is kept.
 void put_vmapi_server(Context& ctx, const inventory::Vm& vm, const std::string& server_uuid,
-                      const std::string& state);
+                      const std::string& state,
+                      const std::optional<nlohmann::json>& current = std::nullopt);
 
 bool json_bool(const nlohmann::json& j, const char* key, bool def = false);
+
+// Make the instance `vm` (its `vmadm get` object on `node`) visible with `autoboot` again:
+// do_not_inventory=false and autoboot as given, each only when the node shows otherwise.
+void restore_visibility(NodeOps& node, const nlohmann::json& vm, bool autoboot);
 
 } // namespace zmigrate::migration::detail

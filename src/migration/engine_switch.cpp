@@ -63,8 +63,13 @@ void undo_before_hide(Context& ctx, Operation& op, Ends& ends, const inventory::
   } catch (const std::exception& e) {
     ctx.log.warn("could not remove the staged zone config", {{"error", e.what()}});
   }
+  // Put back what is true on the node, not what the record believes: a hide that failed may
+  // still have changed do_not_inventory or autoboot.
+  const auto src = ends.source->vm_get(vm.uuid);
+  if (src) {
+    detail::restore_visibility(*ends.source, *src, json_bool(op.record().data, "autoboot", true));
+  }
   if (json_bool(sw, "was_running")) {
-    const auto src = ends.source->vm_get(vm.uuid);
     if (src && src->value("state", "") != "running") {
       ctx.reporter.step("starting the original instance");
       ends.source->vm_start(vm.uuid);
@@ -105,7 +110,8 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   bool hidden = json_bool(sw, "source_hidden");
   bool hidden_now = false; // this command hid the source just now
   std::optional<DataPath> path;
-  DataPath* dp = nullptr; // the path in use: `path` or the command's kept one
+  DataPath* dp = nullptr;                  // the path in use: `path` or the command's kept one
+  std::optional<nlohmann::json> vmapi_now; // read in prepare; absent on the resume path
 
   try {
     if (!hidden) {
@@ -114,6 +120,10 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       }
       std::string source_state;
       timed("prepare", "", [&](nlohmann::json& d) {
+        // The instance as VMAPI has it now, for the update inside the window (one read here).
+        if (const std::optional<inventory::Vm> now = ctx.inventory.find_vm(vm.uuid)) {
+          vmapi_now = now->raw;
+        }
         const auto src = ends.source->vm_get(vm.uuid);
         if (!src) {
           throw Error(ExitCode::failure,
@@ -136,7 +146,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       // the downtime window so the final delta starts streaming at once.
       timed("open_data_path", "", [&](nlohmann::json& d) {
         const std::vector<std::string> datasets =
-            ends.source->tree(inventory::instance_datasets(vm)).datasets;
+            ends.source->tree(detail::instance_roots(m)).datasets;
         DataPath* kept = ctx.nodes.kept_path;
         if (kept != nullptr &&
             kept->serves(m.id, ends.source->runner(), ends.target->runner(), datasets)) {
@@ -166,7 +176,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
         timed("presync", "syncing data before stopping the instance", [&](nlohmann::json& d) {
           detail::SyncOptions so;
           so.path = dp;
-          const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "switch.presync", so);
+          const SyncResult s = detail::sync_datasets(ctx, op, ends, "switch.presync", so);
           d["bytes"] = s.bytes;
         });
       }
@@ -205,7 +215,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       fo.prune = false;    // after the window
       fo.estimate = false; // nothing to show progress for in a sub-second delta
       fo.holds = false;    // round trips; held after the window (nothing prunes before)
-      const SyncResult fin = detail::sync_datasets(ctx, op, ends, vm, "switch.final_sync", fo);
+      const SyncResult fin = detail::sync_datasets(ctx, op, ends, "switch.final_sync", fo);
       result.final_bytes = fin.bytes;
       result.downtime_steps.push_back({"final_sync", since(ctx, t)});
       sw["stopped_at_ms"] = 0;
@@ -213,6 +223,10 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
 
       t = ctx.clock.now();
       timed("hide_source", "hiding the original instance", [&](nlohmann::json&) {
+        // Journaled before it acts: after a failure here the undo reads the node and puts back
+        // whatever the update may already have changed.
+        sw["hiding"] = true;
+        op.save();
         std::vector<std::pair<std::string, std::string>> kv{{"do_not_inventory", "true"}};
         kv.emplace_back("autoboot", "false");
         ends.source->vm_update(vm.uuid, kv);
@@ -235,7 +249,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     const auto window = ctx.clock.now();
     auto t = ctx.clock.now();
     timed("update_vmapi", "", [&](nlohmann::json&) {
-      detail::put_vmapi_server(ctx, vm, ends.target_server.uuid, "stopped");
+      detail::put_vmapi_server(ctx, vm, ends.target_server.uuid, "stopped", vmapi_now);
     });
     result.downtime_steps.push_back({"update_vmapi", since(ctx, t)});
     if (was_running) {
@@ -254,6 +268,8 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
                         "it with \"vmadm stop\" there and rerun switch");
           }
         }
+        // What the streams set must not get mounted over the global zone's files.
+        ends.target->check_mountpoints(detail::instance_roots(m), vm.zonepath);
         try {
           ends.target->vm_start(vm.uuid);
         } catch (const Error&) {
@@ -279,7 +295,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
       // (the zone's config lives there), so mount what start would have mounted.
       timed("mount_target", "", [&](nlohmann::json& d) {
-        d["mounted"] = ends.target->mount_filesystems(inventory::instance_datasets(vm));
+        d["mounted"] = ends.target->mount_filesystems(detail::instance_roots(m), vm.zonepath);
       });
     }
 
@@ -339,13 +355,15 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       const std::string keep = m.data.value("synced_snap", "");
       const std::string keep_snap = keep.substr(keep.find('@') + 1);
       if (ends.source->caps().holds || ends.target->caps().holds) {
-        detail::hold_on_both(ends, m.id, vm, keep_snap);
+        detail::hold_on_both(ends, m.id, detail::instance_roots(m), keep_snap);
       }
-      detail::prune_snapshots(ctx, *ends.source, m.id, vm, keep_snap);
-      detail::prune_snapshots(ctx, *ends.target, m.id, vm, keep_snap);
+      detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), keep_snap);
+      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), keep_snap);
+      // The target's zone and datasets stay in the ledger until finalize: rollback removes
+      // exactly those. The removed quota is restored above.
       for (const state::Artefact& a : ctx.store.live_artefacts(op.id())) {
-        if (a.kind == "zone_config" || a.kind == "target_dataset" || a.kind == "quota_removed") {
-          ctx.store.mark_artefact_removed(a.id); // now part of the migrated instance
+        if (a.kind == "quota_removed") {
+          ctx.store.mark_artefact_removed(a.id);
         }
       }
     });

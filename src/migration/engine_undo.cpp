@@ -42,6 +42,82 @@ void clear_indestructible(NodeOps& node, const inventory::Vm& vm) {
   }
 }
 
+// finalize's proof that the target holds the instance before the source is removed: the target
+// node answers, its vmadm shows the instance visible, VMAPI places it there, and every dataset
+// of the instance on the target has the final migration snapshot with the source's GUID (read
+// from the source, or from this step's record when an earlier finalize already removed it).
+// Throws PreconditionError saying what is missing; nothing has been changed then.
+nlohmann::json verify_target(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
+  state::Migration& m = op.record();
+  const std::string final_snap = [&] {
+    const std::string s = m.data.value("synced_snap", "");
+    return s.substr(s.find('@') + 1);
+  }();
+  const std::string subject =
+      fmt::format("finalize of {} on {}", vm.uuid, ends.target_server.hostname);
+  auto refuse = [&](const std::string& why) {
+    throw PreconditionError(subject,
+                            fmt::format("{}; the source was left untouched. Check the target, or "
+                                        "run \"zmigrate rollback {}\" to make the source primary "
+                                        "again",
+                                        why, vm.uuid));
+  };
+  if (final_snap.empty()) {
+    refuse("the migration record names no final snapshot");
+  }
+  const std::vector<std::string> roots = detail::instance_roots(m);
+  nlohmann::json& fin = m.data["finalize"];
+  if (!fin.is_object()) {
+    fin = nlohmann::json::object();
+  }
+  if (!fin.contains("guids")) {
+    // The source's GUIDs of the final snapshot, kept for a rerun after the source is gone.
+    const DatasetTree st = ends.source->tree(roots);
+    nlohmann::json guids = nlohmann::json::object();
+    for (const std::string& ds : st.datasets) {
+      const std::string g = st.prop(ds + "@" + final_snap, "guid");
+      if (g.empty()) {
+        refuse(
+            fmt::format("the source has no final snapshot {}@{} to compare with", ds, final_snap));
+      }
+      guids[ds] = g;
+    }
+    if (guids.empty()) {
+      refuse("the source holds none of the instance's datasets, so nothing proves the copy");
+    }
+    fin["guids"] = guids;
+    op.save();
+  }
+  const auto tgt = ends.target->vm_get(vm.uuid); // throws when the node cannot tell
+  if (!tgt) {
+    refuse(fmt::format("vmadm on {} has no instance {}", ends.target_server.hostname, vm.uuid));
+  }
+  if (json_bool(*tgt, "do_not_inventory")) {
+    refuse(fmt::format("the instance on {} is still hidden (do_not_inventory); finish the switch "
+                       "with \"zmigrate switch {}\"",
+                       ends.target_server.hostname, vm.uuid));
+  }
+  const std::optional<inventory::Vm> placed = ctx.inventory.find_vm(vm.uuid, true);
+  if (!placed || placed->server_uuid != ends.target_server.uuid) {
+    refuse(fmt::format("VMAPI places the instance on {}, not on the target {}",
+                       placed ? placed->server_uuid : std::string("no server"),
+                       ends.target_server.uuid));
+  }
+  const DatasetTree tt = ends.target->tree(roots);
+  for (const auto& [ds, guid] : fin["guids"].items()) {
+    const std::string name = ds + "@" + final_snap;
+    const std::string have = tt.prop(name, "guid");
+    if (have.empty()) {
+      refuse(fmt::format("the target has no {}", name));
+    }
+    if (have != guid.get<std::string>()) {
+      refuse(fmt::format("{} on the target has GUID {}, the source's has {}", name, have,
+                         guid.get<std::string>()));
+    }
+  }
+  return fin["guids"];
+}
+
 } // namespace
 
 RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes) {
@@ -89,7 +165,7 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
       // there since (nothing legitimate: it was stopped and hidden).
       op.step("rollback.prepare_source", [&](nlohmann::json& d) {
         const std::string base = m.data.value("synced_snap", "");
-        for (const std::string& root : inventory::instance_datasets(vm)) {
+        for (const std::string& root : detail::instance_roots(m)) {
           for (const std::string& ds : ends.source->hierarchy(root)) {
             ends.source->rollback_to(ds + "@" + base);
           }
@@ -98,7 +174,7 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
       });
       detail::SyncOptions so;
       so.reverse = true;
-      const SyncResult s = detail::sync_datasets(ctx, op, ends, vm, "rollback.reverse_sync", so);
+      const SyncResult s = detail::sync_datasets(ctx, op, ends, "rollback.reverse_sync", so);
       result.bytes = s.bytes;
       rb["changes_synced"] = true;
       op.save();
@@ -134,17 +210,30 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
     });
     op.step("rollback.unreserve_ips", [&](nlohmann::json&) { detail::unreserve_ips(ctx, op); });
     ctx.reporter.step("removing the migrated instance");
-    op.step("rollback.delete_target", [&](nlohmann::json&) {
+    op.step("rollback.delete_target", [&](nlohmann::json& d) {
+      // Only what this migration created on the target (the ledger): its zone and the datasets
+      // its syncs received, each checked to be the instance's.
       clear_indestructible(*ends.target, vm);
-      detail::prune_snapshots(ctx, *ends.target, m.id, vm, "");
-      ends.target->vm_delete(vm.uuid);
-      for (const std::string& ds : inventory::instance_datasets(vm)) {
-        ends.target->destroy_dataset(ds);
+      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
+      nlohmann::json removed = nlohmann::json::array();
+      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+        if (a.kind == "zone_config") {
+          ends.target->vm_delete(vm.uuid);
+          ctx.store.mark_artefact_removed(a.id);
+        }
       }
+      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+        if (a.kind == "target_dataset") {
+          ends.target->destroy_dataset(a.name, vm.uuid);
+          ctx.store.mark_artefact_removed(a.id);
+          removed.push_back(a.name);
+        }
+      }
+      d["removed"] = removed;
     });
     op.step("rollback.cleanup", [&](nlohmann::json&) {
       DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
-      detail::prune_snapshots(ctx, *ends.source, m.id, vm, "");
+      detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
       const nlohmann::json quota = m.data.value("quota", nlohmann::json::object());
       if (json_bool(quota, "must_remove")) {
         const auto props = ends.source->properties(vm.zfs_filesystem, {"reservation"});
@@ -186,7 +275,7 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
     op.step("abort.remove_target", [&](nlohmann::json& d) {
       nlohmann::json removed = nlohmann::json::array();
       // Held snapshots make `zfs destroy -r` fail as busy: release and drop ours first.
-      detail::prune_snapshots(ctx, *ends.target, m.id, vm, "");
+      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
       for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
         if (a.kind == "zone_config") {
           ends.target->zone_remove(a.name);
@@ -195,7 +284,7 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
       }
       for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
         if (a.kind == "target_dataset") {
-          ends.target->destroy_dataset(a.name);
+          ends.target->destroy_dataset(a.name, vm.uuid);
           ctx.store.mark_artefact_removed(a.id);
           removed.push_back(a.name);
         }
@@ -203,15 +292,19 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
       d["removed"] = removed;
     });
     op.step("abort.restore_source", [&](nlohmann::json&) {
-      detail::prune_snapshots(ctx, *ends.source, m.id, vm, "");
+      detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
       for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
         if (a.kind == "quota_removed") {
           ends.source->set_property(a.name, "quota", a.details.value("quota", "none"));
           ctx.store.mark_artefact_removed(a.id);
         }
       }
-      // A switch that stopped the source and died before hiding it: start it again.
+      // A switch that stopped the source and died before (or while) hiding it: make it
+      // visible with its autoboot again, as the node shows it now, and start it again.
       const auto src = ends.source->vm_get(vm.uuid);
+      if (src) {
+        detail::restore_visibility(*ends.source, *src, json_bool(m.data, "autoboot", true));
+      }
       if (json_bool(sw, "was_running") && src && src->value("state", "") != "running") {
         ends.source->vm_start(vm.uuid);
       }
@@ -232,9 +325,15 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
   Operation op(ctx, current, "finalize");
   state::Migration& m = op.record();
   op.start_phase(state::Phase::finalize, "finalizing migration");
+  bool proven = false; // the target was proven to hold the instance; the source may go
   try {
     Ends ends = detail::open_ends(ctx, m);
     const inventory::Vm vm = detail::recorded_vm(m);
+    ctx.reporter.step("checking the migrated instance on the target");
+    op.step("finalize.verify_target",
+            [&](nlohmann::json& d) { d["datasets"] = verify_target(ctx, op, ends, vm); });
+    proven = true;
+    // The target is proven to hold the instance: only now may the source go.
     ctx.reporter.step("removing the original instance");
     op.step("finalize.delete_source", [&](nlohmann::json&) {
       const auto src = ends.source->vm_get(vm.uuid);
@@ -243,23 +342,35 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
                     fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
                     "the source copy is not hidden; refusing to delete a visible instance");
       }
-      clear_indestructible(*ends.source, vm);
-      detail::prune_snapshots(ctx, *ends.source, m.id, vm, "");
-      ends.source->vm_delete(vm.uuid);
-      for (const std::string& ds : inventory::instance_datasets(vm)) {
-        ends.source->destroy_dataset(ds);
+      if (src) {
+        clear_indestructible(*ends.source, vm);
+        detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
+        ends.source->vm_delete(vm.uuid);
+      }
+      for (const std::string& ds : detail::instance_roots(m)) {
+        ends.source->destroy_dataset(ds, vm.uuid);
       }
     });
     ctx.reporter.step("removing migration snapshots");
     op.step("finalize.cleanup", [&](nlohmann::json&) {
       DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
-      detail::prune_snapshots(ctx, *ends.target, m.id, vm, "");
+      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
       for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
         ctx.store.mark_artefact_removed(a.id);
       }
     });
     archive(ctx, op, state::Phase::finalize);
   } catch (const std::exception& e) {
+    if (!proven && !(current.phase == state::Phase::finalize)) {
+      // Nothing was removed: the migration stays switched, so rollback (or a finalize once
+      // the target is repaired) can still run.
+      op.finish_phase(state::State::failed, e.what());
+      m.phase = current.phase;
+      m.state = current.state;
+      m.error = e.what();
+      op.save();
+      throw;
+    }
     op.finish_phase(state::State::failed,
                     fmt::format("{}; rerun \"zmigrate finalize {}\" to finish", e.what(), vm_uuid));
     throw;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/node_ops.hpp>
+#include <zmigrate/migration/plan.hpp>
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
@@ -17,10 +18,11 @@ namespace zmigrate::migration {
 namespace {
 constexpr std::chrono::seconds k_vmadm_timeout{300};
 
-bool not_found_text(const std::string& err) {
-  return err.find("No such zone") != std::string::npos ||
-         err.find("Cannot find VM") != std::string::npos ||
-         err.find("not found") != std::string::npos || err.find("No such") != std::string::npos;
+// vmadm's own answer for an instance the node does not have: exit status 1 and the zone
+// tools' "<uuid>: No such zone configured" (vmadm get/delete load the zone through zoneadm).
+// Only that answer, for this very uuid, counts; any other failure is "cannot tell".
+bool vmadm_says_no_such_vm(const remote::Result& r, const std::string& uuid) {
+  return r.exit_status == 1 && r.err.find(uuid + ": No such zone configured") != std::string::npos;
 }
 } // namespace
 
@@ -41,21 +43,33 @@ const zfs::Capabilities& NodeOps::caps() {
 }
 
 std::optional<nlohmann::json> NodeOps::vm_get(const std::string& uuid) {
+  const std::string what = fmt::format("{}: vmadm get {}", m_runner.host(), uuid);
   remote::RunOptions opts;
   opts.timeout = std::chrono::seconds(60);
   const remote::Result r = m_runner.run(remote::Command({"vmadm", "get", uuid}), opts);
   if (!r.ok()) {
-    if (not_found_text(r.err)) {
+    if (vmadm_says_no_such_vm(r, uuid) && !zone_listed(uuid)) {
       return std::nullopt;
     }
-    throw Error(ExitCode::failure, fmt::format("{}: vmadm get {}", m_runner.host(), uuid), r.err);
+    throw Error(ExitCode::failure, what,
+                fmt::format("cannot tell whether the node has the instance (exit status {}: {}); "
+                            "check vmadm on {} and rerun",
+                            r.exit_status, r.err.empty() ? "no error text" : r.err,
+                            m_runner.host()));
   }
+  nlohmann::json j;
   try {
-    return nlohmann::json::parse(r.out);
+    j = nlohmann::json::parse(r.out);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(ExitCode::failure, fmt::format("{}: vmadm get {}", m_runner.host(), uuid),
-                fmt::format("output is not JSON: {}", e.what()));
+    throw Error(ExitCode::failure, what, fmt::format("output is not JSON: {}", e.what()));
   }
+  if (!j.is_object() || j.value("uuid", "") != uuid) {
+    throw Error(ExitCode::failure, what,
+                fmt::format("answered for another instance ({}); check vmadm on {}",
+                            j.is_object() ? j.value("uuid", "no uuid") : "not an object",
+                            m_runner.host()));
+  }
+  return j;
 }
 
 void NodeOps::vm_stop(const std::string& uuid) {
@@ -95,7 +109,8 @@ void NodeOps::vm_delete(const std::string& uuid) {
     m_ctx.clock.sleep_for(delay);
     delay *= 2;
   }
-  if (!r.ok() && !not_found_text(r.err)) {
+  // A failed delete is fine only when the instance is proven gone (an earlier attempt did it).
+  if (!r.ok() && vm_get(uuid).has_value()) {
     throw Error(ExitCode::failure, fmt::format("{}: vmadm delete {}", m_runner.host(), uuid),
                 r.err);
   }
@@ -118,7 +133,7 @@ void NodeOps::zone_remove(const std::string& uuid) {
   // Either may already be gone after an interrupted attempt; what matters is the end state.
   m_runner.run(remote::Command({"zoneadm", "-z", uuid, "detach"}));
   const remote::Result r = m_runner.run(remote::Command({"zonecfg", "-z", uuid, "delete", "-F"}));
-  if (!r.ok() && !not_found_text(r.err)) {
+  if (!r.ok() && zone_listed(uuid)) {
     throw Error(ExitCode::failure, fmt::format("{}: zonecfg -z {} delete", m_runner.host(), uuid),
                 r.err);
   }
@@ -202,6 +217,29 @@ std::uint64_t to_u64(const std::string& s) {
 
 } // namespace
 
+bool NodeOps::zone_listed(const std::string& uuid) {
+  // `zoneadm list -cp`: id:name:state:path:uuid:brand:ip-type, every configured zone.
+  const remote::Result r = remote::run_checked(
+      m_runner, remote::Command({"zoneadm", "list", "-cp"}), remote::RunOptions{});
+  for (const std::string& line : lines_of(r.out)) {
+    std::vector<std::string> f;
+    std::string cur;
+    for (char c : line) {
+      if (c == ':') {
+        f.push_back(cur);
+        cur.clear();
+      } else {
+        cur.push_back(c);
+      }
+    }
+    f.push_back(cur);
+    if ((f.size() > 1 && f[1] == uuid) || (f.size() > 4 && f[4] == uuid)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 remote::Result NodeOps::zfs_retry(const remote::Argv& argv) {
   remote::Result r;
   std::chrono::milliseconds delay(100);
@@ -225,13 +263,53 @@ std::string DatasetTree::prop(const std::string& name, const std::string& key) c
   return p == it->second.end() ? std::string() : p->second;
 }
 
-std::vector<std::string> NodeOps::mount_filesystems(const std::vector<std::string>& roots) {
-  const DatasetTree t = tree(roots, {"type", "mounted", "mountpoint", "canmount"});
+void NodeOps::check_mountpoints(const std::vector<std::string>& roots,
+                                const std::string& zonepath) {
+  remote::Argv argv{
+      "zfs", "get", "-Hp", "-r", "-o", "name,property,value,source", "mountpoint,zoned,type"};
+  for (const std::string& r : roots) {
+    argv.push_back(checked_ds(r));
+  }
+  const remote::Result r = remote::run_checked(m_runner, remote::Command(argv), {}, ExitCode::zfs);
+  std::map<std::string, std::map<std::string, std::pair<std::string, std::string>>> p;
+  std::vector<std::string> order;
+  for (const std::string& line : lines_of(r.out)) {
+    const auto f = split_tabs(line);
+    if (f.size() < 4 || f[0].find('@') != std::string::npos) {
+      continue;
+    }
+    if (!p.count(f[0])) {
+      order.push_back(f[0]);
+    }
+    p[f[0]][f[1]] = {f[2], f[3]};
+  }
+  for (const std::string& ds : order) {
+    auto& props = p[ds];
+    const auto& [mp, source] = props["mountpoint"];
+    if (props["type"].first != "filesystem" || props["zoned"].first == "on" || mp == "none" ||
+        mp == "legacy" || mp == "-" || (source != "local" && source.rfind("received", 0) != 0)) {
+      continue;
+    }
+    if (zonepath.empty() || (mp != zonepath && mp.rfind(zonepath + "/", 0) != 0)) {
+      throw PreconditionError(
+          fmt::format("{}: {}", m_runner.host(), ds),
+          fmt::format("mountpoint '{}' ({}) lies outside the instance's zonepath '{}'; refusing "
+                      "to mount it: check the dataset on the source",
+                      mp, source, zonepath));
+    }
+  }
+}
+
+std::vector<std::string> NodeOps::mount_filesystems(const std::vector<std::string>& roots,
+                                                    const std::string& zonepath) {
+  check_mountpoints(roots, zonepath);
+  const DatasetTree t = tree(roots, {"type", "mounted", "mountpoint", "canmount", "zoned"});
   std::vector<std::string> mounted;
   for (const std::string& ds : t.datasets) {
     const std::string mp = t.prop(ds, "mountpoint");
     if (t.prop(ds, "type") != "filesystem" || t.prop(ds, "mounted") != "no" ||
-        t.prop(ds, "canmount") != "on" || mp.empty() || mp == "none" || mp == "legacy") {
+        t.prop(ds, "zoned") == "on" || t.prop(ds, "canmount") != "on" || mp.empty() ||
+        mp == "none" || mp == "legacy") {
       continue;
     }
     const remote::Result r = zfs_retry({"zfs", "mount", ds});
@@ -288,7 +366,19 @@ DatasetTree NodeOps::tree(const std::vector<std::string>& roots,
 }
 
 bool NodeOps::dataset_exists(const std::string& ds) {
-  return m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", checked_ds(ds)})).ok();
+  const remote::Result r =
+      m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", checked_ds(ds)}));
+  if (r.ok()) {
+    return true;
+  }
+  // Absent only on zfs's own answer ("cannot open '<ds>': dataset does not exist").
+  if (r.exit_status == 1 &&
+      r.err.find("'" + ds + "': dataset does not exist") != std::string::npos) {
+    return false;
+  }
+  throw Error(ExitCode::zfs, fmt::format("{}: zfs list {}", m_runner.host(), ds),
+              fmt::format("cannot tell whether it exists (exit status {}: {}); check zfs there",
+                          r.exit_status, r.err.empty() ? "no error text" : r.err));
 }
 
 std::vector<std::string> NodeOps::hierarchy(const std::string& root) {
@@ -401,7 +491,13 @@ void NodeOps::destroy_snapshot_recursive(const std::string& full_name) {
   }
 }
 
-void NodeOps::destroy_dataset(const std::string& ds) {
+void NodeOps::destroy_dataset(const std::string& ds, const std::string& owner_uuid) {
+  if (!owned_by_instance(ds, owner_uuid)) {
+    throw PreconditionError(fmt::format("{}: zfs destroy -r {}", m_runner.host(), ds),
+                            fmt::format("refused: it is not a dataset of instance {} (a pool root "
+                                        "or another instance's); nothing was destroyed",
+                                        owner_uuid));
+  }
   const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_ds(ds)});
   if (!r.ok() && !missing_text(r.err)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), ds), r.err);

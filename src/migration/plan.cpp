@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -207,6 +209,92 @@ bool should_sync_again(const std::vector<std::uint64_t>& incremental_bytes,
     }
   }
   return true;
+}
+
+bool owned_by_instance(const std::string& dataset, const std::string& uuid) {
+  std::optional<zfs::DatasetName> ds;
+  try {
+    ds.emplace(dataset);
+  } catch (const Error&) {
+    return false;
+  }
+  if (ds->is_pool() || uuid.empty()) {
+    return false;
+  }
+  const std::string pool = ds->pool();
+  const std::string root = pool + "/" + uuid;
+  const std::string rest = dataset.substr(pool.size() + 1);
+  if (dataset == root || dataset.rfind(root + "/", 0) == 0) {
+    return true; // the zone root and what lies below it (bhyve disks, delegated datasets)
+  }
+  if (dataset == pool + "/cores/" + uuid) {
+    return true;
+  }
+  // <pool>/<uuid>-diskN[/...]: KVM disks are siblings of the zone root.
+  const std::string disk = uuid + "-disk";
+  if (rest.rfind(disk, 0) != 0) {
+    return false;
+  }
+  std::size_t i = disk.size();
+  const std::size_t digits = i;
+  while (i < rest.size() && rest[i] >= '0' && rest[i] <= '9') {
+    ++i;
+  }
+  return i > digits && (i == rest.size() || rest[i] == '/');
+}
+
+std::vector<std::string> instance_roots(const std::string& uuid, const nlohmann::json& vmadm,
+                                        const std::vector<std::string>& inventory_datasets) {
+  auto refuse = [&](const std::string& ds, const std::string& why) {
+    throw PreconditionError(fmt::format("dataset '{}' of instance {}", ds, uuid),
+                            fmt::format("{}; zmigrate moves and destroys only the instance's own "
+                                        "datasets: fix the record and rerun",
+                                        why));
+  };
+  if (!vmadm.is_object() || !vmadm.contains("zfs_filesystem") ||
+      !vmadm.at("zfs_filesystem").is_string()) {
+    throw PreconditionError(fmt::format("instance {}", uuid),
+                            "vmadm on the source node reports no zfs_filesystem; check the "
+                            "instance there with \"vmadm get\"");
+  }
+  std::vector<std::string> all;
+  const std::string zroot = vmadm.at("zfs_filesystem").get<std::string>();
+  all.push_back(zroot);
+  if (const auto d = vmadm.find("disks"); d != vmadm.end() && d->is_array()) {
+    for (const nlohmann::json& disk : *d) {
+      if (disk.is_object() && disk.contains("zfs_filesystem") &&
+          disk.at("zfs_filesystem").is_string()) {
+        all.push_back(disk.at("zfs_filesystem").get<std::string>());
+      }
+    }
+  }
+  if (const auto d = vmadm.find("datasets"); d != vmadm.end() && d->is_array()) {
+    for (const nlohmann::json& ds : *d) {
+      all.push_back(ds.is_string() ? ds.get<std::string>() : ds.dump());
+    }
+  }
+  for (const std::string& ds : all) {
+    if (!owned_by_instance(ds, uuid) || ds.rfind(zroot.substr(0, zroot.find('/') + 1), 0) != 0) {
+      refuse(ds, "vmadm on the source node lists it, but it is not <pool>/<uuid>, "
+                 "<pool>/<uuid>-diskN or below <pool>/<uuid> of this instance");
+    }
+  }
+  if (zroot.find('/') == std::string::npos || zroot.substr(zroot.find('/') + 1) != uuid) {
+    refuse(zroot, "the zone root must be <pool>/<uuid> of this instance");
+  }
+  for (const std::string& ds : inventory_datasets) {
+    if (std::find(all.begin(), all.end(), ds) == all.end()) {
+      refuse(ds, "VMAPI lists it for the instance, but vmadm on the source node does not");
+    }
+  }
+  std::vector<std::string> roots;
+  for (const std::string& ds : all) {
+    const bool below_root = ds != zroot && ds.rfind(zroot + "/", 0) == 0;
+    if (!below_root && std::find(roots.begin(), roots.end(), ds) == roots.end()) {
+      roots.push_back(ds);
+    }
+  }
+  return roots;
 }
 
 } // namespace zmigrate::migration

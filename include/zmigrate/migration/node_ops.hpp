@@ -47,8 +47,13 @@ public:
   const zfs::Capabilities& caps();
 
   // --- instances (vmadm/zonecfg/zoneadm) ---
-  // `vmadm get`; nullopt when the node has no such instance.
+  // `vmadm get`; nullopt only when the node proves it has no such instance: vmadm's own
+  // not-found answer (exit 1, "<uuid>: No such zone configured") and `zoneadm list -cp` without
+  // it. Any other failure throws ("cannot tell" is never "absent"), as does an answer for
+  // another uuid.
   std::optional<nlohmann::json> vm_get(const std::string& uuid);
+  // True when `zoneadm list -cp` lists a zone named or with uuid `uuid` (throws if it fails).
+  bool zone_listed(const std::string& uuid);
   void vm_stop(const std::string& uuid);
   void vm_start(const std::string& uuid);
   // `vmadm update UUID k=v ...`.
@@ -72,8 +77,15 @@ public:
                    const std::vector<std::string>& extra_props = {});
   bool dataset_exists(const std::string& ds);
   // Mount every filesystem under `roots` that should be mounted (canmount=on, a real
-  // mountpoint) and is not, parents first; returns the datasets it mounted.
-  std::vector<std::string> mount_filesystems(const std::vector<std::string>& roots);
+  // mountpoint, not zoned: a delegated dataset is the zone's to mount) and is not, parents
+  // first; returns the datasets it mounted. check_mountpoints() first.
+  std::vector<std::string> mount_filesystems(const std::vector<std::string>& roots,
+                                             const std::string& zonepath);
+  // Refuse (PreconditionError naming the dataset) a filesystem under `roots` that is not zoned
+  // and whose mountpoint was set on it (locally or by a received stream) outside `zonepath`: a
+  // stream from another node must not get anything mounted over the global zone's files.
+  // Inherited mountpoints follow the dataset names, which are checked already.
+  void check_mountpoints(const std::vector<std::string>& roots, const std::string& zonepath);
   // `root` and its descendants (filesystems and volumes), parents first. Empty if absent.
   std::vector<std::string> hierarchy(const std::string& root);
   // Snapshots of `ds` (not of its children), oldest first, with GUIDs.
@@ -89,8 +101,10 @@ public:
   // Destroy `full_name` and the snapshots of the same name of every descendant (`zfs destroy -r
   // ds@snap`; retrying while busy); absent is fine.
   void destroy_snapshot_recursive(const std::string& full_name);
-  // Destroy a dataset and its descendants (retrying while busy); absent is fine.
-  void destroy_dataset(const std::string& ds);
+  // Destroy a dataset and its descendants (retrying while busy); absent is fine. Refused
+  // (PreconditionError, nothing destroyed) unless owned_by_instance(ds, owner_uuid): never a pool
+  // root, never another instance's dataset.
+  void destroy_dataset(const std::string& ds, const std::string& owner_uuid);
   void set_property(const std::string& ds, const std::string& prop, const std::string& value);
   // Roll `ds` back to its newest snapshot `full_name` (discarding changes made after it).
   void rollback_to(const std::string& full_name);

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace zmigrate::migration {
 
 // Brands zmigrate can move.
@@ -18,6 +20,19 @@ bool brand_supported(const std::string& brand);
 // Refuse an instance that cannot be migrated: unsupported brand, state other than running or
 // stopped, core zone (unless `force_core`; NAT zones are allowed). Throws PreconditionError.
 void validate_instance(const inventory::Vm& vm, bool force_core);
+
+// True when `dataset` may belong to instance `uuid`: `<pool>/<uuid>`, a descendant of it,
+// `<pool>/<uuid>-diskN` (KVM disks) or a descendant of one, or `<pool>/cores/<uuid>`. A pool root
+// or any other name is someone else's. Names are validated first (false for an invalid one).
+bool owned_by_instance(const std::string& dataset, const std::string& uuid);
+
+// The instance's dataset roots from the SOURCE NODE's `vmadm get` object (zfs_filesystem, the
+// disks' zfs_filesystem, the delegated `datasets`), never from the inventory alone: children of
+// the zone root travel with it, so only the zone root and sibling disks are listed. Every name
+// must be owned_by_instance(); `inventory_datasets` (what VMAPI lists) must name nothing else.
+// Throws PreconditionError naming the first offending dataset.
+std::vector<std::string> instance_roots(const std::string& uuid, const nlohmann::json& vmadm,
+                                        const std::vector<std::string>& inventory_datasets);
 
 // MiB of disk the instance needs on a target (quota, or the disk sizes for HVMs).
 std::uint64_t required_disk_mib(const inventory::Vm& vm);

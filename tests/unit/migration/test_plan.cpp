@@ -119,3 +119,69 @@ TEST_CASE("migration::should_sync_again", "[migration]") {
   CHECK(should_sync_again({}, 1000, 6, milliseconds(5001)));
   CHECK(should_sync_again({100000}, 1000, 6, milliseconds(60000)));
 }
+
+TEST_CASE("migration::owned_by_instance", "[migration][safety]") {
+  const std::string u = "5eed0000-0000-4000-8000-000000000101";
+  CHECK(owned_by_instance("zones/" + u, u));
+  CHECK(owned_by_instance("zones/" + u + "/data", u));
+  CHECK(owned_by_instance("zones/" + u + "/disk0", u));
+  CHECK(owned_by_instance("zones/" + u + "-disk0", u));
+  CHECK(owned_by_instance("zones/" + u + "-disk12", u));
+  CHECK(owned_by_instance("zones/cores/" + u, u));
+  CHECK(owned_by_instance("data/" + u, u));
+  // Never a pool root, another instance's or an image, or a look-alike name.
+  CHECK_FALSE(owned_by_instance("zones", u));
+  CHECK_FALSE(owned_by_instance("zones/cores", u));
+  CHECK_FALSE(owned_by_instance("zones/5eed0000-0000-4000-8000-0000000009ff-disk0", u));
+  CHECK_FALSE(owned_by_instance("zones/5eed0000-0000-4000-8000-000000000102/data", u));
+  CHECK_FALSE(owned_by_instance("zones/" + u + "-disk", u));
+  CHECK_FALSE(owned_by_instance("zones/" + u + "-diskX", u));
+  CHECK_FALSE(owned_by_instance("zones/" + u + "x", u));
+  CHECK_FALSE(owned_by_instance("zones/x/" + u, u));
+  CHECK_FALSE(owned_by_instance("zones/cores/" + u + "/x", u));
+  CHECK_FALSE(owned_by_instance("zones/" + u + "; rm -rf /", u));
+  CHECK_FALSE(owned_by_instance("", u));
+  CHECK_FALSE(owned_by_instance("zones/" + u, ""));
+}
+
+TEST_CASE("migration::instance_roots", "[migration][safety]") {
+  const std::string u = "5eed0000-0000-4000-8000-000000000101";
+  const nlohmann::json zone = {
+      {"uuid", u}, {"zfs_filesystem", "zones/" + u}, {"datasets", {"zones/" + u + "/data"}}};
+  SECTION("a zone: its root only (the delegated child travels with it)") {
+    CHECK(instance_roots(u, zone, {"zones/" + u, "zones/" + u + "/data"}) ==
+          std::vector<std::string>{"zones/" + u});
+  }
+  SECTION("KVM: sibling disks are roots of their own") {
+    const nlohmann::json kvm = {{"uuid", u},
+                                {"zfs_filesystem", "zones/" + u},
+                                {"disks",
+                                 {{{"zfs_filesystem", "zones/" + u + "-disk0"}},
+                                  {{"zfs_filesystem", "zones/" + u + "-disk1"}}}}};
+    CHECK(instance_roots(u, kvm, {}) ==
+          std::vector<std::string>{"zones/" + u, "zones/" + u + "-disk0", "zones/" + u + "-disk1"});
+  }
+  SECTION("a dataset VMAPI lists but the node does not is refused, named") {
+    try {
+      instance_roots(u, zone, {"zones/" + u, "zones/5eed0000-0000-4000-8000-0000000009ff-disk0"});
+      FAIL("no exception");
+    } catch (const PreconditionError& e) {
+      CHECK_THAT(e.what(), Catch::Contains("zones/5eed0000-0000-4000-8000-0000000009ff-disk0"));
+      CHECK_THAT(e.what(), Catch::Contains("VMAPI lists it"));
+    }
+  }
+  SECTION("a foreign dataset on the node's own record is refused") {
+    nlohmann::json bad = zone;
+    bad["datasets"].push_back("zones/other");
+    CHECK_THROWS_AS(instance_roots(u, bad, {}), PreconditionError);
+    bad = zone;
+    bad["zfs_filesystem"] = "zones";
+    CHECK_THROWS_AS(instance_roots(u, bad, {}), PreconditionError);
+    bad = zone;
+    bad["zfs_filesystem"] = "zones/" + u + "/x";
+    CHECK_THROWS_AS(instance_roots(u, bad, {}), PreconditionError);
+    bad = zone;
+    bad.erase("zfs_filesystem");
+    CHECK_THROWS_AS(instance_roots(u, bad, {}), PreconditionError);
+  }
+}

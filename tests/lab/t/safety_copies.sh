@@ -1,0 +1,89 @@
+#!/bin/bash
+# SPDX-License-Identifier: MPL-2.0
+# Lab test: never destroy the only copy, never touch another instance's data.
+#  1. A corrupt VMAPI record lists, among web01's delegated datasets, another instance's disk
+#     on the same node (a leaf dataset with data). `migrate --finalize -n cn2 web01` is refused
+#     at begin (exit 4, naming the dataset): the foreign dataset is intact on cn1 and was not
+#     copied to cn2, web01 still runs on cn1, no migration was recorded. With the record
+#     repaired, `migrate -n cn2 web01` works and the foreign dataset is still intact.
+#  2. `migrate -n cn2 lx01` (switch done), then the target copy disappears (`vmadm delete` on
+#     cn2). `finalize --yes lx01` refuses (exit 4), says what is missing and points to rollback;
+#     the hidden source on cn1 keeps its zone and every dataset with the same data. `rollback`
+#     then brings lx01 back on cn1 (VMAPI places it there, visible).
+#  3. After finalize of web01 (target proven), the source is gone and the foreign dataset is
+#     still intact.
+# Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns).
+set -euo pipefail
+# shellcheck source=lib_migrate.sh
+source "$(dirname "$(readlink -f "$0")")/lib_migrate.sh"
+
+mt_setup zmt-safe 10.96.12
+
+OTHER=5eed0000-0000-4000-8000-0000000009ff
+FOREIGN=zones/$OTHER-disk0
+
+# --- 1. a foreign dataset in the inventory ------------------------------------------------------
+on cn1 "zfs create -p $FOREIGN && head -c 300000 /dev/urandom > /zones/$OTHER-disk0/data.bin && sync" ||
+    mt_die "create the foreign dataset on cn1"
+foreign_sum() { on cn1 "zlab-sum $FOREIGN" | cut -d' ' -f1; }
+SUM0=$(foreign_sum)
+[[ -n $SUM0 ]] || mt_die "zlab-sum of $FOREIGN"
+curl -sS --max-time 10 -X PUT -H 'Content-Type: application/json' \
+    -d "{\"datasets\": [\"zones/$WEB/data\", \"$FOREIGN\"]}" "$VMAPI_URL/vms/$WEB" >/dev/null ||
+    mt_die "corrupt web01's VMAPI record"
+[[ $(vmapi "$WEB" '"'"$FOREIGN"'" in d["datasets"]') == true ]] || mt_die "VMAPI did not take the record"
+
+zm migrate --finalize -n cn2 "$WEB"
+if ((ZM_RC == 4)) && grep -q "$FOREIGN" "$ZM_ERR"; then
+    ok "migrate --finalize with a foreign dataset in VMAPI is refused (exit 4, names $FOREIGN)"
+else
+    fail "migrate --finalize with a foreign dataset: rc $ZM_RC"
+    zm_show
+fi
+[[ $(foreign_sum) == "$SUM0" ]] && ok "the foreign dataset is intact on cn1" ||
+    fail "the foreign dataset changed on cn1"
+on cn2 "zfs list -H -o name $FOREIGN" >/dev/null 2>&1 && fail "the foreign dataset reached cn2" ||
+    ok "the foreign dataset was not copied to cn2"
+[[ $(vm_state cn1 "$WEB") == running ]] && ok "web01 still runs on cn1" || fail "web01 on cn1: $(vm_state cn1 "$WEB")"
+zm --json list --all
+[[ $(zm_json 'len([m for m in (d if isinstance(d, list) else d.get("migrations", [])) if m.get("vm_uuid") == "'"$WEB"'"])') == 0 ]] &&
+    ok "no migration of web01 was recorded" || fail "a migration of web01 was recorded: $(head -c 300 "$ZM_OUT")"
+
+# Repaired record: the migration works and leaves the foreign dataset alone.
+curl -sS --max-time 10 -X PUT -H 'Content-Type: application/json' \
+    -d "{\"datasets\": [\"zones/$WEB/data\"]}" "$VMAPI_URL/vms/$WEB" >/dev/null || mt_die "repair the record"
+zm_ok "migrate -n cn2 web01 once the record is repaired" migrate -n cn2 "$WEB"
+
+# --- 2. finalize with the target copy gone -------------------------------------------------------
+zm_ok "migrate -n cn2 lx01" migrate -n cn2 "$LX" || mt_die "migrate lx01"
+SRC_SUM=$(on cn1 "zlab-sum zones/$LX" | cut -d' ' -f1)
+# The operator's mistake: our holds on the target's migration snapshot go first (vmadm would
+# refuse otherwise), then the instance (retried: datasets are busy for a moment after a receive).
+on cn2 'for s in $(zfs list -H -o name -t snapshot | grep "'"$LX"'@zmigrate-"); do t=${s#*@}; zfs release "${t%-*}" "$s"; done' ||
+    mt_die "release the holds of lx01 on cn2"
+wait_until 30 on cn2 "vmadm delete $LX" || mt_die "vmadm delete lx01 on cn2: $(on cn2 "vmadm delete $LX" 2>&1)"
+[[ $(vm_state cn2 "$LX") == absent ]] || mt_die "lx01 still on cn2"
+zm finalize --yes "$LX"
+if ((ZM_RC == 4)) && grep -q "rollback" "$ZM_ERR" && grep -qi "no instance\|has no" "$ZM_ERR"; then
+    ok "finalize with the target copy gone is refused (exit 4, says what is missing, points to rollback)"
+else
+    fail "finalize with the target copy gone: rc $ZM_RC"
+    zm_show
+fi
+err_line_ok 4 && ok "the refusal is one 'zmigrate: error:' line" || fail "error output: $(cat "$ZM_ERR")"
+[[ $(vm_state cn1 "$LX") != absent ]] && ok "the hidden source lx01 is still on cn1" || fail "lx01 gone from cn1"
+[[ $(on cn1 "zlab-sum zones/$LX" | cut -d' ' -f1) == "$SRC_SUM" ]] && ok "the source's data is unchanged" ||
+    fail "the source's data changed"
+zm_ok "rollback lx01 brings the source back" rollback "$LX"
+[[ $(vmapi "$LX" 'd["server_uuid"]') == "$CN1" ]] && ok "VMAPI places lx01 on cn1 again" ||
+    fail "VMAPI server of lx01: $(vmapi "$LX" 'd["server_uuid"]')"
+[[ $(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("do_not_inventory", False))') == False ]] &&
+    ok "lx01 is visible on cn1" || fail "lx01 still hidden on cn1"
+
+# --- 3. finalize when the target is proven ----------------------------------------------------
+zm_ok "finalize --yes web01 (target proven)" finalize --yes "$WEB"
+[[ $(vm_state cn1 "$WEB") == absent ]] && ok "web01's source is gone from cn1" || fail "web01 still on cn1"
+[[ $(foreign_sum) == "$SUM0" ]] && ok "the foreign dataset is still intact on cn1" ||
+    fail "the foreign dataset changed on cn1 after finalize"
+
+mt_finish
