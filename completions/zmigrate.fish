@@ -72,6 +72,7 @@ complete -c zmigrate -n "__fish_seen_subcommand_from begin" -l dry-run -d 'Print
 complete -c zmigrate -n "__fish_seen_subcommand_from sync switch rollback finalize abort" -a '(__zmigrate_vms active)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from watch get" -a '(__zmigrate_vms all)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -l keep-changes -d 'First send the target changes back'
+complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -s y -l yes -d 'Do not ask for confirmation'
 complete -c zmigrate -n "__fish_seen_subcommand_from finalize" -s y -l yes -d 'Do not ask for confirmation'
 
 # evacuate.

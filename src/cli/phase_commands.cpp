@@ -173,6 +173,7 @@ CommandSpec rollback_command() {
   struct Opts {
     VmOptions vm;
     bool keep_changes = false;
+    bool yes = false;
   };
   auto o = std::make_shared<Opts>();
   return {"rollback", "After a switch, make the original instance primary again",
@@ -180,9 +181,33 @@ CommandSpec rollback_command() {
             add_vm_arg(app, o->vm);
             app.add_flag("--keep-changes", o->keep_changes,
                          "First send the target's changes since the switch back to the source");
+            app.add_flag("-y,--yes", o->yes, "Do not ask for confirmation");
           },
           [o](Runtime& rt) {
             migration::Context& ctx = start(rt, o->vm.vm);
+            if (!o->keep_changes && !o->yes && ::isatty(STDIN_FILENO) == 1) {
+              // Destructive: say what is thrown away, and ask (scripts are not asked).
+              std::string what;
+              try {
+                const migration::RollbackPreview p = migration::rollback_preview(ctx, o->vm.vm);
+                what = fmt::format("{}{} written on {} since the switch", p.approximate ? "~" : "",
+                                   human_bytes(p.written_bytes), p.target_hostname);
+              } catch (const Error& e) {
+                what = fmt::format("what was written on the target since the switch (cannot "
+                                   "tell how much: {})",
+                                   e.what());
+              }
+              std::fprintf(stdout,
+                           "This throws away %s (--keep-changes sends it back to the source "
+                           "first). Continue? [y/N] ",
+                           what.c_str());
+              std::fflush(stdout);
+              std::string answer;
+              std::getline(std::cin, answer);
+              if (answer != "y" && answer != "Y" && answer != "yes") {
+                throw Error(ExitCode::failure, "rollback", "not confirmed; nothing was changed");
+              }
+            }
             TerminalReporter& out = rt.reporter();
             out.phase_started("rollback", "");
             const migration::RollbackResult r = migration::rollback(ctx, o->vm.vm, o->keep_changes);

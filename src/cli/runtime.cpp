@@ -142,6 +142,8 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.converge_bytes = config().converge_bytes;
     s.max_syncs = config().max_syncs;
     s.ssh_connect_timeout_s = config().ssh.connect_timeout_s;
+    s.ssh_user = config().ssh.user;
+    s.ssh_port = config().ssh.port;
     s.state_dir = config().state_dir;
     s.log_dir = config().log_dir;
     s.hostname = hostname();

@@ -261,6 +261,8 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& sr
   spec.watchdog = dst.caps().has_mbuffer;
   spec.zfs_path = ctx.settings.zfs_path;
   spec.connect_timeout_s = ctx.settings.ssh_connect_timeout_s;
+  spec.target_user = ctx.settings.ssh_user;
+  spec.target_port = ctx.settings.ssh_port;
   return spec;
 }
 
@@ -311,6 +313,19 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
       held.push_back(ds + "@" + snap);
       for (Transfer& t :
            plan_dataset(ctx, m.id, st, dt, dst.runner().host(), ds, ds + "@" + snap, dst)) {
+        if (t.kind == "resume") {
+          // The token comes from the other node: it must resume this dataset, towards a
+          // snapshot of this migration, before the source sends anything for it.
+          const std::string to_name = src.resume_token_snapshot(t.token);
+          const std::string to_ds = to_name.substr(0, to_name.find('@'));
+          if (to_ds != ds || zfs::parse_migration_snap(m.id, snap_part(to_name)) < 0) {
+            throw Error(ExitCode::zfs, fmt::format("{}: {}", dst.runner().host(), ds),
+                        fmt::format("its receive resume token resumes {}, not a snapshot of this "
+                                    "migration of {}; refusing to send it. Clear it on the "
+                                    "target with \"zfs recv -A {}\" and rerun",
+                                    to_name, ds, ds));
+          }
+        }
         if (options.estimate) {
           const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token, &st);
           t.estimate = bytes;

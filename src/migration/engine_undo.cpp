@@ -9,6 +9,8 @@
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
 
+#include <cstdlib>
+
 #include <fmt/format.h>
 
 namespace zmigrate::migration {
@@ -119,6 +121,34 @@ nlohmann::json verify_target(Context& ctx, Operation& op, Ends& ends, const inve
 }
 
 } // namespace
+
+RollbackPreview rollback_preview(Context& ctx, const std::string& vm_uuid) {
+  const state::Migration m = load_active(ctx, vm_uuid);
+  check_action(Action::rollback, m);
+  Ends ends = detail::open_ends(ctx, m);
+  RollbackPreview p;
+  p.target_hostname = ends.target_server.hostname;
+  const std::string synced = m.data.value("synced_snap", "");
+  const std::string snap = synced.substr(synced.find('@') + 1);
+  const bool exact = ends.target->caps().written_property;
+  const DatasetTree t = ends.target->tree(detail::instance_roots(m),
+                                          exact ? std::vector<std::string>{"written@" + snap}
+                                                : std::vector<std::string>{"referenced"});
+  auto num = [](const std::string& v) -> std::uint64_t {
+    return v.empty() ? 0 : std::strtoull(v.c_str(), nullptr, 10);
+  };
+  for (const std::string& ds : t.datasets) {
+    if (exact) {
+      p.written_bytes += num(t.prop(ds, "written@" + snap));
+    } else {
+      const std::uint64_t now = num(t.prop(ds, "referenced"));
+      const std::uint64_t then = num(t.prop(ds + "@" + snap, "referenced"));
+      p.written_bytes += now > then ? now - then : 0;
+    }
+  }
+  p.approximate = !exact;
+  return p;
+}
 
 RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes) {
   const state::Migration current = load_active(ctx, vm_uuid);

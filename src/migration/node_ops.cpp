@@ -533,6 +533,20 @@ std::string NodeOps::resume_token(const std::string& ds) {
   return it == p.end() ? std::string() : it->second;
 }
 
+std::string NodeOps::resume_token_snapshot(const std::string& token) {
+  remote::Argv argv = send_argv("", "", token, caps()); // validates the token's characters
+  argv.insert(argv.begin() + 2, "-nvP");
+  const remote::Result r = remote::run_checked(m_runner, remote::Command(argv), {}, ExitCode::zfs);
+  for (const std::string& line : lines_of(r.out + "\n" + r.err)) {
+    const auto at = line.find("toname = ");
+    if (at != std::string::npos) {
+      return checked_snap(line.substr(at + 9));
+    }
+  }
+  throw Error(ExitCode::zfs, fmt::format("{}: zfs send -nvP -t", m_runner.host()),
+              "the resume token names no snapshot (no toname in the decoded token)");
+}
+
 void NodeOps::hold(const std::string& full_name, const std::string& tag) {
   if (!caps().holds) {
     return;

@@ -82,6 +82,8 @@ struct Settings {
   std::string log_dir;
   std::string zfs_path = "/usr/sbin/zfs"; // on the compute nodes
   int ssh_connect_timeout_s = 10;         // ssh.connect_timeout_s: also the data path's
+  std::string ssh_user = "root";          // ssh.user: also the data path's, node to node
+  int ssh_port = 22;                      // ssh.port: likewise
   bool allow_older_platform = false;
   // Test-only fault hook (ZMIGRATE_FAULT_STEP): SIGKILL this process just before this journal step.
   std::string fault_step;

@@ -75,6 +75,16 @@ struct RollbackResult {
   std::chrono::milliseconds downtime{0};
 };
 
+// What a rollback without --keep-changes throws away: the bytes written on the target since the
+// switch's final snapshot (`written@snap` where the node has it; else the growth of referenced,
+// approximate). Reads only; throws as rollback would when it cannot run.
+struct RollbackPreview {
+  std::uint64_t written_bytes = 0;
+  bool approximate = false;
+  std::string target_hostname;
+};
+RollbackPreview rollback_preview(Context& ctx, const std::string& vm_uuid);
+
 struct MigrateOptions {
   BeginOptions begin;
   int max_syncs = 6;

@@ -110,6 +110,9 @@ public:
   void rollback_to(const std::string& full_name);
   // The partial-receive resume token of `ds`, "" when none (or unsupported).
   std::string resume_token(const std::string& ds);
+  // The snapshot a resume token (read from the other node) resumes, decoded by this node's zfs
+  // (`zfs send -nvP -t`: its "toname = ds@snap"). Throws when zfs cannot decode it.
+  std::string resume_token_snapshot(const std::string& token);
   // Hold/release `full_name` with `tag` where the node supports holds (no-op otherwise).
   void hold(const std::string& full_name, const std::string& tag);
   void release(const std::string& full_name, const std::string& tag);
