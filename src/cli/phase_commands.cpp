@@ -4,6 +4,7 @@
 #include <zmigrate/cli/output.hpp>
 #include <zmigrate/cli/runtime.hpp>
 #include <zmigrate/migration/engine.hpp>
+#include <zmigrate/util/arguments.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
 
@@ -30,7 +31,9 @@ void add_vm_arg(CLI::App& app, VmOptions& o) {
   app.add_option("VM", o.vm, "Instance UUID")->required();
 }
 
+// Every phase command starts here: the VM argument is checked before anything is opened or asked.
 migration::Context& start(Runtime& rt, const std::string& vm_uuid) {
+  require_vm_argument(vm_uuid);
   migration::Context& ctx = rt.context(k_all_services);
   // Log into the active migration's file at once; a command that starts a new migration keeps
   // its first lines in memory until the migration has an id (never in an older one's log).
@@ -106,6 +109,10 @@ CommandSpec begin_command() {
                          "Allow a target with an older platform image than the source");
           },
           [o](Runtime& rt) {
+            require_vm_argument(o->vm.vm);
+            if (!o->target.empty()) {
+              require_node_argument("--target", o->target);
+            }
             migration::Context& ctx = start(rt, o->vm.vm);
             ctx.settings.allow_older_platform = o->allow_older;
             TerminalReporter& out = rt.reporter();
@@ -258,6 +265,7 @@ CommandSpec finalize_command() {
             app.add_flag("-y,--yes", o->yes, "Do not ask for confirmation");
           },
           [o](Runtime& rt) {
+            require_vm_argument(o->vm.vm); // before the prompt quotes it
             if (!o->yes && ::isatty(STDIN_FILENO) == 1) {
               std::fprintf(stdout,
                            "This deletes the original instance %s on the source node; rollback "
@@ -319,6 +327,10 @@ CommandSpec migrate_command() {
                          "Allow a target with an older platform image than the source");
           },
           [o](Runtime& rt) {
+            require_vm_argument(o->vm.vm);
+            if (!o->target.empty()) {
+              require_node_argument("--target", o->target);
+            }
             migration::Context& ctx = start(rt, o->vm.vm);
             ctx.settings.allow_older_platform = o->allow_older;
             migration::MigrateOptions mo;

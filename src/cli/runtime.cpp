@@ -6,6 +6,7 @@
 #include <zmigrate/remote/ssh_runner.hpp>
 #include <zmigrate/state/sqlite_store.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/process.hpp>
 
 #include <cstdlib>
 #include <unistd.h>
@@ -147,8 +148,10 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.state_dir = config().state_dir;
     s.log_dir = config().log_dir;
     s.hostname = hostname();
-    if (const char* f = std::getenv("ZMIGRATE_FAULT_STEP")) {
-      s.fault_step = f;
+    // Test-only: honoured only by builds with -DZMIGRATE_FAULT_HOOKS=ON (the lab's).
+    s.fault_step = fault_step_from_env();
+    if (!s.fault_step.empty()) {
+      m_impl->log.warn("test-only fault hook armed", {{"fault_step", s.fault_step}});
     }
     m_impl->context = std::make_unique<migration::Context>(migration::Context{
         inv, *m_impl->nodes, store(), m_impl->clock, m_impl->log, *m_impl->reporter, s,

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <limits>
 #include <mutex>
 #include <string_view>
 
@@ -51,9 +53,22 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+struct BodySink {
+  std::string* body = nullptr;
+  std::uint64_t limit = 0;
+  bool too_large = false;
+};
+
+// Returning less than was offered makes libcurl abort the transfer with CURLE_WRITE_ERROR.
 std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user) {
-  static_cast<std::string*>(user)->append(data, size * count);
-  return size * count;
+  auto& sink = *static_cast<BodySink*>(user);
+  const std::size_t n = size * count;
+  if (n > sink.limit || sink.body->size() > sink.limit - n) {
+    sink.too_large = true;
+    return 0;
+  }
+  sink.body->append(data, n);
+  return n;
 }
 
 std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
@@ -171,7 +186,16 @@ Attempt CurlHttpClient::attempt_once(const Request& request) {
     curl_easy_setopt(curl, CURLOPT_CAINFO, m_options.ca_file.c_str());
   }
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
+  BodySink sink{&response.body, m_options.max_response_bytes, false};
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+  // A declared Content-Length over the limit is refused before any of the body is read (0 means
+  // "no limit" to libcurl: on_body alone enforces a zero limit).
+  if (m_options.max_response_bytes > 0) {
+    curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
+                     static_cast<curl_off_t>(std::min<std::uint64_t>(
+                         m_options.max_response_bytes,
+                         static_cast<std::uint64_t>(std::numeric_limits<curl_off_t>::max()))));
+  }
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response.headers);
 
@@ -193,6 +217,14 @@ Attempt CurlHttpClient::attempt_once(const Request& request) {
   }
 
   const CURLcode code = curl_easy_perform(curl);
+  if (sink.too_large || code == CURLE_FILESIZE_EXCEEDED) {
+    // Not retried: the same service would send the same oversized answer again.
+    return Attempt{std::nullopt,
+                   fmt::format("response larger than {} bytes", m_options.max_response_bytes),
+                   false,
+                   "the service's answer is corrupt or hostile, or the limit "
+                   "(http::ClientOptions::max_response_bytes) is too low for it"};
+  }
   if (code != CURLE_OK) {
     Attempt failed;
     failed.error = m_handle->error[0] != '\0' ? std::string(m_handle->error)
@@ -201,6 +233,8 @@ Attempt CurlHttpClient::attempt_once(const Request& request) {
     if (tls_verification_error(code)) {
       failed.hint = "the server's TLS certificate did not verify; fix the certificate or name a "
                     "CA bundle in the configuration (\"http\": {\"ca_file\": ...})";
+    } else if (code == CURLE_PARTIAL_FILE) {
+      failed.error = "response truncated: " + failed.error;
     } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
       failed.hint = request.service.empty() ? std::string("check the URL")
                                             : fmt::format("check {}_URL", request.service);

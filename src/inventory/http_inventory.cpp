@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/inventory/http_inventory.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/net.hpp>
 #include <zmigrate/util/uuid.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 #include <fmt/format.h>
@@ -124,6 +126,31 @@ std::string server_list_text(const std::vector<Server>& servers) {
     text += fmt::format(" and {} more", names.size() - k_max);
   }
   return text;
+}
+
+// The services answer for the object asked for; a record for another one (a corrupted cache, a
+// proxy mixing up answers, a hostile service) must not be acted on as if it were the one asked.
+void require_same(const std::string& subject, const char* field, const std::string& asked,
+                  const std::string& got) {
+  // UUIDs compare without regard to case: an operator may type one in upper case.
+  const auto same = std::equal(
+      asked.begin(), asked.end(), got.begin(), got.end(),
+      [](unsigned char a, unsigned char b) { return std::tolower(a) == std::tolower(b); });
+  if (!same) {
+    throw Error(ExitCode::inventory, subject,
+                fmt::format("asked for {} {} but the answer is for {} {}", field,
+                            quoted_text(asked), field, quoted_text(got)));
+  }
+}
+
+void require_same_ip(const std::string& subject, const IpRecord& record,
+                     const std::string& network_uuid, const std::string& ip) {
+  if (!same_ip(record.ip, ip)) {
+    require_same(subject, "ip", ip, record.ip);
+  }
+  if (!record.network_uuid.empty()) {
+    require_same(subject, "network_uuid", network_uuid, record.network_uuid);
+  }
 }
 
 } // namespace
@@ -268,7 +295,9 @@ std::optional<Vm> HttpInventory::find_vm(const std::string& uuid, bool sync) {
   if (!body) {
     return std::nullopt;
   }
-  return parse_vm(*body);
+  Vm vm = parse_vm(*body);
+  require_same("VMAPI GET " + path, "uuid", uuid, vm.uuid);
+  return vm;
 }
 
 std::vector<Vm> HttpInventory::list_vms(const std::string& server_uuid, const std::string& state) {
@@ -293,6 +322,10 @@ std::vector<Vm> HttpInventory::list_vms(const std::string& server_uuid, const st
     std::size_t added = 0;
     for (const json& j : page) {
       Vm vm = parse_vm(j);
+      // A VMAPI that ignores the filter lists every VM: never take another server's for ours.
+      if (!server_uuid.empty()) {
+        require_same("VMAPI GET " + path, "server_uuid", server_uuid, vm.server_uuid);
+      }
       if (seen.insert(vm.uuid).second) {
         vms.push_back(std::move(vm));
         ++added;
@@ -310,7 +343,9 @@ Vm HttpInventory::put_vm(const std::string& uuid, const json& body) {
   const std::string path = "/vms/" + url_encode(uuid);
   const json answer = *call(vmapi(), "PUT", path, body, Missing::is_error);
   if (answer.is_object()) {
-    return parse_vm(answer);
+    Vm vm = parse_vm(answer);
+    require_same("VMAPI PUT " + path, "uuid", uuid, vm.uuid);
+    return vm;
   }
   std::optional<Vm> stored = find_vm(uuid);
   if (!stored) {
@@ -355,7 +390,9 @@ Server HttpInventory::resolve_server(const std::string& uuid_or_hostname) {
     const std::string path = "/servers/" + url_encode(uuid_or_hostname);
     const std::optional<json> body = call(cnapi(), "GET", path, std::nullopt, Missing::is_nullopt);
     if (body) {
-      return parse_server(*body);
+      Server s = parse_server(*body);
+      require_same("CNAPI GET " + path, "uuid", uuid_or_hostname, s.uuid);
+      return s;
     }
     throw NotFoundError(subject,
                         "no CNAPI server has this UUID; " + server_list_text(list_servers()));
@@ -395,6 +432,7 @@ Server HttpInventory::resolve_server(const std::string& uuid_or_hostname) {
 IpRecord HttpInventory::get_ip(const std::string& network_uuid, const std::string& ip) {
   const std::string path = "/networks/" + url_encode(network_uuid) + "/ips/" + url_encode(ip);
   IpRecord record = parse_ip(*call(napi(), "GET", path, std::nullopt, Missing::is_error));
+  require_same_ip("NAPI GET " + path, record, network_uuid, ip);
   if (record.network_uuid.empty()) {
     record.network_uuid = network_uuid;
   }
@@ -406,6 +444,7 @@ IpRecord HttpInventory::set_ip_reserved(const std::string& network_uuid, const s
   const std::string path = "/networks/" + url_encode(network_uuid) + "/ips/" + url_encode(ip);
   IpRecord record =
       parse_ip(*call(napi(), "PUT", path, json{{"reserved", reserved}}, Missing::is_error));
+  require_same_ip("NAPI PUT " + path, record, network_uuid, ip);
   if (record.network_uuid.empty()) {
     record.network_uuid = network_uuid;
   }
@@ -418,7 +457,9 @@ std::optional<Image> HttpInventory::find_image(const std::string& uuid) {
   if (!body) {
     return std::nullopt;
   }
-  return parse_image(*body);
+  Image image = parse_image(*body);
+  require_same("IMGAPI GET /images/" + url_encode(uuid), "uuid", uuid, image.uuid);
+  return image;
 }
 
 } // namespace zmigrate::inventory

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/inventory/types.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/net.hpp>
+#include <zmigrate/util/uuid.hpp>
+#include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +22,14 @@ using nlohmann::json;
   throw Error(ExitCode::inventory, what,
               fmt::format("field \"{}\" is {} ({}), expected {}", key, value.type_name(),
                           value.dump().substr(0, 80), expected));
+}
+
+// A field whose value is the right JSON type but not an acceptable value. Names the field and
+// the value (quoted and escaped: the value may be hostile).
+[[noreturn]] void refuse(const std::string& what, const std::string& key, const std::string& value,
+                         const std::string& expected) {
+  throw Error(ExitCode::inventory, what,
+              fmt::format("field \"{}\" is {}, expected {}", key, quoted_text(value), expected));
 }
 
 void require_object(const json& j, const std::string& what) {
@@ -131,6 +142,77 @@ bool starts_with(const std::string& s, const std::string& prefix) {
   return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
 }
 
+// Ids end up in API paths and on command lines: anything but a UUID is refused. "" = absent.
+std::string uuid_str(const json& j, const std::string& key, const std::string& what) {
+  std::string value = str(j, key, what);
+  if (!value.empty() && !is_uuid(value)) {
+    refuse(what, key, value, "a UUID");
+  }
+  return value;
+}
+
+// A valid ZFS dataset name (zfs::DatasetName's rules), or nullopt.
+std::optional<zfs::DatasetName> dataset_name(const std::string& text) {
+  try {
+    return zfs::DatasetName(text);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+// The dataset `text` when it is a valid name that belongs to the instance: below its zone root
+// (bhyve disks, delegated datasets), or a sibling in the same pool named "<uuid>-..." (KVM
+// disks). Anything else could make a migration send or destroy another instance's data.
+std::string owned_dataset(const std::string& text, const Vm& vm, const std::string& what,
+                          const std::string& key) {
+  const std::optional<zfs::DatasetName> name = dataset_name(text);
+  if (!name) {
+    refuse(what, key, text, "a ZFS dataset name");
+  }
+  const zfs::DatasetName root(vm.zfs_filesystem);
+  const bool below_root = root.contains(*name);
+  const bool sibling = !name->is_pool() && name->parent() == root.parent() &&
+                       starts_with(name->str(), vm.zfs_filesystem + "-");
+  if (!below_root && !sibling) {
+    refuse(what, key, text,
+           fmt::format("a dataset of this instance ({}/... or {}-...)", vm.zfs_filesystem,
+                       vm.zfs_filesystem));
+  }
+  return text;
+}
+
+// An absolute path of ZFS-name-safe components ending in the instance's uuid (/zones/<uuid>).
+bool safe_zonepath(const std::string& path, const std::string& uuid) {
+  if (path.size() < 2 || path.front() != '/' || path.size() > zfs::k_max_name_length + 1) {
+    return false;
+  }
+  std::size_t start = 1;
+  std::string last;
+  while (start <= path.size()) {
+    const std::size_t slash = path.find('/', start);
+    last = path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (!zfs::is_valid_component(last)) {
+      return false;
+    }
+    if (slash == std::string::npos) {
+      break;
+    }
+    start = slash + 1;
+  }
+  return last == uuid;
+}
+
+// An address for the NIC: an IP literal, "" for dhcp/addrconf (no static address).
+std::string nic_ip(const std::string& value, const std::string& what, const std::string& key) {
+  if (value == "dhcp" || value == "addrconf") {
+    return "";
+  }
+  if (!value.empty() && !is_ip_literal(value)) {
+    refuse(what, key, value, "an IP address, \"dhcp\" or \"addrconf\"");
+  }
+  return value;
+}
+
 // "/dev/zvol/rdsk/zones/<uuid>-disk0" → "zones/<uuid>-disk0"; "" when `path` is not a zvol path.
 std::string dataset_from_zvol_path(const std::string& path) {
   for (const char* prefix : {"/dev/zvol/rdsk/", "/dev/zvol/dsk/"}) {
@@ -142,36 +224,42 @@ std::string dataset_from_zvol_path(const std::string& path) {
 }
 
 // First IPv4 address of a vmadm "ips" list ("10.192.0.8/10"), skipping dhcp/addrconf/IPv6.
-std::string ipv4_from_ips(const json& ips) {
+// An entry that is none of those ("10.0.0.5; id") is refused, not skipped.
+std::string ipv4_from_ips(const json& ips, const std::string& what) {
   if (!ips.is_array()) {
     return "";
   }
+  std::string first;
   for (const json& entry : ips) {
     if (!entry.is_string()) {
       continue;
     }
-    std::string ip = entry.get<std::string>();
-    ip = ip.substr(0, ip.find('/'));
-    if (ip.find(':') == std::string::npos && ip.find('.') != std::string::npos) {
-      return ip;
+    const std::string text = entry.get<std::string>();
+    const std::size_t slash = text.find('/');
+    const std::string ip = nic_ip(text.substr(0, slash), what, "ips");
+    const std::string prefix = slash == std::string::npos ? "" : text.substr(slash + 1);
+    if ((slash != std::string::npos &&
+         (ip.empty() || prefix.empty() || prefix.size() > 3 ||
+          prefix.find_first_not_of("0123456789") != std::string::npos))) {
+      refuse(what, "ips", text, "an IP address with an optional /prefix");
+    }
+    if (first.empty() && is_ipv4(ip)) {
+      first = ip;
     }
   }
-  return "";
+  return first;
 }
 
 Nic parse_nic_at(const json& j, const std::string& what) {
   require_object(j, what);
   Nic nic;
   nic.mac = str(j, "mac", what);
-  nic.ip = str(j, "ip", what);
-  if (nic.ip == "dhcp" || nic.ip == "addrconf") {
-    nic.ip.clear();
-  }
+  nic.ip = nic_ip(str(j, "ip", what), what, "ip");
   if (nic.ip.empty()) {
     const json* ips = field(j, "ips");
-    nic.ip = ips != nullptr ? ipv4_from_ips(*ips) : "";
+    nic.ip = ips != nullptr ? ipv4_from_ips(*ips, what) : "";
   }
-  nic.network_uuid = str(j, "network_uuid", what);
+  nic.network_uuid = uuid_str(j, "network_uuid", what);
   nic.nic_tag = str(j, "nic_tag", what);
   nic.interface = str(j, "interface", what);
   nic.primary = boolean(j, "primary", what, false);
@@ -184,16 +272,20 @@ Disk parse_disk(const json& j, const Vm& vm, const std::string& zpool, std::size
   Disk disk;
   disk.path = str(j, "path", what);
   disk.zfs_filesystem = str(j, "zfs_filesystem", what);
+  std::string key = "zfs_filesystem";
   if (disk.zfs_filesystem.empty()) {
     disk.zfs_filesystem = dataset_from_zvol_path(disk.path);
+    key = "path";
   }
   if (disk.zfs_filesystem.empty()) {
     // Neither given: the names vmadm would have chosen (bhyve disks live under the zone root).
     const std::string pool = str(j, "zpool", what).empty() ? zpool : str(j, "zpool", what);
     disk.zfs_filesystem = vm.brand == "bhyve" ? fmt::format("{}/disk{}", vm.zfs_filesystem, index)
                                               : fmt::format("{}/{}-disk{}", pool, vm.uuid, index);
+    key = "zpool";
   }
-  disk.image_uuid = str(j, "image_uuid", what);
+  owned_dataset(disk.zfs_filesystem, vm, what, key);
+  disk.image_uuid = uuid_str(j, "image_uuid", what);
   disk.size_mib = size(j, "size", what);
   disk.boot = boolean(j, "boot", what, false);
   return disk;
@@ -216,9 +308,9 @@ bool Vm::is_core() const {
 Vm parse_vm(const json& j) {
   require_object(j, "VM");
   Vm vm;
-  vm.uuid = str(j, "uuid", "VM");
+  vm.uuid = uuid_str(j, "uuid", "VM");
   if (vm.uuid.empty()) {
-    vm.uuid = str(j, "zonename", "VM"); // vmadm objects name the zone after the uuid
+    vm.uuid = uuid_str(j, "zonename", "VM"); // vmadm objects name the zone after the uuid
   }
   if (vm.uuid.empty()) {
     throw Error(ExitCode::inventory, "VM", "field \"uuid\" is missing");
@@ -227,18 +319,38 @@ Vm parse_vm(const json& j) {
   vm.alias = str(j, "alias", what);
   vm.brand = str(j, "brand", what);
   vm.state = str(j, "state", what);
-  vm.server_uuid = str(j, "server_uuid", what);
-  vm.owner_uuid = str(j, "owner_uuid", what);
+  vm.server_uuid = uuid_str(j, "server_uuid", what);
+  vm.owner_uuid = uuid_str(j, "owner_uuid", what);
   vm.billing_id = str(j, "billing_id", what);
 
-  const std::string zpool = str(j, "zpool", what).empty() ? "zones" : str(j, "zpool", what);
+  const std::string given_zpool = str(j, "zpool", what);
+  if (!given_zpool.empty()) {
+    const std::optional<zfs::DatasetName> pool = dataset_name(given_zpool);
+    if (!pool || !pool->is_pool()) {
+      refuse(what, "zpool", given_zpool, "a ZFS pool name");
+    }
+  }
+  const std::string zpool = given_zpool.empty() ? "zones" : given_zpool;
   vm.zfs_filesystem = str(j, "zfs_filesystem", what);
   if (vm.zfs_filesystem.empty()) {
     vm.zfs_filesystem = zpool + "/" + vm.uuid;
   }
+  // The zone root is exactly <pool>/<uuid>: a bare pool ("zones") or another instance's dataset
+  // would make every later zfs command act on the wrong data.
+  {
+    const std::optional<zfs::DatasetName> root = dataset_name(vm.zfs_filesystem);
+    if (!root || root->is_pool() || !root->parent().is_pool() ||
+        root->str() != root->pool() + "/" + vm.uuid ||
+        (!given_zpool.empty() && root->pool() != given_zpool)) {
+      refuse(what, "zfs_filesystem", vm.zfs_filesystem, fmt::format("<pool>/{}", vm.uuid));
+    }
+  }
   vm.zonepath = str(j, "zonepath", what);
   if (vm.zonepath.empty()) {
     vm.zonepath = "/" + vm.zfs_filesystem;
+  }
+  if (!safe_zonepath(vm.zonepath, vm.uuid)) {
+    refuse(what, "zonepath", vm.zonepath, fmt::format("/<path>/{}", vm.uuid));
   }
 
   vm.quota_gib = size(j, "quota", what);
@@ -264,10 +376,11 @@ Vm parse_vm(const json& j) {
   const json& datasets = array_or_empty(j, "datasets", what);
   for (std::size_t i = 0; i < datasets.size(); ++i) {
     const json& d = datasets[i];
+    const std::string key = fmt::format("datasets[{}]", i);
     if (d.is_string()) {
-      vm.datasets.push_back(d.get<std::string>());
+      vm.datasets.push_back(owned_dataset(d.get<std::string>(), vm, what, key));
     } else if (d.is_object() && d.contains("name") && d["name"].is_string()) {
-      vm.datasets.push_back(d["name"].get<std::string>());
+      vm.datasets.push_back(owned_dataset(d["name"].get<std::string>(), vm, what, key));
     } else {
       malformed(what, fmt::format("datasets[{}]", i), d, "a dataset name");
     }
@@ -280,12 +393,12 @@ Vm parse_vm(const json& j) {
   }
 
   // HVM instances boot from disk0's image; VMAPI omits the top-level image_uuid for them.
-  vm.image_uuid = str(j, "image_uuid", what);
+  vm.image_uuid = uuid_str(j, "image_uuid", what);
   if (vm.is_hvm() && !vm.disks.empty() && !vm.disks.front().image_uuid.empty()) {
     vm.image_uuid = vm.disks.front().image_uuid;
   }
   if (vm.image_uuid.empty()) {
-    vm.image_uuid = str(j, "dataset_uuid", what); // pre-IMGAPI name of the same field
+    vm.image_uuid = uuid_str(j, "dataset_uuid", what); // pre-IMGAPI name of the same field
   }
 
   vm.tags = object_or_empty(j, "tags", what);
@@ -297,9 +410,9 @@ Server parse_server(const json& j) {
   require_object(j, "CNAPI server");
   const json sysinfo = object_or_empty(j, "sysinfo", "CNAPI server");
   Server s;
-  s.uuid = str(j, "uuid", "CNAPI server");
+  s.uuid = uuid_str(j, "uuid", "CNAPI server");
   if (s.uuid.empty()) {
-    s.uuid = str(sysinfo, "UUID", "CNAPI server sysinfo");
+    s.uuid = uuid_str(sysinfo, "UUID", "CNAPI server sysinfo");
   }
   if (s.uuid.empty()) {
     throw Error(ExitCode::inventory, "CNAPI server", "field \"uuid\" is missing");
@@ -328,7 +441,12 @@ Server parse_server(const json& j) {
   s.unreserved_ram_mib = size(j, "unreserved_ram", what).value_or(0);
   s.unreserved_disk_mib = size(j, "unreserved_disk", what).value_or(0);
   s.traits = object_or_empty(j, "traits", what);
+  // The address zmigrate connects to (ssh, the data path): an IP literal and nothing else. The
+  // hostname is only ever displayed.
   s.admin_ip = admin_ip_from_sysinfo(sysinfo);
+  if (!s.admin_ip.empty() && !is_ip_literal(s.admin_ip)) {
+    refuse(sys_what, "admin_ip", s.admin_ip, "an IPv4 or IPv6 address");
+  }
   s.raw = j;
   return s;
 }
@@ -379,11 +497,14 @@ IpRecord parse_ip(const json& j) {
   if (r.ip.empty()) {
     throw Error(ExitCode::inventory, "NAPI IP", "field \"ip\" is missing");
   }
+  if (!is_ip_literal(r.ip)) {
+    refuse("NAPI IP", "ip", r.ip, "an IPv4 or IPv6 address");
+  }
   const std::string what = "NAPI IP " + r.ip;
-  r.network_uuid = str(j, "network_uuid", what);
+  r.network_uuid = uuid_str(j, "network_uuid", what);
   r.reserved = boolean(j, "reserved", what, false);
-  r.belongs_to_uuid = str(j, "belongs_to_uuid", what);
-  r.owner_uuid = str(j, "owner_uuid", what);
+  r.belongs_to_uuid = uuid_str(j, "belongs_to_uuid", what);
+  r.owner_uuid = uuid_str(j, "owner_uuid", what);
   // NAPI leaves "free" out of some answers; an IP nobody holds and nobody reserved is free.
   r.free = boolean(j, "free", what, !r.reserved && r.belongs_to_uuid.empty());
   r.raw = j;
@@ -393,7 +514,7 @@ IpRecord parse_ip(const json& j) {
 Image parse_image(const json& j) {
   require_object(j, "IMGAPI image");
   Image image;
-  image.uuid = str(j, "uuid", "IMGAPI image");
+  image.uuid = uuid_str(j, "uuid", "IMGAPI image");
   if (image.uuid.empty()) {
     throw Error(ExitCode::inventory, "IMGAPI image", "field \"uuid\" is missing");
   }
@@ -402,7 +523,7 @@ Image parse_image(const json& j) {
   image.version = str(j, "version", what);
   image.type = str(j, "type", what);
   image.state = str(j, "state", what);
-  image.origin = str(j, "origin", what);
+  image.origin = uuid_str(j, "origin", what);
   const json& files = array_or_empty(j, "files", what);
   if (!files.empty()) {
     require_object(files[0], what + " files[0]");

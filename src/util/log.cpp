@@ -36,16 +36,49 @@ std::string dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-// mkdir -p with mode 0750 for the directories it creates.
+// mkdir -p. The directories it creates are private, 0700 whatever the umask (the logs name
+// every command and address of a migration); existing ones are the operator's and left alone.
 void make_parents(const std::string& path) {
   for (std::size_t slash = path.find('/', 1); slash != std::string::npos;
        slash = path.find('/', slash + 1)) {
     const std::string dir = path.substr(0, slash);
-    if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+    if (::mkdir(dir.c_str(), 0700) == 0) {
+      if (::chmod(dir.c_str(), 0700) != 0) {
+        throw Error(ExitCode::failure, dir,
+                    fmt::format("cannot set log directory mode: {}", std::strerror(errno)));
+      }
+    } else if (errno != EEXIST) {
       throw Error(ExitCode::failure, dir,
                   fmt::format("cannot create log directory: {}", std::strerror(errno)));
     }
   }
+}
+
+// Opens `path` for appending; a file it creates is 0600 whatever the umask.
+int open_log(const std::string& path) {
+  constexpr int k_flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
+  for (int tries = 0; tries < 2; ++tries) {
+    const int fd = ::open(path.c_str(), k_flags | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) {
+      if (::fchmod(fd, 0600) != 0) {
+        const int saved = errno;
+        ::close(fd);
+        errno = saved;
+        return -1;
+      }
+      return fd;
+    }
+    if (errno != EEXIST) {
+      return -1;
+    }
+    // Already there (an earlier command of the same migration): append, mode unchanged.
+    const int existing = ::open(path.c_str(), k_flags);
+    if (existing >= 0 || errno != ENOENT) {
+      return existing;
+    }
+    // Removed between the two opens: try creating it again.
+  }
+  return -1;
 }
 
 void write_all(int fd, const std::string& text) {
@@ -114,7 +147,7 @@ BunyanLogger::~BunyanLogger() {
 
 void BunyanLogger::set_file(const std::string& path) {
   make_parents(path);
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+  const int fd = open_log(path);
   if (fd < 0) {
     throw Error(ExitCode::failure, path,
                 fmt::format("cannot open log file: {}", std::strerror(errno)));

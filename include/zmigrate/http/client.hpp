@@ -4,6 +4,7 @@
 // tests/fakes/fake_http.hpp, which records every request and replays canned responses.
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -35,6 +36,9 @@ struct ClientOptions {
   std::chrono::milliseconds max_backoff{5000};    // cap of one backoff sleep
   bool verify_tls = true;
   std::string ca_file; // optional CA bundle for https
+  // A response body larger than this aborts the transfer with Error(ExitCode::inventory): a
+  // corrupted or hostile service cannot make zmigrate grow memory without bound.
+  std::uint64_t max_response_bytes = 64ULL << 20;
 };
 
 class Client {
@@ -43,7 +47,10 @@ public:
   // Perform `request`. Returns the final response for every HTTP status (4xx/5xx included, after
   // retries for idempotent 5xx). Throws TransientError(ExitCode::inventory) when no response
   // could be had (DNS, refused, timeout, reset) after the retries, Error(ExitCode::inventory)
-  // when retrying cannot help (malformed URL, unsupported scheme, TLS verification failure).
+  // when retrying cannot help (malformed URL, unsupported scheme, TLS verification failure, a body
+  // larger than ClientOptions::max_response_bytes). A response cut short (Content-Length or
+  // chunked framing not complete when the connection closed) is never returned: it is retried
+  // like a dropped connection and reported as such.
   virtual Response perform(const Request& request) = 0;
 };
 

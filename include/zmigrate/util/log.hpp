@@ -61,8 +61,9 @@ public:
   BunyanLogger(const BunyanLogger&) = delete;
   BunyanLogger& operator=(const BunyanLogger&) = delete;
 
-  // Open `path` for appending (O_APPEND|O_CLOEXEC, created 0640, missing parent directories
-  // created 0750) and make it the destination; the previous file is closed. Throws
+  // Open `path` for appending (O_APPEND|O_CLOEXEC|O_NOFOLLOW; created 0600 and missing parent
+  // directories created 0700, whatever the umask; an existing file or directory keeps its mode)
+  // and make it the destination; the previous file is closed. Throws
   // Error(ExitCode::failure, path, reason) when a directory or the file cannot be created.
   void set_file(const std::string& path);
   // Add `key` to every following line; a null `value` removes it.

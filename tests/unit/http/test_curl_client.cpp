@@ -49,6 +49,8 @@ public:
     std::string extra_headers; // "Name: value\r\n" lines
     milliseconds delay{0};
     bool hang_up = false; // close the connection instead of answering
+    std::string raw;      // when set: send exactly these bytes, then close the connection
+    bool endless = false; // 200 without Content-Length, then body bytes until the peer closes
   };
   struct Seen {
     std::string method;
@@ -202,6 +204,23 @@ private:
         std::this_thread::sleep_for(milliseconds(10));
       }
       if (r.hang_up) {
+        ::close(fd);
+        return;
+      }
+      if (!r.raw.empty()) {
+        ::send(fd, r.raw.data(), r.raw.size(), MSG_NOSIGNAL);
+        ::close(fd);
+        return;
+      }
+      if (r.endless) {
+        const std::string status_and_headers =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[";
+        const std::string chunk(64 * 1024, ' ');
+        bool ok =
+            ::send(fd, status_and_headers.data(), status_and_headers.size(), MSG_NOSIGNAL) >= 0;
+        while (ok && !m_stop) {
+          ok = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL) >= 0;
+        }
         ::close(fd);
         return;
       }
@@ -394,5 +413,90 @@ TEST_CASE("http::CurlHttpClient", "[http]") {
       CHECK_THAT(e.reason(), Catch::EndsWith("check CNAPI_URL"));
     }
     CHECK(clock.sleeps.empty());
+  }
+
+  SECTION("an endless body is cut off at max_response_bytes, not retried") {
+    ClientOptions o = fast_options();
+    o.max_response_bytes = 1 << 20;
+    CurlHttpClient bounded(o, clock, log);
+    TinyServer::Reply endless;
+    endless.endless = true;
+    server.reply(endless);
+    Request r;
+    r.url = server.url("/vms");
+    r.service = "VMAPI";
+    try {
+      bounded.perform(r);
+      FAIL("no throw");
+    } catch (const TransientError&) {
+      FAIL("not transient");
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::inventory);
+      CHECK(e.subject() == "GET " + r.url);
+      CHECK_THAT(e.reason(), Catch::StartsWith("response larger than 1048576 bytes; "));
+    }
+    CHECK(server.seen().size() == 1);
+    CHECK(clock.sleeps.empty());
+  }
+
+  SECTION("a declared Content-Length over the limit is refused before the body") {
+    ClientOptions o = fast_options();
+    o.max_response_bytes = 1000;
+    CurlHttpClient bounded(o, clock, log);
+    TinyServer::Reply huge;
+    huge.raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+               "Content-Length: 999999999999\r\n\r\n[{\"uuid\":";
+    server.reply(huge);
+    Request r;
+    r.url = server.url("/vms");
+    try {
+      bounded.perform(r);
+      FAIL("no throw");
+    } catch (const TransientError&) {
+      FAIL("not transient");
+    } catch (const Error& e) {
+      CHECK(e.subject() == "GET " + r.url);
+      CHECK_THAT(e.reason(), Catch::StartsWith("response larger than 1000 bytes; "));
+    }
+  }
+
+  SECTION("a body within the limit is returned whole") {
+    ClientOptions o = fast_options();
+    o.max_response_bytes = 1000;
+    CurlHttpClient bounded(o, clock, log);
+    server.reply(answer(200, std::string(1000, 'x')));
+    Request r;
+    r.url = server.url("/vms");
+    CHECK(bounded.perform(r).body.size() == 1000);
+  }
+
+  SECTION("a truncated response (connection closed before Content-Length) is an error") {
+    TinyServer::Reply cut;
+    cut.raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              "Content-Length: 100\r\n\r\n{\"uuid\":\"a\",";
+    server.reply(cut);
+    Request r;
+    r.url = server.url("/vms/a");
+    r.service = "VMAPI";
+    try {
+      client.perform(r);
+      FAIL("no throw");
+    } catch (const TransientError& e) {
+      CHECK(e.exit_code() == ExitCode::inventory);
+      CHECK(e.subject() == "GET " + r.url);
+      CHECK_THAT(e.reason(), Catch::StartsWith("response truncated: ") &&
+                                 Catch::Contains("(after 3 attempts)"));
+    }
+    CHECK(server.seen().size() == 3);
+  }
+
+  SECTION("a truncated chunked response is an error") {
+    TinyServer::Reply cut;
+    cut.raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n5\r\n[{\"a\"\r\n";
+    server.reply(cut);
+    Request r;
+    r.url = server.url("/vms");
+    CHECK_THROWS_AS(client.perform(r), TransientError);
   }
 }

@@ -61,8 +61,9 @@ TEST_CASE("fakes::FakeInventory", "[inventory]") {
                                      {"net", "10.0.0.5", true}, {"net", "10.0.0.5", false}});
   }
   SECTION("images") {
-    inv.add_image({{"uuid", "img"}, {"name", "base"}});
-    CHECK(inv.find_image("img")->name == "base");
+    const std::string img = "01b2c898-945f-11e1-a523-af1afbe22822";
+    inv.add_image({{"uuid", img}, {"name", "base"}});
+    CHECK(inv.find_image(img)->name == "base");
     CHECK_FALSE(inv.find_image("other"));
   }
   SECTION("calls are recorded; before_call injects failures") {

@@ -4,6 +4,7 @@
 #include <zmigrate/inventory/http_inventory.hpp>
 #include <zmigrate/util/error.hpp>
 
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -129,6 +130,26 @@ TEST_CASE("inventory::HttpInventory::find_vm", "[inventory]") {
               "Connection refused; check that the service is up and VMAPI_URL is right");
     CHECK_THROWS_AS(inv.find_vm(k_vm), TransientError);
   }
+  SECTION("an answer for another VM: Error(inventory) naming both uuids") {
+    const std::string other = "00000000-0000-4000-8000-0000000000aa";
+    http.on_json("GET", url, 200, {{"uuid", other}, {"brand", "joyent"}});
+    const std::string what = error_of<Error>([&] { inv.find_vm(k_vm); });
+    CHECK(what == "VMAPI GET /vms/" + k_vm + ": asked for uuid \"" + k_vm +
+                      "\" but the answer is for uuid \"" + other + "\"");
+    try {
+      inv.find_vm(k_vm);
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::inventory);
+    }
+  }
+  SECTION("the uuid asked in upper case matches VMAPI's lower case") {
+    std::string upper = k_vm;
+    for (char& c : upper) {
+      c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    http.on_json("GET", "http://vmapi.test/vms/" + upper, 200, {{"uuid", k_vm}});
+    CHECK(inv.find_vm(upper)->uuid == k_vm);
+  }
   SECTION("path segments are encoded") {
     http.on_error("GET", "http://vmapi.test/vms/a%2Fb%20c", 404, "ResourceNotFound",
                   "VM not found");
@@ -145,7 +166,8 @@ TEST_CASE("inventory::HttpInventory::list_vms", "[inventory]") {
     json vms = json::array();
     for (std::size_t i = first; i < first + count; ++i) {
       const std::string uuid = fmt::format("00000000-0000-4000-8000-{:012}", i);
-      vms.push_back({{"uuid", uuid}, {"brand", "joyent"}, {"state", "running"}});
+      vms.push_back(
+          {{"uuid", uuid}, {"brand", "joyent"}, {"state", "running"}, {"server_uuid", k_cn1}});
     }
     return vms;
   };
@@ -171,6 +193,14 @@ TEST_CASE("inventory::HttpInventory::list_vms", "[inventory]") {
     http.on_json("GET", base + "&offset=1000", 200, page(0, 1000));
     CHECK(inv.list_vms(k_cn1, "active").size() == 1000);
     CHECK(http.requests.size() == 2);
+  }
+  SECTION("a VM of another server in a filtered list (filter ignored): Error naming both") {
+    json vms = page(0, 2);
+    vms[1]["server_uuid"] = k_cn2;
+    http.on_json("GET", base + "&offset=0", 200, vms);
+    const std::string what = error_of<Error>([&] { inv.list_vms(k_cn1, "active"); });
+    CHECK_THAT(what, Catch::Contains("asked for server_uuid \"" + k_cn1 +
+                                     "\" but the answer is for server_uuid \"" + k_cn2 + "\""));
   }
   SECTION("no filters") {
     http.on_json("GET", "http://vmapi.test/vms?limit=1000&offset=0", 200, json::array());
@@ -198,6 +228,14 @@ TEST_CASE("inventory::HttpInventory::put_vm", "[inventory]") {
     REQUIRE(http.requests[0].body);
     CHECK(json::parse(*http.requests[0].body) == body);
     CHECK(http.requests[0].idempotent);
+  }
+  SECTION("the stored answer is another VM: Error naming both") {
+    json other = body;
+    other["uuid"] = "00000000-0000-4000-8000-0000000000aa";
+    http.on_json("PUT", url, 200, other);
+    CHECK_THROWS_WITH(inv.put_vm(k_vm, body),
+                      Catch::Contains(k_vm) &&
+                          Catch::Contains("00000000-0000-4000-8000-0000000000aa"));
   }
   SECTION("empty answer: read back") {
     http.on("PUT", url, 204, "");
@@ -236,6 +274,12 @@ TEST_CASE("inventory::HttpInventory::resolve_server", "[inventory]") {
   SECTION("by UUID") {
     http.on_json("GET", "http://cnapi.test/servers/" + k_cn1, 200, server_json(k_cn1, "cn1"));
     CHECK(inv.resolve_server(k_cn1).hostname == "cn1");
+  }
+  SECTION("by UUID, the answer for another server: Error(inventory) naming both") {
+    http.on_json("GET", "http://cnapi.test/servers/" + k_cn1, 200, server_json(k_cn2, "cn2"));
+    const std::string what = error_of<Error>([&] { inv.resolve_server(k_cn1); });
+    CHECK(what == "CNAPI GET /servers/" + k_cn1 + ": asked for uuid \"" + k_cn1 +
+                      "\" but the answer is for uuid \"" + k_cn2 + "\"");
   }
   SECTION("unknown UUID: NotFoundError listing the known compute nodes") {
     http.on_error("GET", "http://cnapi.test/servers/" + k_cn1, 404, "ResourceNotFound",
@@ -291,6 +335,28 @@ TEST_CASE("inventory::HttpInventory NAPI IPs", "[inventory]") {
     CHECK(r.belongs_to_uuid == "0e56fe34-39a3-42d5-86c7-d719487f892b");
     CHECK(http.requests[0].service == "NAPI");
   }
+  SECTION("get_ip: the answer for another ip or network is an Error naming both") {
+    http.on_json("GET", url, 200, {{"ip", "10.99.99.78"}, {"network_uuid", k_net}});
+    http.on_json("GET", url, 200, {{"ip", "10.99.99.77"}, {"network_uuid", k_cn1}});
+    CHECK(error_of<Error>([&] { inv.get_ip(k_net, "10.99.99.77"); }) ==
+          "NAPI GET /networks/" + k_net +
+              "/ips/10.99.99.77: asked for ip \"10.99.99.77\" but the answer is for ip "
+              "\"10.99.99.78\"");
+    CHECK_THAT(error_of<Error>([&] { inv.get_ip(k_net, "10.99.99.77"); }),
+               Catch::EndsWith("asked for network_uuid \"" + k_net +
+                               "\" but the answer is for network_uuid \"" + k_cn1 + "\""));
+  }
+  SECTION("get_ip: IPv6 written differently is the same address") {
+    http.on_json("GET", "http://napi.test/networks/" + k_net + "/ips/fd00%3A%3A5", 200,
+                 {{"ip", "fd00:0:0::5"}, {"network_uuid", k_net}});
+    CHECK(inv.get_ip(k_net, "fd00::5").ip == "fd00:0:0::5");
+  }
+  SECTION("set_ip_reserved: the answer for another ip is an Error") {
+    http.on_json("PUT", url, 200, {{"ip", "10.99.99.1"}, {"reserved", true}});
+    CHECK_THROWS_WITH(inv.set_ip_reserved(k_net, "10.99.99.77", true),
+                      Catch::Contains("asked for ip \"10.99.99.77\"") &&
+                          Catch::Contains("\"10.99.99.1\""));
+  }
   SECTION("get_ip: 404 is NotFoundError quoting NAPI") {
     http.on_error("GET", url, 404, "ResourceNotFound", "network not found");
     CHECK(error_of<NotFoundError>([&] { inv.get_ip(k_net, "10.99.99.77"); }) ==
@@ -326,6 +392,14 @@ TEST_CASE("inventory::HttpInventory::find_image", "[inventory]") {
     REQUIRE(image);
     CHECK(image->name == "smartos");
     CHECK(http.requests[0].service == "IMGAPI");
+  }
+  SECTION("the answer for another image: Error naming both") {
+    json other = json::parse(fixture_text("imgapi-image.json"));
+    other["uuid"] = "00000000-0000-4000-8000-0000000000bb";
+    http.on_json("GET", "http://imgapi.test/images/" + uuid, 200, other);
+    CHECK_THROWS_WITH(inv.find_image(uuid),
+                      Catch::Contains(uuid) && Catch::Contains("00000000-0000-4000-8000-"
+                                                               "0000000000bb"));
   }
   SECTION("404: nullopt") {
     http.on_error("GET", "http://imgapi.test/images/" + uuid, 404, "ResourceNotFound",

@@ -378,8 +378,9 @@ TEST_CASE("inventory::parse_server", "[inventory]") {
   SECTION("malformed") {
     CHECK_THROWS_AS(parse_server(json::array()), Error);
     CHECK_THROWS_WITH(parse_server(json{{"hostname", "cn1"}}), Catch::Contains("uuid"));
-    CHECK_THROWS_WITH(parse_server(json{{"uuid", "u"}, {"traits", "x"}}),
-                      Catch::Contains("\"traits\""));
+    CHECK_THROWS_WITH(
+        parse_server(json{{"uuid", "564d0000-0000-4000-8000-000000000001"}, {"traits", "x"}}),
+        Catch::Contains("\"traits\""));
   }
 }
 
@@ -417,7 +418,8 @@ TEST_CASE("inventory::parse_ip", "[inventory]") {
     CHECK_FALSE(r.free);
   }
   SECTION("synthetic unused IP is free") {
-    const IpRecord r = parse_ip(json{{"ip", "10.0.0.9"}, {"network_uuid", "n"}});
+    const IpRecord r = parse_ip(
+        json{{"ip", "10.0.0.9"}, {"network_uuid", "b330e2a1-6260-41a8-8567-a8a011f202f1"}});
     CHECK(r.free);
     CHECK_FALSE(r.reserved);
   }
@@ -489,4 +491,230 @@ TEST_CASE("inventory::Vm::is_core", "[inventory]") {
   CHECK_FALSE(vm.is_core());
   vm.tags = nullptr;
   CHECK_FALSE(vm.is_core());
+}
+
+namespace {
+
+const std::string k_uuid = "f23dab00-980e-11e5-887b-c9e599b7177b";
+
+// The message of the Error(ExitCode::inventory) `f` throws.
+template <typename F> std::string refusal(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    CHECK(e.exit_code() == ExitCode::inventory);
+    return e.what();
+  }
+  FAIL("no Error thrown");
+  return "";
+}
+
+// Values that must never reach a command line.
+const std::vector<std::string> k_hostile = {"; rm -rf /",
+                                            "$(id)",
+                                            "`id`",
+                                            "a\nb",
+                                            "\"quoted\"",
+                                            "'quoted'",
+                                            "10.0.0.1; id",
+                                            "10.0.0.1 -oProxyCommand=id",
+                                            "-oProxyCommand=id",
+                                            "zones/x|id",
+                                            ""};
+
+} // namespace
+
+TEST_CASE("inventory parsers refuse hostile ids", "[inventory][hostile]") {
+  for (const std::string& bad : k_hostile) {
+    if (bad.empty()) {
+      continue; // absent: not an id at all
+    }
+    INFO("value: " << bad);
+    CHECK_THAT(refusal([&] {
+                 parse_vm(json{{"uuid", bad}});
+               }),
+               Catch::StartsWith("VM: field \"uuid\" is \"") && Catch::Contains("expected a UUID"));
+    CHECK_THAT(refusal([&] {
+                 parse_vm(json{{"zonename", bad}});
+               }),
+               Catch::Contains("field \"zonename\""));
+    CHECK_THAT(refusal([&] {
+                 parse_vm(json{{"uuid", k_uuid}, {"server_uuid", bad}});
+               }),
+               Catch::Contains("VM " + k_uuid) && Catch::Contains("\"server_uuid\""));
+    CHECK_THAT(refusal([&] {
+                 parse_vm(json{{"uuid", k_uuid}, {"image_uuid", bad}});
+               }),
+               Catch::Contains("\"image_uuid\""));
+    CHECK_THAT(refusal([&] {
+                 parse_vm(json{{"uuid", k_uuid}, {"owner_uuid", bad}});
+               }),
+               Catch::Contains("\"owner_uuid\""));
+    CHECK_THAT(
+        refusal([&] {
+          parse_vm(json{{"uuid", k_uuid}, {"nics", {{{"ip", "10.0.0.5"}, {"network_uuid", bad}}}}});
+        }),
+        Catch::Contains("nics[0]") && Catch::Contains("\"network_uuid\""));
+    CHECK_THAT(refusal([&] {
+                 parse_server(json{{"uuid", bad}});
+               }),
+               Catch::Contains("CNAPI server") && Catch::Contains("\"uuid\""));
+    CHECK_THAT(refusal([&] {
+                 parse_server(json{{"sysinfo", {{"UUID", bad}}}});
+               }),
+               Catch::Contains("\"UUID\""));
+    CHECK_THAT(refusal([&] {
+                 parse_image(json{{"uuid", bad}});
+               }),
+               Catch::Contains("IMGAPI image") && Catch::Contains("\"uuid\""));
+    CHECK_THAT(refusal([&] {
+                 parse_image(json{{"uuid", k_uuid}, {"origin", bad}});
+               }),
+               Catch::Contains("\"origin\""));
+    CHECK_THAT(refusal([&] {
+                 parse_ip(json{{"ip", "10.0.0.5"}, {"network_uuid", bad}});
+               }),
+               Catch::Contains("\"network_uuid\""));
+  }
+  // The value is quoted with control characters escaped: a newline cannot forge a log line.
+  CHECK(refusal([&] {
+          parse_vm(json{{"uuid", "a\nb"}});
+        }) == "VM: field \"uuid\" is \"a\\x0ab\", expected a UUID");
+  CHECK(refusal([&] {
+          parse_vm(json{{"uuid", "\"x\""}});
+        }) == "VM: field \"uuid\" is \"\\\"x\\\"\", expected a UUID");
+}
+
+TEST_CASE("inventory parsers refuse hostile addresses", "[inventory][hostile]") {
+  const json server = fixture("cnapi-server.json");
+  for (const std::string& bad : k_hostile) {
+    if (bad.empty()) {
+      continue;
+    }
+    INFO("value: " << bad);
+    json j = server;
+    j["sysinfo"]["Admin IP"] = bad;
+    CHECK_THAT(refusal([&] { parse_server(j); }),
+               Catch::Contains("\"admin_ip\"") && Catch::Contains("an IPv4 or IPv6 address"));
+    j = server;
+    j["sysinfo"]["Network Interfaces"]["e1000g1"]["ip4addr"] = bad;
+    CHECK_THAT(refusal([&] { parse_server(j); }), Catch::Contains("\"admin_ip\""));
+
+    CHECK_THAT(refusal([&] {
+                 parse_vm(json{{"uuid", k_uuid}, {"nics", {{{"ip", bad}}}}});
+               }),
+               Catch::Contains("nics[0]") && Catch::Contains("field \"ip\""));
+    CHECK_THAT(refusal([&] {
+                 parse_vm(json{{"uuid", k_uuid}, {"nics", {{{"ips", {bad}}}}}});
+               }),
+               Catch::Contains("field \"ips\""));
+    CHECK_THAT(refusal([&] {
+                 parse_ip(json{{"ip", bad}});
+               }),
+               Catch::StartsWith("NAPI IP: field \"ip\""));
+  }
+  SECTION("literals are accepted: IPv4, IPv6, dhcp/addrconf, vmadm's ip/prefix") {
+    json j = server;
+    j["sysinfo"]["Admin IP"] = "fd00:99::7";
+    CHECK(parse_server(j).admin_ip == "fd00:99::7");
+    const Vm vm = parse_vm(
+        json{{"uuid", k_uuid},
+             {"nics",
+              {{{"ip", "10.0.0.5"}},
+               {{"ip", "fd00::5"}},
+               {{"ip", "addrconf"}, {"ips", {"addrconf", "fd00::6/64", "10.0.0.6/24"}}}}}});
+    CHECK(vm.nics[0].ip == "10.0.0.5");
+    CHECK(vm.nics[1].ip == "fd00::5");
+    CHECK(vm.nics[2].ip == "10.0.0.6");
+    CHECK(parse_ip(json{{"ip", "fd00::9"}}).ip == "fd00::9");
+  }
+  SECTION("a prefix that is not a number, an address with a port or brackets") {
+    for (const char* bad : {"10.0.0.6/x", "10.0.0.6/", "10.0.0.6:22", "[fd00::5]", "10.0.0.256",
+                            "10.0.0.6 ", " 10.0.0.6", "fd00::5%net0"}) {
+      INFO(bad);
+      CHECK_THROWS_AS(parse_vm(json{{"uuid", k_uuid}, {"nics", {{{"ips", {bad}}}}}}), Error);
+    }
+  }
+  SECTION("a hostname is displayed, not validated: it never reaches a command") {
+    json j = server;
+    j["hostname"] = "cn1; rm -rf /";
+    CHECK(parse_server(j).hostname == "cn1; rm -rf /");
+  }
+}
+
+TEST_CASE("inventory parsers refuse datasets that are not the instance's own",
+          "[inventory][hostile]") {
+  const std::string root = "zones/" + k_uuid;
+  auto vm_with = [&](json extra) {
+    json j = {{"uuid", k_uuid}, {"brand", "joyent"}};
+    j.update(extra);
+    return j;
+  };
+  SECTION("zfs_filesystem: exactly <pool>/<uuid>") {
+    for (const std::string& bad : std::vector<std::string>{
+             std::string("zones"), std::string("zones/"), "zones/" + k_uuid + "/data",
+             std::string("zones/00000000-0000-4000-8000-000000000001"), "zones/" + k_uuid + "; id",
+             "zones/$(id)", "zones/" + k_uuid + "\n", "-zones/" + k_uuid, "zones//" + k_uuid,
+             "zones/../" + k_uuid, "a/b/" + k_uuid, "/zones/" + k_uuid, "'zones/" + k_uuid + "'"}) {
+      INFO(bad);
+      CHECK_THAT(refusal([&] {
+                   parse_vm(vm_with({{"zfs_filesystem", bad}}));
+                 }),
+                 Catch::Contains("field \"zfs_filesystem\"") &&
+                     Catch::Contains("expected <pool>/" + k_uuid));
+    }
+    CHECK(parse_vm(vm_with({{"zfs_filesystem", "data/" + k_uuid}})).zfs_filesystem ==
+          "data/" + k_uuid);
+    // The pool named in zpool and the one in zfs_filesystem must agree.
+    CHECK_THROWS_WITH(parse_vm(vm_with({{"zpool", "data"}, {"zfs_filesystem", root}})),
+                      Catch::Contains("\"zfs_filesystem\""));
+  }
+  SECTION("zpool: a pool name") {
+    for (const char* bad : {"zones/x", "; rm -rf /", "$(id)", "-zones", "zo nes", ""}) {
+      INFO(bad);
+      if (*bad == '\0') {
+        CHECK(parse_vm(vm_with({{"zpool", bad}})).zfs_filesystem == root);
+        continue;
+      }
+      CHECK_THROWS_WITH(parse_vm(vm_with({{"zpool", bad}})), Catch::Contains("\"zpool\""));
+    }
+  }
+  SECTION("zonepath: an absolute path of safe components ending in the uuid") {
+    for (const std::string& bad : std::vector<std::string>{
+             std::string("/"), std::string("/zones"), "zones/" + k_uuid, "/zones/../" + k_uuid,
+             "/zones/$(id)/" + k_uuid, "/zones/" + k_uuid + "; id", "/zones//" + k_uuid}) {
+      INFO(bad);
+      CHECK_THROWS_WITH(parse_vm(vm_with({{"zonepath", bad}})), Catch::Contains("\"zonepath\""));
+    }
+  }
+  SECTION("disks: valid names of this instance only") {
+    for (const std::string& bad : std::vector<std::string>{
+             std::string("zones"), std::string("zones/other-disk0"),
+             std::string("zones/00000000-0000-4000-8000-000000000001-disk0"), root + "-disk0; id",
+             root + "-disk0\n", "data/" + k_uuid + "-disk0", root + "x-disk0", root}) {
+      INFO(bad);
+      CHECK_THAT(refusal([&] {
+                   parse_vm(vm_with({{"brand", "kvm"}, {"disks", {{{"zfs_filesystem", bad}}}}}));
+                 }),
+                 Catch::Contains("disks[0]") && Catch::Contains("\"zfs_filesystem\""));
+    }
+    CHECK_THROWS_WITH(parse_vm(vm_with({{"brand", "kvm"},
+                                        {"disks", {{{"path", "/dev/zvol/rdsk/zones/$(id)"}}}}})),
+                      Catch::Contains("field \"path\""));
+    CHECK_THROWS_WITH(parse_vm(vm_with({{"brand", "kvm"}, {"disks", {{{"zpool", "$(id)"}}}}})),
+                      Catch::Contains("field \"zpool\""));
+    CHECK_THROWS_WITH(parse_vm(vm_with({{"brand", "kvm"}, {"disks", {{{"image_uuid", "$(id)"}}}}})),
+                      Catch::Contains("\"image_uuid\""));
+  }
+  SECTION("delegated datasets: below the zone root") {
+    for (const std::string& bad :
+         std::vector<std::string>{std::string("zones"), std::string("zones/data"),
+                                  root + "/data; id", "zones/other/data", root}) {
+      INFO(bad);
+      CHECK_THROWS_WITH(parse_vm(vm_with({{"datasets", {bad}}})),
+                        Catch::Contains("\"datasets[0]\""));
+    }
+    CHECK(parse_vm(vm_with({{"datasets", {{{"name", root + "/data"}}}}})).datasets ==
+          std::vector<std::string>{root + "/data"});
+  }
 }

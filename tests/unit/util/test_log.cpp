@@ -73,7 +73,7 @@ TEST_CASE("zmigrate::BunyanLogger", "[util]") {
   const fs::path file = tmp.path / "a" / "b" / "zmigrate.log";
   BunyanLogger log("zmigrate");
 
-  SECTION("writes bunyan lines, creating parents 0750 and the file 0640") {
+  SECTION("writes bunyan lines, creating parents 0700 and the file 0600") {
     const mode_t old_mask = ::umask(022);
     log.set_file(file.string());
     ::umask(old_mask);
@@ -99,9 +99,51 @@ TEST_CASE("zmigrate::BunyanLogger", "[util]") {
 
     struct stat st {};
     REQUIRE(::stat(file.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    REQUIRE(::stat(file.parent_path().c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0700);
+  }
+
+  SECTION("private whatever the umask: 0700 directories and a 0600 file under umask 000 or 777") {
+    for (const mode_t mask : {mode_t{0}, mode_t{0777}}) {
+      INFO("umask " << mask);
+      fs::remove_all(tmp.path / "a");
+      const mode_t old_mask = ::umask(mask);
+      BunyanLogger l("zmigrate");
+      l.set_file(file.string());
+      ::umask(old_mask);
+      l.info("x");
+      struct stat st {};
+      REQUIRE(::stat(file.c_str(), &st) == 0);
+      CHECK((st.st_mode & 0777) == 0600);
+      for (const fs::path& dir : {file.parent_path(), file.parent_path().parent_path()}) {
+        REQUIRE(::stat(dir.c_str(), &st) == 0);
+        CHECK((st.st_mode & 0777) == 0700);
+      }
+      CHECK(read_lines(file).size() == 1);
+    }
+  }
+
+  SECTION("an existing directory and file keep their modes (the operator's)") {
+    fs::create_directories(file.parent_path());
+    ::chmod(file.parent_path().c_str(), 0755);
+    { std::ofstream(file.string()) << ""; }
+    ::chmod(file.c_str(), 0640);
+    const mode_t old_mask = ::umask(0);
+    log.set_file(file.string());
+    ::umask(old_mask);
+    struct stat st {};
+    REQUIRE(::stat(file.c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0640);
     REQUIRE(::stat(file.parent_path().c_str(), &st) == 0);
-    CHECK((st.st_mode & 0777) == 0750);
+    CHECK((st.st_mode & 0777) == 0755);
+  }
+
+  SECTION("a symlink in place of the log file is not followed") {
+    fs::create_directories(file.parent_path());
+    fs::create_symlink(tmp.path / "elsewhere", file);
+    CHECK_THROWS_AS(log.set_file(file.string()), zmigrate::Error);
+    CHECK_FALSE(fs::exists(tmp.path / "elsewhere"));
   }
 
   SECTION("the file is opened close-on-exec") {
