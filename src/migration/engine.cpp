@@ -82,8 +82,9 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   }
   // The datasets come from the node, never from the inventory alone: a corrupt VMAPI record
   // naming another instance's disk must not get it copied, let alone destroyed by finalize.
-  const std::vector<std::string> roots =
-      instance_roots(vm.uuid, *on_source, inventory::instance_datasets(vm));
+  std::vector<std::string> listed = inventory::instance_datasets(vm);
+  listed.insert(listed.end(), vm.datasets.begin(), vm.datasets.end()); // children too
+  const std::vector<std::string> roots = instance_roots(vm.uuid, *on_source, listed);
   if (target.vm_get(vm.uuid)) {
     throw PreconditionError(
         fmt::format("target {}", result.target.hostname),

@@ -34,8 +34,8 @@ curl -sS --max-time 10 -X PUT -H 'Content-Type: application/json' \
 [[ $(vmapi "$WEB" '"'"$FOREIGN"'" in d["datasets"]') == true ]] || mt_die "VMAPI did not take the record"
 
 zm migrate --finalize -n cn2 "$WEB"
-if ((ZM_RC == 4)) && grep -q "$FOREIGN" "$ZM_ERR"; then
-    ok "migrate --finalize with a foreign dataset in VMAPI is refused (exit 4, names $FOREIGN)"
+if ((ZM_RC == 5 || ZM_RC == 4)) && grep -q "$FOREIGN" "$ZM_ERR"; then
+    ok "migrate --finalize with a foreign dataset in VMAPI is refused (exit $ZM_RC, names $FOREIGN)"
 else
     fail "migrate --finalize with a foreign dataset: rc $ZM_RC"
     zm_show
@@ -48,6 +48,21 @@ on cn2 "zfs list -H -o name $FOREIGN" >/dev/null 2>&1 && fail "the foreign datas
 zm --json list --all
 [[ $(zm_json 'len([m for m in (d if isinstance(d, list) else d.get("migrations", [])) if m.get("vm_uuid") == "'"$WEB"'"])') == 0 ]] &&
     ok "no migration of web01 was recorded" || fail "a migration of web01 was recorded: $(head -c 300 "$ZM_OUT")"
+
+# A name that looks like web01's own but that the node does not report is refused at begin
+# (the datasets come from vmadm on the source, never from the inventory alone).
+on cn1 "zfs create zones/$WEB/extra" || mt_die "create zones/$WEB/extra"
+curl -sS --max-time 10 -X PUT -H 'Content-Type: application/json' \
+    -d "{\"datasets\": [\"zones/$WEB/data\", \"zones/$WEB/extra\"]}" "$VMAPI_URL/vms/$WEB" >/dev/null ||
+    mt_die "corrupt web01's VMAPI record (2)"
+zm begin -n cn2 "$WEB"
+if ((ZM_RC == 4)) && grep -q "zones/$WEB/extra" "$ZM_ERR" && grep -q "vmadm on the source node does not" "$ZM_ERR"; then
+    ok "begin with a dataset VMAPI lists but vmadm does not is refused (exit 4, named)"
+else
+    fail "begin with a dataset only VMAPI lists: rc $ZM_RC"
+    zm_show
+fi
+wait_until 30 on cn1 "zfs destroy zones/$WEB/extra" || fail "destroy zones/$WEB/extra"
 
 # Repaired record: the migration works and leaves the foreign dataset alone.
 curl -sS --max-time 10 -X PUT -H 'Content-Type: application/json' \
