@@ -221,6 +221,13 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       sw["stopped_at_ms"] = 0;
       op.save();
 
+      // Before the point of no return: what the streams set must not get mounted over the
+      // target's global zone files when the instance starts there.
+      t = ctx.clock.now();
+      timed("check_target", "", [&](nlohmann::json&) {
+        ends.target->check_mountpoints(detail::instance_roots(m), vm.zonepath);
+      });
+      result.downtime_steps.push_back({"check_target", since(ctx, t)});
       t = ctx.clock.now();
       timed("hide_source", "hiding the original instance", [&](nlohmann::json&) {
         // Journaled before it acts: after a failure here the undo reads the node and puts back
@@ -268,8 +275,6 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
                         "it with \"vmadm stop\" there and rerun switch");
           }
         }
-        // What the streams set must not get mounted over the global zone's files.
-        ends.target->check_mountpoints(detail::instance_roots(m), vm.zonepath);
         try {
           ends.target->vm_start(vm.uuid);
         } catch (const Error&) {

@@ -12,6 +12,9 @@
 #     then brings lx01 back on cn1 (VMAPI places it there, visible).
 #  3. After finalize of web01 (target proven), the source is gone and the foreign dataset is
 #     still intact.
+#  4. A dataset whose mountpoint lies outside the zonepath (it travels with the stream) makes the
+#     switch stop before the point of no return: the source runs again, visible, nothing was
+#     mounted on the target, and abort cleans up.
 # Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns).
 set -euo pipefail
 # shellcheck source=lib_migrate.sh
@@ -100,5 +103,25 @@ zm_ok "finalize --yes web01 (target proven)" finalize --yes "$WEB"
 [[ $(vm_state cn1 "$WEB") == absent ]] && ok "web01's source is gone from cn1" || fail "web01 still on cn1"
 [[ $(foreign_sum) == "$SUM0" ]] && ok "the foreign dataset is still intact on cn1" ||
     fail "the foreign dataset changed on cn1 after finalize"
+
+# --- 4. a stream that would mount over the target's own files ---------------------------------
+# A dataset of min01 whose mountpoint (sent with the stream) lies outside its zonepath: the switch
+# refuses before the point of no return, min01 runs again on cn1, nothing is mounted there on cn2.
+on cn1 "zfs create -o mountpoint=/var/tmp/zm-evil zones/$MIN/evil" || mt_die "create zones/$MIN/evil"
+zm migrate -n cn2 "$MIN"
+if ((ZM_RC == 4)) && grep -q "/var/tmp/zm-evil" "$ZM_ERR"; then
+    ok "switch refuses a received mountpoint outside the zonepath (exit 4, names it)"
+else
+    fail "migrate min01 with a foreign mountpoint: rc $ZM_RC"
+    zm_show
+fi
+[[ $(vm_state cn1 "$MIN") == running ]] && ok "min01 runs on cn1 again" || fail "min01 on cn1: $(vm_state cn1 "$MIN")"
+[[ $(on cn1 "vmadm get $MIN" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory", False), d.get("autoboot"))') == "False True" ]] &&
+    ok "min01 is visible with autoboot on cn1" || fail "min01 visibility on cn1"
+on cn2 "mount | grep -q zm-evil" && fail "something is mounted at /var/tmp/zm-evil on cn2" ||
+    ok "nothing mounted at /var/tmp/zm-evil on cn2"
+zm_ok "abort min01" abort "$MIN"
+on cn2 "zfs list -H -o name zones/$MIN" >/dev/null 2>&1 && fail "min01's datasets left on cn2" ||
+    ok "abort removed min01's datasets on cn2"
 
 mt_finish
