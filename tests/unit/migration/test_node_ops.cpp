@@ -2,6 +2,8 @@
 // NodeOps over a FakeRunner: "absent" is proven by vmadm's own answer (and zoneadm), never
 // inferred from an error text; destroys refuse anything that is not the instance's; mountpoints
 // set by a stream must lie under the zonepath; a resume token names its snapshot.
+// engine_common.hpp is the engine's internal header (detail::), reached from the source tree.
+#include "../src/migration/engine_common.hpp"
 #include "fakes/fake_inventory.hpp"
 #include "fakes/fake_runner.hpp"
 #include "fakes/memory_state_store.hpp"
@@ -179,4 +181,28 @@ TEST_CASE("NodeOps::check_mountpoints", "[migration][node_ops][safety]") {
     f.runner.on(cmd, ok(lines("/zones/" + k_vm + "/data", "inherited from " + root, "off")));
     CHECK_NOTHROW(node.check_mountpoints({root}, "/zones/" + k_vm));
   }
+}
+
+TEST_CASE("migration::detail::put_vmapi_server writes the instance as VMAPI has it now",
+          "[migration][safety]") {
+  Fixture f;
+  const nlohmann::json at_begin = {{"uuid", k_vm},
+                                   {"alias", "web01"},
+                                   {"brand", "joyent"},
+                                   {"state", "running"},
+                                   {"server_uuid", "564d0000-0000-4000-8000-000000000001"},
+                                   {"zfs_filesystem", "zones/" + k_vm},
+                                   {"zonepath", "/zones/" + k_vm},
+                                   {"zpool", "zones"},
+                                   {"tags", {{"role", "old"}}}};
+  const inventory::Vm vm = inventory::parse_vm(at_begin);
+  nlohmann::json now = at_begin;
+  now["tags"] = {{"role", "changed after begin"}};
+  f.inv.add_vm(now);
+  detail::put_vmapi_server(f.ctx, vm, "564d0000-0000-4000-8000-000000000002", "stopped");
+  REQUIRE(f.inv.vm_puts.size() == 1);
+  const nlohmann::json& body = f.inv.vm_puts[0].body;
+  CHECK(body["tags"]["role"] == "changed after begin");
+  CHECK(body["server_uuid"] == "564d0000-0000-4000-8000-000000000002");
+  CHECK(body["state"] == "stopped");
 }
