@@ -12,6 +12,8 @@
 #     then brings lx01 back on cn1 (VMAPI places it there, visible).
 #  3. After finalize of web01 (target proven), the source is gone and the foreign dataset is
 #     still intact.
+#  5. The hide of the source acts but is reported failed: the undo restores do_not_inventory and
+#     autoboot from what the node shows and restarts the source; a rerun completes.
 #  4. A dataset whose mountpoint lies outside the zonepath (it travels with the stream) makes the
 #     switch stop before the point of no return: the source runs again, visible, nothing was
 #     mounted on the target, and abort cleans up.
@@ -103,6 +105,26 @@ zm_ok "finalize --yes web01 (target proven)" finalize --yes "$WEB"
 [[ $(vm_state cn1 "$WEB") == absent ]] && ok "web01's source is gone from cn1" || fail "web01 still on cn1"
 [[ $(foreign_sum) == "$SUM0" ]] && ok "the foreign dataset is still intact on cn1" ||
     fail "the foreign dataset changed on cn1 after finalize"
+
+# --- 5. the hide is applied on the node but reported failed ------------------------------------
+# The update that hides the source acts, then fails (a link that drops after vmadm acted): the
+# switch's undo reads the node and puts do_not_inventory and autoboot back, and starts lx01 again
+# if it ran; the migration is retryable and a rerun completes.
+on cn1 "vmadm start $LX" >/dev/null 2>&1 || true
+wait_until 20 running_now cn1 "$LX" || mt_die "start lx01 on cn1"
+AB0=$(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("autoboot"))')
+on cn1 "echo do_not_inventory > /tmp/zlab-fault-update-after" || mt_die "arm the update fault"
+zm migrate -n cn2 "$LX"
+((ZM_RC != 0)) && ok "the switch fails when the hide is reported failed (rc $ZM_RC)" ||
+    fail "migrate lx01 with the hide fault passed"
+[[ $(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory", False), d.get("autoboot"), d.get("state"))') == "False $AB0 running" ]] &&
+    ok "lx01 on cn1 is visible again, autoboot restored ($AB0), running" ||
+    fail "lx01 on cn1 after the failed hide: $(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory"), d.get("autoboot"), d.get("state"))')"
+[[ $(mig_field "$LX" 'd["phase"] + "/" + d["state"]') == sync/failed ]] && ok "the migration is retryable (sync/failed)" ||
+    fail "lx01's migration: $(mig_field "$LX" 'd["phase"] + "/" + d["state"]')"
+zm_ok "rerun migrate lx01 completes" migrate -n cn2 "$LX"
+[[ $(vm_state cn2 "$LX") == running && $(vm_state cn1 "$LX") == stopped ]] && ok "lx01 runs on cn2, the source is stopped" ||
+    fail "after the rerun: cn1 $(vm_state cn1 "$LX"), cn2 $(vm_state cn2 "$LX")"
 
 # --- 4. a stream that would mount over the target's own files ---------------------------------
 # A dataset of min01 whose mountpoint (sent with the stream) lies outside its zonepath: the switch

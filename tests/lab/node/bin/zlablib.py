@@ -2346,6 +2346,18 @@ def vmadm_update(args):
         if e is None:
             raise Fail('VM %s not found' % u)
         apply_update(e[0], payload)
+    # Lab fault (never on a real node): /tmp/zlab-fault-update-after holds a property name; an
+    # update that sets it is applied and then reported as failed, once, as when the link to the
+    # node drops after vmadm acted. The file is removed when it fires.
+    fault = '/tmp/zlab-fault-update-after'
+    try:
+        with open(fault) as f:
+            prop = f.read().strip()
+    except OSError:
+        prop = None
+    if prop and prop in payload:
+        os.unlink(fault)
+        raise Fail('zlab fault: update of %s applied, then reported failed' % prop, 255)
     sys.stderr.write('Successfully updated VM %s\n' % u)
     return 0
 
