@@ -248,6 +248,15 @@ std::string json_text(const nlohmann::json& j, const char* key) {
   return {};
 }
 
+// The last non-empty line of `text` (a script's reason on stderr).
+std::string last_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) {
+    text.pop_back();
+  }
+  const auto nl = text.rfind('\n');
+  return nl == std::string::npos ? text : text.substr(nl + 1);
+}
+
 // The live data-path rows of one node, grouped by path: one cleanup command per path.
 struct PathRows {
   std::string dir;       // path dir to remove ("" = none)
@@ -328,6 +337,13 @@ void clean_node(Context& ctx, remote::Runner& runner, const std::vector<state::A
         for (std::int64_t row : p.key_rows) {
           ctx.store.mark_artefact_removed(row);
         }
+      }
+      if (r.exit_status == 3 && do_key) {
+        ctx.reporter.note(fmt::format(
+            "{}: the ephemeral key line was NOT removed from {} (the file is left untouched: "
+            "{}); the key only runs this migration's receiver from its source and expires "
+            "within 48 hours; the next command of this migration retries",
+            runner.host(), p.keys_file, last_line(r.err)));
       }
       if (!r.ok()) {
         ctx.log.warn(r.exit_status == 3
