@@ -6,6 +6,11 @@
 
 #include <algorithm>
 #include <charconv>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -18,13 +23,6 @@ namespace {
 constexpr const char* k_write_file_script =
     "umask 077; mkdir -p \"$1\" && chmod 700 \"$1\" && cat > \"$1/$2.tmp\" && "
     "chmod \"$3\" \"$1/$2.tmp\" && mv -f \"$1/$2.tmp\" \"$1/$2\"";
-// Target side of open(): the forced-command script ($4) into $1/recv, then the key line (stdin)
-// appended to $2 unless a line with marker $3 is there already.
-constexpr const char* k_install_target_script =
-    "umask 077; mkdir -p \"$1\" && chmod 700 \"$1\" && printf '%s' \"$4\" > \"$1/recv.tmp\" && "
-    "chmod 700 \"$1/recv.tmp\" && mv -f \"$1/recv.tmp\" \"$1/recv\" || exit 1; "
-    "d=$(dirname \"$2\"); mkdir -p \"$d\" && chmod 700 \"$d\" || exit 1; "
-    "[ -f \"$2\" ] && grep -q -F -e \"$3\" \"$2\" && exit 0; cat >> \"$2\"";
 // Source side of open(): the private key (stdin) into $1/id_ed25519, the pinned host key line
 // ($2) into $1/known_hosts, then the multiplexing master (the remaining arguments), whose stdio
 // goes to /dev/null so it never holds our channel open. Exit 3: master did not start.
@@ -33,13 +31,156 @@ constexpr const char* k_install_source_script =
     "chmod 600 \"$1/id_ed25519.tmp\" && mv -f \"$1/id_ed25519.tmp\" \"$1/id_ed25519\" && "
     "printf '%s\\n' \"$2\" > \"$1/known_hosts\" && chmod 600 \"$1/known_hosts\" || exit 1; "
     "shift 2; \"$@\" < /dev/null > /dev/null 2>&1 || exit 3";
-// Cleanup on one node: end the master of dir $1 and remove the dir (when $1 is not empty), then
-// remove the key line with marker $3 from $2 (when $2 is not empty).
-constexpr const char* k_cleanup_script =
-    "if [ -n \"$1\" ]; then ssh -o ControlPath=\"$1/master\" -O exit x < /dev/null > /dev/null "
-    "2>&1; rm -rf \"$1\" || exit 1; fi; f=$2; [ -n \"$f\" ] && [ -f \"$f\" ] || exit 0; "
-    "grep -q -F -e \"$3\" \"$f\" || exit 0; t=\"$f.zmigrate.$$\"; "
-    "grep -v -F -e \"$3\" \"$f\" > \"$t\"; chmod 600 \"$t\" && mv -f \"$t\" \"$f\"";
+// Shared by the scripts that edit authorized_keys: byte-wise comparisons (LC_ALL=C), the node
+// lock (mkdir is atomic on every POSIX filesystem; the holder's pid is inside, a waiter breaks
+// the lock only when that pid is gone, under a second mkdir lock so two breakers never remove a
+// fresh lock; gives up after ~30 s), and a read-only scan of a file for the exact line
+// $zm_line (zm_n: how many times; zm_nl: 0 when the file does not end with a newline). Only
+// shell builtins read the file: illumos' /usr/bin/grep and awk lack the POSIX options.
+constexpr const char* k_common_sh = R"sh(LC_ALL=C; export LC_ALL; umask 077
+zm_nap() {
+  if sleep 0.1 2>/dev/null; then zm_i=$((zm_i + 1)); else sleep 1; zm_i=$((zm_i + 10)); fi
+}
+zm_lock() {
+  zm_i=0
+  mkdir -p "${1%/*}" || return 1
+  while ! mkdir "$1" 2>/dev/null; do
+    if [ ! -d "$1" ]; then
+      echo "zmigrate: cannot create the lock $1" >&2
+      return 1
+    fi
+    zm_p=$(cat "$1/pid" 2>/dev/null)
+    if [ -n "$zm_p" ] && ! kill -0 "$zm_p" 2>/dev/null && mkdir "$1.break" 2>/dev/null; then
+      [ "$(cat "$1/pid" 2>/dev/null)" = "$zm_p" ] && rm -rf "$1"
+      rmdir "$1.break"
+      continue
+    fi
+    if [ "$zm_i" -ge 300 ]; then
+      echo "zmigrate: the lock $1 is held by process ${zm_p:-unknown} for 30 s; if no zmigrate command runs on this node, remove $1" >&2
+      return 1
+    fi
+    zm_nap
+  done
+  zm_lockdir=$1
+  trap 'rm -rf "$zm_lockdir"' 0
+  trap 'exit 1' 1 2 13 15
+  echo $$ > "$1/pid" || return 1
+}
+zm_scan() {
+  zm_n=0; zm_nl=1
+  while IFS= read -r zm_x; do
+    if [ "$zm_x" = "$zm_line" ]; then zm_n=$((zm_n + 1)); fi
+  done
+  if [ -n "$zm_x" ]; then
+    zm_nl=0
+    if [ "$zm_x" = "$zm_line" ]; then zm_n=$((zm_n + 1)); fi
+  fi
+  return 0
+}
+)sh";
+// Ends the processes of data path dir $1 (see scripts::kill()). The patterns are anchored at the
+// start of the argv: the forced-command shell is `<shell> $1/recv`, the clients `ssh -i $1/id_...`;
+// a command line that merely mentions them (this script's own, whose arguments may hold the key
+// line, and the session shell that runs it) never matches. illumos pgrep -f sees only the first
+// 80 bytes of an argv: both patterns end within them.
+constexpr const char* k_kill_sh = R"sh(zm_kill() {
+  zm_ps=$(pgrep -f "^[^ ]+ $1/recv" 2>/dev/null; pgrep -f "^ssh -i $1/id_" 2>/dev/null)
+  zm_all=
+  for zm_q in $zm_ps; do
+    if [ "$zm_q" != $$ ]; then zm_all="$zm_all $zm_q $(pgrep -P "$zm_q" 2>/dev/null)"; fi
+  done
+  if [ -n "$zm_all" ]; then kill $zm_all 2>/dev/null; fi
+  return 0
+}
+)sh";
+// Target side of open() (see scripts::install_target()).
+constexpr const char* k_install_target_sh =
+    R"sh(mkdir -p "$1" && chmod 700 "$1" && printf '%s' "$4" > "$1/recv.tmp" && chmod 700 "$1/recv.tmp" && mv -f "$1/recv.tmp" "$1/recv" || exit 1
+f=$2; zm_line=$5
+zm_d=$(dirname "$f") || exit 1
+if [ ! -d "$zm_d" ]; then mkdir -p "$zm_d" && chmod 700 "$zm_d" || exit 1; fi
+zm_lock "$3" || exit 1
+if [ -s "$f" ]; then
+  zm_scan < "$f" || { echo "zmigrate: cannot read $f" >&2; exit 1; }
+  if [ "$zm_n" -gt 0 ]; then exit 0; fi
+  if [ "$zm_nl" = 0 ]; then
+    printf '\n' >> "$f" || { echo "zmigrate: cannot append to $f" >&2; exit 1; }
+    echo added_newline
+  fi
+fi
+printf '%s\n' "$zm_line" >> "$f" || { echo "zmigrate: cannot append to $f" >&2; exit 1; }
+)sh";
+// Cleanup on one node (see scripts::cleanup()). A regular file is rewritten through a copy in
+// its own directory (cp -p keeps mode and owner) and renamed over it; a symlink keeps being a
+// symlink: its target is rewritten through the path, from a checked copy, with a backup.
+constexpr const char* k_cleanup_sh = R"sh(if [ -n "$1" ]; then
+  zm_kill "$1"
+  ssh -o ControlPath="$1/master" -O exit x < /dev/null > /dev/null 2>&1
+  rm -rf "$1" || exit 1
+fi
+if [ -n "$6" ]; then rm -rf "$6"; fi
+f=$2; zm_line=$4
+if [ -z "$f" ] || [ -z "$zm_line" ] || [ ! -e "$f" ]; then exit 0; fi
+zm_tmp=
+zm_fail() {
+  if [ -n "$zm_tmp" ]; then rm -f "$zm_tmp"; fi
+  echo "zmigrate: $f: $1; left it untouched" >&2
+  exit 3
+}
+zm_filter() {
+  zm_n=0; zm_rb=0; zm_owe=0; zm_last=0
+  while IFS= read -r zm_x; do
+    if [ "$zm_x" = "$zm_line" ]; then
+      zm_n=$((zm_n + 1)); zm_rb=$((zm_rb + ${#zm_x} + 1)); zm_last=1
+      continue
+    fi
+    if [ "$zm_owe" = 1 ]; then printf '\n' || return 1; fi
+    printf '%s' "$zm_x" || return 1
+    zm_owe=1; zm_last=0
+  done
+  if [ -n "$zm_x" ]; then
+    if [ "$zm_x" = "$zm_line" ]; then
+      zm_n=$((zm_n + 1)); zm_rb=$((zm_rb + ${#zm_x})); zm_last=1
+    else
+      if [ "$zm_owe" = 1 ]; then printf '\n' || return 1; fi
+      printf '%s' "$zm_x" || return 1
+      zm_owe=0; zm_last=0
+    fi
+  fi
+  if [ "$zm_owe" = 1 ]; then
+    if [ "$5" = 1 ] && [ "$zm_last" = 1 ]; then zm_rb=$((zm_rb + 1)); else printf '\n' || return 1; fi
+  fi
+  return 0
+}
+zm_lock "$3" || exit 3
+zm_scan < "$f" || zm_fail "cannot read it"
+if [ "$zm_n" = 0 ]; then exit 0; fi
+if [ "$zm_n" != 1 ]; then zm_fail "the data-path key line is there $zm_n times, not once"; fi
+zm_size=$(wc -c < "$f") || zm_fail "cannot measure it"
+if [ -h "$f" ]; then
+  zm_tmp="$3/filtered"
+  zm_filter "$@" < "$f" > "$zm_tmp" || zm_fail "cannot write the filtered copy $zm_tmp"
+else
+  zm_tmp="$(dirname "$f")/.zmigrate-keys.$$"
+  cp -p "$f" "$zm_tmp" || zm_fail "cannot copy it to $zm_tmp"
+  zm_filter "$@" < "$f" > "$zm_tmp" || zm_fail "cannot write the filtered copy $zm_tmp"
+fi
+zm_got=$(wc -c < "$zm_tmp") || zm_fail "cannot measure the filtered copy"
+if [ "$zm_n" != 1 ] || [ $((zm_got)) != $((zm_size - zm_rb)) ]; then
+  zm_fail "the filtered copy has $((zm_got)) bytes, not $((zm_size - zm_rb)) (a write failed?)"
+fi
+if [ -h "$f" ]; then
+  cat "$f" > "$3/orig" && [ $(($(wc -c < "$3/orig"))) = $((zm_size)) ] || zm_fail "cannot back it up"
+  if ! cat "$zm_tmp" > "$f" || [ $(($(wc -c < "$f"))) != $((zm_got)) ]; then
+    cat "$3/orig" > "$f"
+    echo "zmigrate: $f: rewriting it through its symlink failed; restored it from $3/orig" >&2
+    exit 3
+  fi
+else
+  mv -f "$zm_tmp" "$f" || zm_fail "cannot move $zm_tmp over it"
+fi
+exit 0
+)sh";
 
 void check_token(const std::string& what, const std::string& value) {
   for (char c : value) {
@@ -81,16 +222,183 @@ std::string ssh_key_body(const std::string& line) {
   return type + " " + rest;
 }
 
+// Path ids of the data paths open in this process: remove_leftovers() leaves their rows to
+// their own close().
+std::mutex g_open_mutex;
+std::set<std::string> g_open_paths;
+
+bool path_is_open(const std::string& path_id) {
+  const std::lock_guard<std::mutex> lock(g_open_mutex);
+  return g_open_paths.count(path_id) != 0;
+}
+
+void set_path_open(const std::string& path_id, bool open) {
+  const std::lock_guard<std::mutex> lock(g_open_mutex);
+  if (open) {
+    g_open_paths.insert(path_id);
+  } else {
+    g_open_paths.erase(path_id);
+  }
+}
+
+std::string json_text(const nlohmann::json& j, const char* key) {
+  if (j.is_object() && j.contains(key) && j[key].is_string()) {
+    return j[key].get<std::string>();
+  }
+  return {};
+}
+
+// The last non-empty line of `text` (a script's reason on stderr).
+std::string last_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) {
+    text.pop_back();
+  }
+  const auto nl = text.rfind('\n');
+  return nl == std::string::npos ? text : text.substr(nl + 1);
+}
+
+// The live data-path rows of one node, grouped by path: one cleanup command per path.
+struct PathRows {
+  std::string dir;       // path dir to remove ("" = none)
+  std::string keys_file; // authorized_keys file ("" = no key row)
+  std::string line;      // the exact line installed there
+  bool joined = false;   // install added a newline before it (the file had no final newline)
+  std::vector<std::int64_t> dir_rows;
+  std::vector<std::int64_t> key_rows;
+};
+
+// Runs the cleanup of each path of `rows` on `runner`, marking what it removed. Never throws
+// for a failing or unreachable node: warns and leaves the rows live.
+// `migration_dir` (when not empty) goes as well: the migration's own dir (zone config files).
+void clean_node(Context& ctx, remote::Runner& runner, const std::vector<state::Artefact>& rows,
+                const std::string& migration_dir = "") {
+  std::map<std::string, PathRows> paths;
+  for (const state::Artefact& a : rows) {
+    std::string pid = json_text(a.details, "path_id");
+    if (a.kind == "data_path_dir") {
+      PathRows& p = paths[pid.empty() ? "dir:" + a.name : pid];
+      p.dir = a.name;
+      p.dir_rows.push_back(a.id);
+    } else if (a.kind == "authorized_key") {
+      PathRows& p = paths[pid.empty() ? "key:" + a.name : pid];
+      const std::string file = json_text(a.details, "file");
+      p.keys_file = file.empty() ? a.name : file;
+      p.line = json_text(a.details, "line");
+      p.joined = a.details.is_object() && a.details.value("added_newline", false);
+      p.key_rows.push_back(a.id);
+    }
+  }
+  // Newest path first: when each left a line (a node that refused every cleanup), the line of
+  // the oldest is the last one to go, with the newline its install added before it.
+  std::vector<const PathRows*> order;
+  for (const auto& entry : paths) {
+    order.push_back(&entry.second);
+  }
+  auto newest = [](const PathRows* p) {
+    std::int64_t id = 0;
+    for (std::int64_t row : p->dir_rows) {
+      id = std::max(id, row);
+    }
+    for (std::int64_t row : p->key_rows) {
+      id = std::max(id, row);
+    }
+    return id;
+  };
+  std::sort(order.begin(), order.end(),
+            [&](const PathRows* a, const PathRows* b) { return newest(a) > newest(b); });
+  for (const PathRows* path : order) {
+    const PathRows& p = *path;
+    if (!p.key_rows.empty() && p.line.empty()) {
+      // Rows of a zmigrate older than the exact-line ledger: only the marker is known, and a
+      // marker match could take an operator's line with it. Leave it to the operator.
+      ctx.log.warn("data path: the ledger does not hold the exact authorized_keys line of this "
+                   "key; remove the line ending in the migration's zmigrate-ephemeral- marker "
+                   "by hand, then run the command again",
+                   {{"host", runner.host()}, {"file", p.keys_file}});
+    }
+    const bool do_key = !p.key_rows.empty() && !p.line.empty();
+    if (p.dir_rows.empty() && !do_key) {
+      continue;
+    }
+    try {
+      remote::RunOptions opts;
+      opts.timeout = std::chrono::seconds(90); // the lock alone may take 30 s
+      remote::Command cmd({"sh", "-c", scripts::cleanup(), "sh", p.dir,
+                           do_key ? p.keys_file : std::string(), k_keys_lock_dir,
+                           do_key ? p.line : std::string(), p.joined ? "1" : "0", migration_dir});
+      cmd.redact_token(0, 7); // the public key: not secret, but kept out of logs as before
+      const remote::Result r = runner.run(cmd, opts);
+      if (r.ok() || r.exit_status == 3) {
+        for (std::int64_t row : p.dir_rows) {
+          ctx.store.mark_artefact_removed(row);
+        }
+      }
+      if (r.ok() && do_key) {
+        for (std::int64_t row : p.key_rows) {
+          ctx.store.mark_artefact_removed(row);
+        }
+      }
+      if (r.exit_status == 3 && do_key) {
+        ctx.reporter.note(fmt::format(
+            "{}: the ephemeral key line was NOT removed from {} (the file is left untouched: "
+            "{}); the key only runs this migration's receiver from its source and expires "
+            "within 48 hours; the next command of this migration retries",
+            runner.host(), p.keys_file, last_line(r.err)));
+      }
+      if (!r.ok()) {
+        ctx.log.warn(r.exit_status == 3
+                         ? "data path: the ephemeral key line was NOT removed from authorized_keys "
+                           "(the file is left untouched); the ledger keeps it for the next command"
+                         : "data path: could not remove artefacts; the ledger keeps them for the "
+                           "next command",
+                     {{"host", runner.host()},
+                      {"file", p.keys_file},
+                      {"exit_status", r.exit_status},
+                      {"err", r.err}});
+      }
+    } catch (const Error& e) {
+      ctx.log.warn("data path: node unreachable during cleanup; will retry next command",
+                   {{"host", runner.host()}, {"error", e.what()}});
+    }
+  }
+}
+
 } // namespace
+
+namespace scripts {
+const std::string& install_target() {
+  static const std::string s = std::string(k_common_sh) + k_install_target_sh;
+  return s;
+}
+const std::string& cleanup() {
+  static const std::string s = std::string(k_common_sh) + k_kill_sh + k_cleanup_sh;
+  return s;
+}
+const std::string& kill() {
+  static const std::string s = std::string(k_common_sh) + k_kill_sh + "zm_kill \"$1\"\n";
+  return s;
+}
+} // namespace scripts
 
 std::string private_dir(const std::string& migration_id) {
   check_token("migration id", migration_id);
   return "/var/run/zmigrate/" + migration_id;
 }
 
-std::string key_marker(const std::string& migration_id) {
+std::string path_dir(const std::string& path_id) {
+  check_token("data path id", path_id);
+  return "/var/run/zmigrate/" + path_id;
+}
+
+std::string key_marker(const std::string& path_id) {
+  check_token("data path id", path_id);
+  return "zmigrate-ephemeral-" + path_id;
+}
+
+std::string new_path_id(const std::string& migration_id) {
   check_token("migration id", migration_id);
-  return "zmigrate-ephemeral-" + migration_id;
+  std::random_device rd;
+  return fmt::format("{}-{:08x}", migration_id, static_cast<std::uint32_t>(rd()));
 }
 
 std::string recv_script(const DataPathSpec& spec) {
@@ -102,6 +410,8 @@ std::string recv_script(const DataPathSpec& spec) {
   const std::string recv_flags = spec.resumable ? "-u -s" : "-u";
   const std::string reader =
       spec.watchdog ? fmt::format("mbuffer -q -s 128k -m 16M -W {} | ", spec.watchdog_s) : "";
+  // The receiver is not the script's last command: a shell that execs its last command (ksh93)
+  // would replace the `/bin/sh <dir>/recv` argv by which the kill script finds it.
   return fmt::format(
       "#!/bin/sh\n"
       "# zmigrate {id}: forced command of the ephemeral data-path key.\n"
@@ -111,26 +421,33 @@ std::string recv_script(const DataPathSpec& spec) {
       "{cases}"
       "*) echo \"zmigrate: refused by the forced command of migration {id}\" >&2; exit 126 ;;\n"
       "esac\n"
-      "{reader}{zfs} recv {flags} \"$ds\"\n",
+      "{reader}{zfs} recv {flags} \"$ds\"\n"
+      "rc=$?\n"
+      "exit $rc\n",
       fmt::arg("id", spec.migration_id), fmt::arg("cases", cases), fmt::arg("reader", reader),
       fmt::arg("zfs", spec.zfs_path), fmt::arg("flags", recv_flags));
 }
 
-std::string authorized_keys_line(const DataPathSpec& spec, const std::string& public_key) {
+std::string authorized_keys_line(const DataPathSpec& spec, const std::string& public_key,
+                                 std::chrono::system_clock::time_point now) {
   check_token("source address", spec.source_addr);
+  const std::time_t t = std::chrono::system_clock::to_time_t(now + std::chrono::hours(48));
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  const std::string expiry = fmt::format("{:04}{:02}{:02}{:02}{:02}", tm.tm_year + 1900,
+                                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min);
   // Run by /bin/sh, not executed: /run (and /var/run) is mounted noexec on systemd nodes.
-  return fmt::format("from=\"{}\",no-pty,no-port-forwarding,no-agent-forwarding,"
-                     "no-X11-forwarding,no-user-rc,command=\"/bin/sh {}/recv\" {} {}\n",
-                     spec.source_addr, private_dir(spec.migration_id), ssh_key_body(public_key),
-                     key_marker(spec.migration_id));
+  return fmt::format("restrict,from=\"{}\",command=\"/bin/sh {}/recv\",expiry-time=\"{}\" {} {}",
+                     spec.source_addr, path_dir(spec.path_id), expiry, ssh_key_body(public_key),
+                     key_marker(spec.path_id));
 }
 
 remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::string>& request) {
   check_token("target address", spec.target_addr);
   check_token("target user", spec.target_user);
-  const std::string dir = private_dir(spec.migration_id);
+  const std::string dir = path_dir(spec.path_id);
   remote::Argv argv{
-      "ssh", "-i", dir + "/id_ed25519", "-o", "IdentitiesOnly=yes", "-o",
+      "ssh", "-i", dir + "/id_ed25519", "-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o",
       "UserKnownHostsFile=" + dir + "/known_hosts", "-o", "GlobalKnownHostsFile=/dev/null", "-o",
       "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "Compression=no", "-o",
       "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr", "-o",
@@ -146,6 +463,11 @@ remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::st
   return argv;
 }
 
+namespace {
+// Options go after `ssh -i <key>`: the key path must stay in the first 80 bytes of the argv.
+constexpr std::ptrdiff_t k_ssh_options_at = 3;
+} // namespace
+
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
                               const std::string& dataset, bool use_pv) {
   const zfs::DatasetName name(dataset);
@@ -155,7 +477,7 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
   }
   remote::Argv ssh = source_ssh_argv(spec, {"recv", name.str()});
   // ControlMaster=no: use the master when it is up, connect directly when it is not.
-  ssh.insert(ssh.begin() + 1, {"-o", "ControlMaster=no"});
+  ssh.insert(ssh.begin() + k_ssh_options_at, {"-o", "ControlMaster=no"});
   cmd.pipe(ssh);
   return cmd;
 }
@@ -194,7 +516,12 @@ void write_remote_file(remote::Runner& runner, const std::string& dir, const std
 }
 
 DataPath::DataPath(Context& ctx, DataPathSpec spec, remote::Runner& source, remote::Runner& target)
-    : m_ctx(ctx), m_spec(std::move(spec)), m_source(source), m_target(target) {}
+    : m_ctx(ctx), m_spec(std::move(spec)), m_source(source), m_target(target) {
+  if (m_spec.path_id.empty()) {
+    m_spec.path_id = new_path_id(m_spec.migration_id);
+  }
+  check_token("data path id", m_spec.path_id);
+}
 
 DataPath::~DataPath() {
   try {
@@ -205,40 +532,61 @@ DataPath::~DataPath() {
 }
 
 void DataPath::open() {
+  // Earlier paths of this migration first: their stale receivers and senders end (a dropped link
+  // leaves `zfs recv` hanging on the target), their keys and dirs go.
   remove_leftovers(m_ctx, m_spec.migration_id, m_source, m_target);
-  const std::string dir = private_dir(m_spec.migration_id);
+  const std::string dir = path_dir(m_spec.path_id);
   const remote::KeyPair key = remote::generate_ed25519();
-  const std::string now = iso8601(m_ctx.clock.wall_now());
+  const auto wall = m_ctx.clock.wall_now();
+  const std::string now = iso8601(wall);
+  const std::string line = authorized_keys_line(m_spec, key.public_line, wall);
 
   // Ledger first: a crash after any of the writes below leaves a row that tells the next
-  // command what to remove.
-  auto record = [&](const std::string& kind, const std::string& host, const std::string& name) {
+  // command exactly what to remove.
+  auto record = [&](const std::string& kind, const std::string& host, const std::string& name,
+                    nlohmann::json details) {
     state::Artefact a;
     a.migration_id = m_spec.migration_id;
     a.kind = kind;
     a.host = host;
     a.name = name;
+    a.details = std::move(details);
     a.created = now;
-    m_artefacts.push_back(m_ctx.store.record_artefact(a));
+    return a;
   };
+  set_path_open(m_spec.path_id, true);
+  m_open = true;
   // Rows name the node by its runner's host, so cleanup finds the right node whichever way the
   // data flowed (rollback --keep-changes sends from the target back to the source).
-  record("data_path_dir", m_target.host(), dir);
-  record("authorized_key", m_target.host(), m_spec.authorized_keys);
-  record("data_path_dir", m_source.host(), dir);
-  m_open = true;
+  const nlohmann::json dir_details = {{"path_id", m_spec.path_id}};
+  nlohmann::json key_details = {{"path_id", m_spec.path_id},
+                                {"file", m_spec.authorized_keys},
+                                {"line", line},
+                                {"added_newline", false}};
+  // The name holds the marker: each path has its own row (rows are unique by name).
+  state::Artefact key_row =
+      record("authorized_key", m_target.host(),
+             fmt::format("{} {}", m_spec.authorized_keys, key_marker(m_spec.path_id)), key_details);
+  m_artefacts.push_back(
+      m_ctx.store.record_artefact(record("data_path_dir", m_target.host(), dir, dir_details)));
+  m_artefacts.push_back(m_ctx.store.record_artefact(key_row));
+  m_artefacts.push_back(
+      m_ctx.store.record_artefact(record("data_path_dir", m_source.host(), dir, dir_details)));
 
   // Two commands: the target learns the key (and its forced command) first, then the source
   // gets the private key and the pin and starts the master, which proves the path works.
   {
     remote::RunOptions opts;
-    opts.stdin_data = authorized_keys_line(m_spec, key.public_line);
-    opts.timeout = setup_timeout(m_spec);
-    remote::run_checked(
-        m_target,
-        remote::Command({"sh", "-c", k_install_target_script, "sh", dir, m_spec.authorized_keys,
-                         key_marker(m_spec.migration_id), recv_script(m_spec)}),
-        opts);
+    opts.timeout = setup_timeout(m_spec) + std::chrono::seconds(30); // + the lock's 30 s
+    remote::Command cmd({"sh", "-c", scripts::install_target(), "sh", dir, m_spec.authorized_keys,
+                         k_keys_lock_dir, recv_script(m_spec), line});
+    cmd.redact_token(0, 8);
+    const remote::Result r = remote::run_checked(m_target, cmd, opts);
+    if (r.out.find("added_newline") != std::string::npos) {
+      // The operator's file had no final newline: cleanup takes the one added back with the line.
+      key_row.details["added_newline"] = true;
+      m_ctx.store.record_artefact(key_row);
+    }
   }
   const std::string pin = fmt::format(
       "{} {}",
@@ -247,7 +595,7 @@ void DataPath::open() {
       ssh_key_body(m_spec.target_host_key));
   remote::Argv argv{"sh", "-c", k_install_source_script, "sh", dir, pin};
   remote::Argv master = source_ssh_argv(m_spec, {});
-  master.insert(master.begin() + 1,
+  master.insert(master.begin() + k_ssh_options_at,
                 {"-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-N", "-f"});
   argv.insert(argv.end(), master.begin(), master.end());
   remote::RunOptions opts;
@@ -261,6 +609,24 @@ void DataPath::open() {
   } else if (!r.ok()) {
     throw Error(ExitCode::remote, fmt::format("{}: installing the data-path key", m_source.host()),
                 r.err.empty() ? fmt::format("exit status {}", r.exit_status) : r.err);
+  }
+}
+
+void DataPath::kill_processes() noexcept {
+  for (remote::Runner* runner : {&m_source, &m_target}) {
+    try {
+      remote::RunOptions opts;
+      opts.timeout = std::chrono::seconds(30);
+      const remote::Result r = runner->run(
+          remote::Command({"sh", "-c", scripts::kill(), "sh", path_dir(m_spec.path_id)}), opts);
+      if (!r.ok()) {
+        m_ctx.log.warn("data path: could not end the data path's processes",
+                       {{"host", runner->host()}, {"exit_status", r.exit_status}, {"err", r.err}});
+      }
+    } catch (const std::exception& e) {
+      m_ctx.log.warn("data path: could not end the data path's processes",
+                     {{"host", runner->host()}, {"error", e.what()}});
+    }
   }
 }
 
@@ -283,9 +649,17 @@ TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& d
     }
   };
   const auto start = m_ctx.clock.now();
-  const remote::Result r = m_source.run(cmd, opts);
+  remote::Result r;
+  try {
+    r = m_source.run(cmd, opts);
+  } catch (...) {
+    // Interrupted, or the session to the source broke: the receiver may hang on the target.
+    kill_processes();
+    throw;
+  }
   out.duration = std::chrono::duration_cast<std::chrono::milliseconds>(m_ctx.clock.now() - start);
   if (!r.ok()) {
+    kill_processes();
     while (!errors.empty() && errors.back() == '\n') {
       errors.pop_back();
     }
@@ -318,48 +692,42 @@ void DataPath::close() {
     return;
   }
   m_open = false;
-  remove_leftovers(m_ctx, m_spec.migration_id, m_source, m_target);
+  set_path_open(m_spec.path_id, false);
+  // Exactly this path's rows (the ones still live), one command per node.
+  const std::vector<state::Artefact> live = m_ctx.store.live_artefacts(m_spec.migration_id);
+  for (remote::Runner* runner : {&m_source, &m_target}) {
+    std::vector<state::Artefact> mine;
+    for (const state::Artefact& a : live) {
+      if (a.host == runner->host() &&
+          std::find(m_artefacts.begin(), m_artefacts.end(), a.id) != m_artefacts.end()) {
+        mine.push_back(a);
+      }
+    }
+    clean_node(m_ctx, *runner, mine);
+  }
+  m_artefacts.clear();
 }
 
 void DataPath::remove_leftovers(Context& ctx, const std::string& migration_id,
                                 remote::Runner& source, remote::Runner& target) {
-  const std::string dir = private_dir(migration_id);
-  const std::string marker = key_marker(migration_id);
-  // One command per node, whatever it holds.
+  const std::vector<state::Artefact> live = ctx.store.live_artefacts(migration_id);
+  // One command per path per node, whatever it holds.
   for (remote::Runner* runner : {&source, &target}) {
+    if (runner == &target && &target == &source) {
+      break;
+    }
     std::vector<state::Artefact> mine;
-    std::string dir_arg;
-    std::string keys_arg;
-    for (const state::Artefact& a : ctx.store.live_artefacts(migration_id)) {
-      if (a.host != runner->host()) {
+    for (const state::Artefact& a : live) {
+      if (a.host != runner->host() || (a.kind != "data_path_dir" && a.kind != "authorized_key")) {
         continue;
       }
-      if (a.kind == "data_path_dir") {
-        dir_arg = dir;
-        mine.push_back(a);
-      } else if (a.kind == "authorized_key") {
-        keys_arg = a.name;
-        mine.push_back(a);
+      const std::string pid = json_text(a.details, "path_id");
+      if (!pid.empty() && path_is_open(pid)) {
+        continue; // in use by an open path of this process; its close() removes it
       }
+      mine.push_back(a);
     }
-    if (mine.empty()) {
-      continue;
-    }
-    try {
-      const remote::Result r = runner->run(
-          remote::Command({"sh", "-c", k_cleanup_script, "sh", dir_arg, keys_arg, marker}));
-      if (r.ok()) {
-        for (const state::Artefact& a : mine) {
-          ctx.store.mark_artefact_removed(a.id);
-        }
-      } else {
-        ctx.log.warn("data path: could not remove artefacts",
-                     {{"host", runner->host()}, {"err", r.err}});
-      }
-    } catch (const Error& e) {
-      ctx.log.warn("data path: node unreachable during cleanup; will retry next command",
-                   {{"host", runner->host()}, {"error", e.what()}});
-    }
+    clean_node(ctx, *runner, mine, private_dir(migration_id));
   }
 }
 

@@ -126,7 +126,7 @@ void NodeOps::zone_import(const std::string& migration_id, const std::string& uu
   write_remote_file(m_runner, dir, "zone.cfg", config, "600");
   remote::run_checked(m_runner, remote::Command({"zonecfg", "-z", uuid, "-f", dir + "/zone.cfg"}));
   remote::run_checked(m_runner, remote::Command({"zoneadm", "-z", uuid, "attach", "-F"}));
-  m_runner.run(remote::Command({"rm", "-f", dir + "/zone.cfg"}));
+  m_runner.run(remote::Command({"rm", "-rf", dir})); // the dir is the migration's alone
 }
 
 void NodeOps::zone_remove(const std::string& uuid) {

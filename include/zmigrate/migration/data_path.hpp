@@ -12,6 +12,7 @@
 #include <zmigrate/remote/command.hpp>
 #include <zmigrate/remote/runner.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -22,8 +23,13 @@ namespace zmigrate::migration {
 
 struct DataPathSpec {
   std::string migration_id;
+  // This path's own id (migration id + "-" + 8 hex digits, made by the DataPath constructor when
+  // empty): names its private dir, key marker and ssh ControlPath, so two paths of one migration
+  // (a kept path and the reverse path of a rollback) never share or remove each other's files.
+  std::string path_id;
   std::string source_addr; // the address the target sees the source connect from
   std::string target_addr; // where the source connects to
+  // The configured ssh port and user of the target (ssh.port / ssh.user); the caller sets them.
   int target_port = 22;
   std::string target_user = "root";
   std::string
@@ -39,18 +45,50 @@ struct DataPathSpec {
   std::string authorized_keys = "/root/.ssh/authorized_keys";
 };
 
-// /var/run/zmigrate/<migration-id>: private (0700) directory on both nodes, on tmpfs on SmartOS
-// and in the lab, so key material never survives a reboot.
+// /var/run/zmigrate/<migration-id>: private (0700) directory of a migration on a node (zone
+// config files), on tmpfs on SmartOS and in the lab, so nothing there survives a reboot.
 std::string private_dir(const std::string& migration_id);
-// Comment that marks the authorized_keys line of this migration (used to remove it).
-std::string key_marker(const std::string& migration_id);
+// /var/run/zmigrate/<path-id>: the private (0700) directory of one data path on both nodes.
+std::string path_dir(const std::string& path_id);
+// Comment that ends the authorized_keys line of one data path.
+std::string key_marker(const std::string& path_id);
+// A fresh path id for `migration_id`: "<migration-id>-<8 hex digits>".
+std::string new_path_id(const std::string& migration_id);
+// The node-wide lock that serialises zmigrate's edits of authorized_keys (a mkdir lock holding the
+// holder's pid; a dead holder's lock is broken, a live one is waited for up to 30 s).
+inline constexpr const char* k_keys_lock_dir = "/var/run/zmigrate/authorized_keys.lock";
 // The forced command script installed on the target (validated names only; throws UsageError).
+// It runs as `/bin/sh <path dir>/recv` and never execs the receiver, so the kill script finds
+// the shell by that argv and its receiver by parent pid.
 std::string recv_script(const DataPathSpec& spec);
-// The restricted authorized_keys line for `public_key` ("ssh-ed25519 AAAA...").
-std::string authorized_keys_line(const DataPathSpec& spec, const std::string& public_key);
+// The restricted authorized_keys line (no newline) for `public_key` ("ssh-ed25519 AAAA..."):
+// restrict, from=<source addr>, command="/bin/sh <path dir>/recv", and expiry-time 48 hours
+// after `now` in UTC without a zone suffix (the margin makes the node's timezone irrelevant).
+std::string authorized_keys_line(const DataPathSpec& spec, const std::string& public_key,
+                                 std::chrono::system_clock::time_point now);
+// The constant remote scripts, exposed so tests run them with a local /bin/sh. Each runs as
+// `sh -c SCRIPT sh ARG...`; values arrive only as positional parameters.
+namespace scripts {
+// DIR FILE LOCK RECV LINE: writes RECV to DIR/recv; appends LINE to FILE under LOCK unless that
+// exact line is there, first adding a newline when FILE does not end with one (then prints
+// "added_newline").
+const std::string& install_target();
+// DIR FILE LOCK LINE JOINED [MIGDIR]: ends DIR's processes and ssh master and removes DIR (when
+// DIR is not empty), removes MIGDIR (the migration's dir, when given), then under LOCK removes the
+// lines of FILE that are byte-for-byte LINE (when FILE and LINE are not empty), and the newline
+// install added before it when JOINED is "1" and LINE was the last line. Refuses (exit 3, FILE
+// untouched) when LINE is there more than once or the filtered copy cannot be written and checked;
+// exit 0 when LINE is not there. Exit 1: DIR left.
+const std::string& cleanup();
+// DIR: ends the processes of a data path: the target's `/bin/sh DIR/recv` shells with their
+// children (the receivers), the source's ssh clients using DIR's key (and their pipelines).
+const std::string& kill();
+} // namespace scripts
 // The ssh client argv the source runs to reach the target with the ephemeral key, asking the
 // forced command for `request` ("recv <dataset>"). Fast cipher, no compression, keepalives,
-// strict pinned host key, multiplexed over a master started by DataPath::open().
+// strict pinned host key, no ssh_config (-F /dev/null), multiplexed over a master started by
+// DataPath::open(). The argv starts with `ssh -i <path dir>/id_ed25519` (extra options come
+// after it), so the key path sits in the first 80 bytes that illumos pgrep -f sees.
 remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::string>& request);
 // The full pipeline run on the source: zfs send ... [| pv -n -b -i 1] | ssh ... recv <dataset>.
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
@@ -72,10 +110,11 @@ public:
   DataPath(const DataPath&) = delete;
   DataPath& operator=(const DataPath&) = delete;
 
-  // Remove leftovers of earlier commands of this migration (from the ledger and by marker), make
-  // the key, install it on the target and on the source, start the multiplexing master.
+  // Remove leftovers of earlier paths of this migration (from the ledger, ending their processes),
+  // make the key, install it on the target and on the source, start the multiplexing master.
   void open();
-  // Send one stream. `on_bytes` gets the running byte count about once a second.
+  // Send one stream. `on_bytes` gets the running byte count about once a second. When the send
+  // fails or throws, this path's processes on both nodes are ended (best effort) first.
   TransferResult send(const remote::Argv& zfs_send, const std::string& dataset, bool use_pv,
                       const std::function<void(std::uint64_t)>& on_bytes);
   // Remove the key, the known_hosts pin, the forced command and the master. Idempotent.
@@ -85,12 +124,18 @@ public:
   bool serves(const std::string& migration_id, const remote::Runner& source,
               const remote::Runner& target, const std::vector<std::string>& datasets) const;
 
+  const std::string& path_id() const { return m_spec.path_id; }
+
   // Remove every data-path artefact of `migration_id` on both nodes (ledger-driven cleanup after
-  // a crash). Never throws for a node that is unreachable: leaves its ledger rows live instead.
+  // a crash): for each live row, exactly the dir and the key line the row names. Rows of a path
+  // that is open in this process are left to its close(). Never throws for a node that is
+  // unreachable or refuses: leaves its ledger rows live instead (and warns).
   static void remove_leftovers(Context& ctx, const std::string& migration_id,
                                remote::Runner& source, remote::Runner& target);
 
 private:
+  void kill_processes() noexcept;
+
   Context& m_ctx;
   DataPathSpec m_spec;
   remote::Runner& m_source;

@@ -1,7 +1,26 @@
 // SPDX-License-Identifier: MPL-2.0
+#include "fakes/fake_inventory.hpp"
+#include "fakes/fake_runner.hpp"
+#include "fakes/memory_state_store.hpp"
+
+#include <zmigrate/migration/context.hpp>
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/remote/command.hpp>
+#include <zmigrate/remote/local_runner.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/log.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <spawn.h>
+#include <sstream>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -12,6 +31,7 @@ namespace {
 DataPathSpec spec() {
   DataPathSpec s;
   s.migration_id = "d1d10108-d763-4bb7-8772-9f02ed9600c8";
+  s.path_id = "d1d10108-d763-4bb7-8772-9f02ed9600c8-0a1b2c3d";
   s.source_addr = "10.99.0.11";
   s.target_addr = "10.99.0.12";
   s.target_host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey root@cn2";
@@ -41,28 +61,50 @@ TEST_CASE("migration::recv_script", "[migration]") {
   }
 }
 
-TEST_CASE("migration::authorized_keys_line", "[migration]") {
+TEST_CASE("migration::authorized_keys_line", "[migration][data_path]") {
+  // 2026-11-22 01:02:03 UTC; the key expires 48 hours later, written in UTC without a zone.
+  const auto now = std::chrono::system_clock::from_time_t(1795309323);
   const std::string line =
-      authorized_keys_line(spec(), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEphemeral");
-  CHECK(line.rfind("from=\"10.99.0.11\",no-pty,no-port-forwarding,no-agent-forwarding,"
-                   "no-X11-forwarding,no-user-rc,command=\"/bin/sh /var/run/zmigrate/"
-                   "d1d10108-d763-4bb7-8772-9f02ed9600c8/recv\" ssh-ed25519 ",
-                   0) == 0);
-  CHECK(line.find(key_marker(spec().migration_id)) != std::string::npos);
-  CHECK(line.back() == '\n');
+      authorized_keys_line(spec(), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEphemeral", now);
+  CHECK(line == "restrict,from=\"10.99.0.11\",command=\"/bin/sh /var/run/zmigrate/"
+                "d1d10108-d763-4bb7-8772-9f02ed9600c8-0a1b2c3d/recv\","
+                "expiry-time=\"202611240102\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEphemeral "
+                "zmigrate-ephemeral-d1d10108-d763-4bb7-8772-9f02ed9600c8-0a1b2c3d");
+  CHECK(line.find('\n') == std::string::npos);
   DataPathSpec bad = spec();
   bad.source_addr = "10.0.0.1\",command=\"/bin/sh";
-  CHECK_THROWS_AS(authorized_keys_line(bad, "ssh-ed25519 AAAA"), UsageError);
-  CHECK_THROWS(authorized_keys_line(spec(), "ssh-ed25519 AAAA\"; evil"));
+  CHECK_THROWS_AS(authorized_keys_line(bad, "ssh-ed25519 AAAA", now), UsageError);
+  CHECK_THROWS(authorized_keys_line(spec(), "ssh-ed25519 AAAA\"; evil", now));
+  DataPathSpec no_path = spec();
+  no_path.path_id.clear();
+  CHECK_THROWS_AS(authorized_keys_line(no_path, "ssh-ed25519 AAAA", now), UsageError);
 }
 
-TEST_CASE("migration::send_pipeline", "[migration]") {
+TEST_CASE("migration::new_path_id", "[migration][data_path]") {
+  const std::string id = new_path_id(spec().migration_id);
+  CHECK(id.rfind(spec().migration_id + "-", 0) == 0);
+  CHECK(id.size() == spec().migration_id.size() + 9);
+  CHECK(path_dir(id) == "/var/run/zmigrate/" + id);
+  CHECK(key_marker(id) == "zmigrate-ephemeral-" + id);
+  // The target's forced-command shell argv fits the 80 bytes illumos pgrep -f sees.
+  CHECK(("/bin/sh " + path_dir(id) + "/recv").size() <= 80);
+  CHECK_THROWS_AS(path_dir("x/../y"), UsageError);
+}
+
+TEST_CASE("migration::send_pipeline", "[migration][data_path]") {
   const remote::Command cmd =
       send_pipeline(spec(), {"zfs", "send", "-p", "zones/u1@s1"}, "zones/u1", true);
   REQUIRE(cmd.pipeline.size() == 3);
   CHECK(cmd.pipeline[1] == remote::Argv{"pv", "-n", "-b", "-i", "1"});
   const remote::Argv& ssh = cmd.pipeline[2];
   CHECK(ssh.front() == "ssh");
+  // The key path first (pgrep -f finds the client by it), then no ssh_config.
+  CHECK(ssh[1] == "-i");
+  CHECK(ssh[2] == "/var/run/zmigrate/d1d10108-d763-4bb7-8772-9f02ed9600c8-0a1b2c3d/id_ed25519");
+  CHECK(ssh[3] == "-o");
+  CHECK(ssh[4] == "ControlMaster=no");
+  CHECK(std::find(ssh.begin(), ssh.end(), "-F") + 1 ==
+        std::find(ssh.begin(), ssh.end(), "/dev/null"));
   CHECK(std::find(ssh.begin(), ssh.end(), "StrictHostKeyChecking=yes") != ssh.end());
   CHECK(std::find(ssh.begin(), ssh.end(), "Compression=no") != ssh.end());
   CHECK(std::find(ssh.begin(), ssh.end(), "ControlMaster=no") != ssh.end());
@@ -78,4 +120,536 @@ TEST_CASE("migration::parse_pv_line", "[migration]") {
   CHECK_FALSE(parse_pv_line("cannot receive: failed to read from stream"));
   CHECK_FALSE(parse_pv_line(""));
   CHECK_FALSE(parse_pv_line("12abc"));
+}
+
+TEST_CASE("migration::source_ssh_argv uses the configured user and port", "[data_path]") {
+  DataPathSpec s = spec();
+  s.target_user = "zmig";
+  s.target_port = 2222;
+  const remote::Argv argv = source_ssh_argv(s, {});
+  const auto p = std::find(argv.begin(), argv.end(), "-p");
+  REQUIRE(p != argv.end());
+  CHECK(*(p + 1) == "2222");
+  CHECK(*(p + 2) == "-l");
+  CHECK(*(p + 3) == "zmig");
+  CHECK(argv.back() == "10.99.0.12");
+}
+
+// ---- the real remote scripts, run by the local shells --------------------------------------
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void spit(const fs::path& p, const std::string& data) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+unsigned mode_of(const fs::path& p) {
+  struct stat st {};
+  REQUIRE(::stat(p.c_str(), &st) == 0);
+  return st.st_mode & 07777U;
+}
+
+// The shells the scripts must work with: dash (/bin/sh here) and ksh93 (/bin/sh on SmartOS).
+std::vector<std::string> shells() {
+  std::vector<std::string> out{"/bin/sh"};
+  for (const char* k : {"/usr/bin/ksh93", "/bin/ksh93", "/usr/bin/ksh"}) {
+    if (::access(k, X_OK) == 0) {
+      out.emplace_back(k);
+      break;
+    }
+  }
+  return out;
+}
+
+struct Scratch {
+  fs::path root;
+  Scratch() {
+    char tmpl[] = "/var/tmp/zmigrate-dp-test.XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    root = tmpl;
+    fs::create_directories(root / "ssh");
+    fs::create_directories(root / "bin");
+  }
+  ~Scratch() {
+    std::error_code ec;
+    fs::permissions(root, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(root, ec);
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  fs::path keys() const { return root / "ssh" / "authorized_keys"; }
+  fs::path lock() const { return root / "run" / "authorized_keys.lock"; }
+  fs::path dir() const { return root / "run" / "d1-0a1b2c3d"; }
+  // A command on PATH ahead of the real ones.
+  void shim(const std::string& name, const std::string& body) const {
+    spit(root / "bin" / name, "#!/bin/sh\n" + body + "\n");
+    fs::permissions(root / "bin" / name, fs::perms::owner_all);
+  }
+};
+
+const std::string k_operator = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOperatorKey operator@head";
+
+std::string line_for(const std::string& path_id) {
+  DataPathSpec s = spec();
+  s.path_id = path_id;
+  return authorized_keys_line(
+      s, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEphemeral" + path_id.substr(path_id.size() - 2),
+      std::chrono::system_clock::from_time_t(1795309323));
+}
+
+remote::Result run_script(const std::string& shell, const Scratch& sc, const std::string& script,
+                          const std::vector<std::string>& args) {
+  NullLogger log;
+  remote::LocalRunner runner(log);
+  remote::Argv argv{"env",  "PATH=" + (sc.root / "bin").string() + ":/usr/bin:/bin:/usr/sbin:/sbin",
+                    shell,  "-c",
+                    script, "sh"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  remote::RunOptions opts;
+  opts.timeout = std::chrono::seconds(60);
+  return runner.run(remote::Command(argv), opts);
+}
+
+remote::Result install(const std::string& shell, const Scratch& sc, const std::string& line) {
+  return run_script(shell, sc, scripts::install_target(),
+                    {sc.dir().string(), sc.keys().string(), sc.lock().string(), "echo recv", line});
+}
+
+remote::Result cleanup(const std::string& shell, const Scratch& sc, const std::string& line,
+                       bool joined, const std::string& dir = "") {
+  return run_script(shell, sc, scripts::cleanup(),
+                    {dir, sc.keys().string(), sc.lock().string(), line, joined ? "1" : "0"});
+}
+
+bool alive(pid_t pid) {
+  if (::kill(pid, 0) != 0) {
+    return false;
+  }
+  // A zombie is dead for our purposes (its parent has not reaped it yet).
+  const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'Z';
+}
+
+template <class Pred> bool eventually(Pred pred, std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+pid_t spawn(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) {
+    argv.push_back(const_cast<char*>(a.c_str()));
+  }
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const std::string& e : env) {
+    envp.push_back(const_cast<char*>(e.c_str()));
+  }
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0); // never the test's pipes
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE(rc == 0);
+  return pid;
+}
+
+} // namespace
+
+TEST_CASE("data path scripts: install and cleanup keep every operator byte", "[data_path]") {
+  const std::string mine = line_for(spec().path_id);
+  for (const std::string& shell : shells()) {
+    DYNAMIC_SECTION(shell) {
+      Scratch sc;
+      SECTION("a file without a final newline keeps the operator's last line") {
+        const std::string before = "# operators\n" + k_operator; // no final newline
+        spit(sc.keys(), before);
+        fs::permissions(sc.keys(),
+                        fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+        const remote::Result r = install(shell, sc, mine);
+        REQUIRE(r.ok());
+        CHECK(r.out == "added_newline\n");
+        CHECK(slurp(sc.keys()) == before + "\n" + mine + "\n");
+        CHECK(slurp(sc.dir() / "recv") == "echo recv");
+        CHECK_FALSE(fs::exists(sc.lock()));
+        // Idempotent: the exact line is there already.
+        const remote::Result again = install(shell, sc, mine);
+        REQUIRE(again.ok());
+        CHECK(again.out.empty());
+        CHECK(slurp(sc.keys()) == before + "\n" + mine + "\n");
+        // Cleanup takes the line and the newline it added: byte-identical, mode kept.
+        const remote::Result c = cleanup(shell, sc, mine, true, sc.dir().string());
+        REQUIRE(c.ok());
+        CHECK(slurp(sc.keys()) == before);
+        CHECK(mode_of(sc.keys()) == 0640);
+        CHECK_FALSE(fs::exists(sc.dir()));
+        CHECK_FALSE(fs::exists(sc.lock()));
+        // Already removed: nothing to do, success.
+        CHECK(cleanup(shell, sc, mine, true).ok());
+        CHECK(slurp(sc.keys()) == before);
+      }
+      SECTION("a missing file is created 0600 with the line") {
+        REQUIRE(install(shell, sc, mine).ok());
+        CHECK(slurp(sc.keys()) == mine + "\n");
+        CHECK(mode_of(sc.keys()) == 0600);
+      }
+      SECTION("removal leaves every other byte identical") {
+        const std::string head = "a\n\n  b \r\n" + k_operator + "\n";
+        spit(sc.keys(), head + mine + "\nc\\d\ttail");
+        const remote::Result c = cleanup(shell, sc, mine, true); // not the last line: newline kept
+        REQUIRE(c.ok());
+        CHECK(slurp(sc.keys()) == head + "c\\d\ttail");
+      }
+      SECTION("a glued legacy line, or one that only contains the marker, is never removed") {
+        const std::string before = k_operator + mine + "\n" + "# " + mine + "\n" + mine + " x\n";
+        spit(sc.keys(), before);
+        const remote::Result c = cleanup(shell, sc, mine, false);
+        CHECK(c.ok());
+        CHECK(slurp(sc.keys()) == before);
+      }
+      SECTION("a symlinked authorized_keys stays a symlink; its target gets the edit") {
+        fs::create_directories(sc.root / "real");
+        const fs::path real = sc.root / "real" / "keys";
+        spit(real, k_operator + "\n");
+        fs::permissions(real,
+                        fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+        fs::create_symlink("../real/keys", sc.keys());
+        REQUIRE(install(shell, sc, mine).ok());
+        CHECK(fs::is_symlink(sc.keys()));
+        CHECK(slurp(real) == k_operator + "\n" + mine + "\n");
+        REQUIRE(cleanup(shell, sc, mine, false).ok());
+        CHECK(fs::is_symlink(sc.keys()));
+        CHECK(fs::read_symlink(sc.keys()) == "../real/keys");
+        CHECK(slurp(real) == k_operator + "\n");
+        CHECK(mode_of(real) == 0640);
+        CHECK_FALSE(fs::exists(sc.lock()));
+      }
+      SECTION("a failing copy or filter leaves the file untouched and fails") {
+        const std::string before = k_operator + "\n" + mine + "\n";
+        spit(sc.keys(), before);
+        SECTION("cp fails") {
+          sc.shim("cp", "exit 1");
+        }
+        SECTION("the filtered copy comes out short (as on a full disk)") {
+          sc.shim("cp", "/bin/cp \"$@\" && exit 0");
+          // wc answers for the original, then for a copy that lost its bytes
+          sc.shim("wc", "n=$(cat /dev/stdin | /usr/bin/wc -c); c=" + (sc.root / "n").string() +
+                            "; if [ -f $c ]; then echo 3; else echo $n; : > $c; fi");
+        }
+        SECTION("the line is there twice") {
+          spit(sc.keys(), before + mine + "\n");
+        }
+        const std::string now = slurp(sc.keys());
+        const remote::Result c = cleanup(shell, sc, mine, false);
+        CHECK(c.exit_status == 3);
+        CHECK(c.err.find("left it untouched") != std::string::npos);
+        CHECK(slurp(sc.keys()) == now);
+        // No temp file left beside it, and the lock is released.
+        std::size_t entries = 0;
+        for ([[maybe_unused]] const auto& e : fs::directory_iterator(sc.root / "ssh")) {
+          ++entries;
+        }
+        CHECK(entries == 1);
+        CHECK_FALSE(fs::exists(sc.lock()));
+      }
+      SECTION("two concurrent installs both land") {
+        spit(sc.keys(), k_operator); // no final newline either
+        const std::string other = line_for(spec().migration_id + "-99999999");
+        NullLogger log;
+        remote::LocalRunner runner(log);
+        const std::string both =
+            "\"$1\" -c \"$2\" sh \"$3.a\" \"$4\" \"$5\" r \"$6\" > /dev/null & "
+            "\"$1\" -c \"$2\" sh \"$3.b\" \"$4\" \"$5\" r \"$7\" > /dev/null & wait";
+        const remote::Result r = runner.run(remote::Command(
+            {"sh", "-c", both, "sh", shell, scripts::install_target(), sc.dir().string(),
+             sc.keys().string(), sc.lock().string(), mine, other}));
+        REQUIRE(r.ok());
+        const std::string after = slurp(sc.keys());
+        CHECK(after.rfind(k_operator + "\n", 0) == 0);
+        CHECK((after == k_operator + "\n" + mine + "\n" + other + "\n" ||
+               after == k_operator + "\n" + other + "\n" + mine + "\n"));
+      }
+      SECTION("the lock of a dead process is broken") {
+        // A pid that is surely gone: a child we started and reaped.
+        const pid_t dead = spawn({"/bin/true"}, {});
+        int status = 0;
+        REQUIRE(::waitpid(dead, &status, 0) == dead);
+        fs::create_directories(sc.lock());
+        spit(sc.lock() / "pid", std::to_string(dead) + "\n");
+        const auto t0 = std::chrono::steady_clock::now();
+        REQUIRE(install(shell, sc, mine).ok());
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+        CHECK(slurp(sc.keys()) == mine + "\n");
+        CHECK_FALSE(fs::exists(sc.lock()));
+      }
+    }
+  }
+}
+
+TEST_CASE("data path scripts: the kill script ends a stale receiver and sender", "[data_path]") {
+  for (const std::string& shell : shells()) {
+    DYNAMIC_SECTION(shell) {
+      Scratch sc;
+      fs::create_directories(sc.dir());
+      // A receiver that hangs like a `zfs recv` whose link dropped.
+      const fs::path zpid = sc.root / "zfs.pid";
+      sc.shim("zfs", "echo $$ > " + zpid.string() + "; exec sleep 300");
+      DataPathSpec s = spec();
+      s.zfs_path = (sc.root / "bin" / "zfs").string();
+      spit(sc.dir() / "recv", recv_script(s));
+      const pid_t recv_sh = spawn({shell, (sc.dir() / "recv").string()},
+                                  {"SSH_ORIGINAL_COMMAND=recv zones/u1", "PATH=/usr/bin:/bin"});
+      // A sender: an ssh client with the path's key (perl rewrites its argv to look like one).
+      const pid_t sender = spawn(
+          {"/usr/bin/perl", "-e",
+           "$0 = 'ssh -i " + (sc.dir() / "id_ed25519").string() + " -F /dev/null'; sleep 300"},
+          {});
+      // A bystander whose argv only mentions the dir (like the cleanup command that carries the
+      // key line): never matched.
+      const pid_t bystander =
+          spawn({"/usr/bin/perl", "-e",
+                 "$0 = 'sh -c x sh command=\"/bin/sh " + (sc.dir() / "recv").string() +
+                     "\" ssh -i " + (sc.dir() / "id_ed25519").string() + "'; sleep 300"},
+                {});
+      REQUIRE(eventually([&] { return fs::exists(zpid) && !slurp(zpid).empty(); },
+                         std::chrono::seconds(10)));
+      const pid_t zfs = std::stoi(slurp(zpid));
+      CHECK(alive(zfs));
+      CHECK(alive(recv_sh)); // the shell did not exec the receiver: it is still findable
+      const remote::Result r = run_script(shell, sc, scripts::kill(), {sc.dir().string()});
+      CHECK(r.ok());
+      int status = 0;
+      CHECK(eventually([&] { return ::waitpid(recv_sh, &status, WNOHANG) == recv_sh; },
+                       std::chrono::seconds(10)));
+      CHECK(eventually([&] { return ::waitpid(sender, &status, WNOHANG) == sender; },
+                       std::chrono::seconds(10)));
+      CHECK(eventually([&] { return !alive(zfs); }, std::chrono::seconds(10)));
+      CHECK(::waitpid(bystander, &status, WNOHANG) == 0); // still running
+      ::kill(bystander, SIGKILL);
+      ::waitpid(bystander, &status, 0);
+      ::kill(recv_sh, SIGKILL);
+      ::kill(sender, SIGKILL);
+      ::kill(zfs, SIGKILL);
+      ::waitpid(recv_sh, &status, WNOHANG);
+      ::waitpid(sender, &status, WNOHANG);
+    }
+  }
+}
+
+// ---- DataPath over fake nodes: what goes into the ledger and which exact line is removed -----
+
+namespace {
+
+class FixedClock final : public Clock {
+public:
+  std::chrono::steady_clock::time_point now() const override { return m_now; }
+  std::chrono::system_clock::time_point wall_now() const override {
+    return std::chrono::system_clock::from_time_t(1795309323); // 2026-11-22 01:02:03 UTC
+  }
+  void sleep_for(std::chrono::milliseconds d) override { m_now += d; }
+
+private:
+  std::chrono::steady_clock::time_point m_now{};
+};
+
+class NoNodes final : public NodeAccess {
+public:
+  remote::Runner& runner_for(const inventory::Server&) override {
+    throw std::logic_error("not used");
+  }
+};
+
+class WarnLog final : public Logger {
+public:
+  std::vector<std::string> warnings;
+  void log(LogLevel level, std::string_view msg, const nlohmann::json&) override {
+    if (level == LogLevel::warn) {
+      warnings.emplace_back(msg);
+    }
+  }
+};
+
+bool is_script(const remote::Command& cmd, const std::string& script) {
+  return cmd.pipeline.size() == 1 && cmd.pipeline[0].size() > 2 && cmd.pipeline[0][2] == script;
+}
+
+std::vector<remote::Argv> runs_of(const fakes::FakeRunner& r, const std::string& script) {
+  std::vector<remote::Argv> out;
+  for (const auto& run : r.runs) {
+    if (is_script(run.command, script)) {
+      out.push_back(run.command.pipeline[0]);
+    }
+  }
+  return out;
+}
+
+struct PathFixture {
+  fakes::FakeInventory inv;
+  NoNodes nodes;
+  FixedClock clock;
+  fakes::MemoryStateStore store{clock};
+  WarnLog log;
+  NullReporter reporter;
+  Context ctx{inv, nodes, store, clock, log, reporter, Settings{}, {}};
+  fakes::FakeRunner source{"cn1"};
+  fakes::FakeRunner target{"cn2"};
+  PathFixture() {
+    state::Migration m;
+    m.id = spec().migration_id;
+    m.vm_uuid = "vm1";
+    store.insert_migration(m);
+  }
+  DataPathSpec path_spec(const std::string& suffix) const {
+    DataPathSpec s = spec();
+    s.path_id = s.migration_id + "-" + suffix;
+    return s;
+  }
+  std::vector<state::Artefact> live() { return store.live_artefacts(spec().migration_id); }
+};
+
+} // namespace
+
+TEST_CASE("migration::DataPath records the exact line and removes only it", "[data_path]") {
+  PathFixture f;
+  f.target.on_handler([](const remote::Command& cmd, const remote::RunOptions&) {
+    return is_script(cmd, scripts::install_target()) ? std::optional(fakes::ok("added_newline\n"))
+                                                     : std::nullopt;
+  });
+  DataPath path(f.ctx, f.path_spec("00000001"), f.source, f.target);
+  path.open();
+  const auto installs = runs_of(f.target, scripts::install_target());
+  REQUIRE(installs.size() == 1);
+  const remote::Argv& inst = installs[0];
+  REQUIRE(inst.size() == 9);
+  const std::string dir = "/var/run/zmigrate/" + spec().migration_id + "-00000001";
+  CHECK(inst[4] == dir);
+  CHECK(inst[5] == "/root/.ssh/authorized_keys");
+  CHECK(inst[6] == k_keys_lock_dir);
+  const std::string line = inst[8];
+  CHECK(line.rfind("restrict,from=\"10.99.0.11\",command=\"/bin/sh " + dir + "/recv\"," +
+                       "expiry-time=\"202611240102\" ssh-ed25519 AAAA",
+                   0) == 0);
+  CHECK(line.size() > 19);
+  CHECK(line.substr(line.rfind(' ') + 1) == key_marker(spec().migration_id + "-00000001"));
+  // The row holds the exact line and that the install added a newline before it.
+  bool key_row = false;
+  for (const state::Artefact& a : f.live()) {
+    if (a.kind == "authorized_key") {
+      key_row = true;
+      CHECK(a.host == "cn2");
+      CHECK(a.details["line"] == line);
+      CHECK(a.details["added_newline"] == true);
+      CHECK(a.details["file"] == "/root/.ssh/authorized_keys");
+    } else {
+      CHECK(a.name == dir);
+    }
+  }
+  CHECK(key_row);
+  CHECK(f.live().size() == 3);
+
+  SECTION("a second path of the migration leaves the open one alone") {
+    DataPath other(f.ctx, f.path_spec("00000002"), f.target, f.source); // the reverse way
+    other.open();
+    CHECK(runs_of(f.target, scripts::cleanup()).empty());
+    CHECK(runs_of(f.source, scripts::cleanup()).empty());
+    CHECK(f.live().size() == 6);
+    other.close();
+    const auto cleanups = runs_of(f.source, scripts::cleanup()); // other's target is cn1
+    REQUIRE(cleanups.size() == 1);
+    CHECK(cleanups[0][4] == "/var/run/zmigrate/" + spec().migration_id + "-00000002");
+    CHECK(f.live().size() == 3);
+  }
+  SECTION("close passes exactly the recorded line; the rows go") {
+    path.close();
+    const auto cleanups = runs_of(f.target, scripts::cleanup());
+    REQUIRE(cleanups.size() == 1);
+    CHECK(cleanups[0][4] == dir);
+    CHECK(cleanups[0][5] == "/root/.ssh/authorized_keys");
+    CHECK(cleanups[0][7] == line);
+    CHECK(cleanups[0][8] == "1");
+    CHECK(runs_of(f.source, scripts::cleanup()).size() == 1);
+    for (const auto& run : f.target.runs) {
+      CHECK(run.timeout > std::chrono::milliseconds(0)); // every command has a timeout
+    }
+    CHECK(f.live().empty());
+  }
+  SECTION("a refused cleanup keeps the key row live and warns; the next command retries") {
+    f.target.on_handler(
+        [](const remote::Command& cmd, const remote::RunOptions&) {
+          return is_script(cmd, scripts::cleanup())
+                     ? std::optional(fakes::failed(3, "zmigrate: ...: left it untouched"))
+                     : std::nullopt;
+        },
+        1);
+    path.close();
+    std::vector<std::string> kinds;
+    for (const state::Artefact& a : f.live()) {
+      kinds.push_back(a.kind);
+    }
+    CHECK(kinds == std::vector<std::string>{"authorized_key"});
+    CHECK(std::any_of(f.log.warnings.begin(), f.log.warnings.end(), [](const std::string& w) {
+      return w.find("NOT removed") != std::string::npos;
+    }));
+    DataPath::remove_leftovers(f.ctx, spec().migration_id, f.source, f.target);
+    const auto cleanups = runs_of(f.target, scripts::cleanup());
+    REQUIRE(cleanups.size() == 2);
+    CHECK(cleanups[1][4].empty()); // the dir went the first time
+    CHECK(cleanups[1][7] == line);
+    CHECK(f.live().empty());
+  }
+  SECTION("a failed send ends the path's processes on both nodes") {
+    f.source.on_regex(" recv zones/u1$", fakes::failed(255, "Timeout, server not responding"));
+    CHECK_THROWS_AS(path.send({"zfs", "send", "zones/u1@s1"}, "zones/u1", false, {}),
+                    TransientError);
+    for (fakes::FakeRunner* r : {&f.source, &f.target}) {
+      const auto kills = runs_of(*r, scripts::kill());
+      REQUIRE(kills.size() == 1);
+      CHECK(kills[0][4] == dir);
+    }
+  }
+  SECTION("a send that throws (interrupt) ends them too, and the error propagates") {
+    f.source.on_handler(
+        [](const remote::Command& cmd, const remote::RunOptions&) -> std::optional<remote::Result> {
+          if (cmd.pipeline.size() > 1) {
+            throw Error(ExitCode::interrupted, "send", "interrupted");
+          }
+          return std::nullopt;
+        });
+    f.target.on_handler(
+        [](const remote::Command& cmd, const remote::RunOptions&) -> std::optional<remote::Result> {
+          if (is_script(cmd, scripts::kill())) {
+            throw Error(ExitCode::remote, "cn2", "connection lost"); // never masks the first error
+          }
+          return std::nullopt;
+        });
+    try {
+      path.send({"zfs", "send", "zones/u1@s1"}, "zones/u1", false, {});
+      FAIL("send did not throw");
+    } catch (const Error& e) {
+      CHECK(std::string(e.what()).find("interrupted") != std::string::npos);
+    }
+    CHECK(runs_of(f.source, scripts::kill()).size() == 1);
+    CHECK(runs_of(f.target, scripts::kill()).size() == 1);
+  }
 }
