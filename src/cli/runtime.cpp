@@ -145,6 +145,7 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.state_dir = config().state_dir;
     s.log_dir = config().log_dir;
     s.hostname = hostname();
+    s.take_over_remote_lease = m_globals.take_over;
     if (const char* f = std::getenv("ZMIGRATE_FAULT_STEP")) {
       s.fault_step = f;
     }
