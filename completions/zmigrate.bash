@@ -25,7 +25,7 @@ _zmigrate() {
         prev=${COMP_WORDS[COMP_CWORD - 1]}
     fi
     local globals="--config --state-dir --log-dir --vmapi-url --cnapi-url --napi-url --imgapi-url
-        -j --json -q --quiet --no-color --no-ansi -v --verbose --version -h --help"
+        -j --json -q --quiet --no-color --no-ansi -v --verbose --take-over --version -h --help"
     local commands="migrate begin sync switch rollback finalize abort evacuate watch estimate list get"
 
     # The subcommand is the first word that is neither an option nor an option's value; the

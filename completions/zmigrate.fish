@@ -37,6 +37,7 @@ complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -l 
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -l napi-url -x -d 'NAPI URL'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -l imgapi-url -x -d 'IMGAPI URL'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -s v -l verbose -d 'Mirror debug log lines to stderr'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -l take-over -d 'Take over a stale lease held on another head node'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -l version -d 'Print the version'
 complete -c zmigrate -s h -l help -d 'Print help'
 # Output options: global, and accepted after the arguments of watch, list and get.

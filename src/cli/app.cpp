@@ -43,6 +43,9 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g, std::vector<CommandSpec>* 
   app->add_flag("-q,--quiet", g.quiet, "Only errors and the final result (for cron)");
   app->add_flag("--no-color,--no-ansi", g.no_color, "No escape codes or live progress line");
   app->add_flag("-v,--verbose", g.verbose, "Mirror debug log lines to stderr (twice: trace)");
+  app->add_flag("--take-over", g.take_over,
+                "Take over a migration whose lease is held by a zmigrate on another head node "
+                "with a stale heartbeat (only when that process is really gone)");
   app->footer("Exit status: 0 ok, 1 failed, 2 usage, 3 not found, 4 refused by the migration "
               "state, 5 inventory API, 6 ssh, 7 zfs, 8 state store, 9 configuration, 130 "
               "interrupted. See zmigrate(1).");

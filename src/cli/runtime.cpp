@@ -148,6 +148,7 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.state_dir = config().state_dir;
     s.log_dir = config().log_dir;
     s.hostname = hostname();
+    s.take_over_remote_lease = m_globals.take_over;
     // Test-only: honoured only by builds with -DZMIGRATE_FAULT_HOOKS=ON (the lab's).
     s.fault_step = fault_step_from_env();
     if (!s.fault_step.empty()) {

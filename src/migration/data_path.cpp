@@ -636,6 +636,9 @@ TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& d
   TransferResult out;
   std::string errors;
   remote::RunOptions opts;
+  // A stream takes as long as its data: no time limit. A dropped link ends it through ssh's
+  // ServerAlive probes on the source; an interrupt (Ctrl-C) ends it at once.
+  opts.timeout = remote::k_no_timeout;
   opts.on_stderr_line = [&](std::string_view line) {
     if (auto n = use_pv ? parse_pv_line(line) : std::nullopt) {
       out.bytes = *n;

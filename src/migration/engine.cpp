@@ -193,9 +193,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
 }
 
 SyncResult sync(Context& ctx, const std::string& vm_uuid) {
-  const state::Migration current = load_active(ctx, vm_uuid);
-  check_action(Action::sync, current);
-  Operation op(ctx, current, "sync");
+  Operation op(ctx, vm_uuid, Action::sync, "sync"); // lease, then re-read and check
   op.start_phase(state::Phase::sync, "syncing data");
   SyncResult result;
   try {

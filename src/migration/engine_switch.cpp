@@ -81,9 +81,7 @@ void undo_before_hide(Context& ctx, Operation& op, Ends& ends, const inventory::
 } // namespace
 
 SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
-  const state::Migration current = load_active(ctx, vm_uuid);
-  check_action(Action::switch_, current);
-  Operation op(ctx, current, "switch");
+  Operation op(ctx, vm_uuid, Action::switch_, "switch"); // lease, then re-read and check
   state::Migration& m = op.record();
   const bool resuming = m.phase == state::Phase::switch_;
   op.start_phase(state::Phase::switch_, "switching instances");

@@ -151,9 +151,7 @@ RollbackPreview rollback_preview(Context& ctx, const std::string& vm_uuid) {
 }
 
 RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes) {
-  const state::Migration current = load_active(ctx, vm_uuid);
-  check_action(Action::rollback, current);
-  Operation op(ctx, current, "rollback");
+  Operation op(ctx, vm_uuid, Action::rollback, "rollback"); // lease, then re-read and check
   state::Migration& m = op.record();
   op.start_phase(state::Phase::rollback, "reverting migration");
   RollbackResult result;
@@ -284,9 +282,7 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
 }
 
 state::Migration abort(Context& ctx, const std::string& vm_uuid) {
-  const state::Migration current = load_active(ctx, vm_uuid);
-  check_action(Action::abort, current);
-  Operation op(ctx, current, "abort");
+  Operation op(ctx, vm_uuid, Action::abort, "abort"); // lease, then re-read and check
   state::Migration& m = op.record();
   op.start_phase(state::Phase::abort, "aborting migration");
   try {
@@ -350,9 +346,7 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
 }
 
 state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
-  const state::Migration current = load_active(ctx, vm_uuid);
-  check_action(Action::finalize, current);
-  Operation op(ctx, current, "finalize");
+  Operation op(ctx, vm_uuid, Action::finalize, "finalize"); // lease, then re-read and check
   state::Migration& m = op.record();
   op.start_phase(state::Phase::finalize, "finalizing migration");
   bool proven = false; // the target was proven to hold the instance; the source may go

@@ -244,7 +244,9 @@ remote::Result NodeOps::zfs_retry(const remote::Argv& argv) {
   remote::Result r;
   std::chrono::milliseconds delay(100);
   for (int attempt = 0; attempt < 7; ++attempt) {
-    r = m_runner.run(remote::Command(argv), remote::RunOptions{});
+    remote::RunOptions opts;
+    opts.timeout = std::chrono::minutes(30); // destroying a large tree takes its time
+    r = m_runner.run(remote::Command(argv), opts);
     if (r.ok() || r.err.find("busy") == std::string::npos) {
       return r;
     }

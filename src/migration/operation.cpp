@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/operation.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <unistd.h>
 
@@ -23,6 +26,40 @@ void maybe_inject_fault(const Settings& settings, const std::string& step) {
 Operation::Operation(Context& ctx, state::Migration migration, std::string operation)
     : m_ctx(ctx), m_record(std::move(migration)), m_operation(std::move(operation)),
       m_pid(static_cast<int>(::getpid())) {
+  acquire();
+  start_heartbeat();
+}
+
+Operation::Operation(Context& ctx, const std::string& vm_uuid, Action action, std::string operation)
+    : m_ctx(ctx), m_record(load_active(ctx, vm_uuid)), m_operation(std::move(operation)),
+      m_pid(static_cast<int>(::getpid())) {
+  acquire();
+  try {
+    // What was read before the lease may be out of date: another command may have finished a
+    // phase (or the whole migration) in between. Only the record read under the lease counts.
+    std::optional<state::Migration> fresh = m_ctx.store.find_migration(m_record.id);
+    if (fresh && fresh->archived) {
+      fresh.reset();
+    }
+    check_action(action, fresh);
+    if (!fresh) { // begin on a migration that ended meanwhile: not this constructor's job
+      throw NotFoundError(fmt::format("migration {} of {}", m_record.id, m_record.vm_uuid),
+                          "it ended while this command waited for its lease; see \"zmigrate "
+                          "get\"");
+    }
+    m_record = std::move(*fresh);
+  } catch (...) {
+    try {
+      m_ctx.store.release_lease(m_lease_key, m_pid);
+    } catch (const std::exception& e) {
+      m_ctx.log.warn("could not release lease", {{"error", e.what()}});
+    }
+    throw;
+  }
+  start_heartbeat();
+}
+
+void Operation::acquire() {
   if (m_ctx.on_migration) {
     m_ctx.on_migration(m_record.id, m_record.vm_uuid);
   }
@@ -32,20 +69,77 @@ Operation::Operation(Context& ctx, state::Migration migration, std::string opera
   lease.host = m_ctx.settings.hostname;
   lease.operation = m_operation;
   lease.heartbeat = iso8601(m_ctx.clock.wall_now());
-  if (auto holder = m_ctx.store.try_acquire_lease(lease, k_lease_stale_s)) {
+  if (auto holder = m_ctx.store.try_acquire_lease(lease, k_lease_stale_s,
+                                                  m_ctx.settings.take_over_remote_lease)) {
+    const std::string what = fmt::format("migration {} of {}", m_record.id, m_record.vm_uuid);
+    if (holder->stale_remote) {
+      throw PreconditionError(
+          what, fmt::format("held by '{}' (pid {} on {}), whose last heartbeat {} is more than "
+                            "{} s old; that head node may still be running it, so zmigrate "
+                            "will not take it by itself. If that process is really gone (check "
+                            "on {}), rerun with --take-over",
+                            holder->operation, holder->pid, holder->host, holder->heartbeat,
+                            k_lease_stale_s, holder->host));
+    }
     throw PreconditionError(
-        fmt::format("migration {} of {}", m_record.id, m_record.vm_uuid),
+        what,
         fmt::format("busy: '{}' is running it (pid {} on {}, last heartbeat {}); wait for it, or "
                     "follow it with \"zmigrate watch {}\"",
                     holder->operation, holder->pid, holder->host, holder->heartbeat,
                     m_record.vm_uuid));
   }
+  m_lease_key = m_record.id;
   m_ctx.log.info("lease taken", {{"operation", m_operation}, {"pid", m_pid}});
 }
 
+void Operation::start_heartbeat() {
+  const auto interval = std::chrono::milliseconds(std::max(1, m_ctx.settings.lease_heartbeat_ms));
+  m_beater = std::thread([this, interval] {
+    std::unique_lock lock(m_beat_mutex);
+    while (!m_beat_cv.wait_for(lock, interval, [this] { return m_stop; })) {
+      lock.unlock();
+      std::string lost;
+      try {
+        m_ctx.store.heartbeat(m_lease_key, m_pid);
+      } catch (const PreconditionError& e) {
+        lost = e.reason(); // taken over: stop beating; the main thread stops at its next step
+      } catch (const std::exception&) {
+        // Busy database or the like: the next beat tries again (the main thread beats too).
+      }
+      lock.lock();
+      if (!lost.empty()) {
+        m_lost = std::move(lost);
+        m_lost_flag = true;
+        return;
+      }
+    }
+  });
+}
+
+void Operation::stop_heartbeat() noexcept {
+  if (!m_beater.joinable()) {
+    return;
+  }
+  {
+    const std::lock_guard lock(m_beat_mutex);
+    m_stop = true;
+  }
+  m_beat_cv.notify_all();
+  m_beater.join();
+}
+
+void Operation::throw_if_lease_lost() {
+  if (!m_lost_flag) {
+    return;
+  }
+  const std::lock_guard lock(m_beat_mutex);
+  throw PreconditionError(fmt::format("migration {}", m_lease_key), m_lost);
+}
+
 Operation::~Operation() {
+  stop_heartbeat();
   try {
-    m_ctx.store.release_lease(m_record.id, m_pid);
+    m_ctx.store.release_lease(m_lease_key, m_pid);
   } catch (const std::exception& e) {
     m_ctx.log.warn("could not release lease", {{"error", e.what()}});
   }
@@ -103,6 +197,7 @@ void Operation::finish_phase(state::State st, const std::string& error,
 void Operation::step(const std::string& name,
                      const std::function<void(nlohmann::json& details)>& fn) {
   throw_if_interrupted();
+  throw_if_lease_lost();
   maybe_inject_fault(m_ctx.settings, name);
   state::Step s;
   s.migration_id = m_record.id;

@@ -2,6 +2,7 @@
 #include <zmigrate/remote/capture.hpp>
 #include <zmigrate/remote/local_runner.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
 #include <algorithm>
 #include <array>
@@ -251,8 +252,20 @@ Result LocalRunner::run(const Command& cmd, const RunOptions& options) {
   };
   const bool has_deadline = options.timeout.count() > 0;
   const Clock::time_point deadline = start + options.timeout;
+  const bool interruptible = interruptible_now(options);
+  // Stop the command and throw, when an interrupt arrived while it ran.
+  const auto check_interrupt = [&] {
+    if (interruptible && interrupt_requested()) {
+      child.terminate(std::chrono::seconds(1));
+      collector.finish();
+      result.duration = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      log_command(m_log, m_label, cmd, result);
+      throw_interrupted(m_label, cmd, result.duration);
+    }
+  };
   std::array<char, 65536> buf{};
   while (out.read || err.read) {
+    check_interrupt();
     std::array<pollfd, 3> fds{};
     nfds_t n = 0;
     const auto add = [&](const Fd& fd, short events) {
@@ -263,7 +276,7 @@ Result LocalRunner::run(const Command& cmd, const RunOptions& options) {
     add(out.read, POLLIN);
     add(err.read, POLLIN);
     add(in.write, POLLOUT);
-    int wait_ms = -1;
+    int wait_ms = interruptible ? static_cast<int>(k_interrupt_poll.count()) : -1;
     if (has_deadline) {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) {
@@ -271,7 +284,8 @@ Result LocalRunner::run(const Command& cmd, const RunOptions& options) {
         mark_timed_out(result, options.timeout);
         return finish(result);
       }
-      wait_ms = static_cast<int>(left.count());
+      wait_ms = wait_ms < 0 ? static_cast<int>(left.count())
+                            : std::min(wait_ms, static_cast<int>(left.count()));
     }
     if (::poll(fds.data(), n, wait_ms) < 0) {
       if (errno == EINTR) {
@@ -309,8 +323,24 @@ Result LocalRunner::run(const Command& cmd, const RunOptions& options) {
     }
   }
   in.write.reset();
-  // The shell may outlive its output pipes (it closed them); the deadline still holds.
-  std::optional<int> status = has_deadline ? child.wait_until(deadline) : child.wait();
+  // The shell may outlive its output pipes (it closed them); the deadline and interrupts still
+  // hold.
+  std::optional<int> status;
+  if (!has_deadline && !interruptible) {
+    status = child.wait();
+  } else {
+    while (true) {
+      check_interrupt();
+      Clock::time_point until = has_deadline ? deadline : Clock::time_point::max();
+      if (interruptible) {
+        until = std::min(until, Clock::now() + k_interrupt_poll);
+      }
+      status = child.wait_until(until);
+      if (status || (has_deadline && Clock::now() >= deadline)) {
+        break;
+      }
+    }
+  }
   if (status) {
     result.exit_status = *status;
   } else {

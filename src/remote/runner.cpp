@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/remote/runner.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
 #include <fmt/format.h>
 
@@ -50,6 +51,17 @@ Result run_checked(Runner& runner, const Command& cmd, const RunOptions& options
                                  ? std::string("killed by a signal or no exit status")
                                  : fmt::format("exit status {}", result.exit_status);
   throw Error(code, what, err.empty() ? status : fmt::format("{}: {}", status, err));
+}
+
+bool interruptible_now(const RunOptions& options) {
+  return options.interruptible && !interrupt_requested();
+}
+
+void throw_interrupted(const std::string& host, const Command& cmd, std::chrono::milliseconds ran) {
+  throw Error(ExitCode::interrupted, fmt::format("{}: {}", host, command_summary(cmd, 1)),
+              fmt::format("interrupted; the command was stopped after {:.1f} s. Rerun the same "
+                          "zmigrate command to go on, or abort",
+                          static_cast<double>(ran.count()) / 1000.0));
 }
 
 } // namespace zmigrate::remote

@@ -2,6 +2,7 @@
 #include <zmigrate/remote/capture.hpp>
 #include <zmigrate/remote/ssh_runner.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
 #include <algorithm>
 #include <array>
@@ -389,6 +390,16 @@ struct SshRunner::Impl {
       log_command(log, label, cmd, result);
       return result;
     };
+    // An interrupt that arrives while the command runs closes its channel (the session stays
+    // usable for the cleanup that follows) and ends run() with Error(ExitCode::interrupted).
+    const bool interruptible = interruptible_now(options_);
+    const auto check_interrupt = [&] {
+      if (interruptible && interrupt_requested()) {
+        channel->abort();
+        finish();
+        throw_interrupted(label, cmd, result.duration);
+      }
+    };
 
     ssh_channel ch = channel->get();
     std::string_view pending_in = options_.stdin_data;
@@ -445,6 +456,7 @@ struct SshRunner::Impl {
         if (out_done && err_done) {
           break;
         }
+        check_interrupt();
         if (has_deadline && Clock::now() >= deadline) {
           channel->abort();
           mark_timed_out(result, options_.timeout);
@@ -467,6 +479,7 @@ struct SshRunner::Impl {
         if (!alive()) {
           lost(cmd, result, start_time);
         }
+        check_interrupt();
         if (has_deadline && Clock::now() >= deadline) {
           channel->abort();
           mark_timed_out(result, options_.timeout);

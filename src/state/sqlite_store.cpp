@@ -20,7 +20,7 @@ namespace {
 
 // Each entry moves the schema one version forward. Never edit a released entry: add a new one
 // (ALTER TABLE, or create-copy-drop-rename for changes ALTER cannot make).
-constexpr std::array<SchemaUpgrade, 1> k_upgrades{{
+constexpr std::array<SchemaUpgrade, 2> k_upgrades{{
     {1, R"sql(
 CREATE TABLE migrations (
   id                 TEXT PRIMARY KEY NOT NULL,
@@ -107,6 +107,10 @@ CREATE TABLE leases (
   heartbeat TEXT NOT NULL
 );
 )sql"},
+    // The optimistic lock of update_migration: bumped by every update, checked by the next.
+    {2, R"sql(
+ALTER TABLE migrations ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+)sql"},
 }};
 
 static_assert(k_upgrades.back().version == SqliteStateStore::k_schema_version,
@@ -156,11 +160,12 @@ std::string json_text(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// A process we may not signal (EPERM) is alive too; only ESRCH (or anything else) is "gone".
 bool pid_alive(int pid) {
   if (pid <= 0) {
     return false; // kill(0 or -n) would address process groups
   }
-  return kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+  return kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
 }
 
 std::string local_hostname() {
@@ -408,7 +413,7 @@ private:
 
 constexpr const char* k_migration_columns =
     "id, vm_uuid, source_server_uuid, target_server_uuid, phase, state, automatic, archived, "
-    "num_sync_phases, created, finished, error, data";
+    "num_sync_phases, created, finished, error, data, version";
 
 Migration read_migration(const Statement& st) {
   Migration m;
@@ -425,6 +430,7 @@ Migration read_migration(const Statement& st) {
   m.finished = st.col_text(10);
   m.error = st.col_text(11);
   m.data = st.col_json(12);
+  m.version = st.col_int(13);
   return m;
 }
 
@@ -441,7 +447,8 @@ void bind_migration(Statement& st, const Migration& m, const std::string& create
       .text(10, created)
       .text(11, m.finished)
       .text(12, m.error)
-      .json(13, m.data);
+      .json(13, m.data)
+      .integer(14, m.version);
 }
 
 void load_history(Connection& c, Migration& m) {
@@ -692,7 +699,8 @@ void SqliteStateStore::insert_migration(const Migration& m) {
     Statement st(*m_db,
                  "INSERT INTO migrations (id, vm_uuid, source_server_uuid, target_server_uuid, "
                  "phase, state, automatic, archived, num_sync_phases, created, finished, error, "
-                 "data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 "data, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                 "?14)",
                  doing);
     bind_migration(st, m, m.created.empty() ? now() : m.created);
     const int rc = st.try_run();
@@ -718,32 +726,46 @@ void SqliteStateStore::insert_migration(const Migration& m) {
   tx.commit();
 }
 
-void SqliteStateStore::update_migration(const Migration& m) {
+void SqliteStateStore::update_migration(Migration& m) {
   std::lock_guard lock(m_mutex);
   const std::string doing = fmt::format("cannot update migration {}", m.id);
   Transaction tx(*m_db, Transaction::Kind::write, Durability::full, doing);
-  Statement st(*m_db,
-               "UPDATE migrations SET vm_uuid = ?2, source_server_uuid = ?3, "
-               "target_server_uuid = ?4, phase = ?5, state = ?6, automatic = ?7, archived = ?8, "
-               "num_sync_phases = ?9, created = COALESCE(NULLIF(?10, ''), created), "
-               "finished = ?11, error = ?12, data = ?13 WHERE id = ?1",
-               doing);
-  bind_migration(st, m, m.created);
-  const int rc = st.try_run();
-  if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-    throw PreconditionError(fmt::format("instance {}", m.vm_uuid),
-                            fmt::format("cannot reactivate migration {}: the instance already "
-                                        "has another active migration",
-                                        m.id));
-  }
-  if (rc != SQLITE_OK) {
-    m_db->fail(rc, doing);
+  {
+    Statement st(*m_db,
+                 "UPDATE migrations SET vm_uuid = ?2, source_server_uuid = ?3, "
+                 "target_server_uuid = ?4, phase = ?5, state = ?6, automatic = ?7, "
+                 "archived = ?8, num_sync_phases = ?9, "
+                 "created = COALESCE(NULLIF(?10, ''), created), finished = ?11, error = ?12, "
+                 "data = ?13, version = version + 1 WHERE id = ?1 AND version = ?14",
+                 doing);
+    bind_migration(st, m, m.created);
+    const int rc = st.try_run();
+    if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+      throw PreconditionError(fmt::format("instance {}", m.vm_uuid),
+                              fmt::format("cannot reactivate migration {}: the instance already "
+                                          "has another active migration",
+                                          m.id));
+    }
+    if (rc != SQLITE_OK) {
+      m_db->fail(rc, doing);
+    }
   }
   if (sqlite3_changes(m_db->db()) == 0) {
+    Statement st(*m_db, "SELECT version FROM migrations WHERE id = ?1", doing);
+    st.text(1, m.id);
+    if (!st.step()) {
+      throw Error(ExitCode::state, fmt::format("migration {}", m.id),
+                  "no such migration in the state database (cannot update it)");
+    }
     throw Error(ExitCode::state, fmt::format("migration {}", m.id),
-                "no such migration in the state database (cannot update it)");
+                fmt::format("lost update refused: the record changed under this process "
+                            "(version {} in the state database, {} when this process read it), "
+                            "so another zmigrate process wrote it; nothing was written. See "
+                            "\"zmigrate get {}\" and rerun the command",
+                            st.col_int(0), m.version, m.vm_uuid));
   }
   tx.commit();
+  ++m.version;
 }
 
 std::optional<Migration> SqliteStateStore::find_active_unlocked(const std::string& vm_uuid) {
@@ -1102,9 +1124,12 @@ std::optional<Progress> SqliteStateStore::get_progress(const std::string& migrat
 // Leases.
 
 bool SqliteStateStore::lease_is_stale(const Lease& holder, int stale_after_s) const {
-  if (holder.host == m_hostname && !pid_alive(holder.pid)) {
-    return true;
+  if (holder.host == m_hostname) {
+    // A live process here is never stale, however old its heartbeat: it may be in a long
+    // silent command, and two processes working on one migration is the thing to prevent.
+    return !pid_alive(holder.pid);
   }
+  // Another host's pid cannot be checked: only the heartbeat's age says anything.
   if (stale_after_s <= 0) {
     return false;
   }
@@ -1116,7 +1141,8 @@ bool SqliteStateStore::lease_is_stale(const Lease& holder, int stale_after_s) co
   }
 }
 
-std::optional<Lease> SqliteStateStore::try_acquire_lease(const Lease& lease, int stale_after_s) {
+std::optional<Lease> SqliteStateStore::try_acquire_lease(const Lease& lease, int stale_after_s,
+                                                         bool take_over_remote) {
   std::lock_guard lock(m_mutex);
   Lease want = lease;
   if (want.host.empty()) {
@@ -1130,8 +1156,14 @@ std::optional<Lease> SqliteStateStore::try_acquire_lease(const Lease& lease, int
   Transaction tx(*m_db, Transaction::Kind::write, Durability::full, doing);
   if (std::optional<Lease> holder = read_lease(*m_db, want.migration_id)) {
     const bool ours = holder->host == want.host && holder->pid == want.pid;
-    if (!ours && !lease_is_stale(*holder, stale_after_s)) {
-      return holder;
+    if (!ours) {
+      if (!lease_is_stale(*holder, stale_after_s)) {
+        return holder;
+      }
+      if (holder->host != m_hostname && !take_over_remote) {
+        holder->stale_remote = true;
+        return holder;
+      }
     }
   }
   Statement st(*m_db,

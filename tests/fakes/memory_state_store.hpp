@@ -6,9 +6,11 @@
 //         std::vector<std::string>{"update_migration m1 sync/running", ...});
 // `before_write` runs before each write with that line; a test may throw from it to simulate a
 // failure (or a crash, with an exception type the engine does not catch) at an exact point.
+// Heartbeats may come from Operation's heartbeat thread: they touch nothing here but a counter.
 
 #include <zmigrate/state/sqlite_store.hpp>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <string>
@@ -25,7 +27,7 @@ public:
   // Every write, oldest first. Progress rows and heartbeats are only counted (they are many).
   std::vector<std::string> writes;
   int progress_writes = 0;
-  int heartbeats = 0;
+  std::atomic<int> heartbeats{0}; // Operation beats from its own thread too
   std::function<void(const std::string& write)> before_write;
 
   // The writes that start with `prefix`.
@@ -45,7 +47,8 @@ public:
     write(fmt::format("insert_migration {} {}", m.id, describe(m)));
     m_real.insert_migration(m);
   }
-  void update_migration(const state::Migration& m) override {
+  // The same optimistic lock as the real store: a stale `m.version` throws, success bumps it.
+  void update_migration(state::Migration& m) override {
     write(fmt::format("update_migration {} {}", m.id, describe(m)));
     m_real.update_migration(m);
   }
@@ -118,10 +121,11 @@ public:
     return m_real.get_progress(migration_id);
   }
 
-  std::optional<state::Lease> try_acquire_lease(const state::Lease& lease,
-                                                int stale_after_s) override {
+  using state::StateStore::try_acquire_lease;
+  std::optional<state::Lease> try_acquire_lease(const state::Lease& lease, int stale_after_s,
+                                                bool take_over_remote) override {
     write(fmt::format("acquire_lease {} {}", lease.migration_id, lease.operation));
-    return m_real.try_acquire_lease(lease, stale_after_s);
+    return m_real.try_acquire_lease(lease, stale_after_s, take_over_remote);
   }
   void heartbeat(const std::string& migration_id, int pid) override {
     ++heartbeats;

@@ -24,6 +24,7 @@ struct GlobalOptions {
   bool quiet = false;
   bool no_color = false;
   int verbose = 0;
+  bool take_over = false; // --take-over: Settings::take_over_remote_lease
 };
 
 class Runtime;

@@ -89,6 +89,12 @@ struct Settings {
   std::string fault_step;
   // This host's name, for leases.
   std::string hostname;
+  // --take-over: take the lease of a migration from a zmigrate on another head node whose
+  // heartbeat is stale (its pid cannot be checked from here, so only the operator can say it
+  // is gone). Without it such a holder is refused, naming it and this flag.
+  bool take_over_remote_lease = false;
+  // How often Operation's heartbeat thread refreshes the lease (tests make it short).
+  int lease_heartbeat_ms = 10000;
 };
 
 struct Context {

@@ -3,13 +3,22 @@
 // One zmigrate command working on one migration: holds the lease (one operation per migration
 // at a time), opens a phase run (Triton's progress_history entry) and journals every step
 // before and after it runs, so a rerun after a crash knows exactly what happened.
+//
+// While it exists, a heartbeat thread refreshes the lease every Settings::lease_heartbeat_ms
+// (also during a long silent remote command), so no other command can judge it stale. The
+// store must be usable from that thread (SqliteStateStore serialises its calls).
 
 #include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/state/records.hpp>
 
+#include <atomic>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -17,8 +26,16 @@ namespace zmigrate::migration {
 
 class Operation {
 public:
-  // Take the lease of `migration.id` for `operation` ("sync", "switch", ...). Throws
-  // PreconditionError naming the holder (pid, host, since) when another live process has it.
+  // Start `action` on the active migration of `vm_uuid`, the right way round: read the active
+  // migration, take its lease, re-read the record by id and check the transition on that fresh
+  // record (another process may have changed it between the first read and the lease). Throws
+  // NotFoundError when there is no active migration, PreconditionError when the lease is busy
+  // (see below) or `action` is not allowed on the fresh record; the lease is released then.
+  Operation(Context& ctx, const std::string& vm_uuid, Action action, std::string operation);
+  // Take the lease of `migration.id` for `operation` ("sync", "switch", ...) on a record the
+  // caller has just made (begin). Throws PreconditionError naming the holder (pid, host, since)
+  // when another live process has it, or when a stale holder on another head node has it and
+  // Settings::take_over_remote_lease (--take-over) is not set.
   Operation(Context& ctx, state::Migration migration, std::string operation);
   ~Operation(); // releases the lease; never throws
   Operation(const Operation&) = delete;
@@ -38,7 +55,8 @@ public:
   state::PhaseRun& phase_run() { return m_run; }
 
   // Run `fn` as journal step `name`: a "running" row first, then "ok" with `details` (filled by
-  // fn) or "failed" with the error. Refreshes the lease heartbeat. A test-only fault hook
+  // fn) or "failed" with the error. Refreshes the lease heartbeat (throws PreconditionError
+  // before running anything when the lease was lost). A test-only fault hook
   // (Settings::fault_step) kills the process just before the named step runs.
   void step(const std::string& name, const std::function<void(nlohmann::json& details)>& fn);
   // True when step `name` completed ok in an earlier run of the current phase (resume).
@@ -49,11 +67,24 @@ public:
                 const std::string& message = {});
 
 private:
+  void acquire();
+  void start_heartbeat();
+  void stop_heartbeat() noexcept;
+  void throw_if_lease_lost();
+
   Context& m_ctx;
   state::Migration m_record;
   std::string m_operation;
   state::PhaseRun m_run;
   int m_pid;
+  std::string m_lease_key; // m_record.id when the lease was taken (the thread reads only this)
+
+  std::thread m_beater;
+  std::mutex m_beat_mutex;
+  std::condition_variable m_beat_cv;
+  bool m_stop = false; // guarded by m_beat_mutex
+  std::string m_lost;  // guarded by m_beat_mutex: why the lease was lost
+  std::atomic<bool> m_lost_flag{false};
 };
 
 // Kill this process with SIGKILL if `step` is the configured fault step (test hook).

@@ -30,15 +30,32 @@ struct Result {
 // Result::err keeps at most this many bytes (the tail: the last lines say why).
 inline constexpr std::size_t k_max_err_bytes = 1024 * 1024;
 
+// How long a command may run when the caller does not say (RunOptions::timeout).
+inline constexpr std::chrono::milliseconds k_default_timeout = std::chrono::minutes(5);
+// RunOptions::timeout for commands that legitimately run for hours (zfs send streams): no
+// limit. Their liveness comes from TCP keepalive, progress and interrupts instead.
+inline constexpr std::chrono::milliseconds k_no_timeout{0};
+// How often a waiting runner looks at interrupt_requested().
+inline constexpr std::chrono::milliseconds k_interrupt_poll = std::chrono::milliseconds(200);
+
 struct RunOptions {
   // Data written to the command's stdin, then EOF. Empty = no stdin (EOF at once). Never logged.
   std::string stdin_data;
-  // 0 = no limit; counted from the start of the command (connecting has its own timeout). On
-  // expiry exit_status is -1, timed_out is true and err ends with "timed out after N s".
+  // Counted from the start of the command (connecting has its own timeout); k_no_timeout (0) =
+  // no limit. Every command has a limit unless its caller opts out. On expiry exit_status is -1,
+  // timed_out is true and err ends with "timed out after N s".
   // LocalRunner kills the command's process group. SshRunner asks for SIGTERM and closes the
   // channel; OpenSSH ignores signals for root, so the remote command ends on EOF/SIGPIPE, and one
   // that neither reads nor writes may keep running there (callers clean up).
-  std::chrono::milliseconds timeout{0};
+  std::chrono::milliseconds timeout = k_default_timeout;
+  // Interrupts (util/interrupt.hpp). The rule: a command is stopped by an interrupt that arrives
+  // *while it runs*; one started after the interrupt (the cleanup that follows it) runs to the
+  // end, so cleanup always completes (a third signal kills the process). Runners check every
+  // k_interrupt_poll; when it fires they stop the command as on a timeout (LocalRunner kills its
+  // process group, SshRunner closes the channel) and throw Error(ExitCode::interrupted,
+  // "<host>: <argv0>", "interrupted; ..."). false: never stopped by an interrupt (a command
+  // that must not be cut in the middle; it still has its timeout).
+  bool interruptible = true;
   // Called for each complete line of stderr (without the '\n') as it arrives, and once for a
   // final unterminated line (progress counters like `pv -n`).
   std::function<void(std::string_view line)> on_stderr_line;
@@ -55,7 +72,8 @@ public:
   // Run `cmd`, wait, and return its result. A non-zero exit (or a timeout) is a value, not an
   // exception. Throws UsageError when `cmd` cannot be rendered, Error(ExitCode::remote, ...) when
   // the transport fails (connect, auth, host key, lost session); the message names the host and
-  // what to check.
+  // what to check. Throws Error(ExitCode::interrupted) when an interrupt stopped it (see
+  // RunOptions::interruptible).
   virtual Result run(const Command& cmd, const RunOptions& options = {}) = 0;
 };
 
@@ -64,5 +82,11 @@ public:
 // "timed out after N s"). Transport errors propagate from run() unchanged.
 Result run_checked(Runner& runner, const Command& cmd, const RunOptions& options = {},
                    ExitCode code = ExitCode::failure);
+
+// For runner implementations: whether `options` lets an interrupt stop a command starting now
+// (interruptible, and no interrupt has arrived yet), and the error they throw when one did.
+bool interruptible_now(const RunOptions& options);
+[[noreturn]] void throw_interrupted(const std::string& host, const Command& cmd,
+                                    std::chrono::milliseconds ran);
 
 } // namespace zmigrate::remote

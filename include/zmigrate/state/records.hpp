@@ -52,6 +52,11 @@ struct Migration {
   // begin (raw VMAPI JSON), original state/autoboot, bhyve quota details, reserved NICs, ...
   nlohmann::json data = nlohmann::json::object();
   std::vector<PhaseRun> history;
+  // Optimistic lock: the number of updates the stored row has had. StateStore::update_migration
+  // writes only when it still matches (and bumps it here), so an update made on a copy read
+  // before another process wrote the record fails instead of silently undoing that write.
+  // Internal: not in the JSON view.
+  std::int64_t version = 0;
 };
 
 // Journal: one row per step, written before (state running) and after (ok/failed) it runs.
@@ -100,6 +105,9 @@ struct Lease {
   std::string host;
   std::string operation; // sync, switch, ...
   std::string heartbeat; // ISO 8601
+  // Only in a holder that try_acquire_lease refused: the holder is on another host and its
+  // heartbeat is stale, so it could be taken over, but the caller did not ask to (take_over).
+  bool stale_remote = false;
 };
 
 // JSON views for `--json` output, with the field names of Triton's raw records where a field maps.

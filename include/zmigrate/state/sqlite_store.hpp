@@ -41,7 +41,7 @@ std::span<const SchemaUpgrade> schema_upgrades();
 class SqliteStateStore final : public StateStore {
 public:
   // Schema version written by this binary (`PRAGMA user_version`); the last of schema_upgrades().
-  static constexpr int k_schema_version = 1;
+  static constexpr int k_schema_version = 2;
 
   // `<state_dir>/zmigrate.db`.
   static std::string default_path(const std::string& state_dir);
@@ -74,8 +74,9 @@ public:
   // (the race backstop behind migration::check_action).
   void insert_migration(const Migration& m) override;
   // An empty `m.created` keeps the stored one. Throws Error(ExitCode::state) when no migration
-  // has `m.id`, PreconditionError when un-archiving it would make a second active migration.
-  void update_migration(const Migration& m) override;
+  // has `m.id` or its stored version is not `m.version` (lost update), PreconditionError when
+  // un-archiving it would make a second active migration. On success `m.version` is bumped.
+  void update_migration(Migration& m) override;
   // Loaded with `history` (oldest first) in every find/list call.
   std::optional<Migration> find_migration(const std::string& id) override;
   std::optional<Migration> find_active_for_vm(const std::string& vm_uuid) override;
@@ -115,10 +116,15 @@ public:
 
   // Leases are keyed by any string (normally a migration id; callers may lock e.g. "vm:<uuid>"
   // before a migration exists). An empty `lease.host` means this host (gethostname), pid 0
-  // means getpid(); the heartbeat is stamped now. Stale: same host and the pid is gone
-  // (kill(pid, 0) fails with ESRCH), or the heartbeat is older than `stale_after_s` (<= 0: never
-  // stale by age). Returns std::nullopt when the lease is now ours, else the live holder.
-  std::optional<Lease> try_acquire_lease(const Lease& lease, int stale_after_s) override;
+  // means getpid(); the heartbeat is stamped now. "This host" is gethostname(). A holder on this
+  // host is stale only when its pid is gone (kill(pid, 0) fails, and not with EPERM), whatever
+  // its heartbeat says. A holder on another host is stale when its heartbeat is older than
+  // `stale_after_s` (<= 0: never), and then taken over only with `take_over_remote`; without it
+  // the holder comes back with `stale_remote` set. Returns std::nullopt when the lease is now
+  // ours, else the holder.
+  using StateStore::try_acquire_lease;
+  std::optional<Lease> try_acquire_lease(const Lease& lease, int stale_after_s,
+                                         bool take_over_remote) override;
   // Refreshes the heartbeat of our lease (`pid` on the host it was acquired for through this
   // store, else this host; pid 0 = getpid()). Throws PreconditionError when the lease is no
   // longer ours (another process took it over as stale): stop working at once.

@@ -24,8 +24,11 @@ public:
 
   // --- migrations ---
   virtual void insert_migration(const Migration& m) = 0;
-  // Update every scalar field and `data` of `m` (not history).
-  virtual void update_migration(const Migration& m) = 0;
+  // Update every scalar field and `data` of `m` (not history), only if the stored record is still
+  // at `m.version`; then `m.version` is bumped to the new stored version. Throws
+  // Error(ExitCode::state) naming the migration when the stored version differs (another process
+  // updated the record since `m` was read: nothing is written) or there is no such migration.
+  virtual void update_migration(Migration& m) = 0;
   virtual std::optional<Migration> find_migration(const std::string& id) = 0;
   // The active (not archived) migration of `vm_uuid`, if any.
   virtual std::optional<Migration> find_active_for_vm(const std::string& vm_uuid) = 0;
@@ -59,10 +62,18 @@ public:
   virtual std::optional<Progress> get_progress(const std::string& migration_id) = 0;
 
   // --- leases ---
-  // Take the lease for `lease.migration_id` in one transaction. Succeeds when free, held by
-  // this pid on this host, or held by a process that is gone (same host, pid not alive) or whose
-  // heartbeat is older than `stale_after_s`. Returns the current holder when refused.
-  virtual std::optional<Lease> try_acquire_lease(const Lease& lease, int stale_after_s) = 0;
+  // Take the lease for `lease.migration_id` in one transaction. Succeeds when it is free, held
+  // by the same pid and host, held on this host by a pid that is gone, or held on another host
+  // with a heartbeat older than `stale_after_s` and `take_over_remote` is true. A live pid on
+  // this host is never stale, however old its heartbeat (a long command may be silent); a holder
+  // on another host cannot be checked, so only its heartbeat age counts, and only an explicit
+  // take-over takes it. Returns the current holder when refused (with `stale_remote` set when
+  // `take_over_remote` would have taken it).
+  virtual std::optional<Lease> try_acquire_lease(const Lease& lease, int stale_after_s,
+                                                 bool take_over_remote) = 0;
+  std::optional<Lease> try_acquire_lease(const Lease& lease, int stale_after_s) {
+    return try_acquire_lease(lease, stale_after_s, false);
+  }
   virtual void heartbeat(const std::string& migration_id, int pid) = 0;
   virtual void release_lease(const std::string& migration_id, int pid) = 0;
 };

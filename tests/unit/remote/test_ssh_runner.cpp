@@ -4,6 +4,7 @@
 // not root or when sshd is not installed.
 #include <zmigrate/remote/ssh_runner.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 #include <zmigrate/util/log.hpp>
 
 #include <arpa/inet.h>
@@ -415,6 +416,31 @@ TEST_CASE("remote::SshRunner::run", "[remote][ssh]") {
     Result r = runner.run(Command{{"sh", "-c", "exec >&- 2>&-; sleep 30"}}, opts);
     CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
     CHECK(r.timed_out);
+  }
+
+  SECTION("an interrupt during a command closes its channel; cleanup commands still run") {
+    struct Clean {
+      Clean() { zmigrate::reset_interrupts_for_tests(); }
+      ~Clean() { zmigrate::reset_interrupts_for_tests(); }
+      Clean(const Clean&) = delete;
+      Clean& operator=(const Clean&) = delete;
+    } clean;
+    runner.connect();
+    RunOptions opts;
+    opts.timeout = std::chrono::seconds(60);
+    opts.on_stdout = [](std::string_view) { zmigrate::note_interrupt(SIGINT); };
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      runner.run(Command{{"sh", "-c", "echo started; sleep 30"}}, opts);
+      FAIL("no exception");
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::interrupted);
+      CHECK(e.subject() == "cn-test: sh");
+    }
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+    // Started after the interrupt: runs to the end, on the same session.
+    CHECK(runner.run(Command{{"sh", "-c", "sleep 0.3; echo after"}}).out == "after\n");
+    CHECK(log.count("ssh session opened") == 1);
   }
 
   SECTION("a session lost between commands is reconnected once") {

@@ -80,3 +80,28 @@ TEST_CASE("fakes::MemoryStateStore before_write injects failures", "[state]") {
   CHECK_THROWS_AS(store.begin_step(s), Error);
   CHECK(store.steps("m1").size() == 1); // the failed write never reached the database
 }
+
+TEST_CASE("fakes::MemoryStateStore refuses a lost update like the real store", "[state]") {
+  SystemClock clock;
+  fakes::MemoryStateStore store(clock);
+  Migration m;
+  m.id = "m1";
+  m.vm_uuid = "vm1";
+  store.insert_migration(m);
+  Migration mine = *store.find_migration("m1");
+  Migration theirs = *store.find_migration("m1");
+  theirs.state = State::failed;
+  store.update_migration(theirs);
+  CHECK(theirs.version == 1);
+  mine.state = State::paused;
+  try {
+    store.update_migration(mine);
+    FAIL("no exception");
+  } catch (const Error& e) {
+    CHECK(e.exit_code() == ExitCode::state);
+    CHECK(e.subject() == "migration m1");
+    CHECK_THAT(e.reason(), Catch::Contains("lost update"));
+  }
+  CHECK(mine.version == 0);
+  CHECK(store.find_migration("m1")->state == State::failed);
+}

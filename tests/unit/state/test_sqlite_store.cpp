@@ -192,12 +192,42 @@ TEST_CASE("state::SqliteStateStore migrations", "[state]") {
 
   SECTION("update of an unknown migration fails") {
     try {
-      store.update_migration(make_migration("ghost", "vm1", "x"));
+      Migration ghost = make_migration("ghost", "vm1", "x");
+      store.update_migration(ghost);
       FAIL("no exception");
     } catch (const Error& e) {
       CHECK(e.exit_code() == ExitCode::state);
       CHECK(e.subject() == "migration ghost");
     }
+  }
+
+  SECTION("the version counts updates; an update from an outdated copy is refused") {
+    store.insert_migration(make_migration("m1", "vm1", "2026-11-22T00:00:00.000Z"));
+    Migration first = *store.find_migration("m1");
+    Migration second = *store.find_migration("m1");
+    CHECK(first.version == 0);
+    first.state = State::paused;
+    store.update_migration(first);
+    CHECK(first.version == 1); // the caller's copy follows the stored row
+    CHECK(store.find_migration("m1")->version == 1);
+    store.update_migration(first); // and stays usable for the next update
+    CHECK(first.version == 2);
+    second.state = State::failed;
+    second.error = "from a copy read before the other process wrote";
+    try {
+      store.update_migration(second);
+      FAIL("no exception");
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::state);
+      CHECK(e.subject() == "migration m1");
+      CHECK_THAT(e.reason(), Catch::Contains("lost update refused"));
+      CHECK_THAT(e.reason(), Catch::Contains("version 2 in the state database, 0 when"));
+    }
+    CHECK(second.version == 0);
+    const Migration stored = *store.find_migration("m1");
+    CHECK(stored.state == State::paused); // nothing of the stale copy was written
+    CHECK(stored.error.empty());
+    CHECK(stored.version == 2);
   }
 
   SECTION("one active migration per instance; archived ones do not count") {
@@ -544,15 +574,23 @@ TEST_CASE("state::SqliteStateStore leases", "[state]") {
     CHECK(store.find_lease("m1")->pid == me);
   }
 
-  SECTION("a stale heartbeat is taken over, also from another host") {
+  SECTION("another host's stale lease is taken over only when asked to") {
     Lease remote = mine;
     remote.host = "some-other-headnode";
     remote.pid = 12345; // not checked: it is not our host
     CHECK_FALSE(store.try_acquire_lease(remote, 60));
     clock.advance(std::chrono::seconds(60));
-    CHECK(store.try_acquire_lease(mine, 60)); // exactly 60 s old: still fresh
+    std::optional<Lease> holder = store.try_acquire_lease(mine, 60, true);
+    REQUIRE(holder); // exactly 60 s old: still fresh, even with take_over
+    CHECK_FALSE(holder->stale_remote);
     clock.advance(std::chrono::seconds(1));
-    CHECK_FALSE(store.try_acquire_lease(mine, 60));
+    holder = store.try_acquire_lease(mine, 60); // stale, but no take_over
+    REQUIRE(holder);
+    CHECK(holder->stale_remote);
+    CHECK(holder->host == "some-other-headnode");
+    CHECK(holder->pid == 12345);
+    CHECK(store.find_lease("m1")->pid == 12345);
+    CHECK_FALSE(store.try_acquire_lease(mine, 60, true));
     CHECK(store.find_lease("m1")->pid == me);
 
     SECTION("the old holder learns it lost the lease when it next beats") {
@@ -568,12 +606,44 @@ TEST_CASE("state::SqliteStateStore leases", "[state]") {
     }
   }
 
-  SECTION("a live local holder with an old heartbeat is stale too (hung process)") {
-    Lease hung = mine;
-    hung.pid = parent;
-    CHECK_FALSE(store.try_acquire_lease(hung, 60));
-    clock.advance(std::chrono::minutes(5));
-    CHECK_FALSE(store.try_acquire_lease(mine, 60));
+  SECTION("a live local holder is never stale, however old its heartbeat") {
+    Lease silent = mine;
+    silent.pid = parent;
+    CHECK_FALSE(store.try_acquire_lease(silent, 60));
+    clock.advance(std::chrono::hours(24 * 365)); // a year without a heartbeat
+    for (const bool take_over : {false, true}) {
+      const std::optional<Lease> holder = store.try_acquire_lease(mine, 60, take_over);
+      REQUIRE(holder);
+      CHECK(holder->pid == parent);
+      CHECK_FALSE(holder->stale_remote);
+    }
+    CHECK(store.find_lease("m1")->pid == parent);
+  }
+
+  SECTION("a local holder we may not signal (EPERM) is alive") {
+    if (getuid() == 0) {
+      SUCCEED("skipped: root may signal every process");
+      return;
+    }
+    Lease init = mine;
+    init.pid = 1; // init: alive, and not ours to signal
+    CHECK_FALSE(store.try_acquire_lease(init, 60));
+    clock.advance(std::chrono::hours(1));
+    const std::optional<Lease> holder = store.try_acquire_lease(mine, 60, true);
+    REQUIRE(holder);
+    CHECK(holder->pid == 1);
+  }
+
+  SECTION("a remote holder with a fresh heartbeat is refused even with take_over") {
+    Lease remote = mine;
+    remote.host = "some-other-headnode";
+    remote.pid = me; // the same number as ours means nothing on another host
+    CHECK_FALSE(store.try_acquire_lease(remote, 60));
+    clock.advance(std::chrono::seconds(30));
+    const std::optional<Lease> holder = store.try_acquire_lease(mine, 60, true);
+    REQUIRE(holder);
+    CHECK(holder->host == "some-other-headnode");
+    CHECK_FALSE(holder->stale_remote);
   }
 
   SECTION("leases are independent per key") {
@@ -635,8 +705,23 @@ TEST_CASE("state::SqliteStateStore on disk", "[state]") {
     REQUIRE(real.size() == static_cast<std::size_t>(SqliteStateStore::k_schema_version));
     {
       SqliteStateStore v1(path, clock, real.first(1));
-      v1.insert_migration(make_migration("m1", "vm1", "2026-11-22T00:00:00.000Z"));
+      // A row as a version 1 binary wrote it (today's insert_migration knows later columns).
+      RawDb raw(path);
+      REQUIRE(raw.exec("INSERT INTO migrations (id, vm_uuid, phase, state, created) VALUES "
+                       "('m1', 'vm1', 'begin', 'running', '2026-11-22T00:00:00.000Z')") ==
+              SQLITE_OK);
     }
+
+    SECTION("version 2 adds the update counter, 0 for existing rows") {
+      SqliteStateStore store(path, clock);
+      CHECK(store.schema_version() == 2);
+      Migration m = *store.find_migration("m1");
+      CHECK(m.version == 0);
+      m.state = State::paused;
+      store.update_migration(m);
+      CHECK(store.find_migration("m1")->version == 1);
+    }
+
     // A pretend future binary that knows one more version.
     std::vector<SchemaUpgrade> future(real.begin(), real.end());
     const int next = SqliteStateStore::k_schema_version + 1;
