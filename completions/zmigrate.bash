@@ -26,7 +26,7 @@ _zmigrate() {
     fi
     local globals="--config --state-dir --log-dir --vmapi-url --cnapi-url --napi-url --imgapi-url
         -j --json -q --quiet --no-color --no-ansi -v --verbose --take-over --version -h --help"
-    local commands="migrate begin sync switch rollback finalize abort evacuate watch estimate list get"
+    local commands="migrate begin sync switch rollback finalize abort evacuate watch estimate list get cleanup"
 
     # The subcommand is the first word that is neither an option nor an option's value; the
     # global options with a value are kept to reach the same state store when listing UUIDs.
@@ -89,9 +89,10 @@ _zmigrate() {
     evacuate) opts="-n --target --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge" ;;
     estimate) opts="-s --server --rate --parallel" ;;
     list) opts="-s --state -n --server -a --all -l --long" ;;
+    cleanup) opts="--dry-run" ;;
     esac
     case $cmd in
-    watch | list | get) opts="$opts -j --json -q --quiet --no-color --no-ansi" ;;
+    watch | list | get | cleanup) opts="$opts -j --json -q --quiet --no-color --no-ansi" ;;
     esac
     opts="$opts -h --help"
 

@@ -3,7 +3,7 @@
 # the state store. Install as /usr/share/fish/vendor_completions.d/zmigrate.fish.
 # tests/unit/cli/test_docs.cpp fails when a subcommand or long option is missing here.
 
-set -l zmigrate_commands migrate begin sync switch rollback finalize abort evacuate watch estimate list get
+set -l zmigrate_commands migrate begin sync switch rollback finalize abort evacuate watch estimate list get cleanup
 
 # Instance UUIDs of migrations (`zmigrate list`, first column); $argv[1] is "active" or "all".
 function __zmigrate_vms
@@ -41,10 +41,10 @@ complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -l 
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -l version -d 'Print the version'
 complete -c zmigrate -s h -l help -d 'Print help'
 # Output options: global, and accepted after the arguments of watch, list and get.
-complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get" -s j -l json -d 'Machine-readable JSON output'
-complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get" -s q -l quiet -d 'Only errors and the final result'
-complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get" -l no-color -d 'No escape codes or live progress line'
-complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get" -l no-ansi -d 'Same as --no-color'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get cleanup" -s j -l json -d 'Machine-readable JSON output'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get cleanup" -s q -l quiet -d 'Only errors and the final result'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get cleanup" -l no-color -d 'No escape codes or live progress line'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or __fish_seen_subcommand_from watch list get cleanup" -l no-ansi -d 'Same as --no-color'
 
 # Subcommands.
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a migrate -d 'Begin, sync until the delta converges, then switch'
@@ -59,6 +59,8 @@ complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a 
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a estimate -d 'Bytes and time a full sync needs'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a list -d 'List migrations'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a get -d 'Show a migration in detail'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a cleanup -d 'Remove live data-path keys and directories of every migration'
+complete -c zmigrate -n "__fish_seen_subcommand_from cleanup" -l dry-run -d 'Only show what would be removed'
 
 # migrate and begin.
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate begin" -s n -l target -x -d 'Target compute node'

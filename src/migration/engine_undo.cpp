@@ -348,6 +348,8 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
 state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
   Operation op(ctx, vm_uuid, Action::finalize, "finalize"); // lease, then re-read and check
   state::Migration& m = op.record();
+  const state::Phase was_phase = m.phase; // switch, or finalize when rerun after a failure
+  const state::State was_state = m.state;
   op.start_phase(state::Phase::finalize, "finalizing migration");
   bool proven = false; // the target was proven to hold the instance; the source may go
   try {
@@ -385,12 +387,12 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
     });
     archive(ctx, op, state::Phase::finalize);
   } catch (const std::exception& e) {
-    if (!proven && !(current.phase == state::Phase::finalize)) {
+    if (!proven && was_phase != state::Phase::finalize) {
       // Nothing was removed: the migration stays switched, so rollback (or a finalize once
       // the target is repaired) can still run.
       op.finish_phase(state::State::failed, e.what());
-      m.phase = current.phase;
-      m.state = current.state;
+      m.phase = was_phase;
+      m.state = was_state;
       m.error = e.what();
       op.save();
       throw;

@@ -27,6 +27,7 @@ CommandSpec evacuate_command();
 CommandSpec watch_command();
 CommandSpec list_command();
 CommandSpec get_command();
+CommandSpec cleanup_command();
 
 // --max-syncs and --converge, shared by migrate and evacuate.
 struct SyncPolicyOptions {

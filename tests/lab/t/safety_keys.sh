@@ -9,8 +9,8 @@
 #  2. Cleanup has to remove the key line but cannot rewrite the file (a `cp` on cn2's PATH that
 #     fails for authorized_keys, as on a full disk): `migrate -n cn2 min01` still succeeds, the
 #     file is intact (the original bytes plus only the ephemeral line), zmigrate warns, and the
-#     ledger row stays live. Once cp works again, the next command of that migration (finalize)
-#     removes exactly that line: the file is byte-identical to the original again.
+#     ledger row stays live. Once cp works again, `zmigrate cleanup` (after a --dry-run that
+#     changes nothing) removes exactly that line: the file is byte-identical to the original.
 #  3. A stale receiver (a `/bin/sh <path dir>/recv` forced command that hangs, as after a dropped
 #     link) is ended by the next command of its migration.
 # Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns).
@@ -125,9 +125,18 @@ fi
 check "zmigrate told the operator (a --json note naming cn2 and the file)" \
     bash -c "grep -F 'cn2: the ephemeral key line was NOT removed from /root/.ssh/authorized_keys' '$ZM_OUT_MIN' | grep -q -F '\"type\":\"note\"'"
 
-# once cp works again, the next command of that migration removes exactly its line
-zm_ok "finalize --yes min01 (cp works again)" finalize --yes "$MIN" || true
+# once cp works again, `zmigrate cleanup` removes exactly that line (and says so)
+zm cleanup --dry-run
+if ((ZM_RC == 0)) && grep -q "^would remove *authorized_key" "$ZM_OUT"; then ok "cleanup --dry-run lists the key line"; else
+    fail "cleanup --dry-run: rc $ZM_RC"
+    zm_show
+fi
+check "cleanup --dry-run changed nothing" test "$(live_key_rows "$MIG2")" = 1
+zm_ok "cleanup (cp works again)" cleanup || true
+grep -q "^removed *authorized_key" "$ZM_OUT" && ok "cleanup reports the key line removed" ||
+    fail "cleanup output: $(cat "$ZM_OUT")"
 check "the ledger row of $MIG2 is removed" test "$(live_key_rows "$MIG2")" = 0
+zm_ok "finalize --yes min01" finalize --yes "$MIN" || true
 sum2=$(ak_sum cn2)
 check "cn2's authorized_keys is byte-identical to the original again (sha256 $sum2)" test "$sum2" = "$sum0"
 check "the operator still logs in to cn2" "$LAB" ssh cn2 true
