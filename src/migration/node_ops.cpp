@@ -368,8 +368,9 @@ DatasetTree NodeOps::tree(const std::vector<std::string>& roots,
 }
 
 bool NodeOps::dataset_exists(const std::string& ds) {
+  const std::string name = ds.find('@') != std::string::npos ? checked_snap(ds) : checked_ds(ds);
   const remote::Result r =
-      m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", checked_ds(ds)}));
+      m_runner.run(remote::Command({"zfs", "list", "-H", "-t", "all", "-o", "name", name}));
   if (r.ok()) {
     return true;
   }
@@ -479,7 +480,8 @@ void NodeOps::snapshot_recursive(const std::vector<std::string>& roots, const st
 
 void NodeOps::destroy_snapshot(const std::string& full_name) {
   const remote::Result r = zfs_retry({"zfs", "destroy", checked_snap(full_name)});
-  if (!r.ok() && !missing_text(r.err)) {
+  // A failure is fine only when the snapshot is proven gone (an earlier attempt removed it).
+  if (!r.ok() && dataset_exists(full_name)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy {}", m_runner.host(), full_name),
                 r.err);
   }
@@ -487,7 +489,7 @@ void NodeOps::destroy_snapshot(const std::string& full_name) {
 
 void NodeOps::destroy_snapshot_recursive(const std::string& full_name) {
   const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_snap(full_name)});
-  if (!r.ok() && !missing_text(r.err)) {
+  if (!r.ok() && dataset_exists(full_name)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), full_name),
                 r.err);
   }
@@ -501,7 +503,7 @@ void NodeOps::destroy_dataset(const std::string& ds, const std::string& owner_uu
                                         owner_uuid));
   }
   const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_ds(ds)});
-  if (!r.ok() && !missing_text(r.err)) {
+  if (!r.ok() && dataset_exists(ds)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), ds), r.err);
   }
 }

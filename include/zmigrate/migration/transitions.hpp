@@ -2,7 +2,7 @@
 #pragma once
 // The migration state machine: which command may run on a migration record, and what the record
 // says after it ran. Pure functions over state::Migration; no I/O. Adapted from Triton's VMAPI
-// (`migrate.js validate` and the workflow transitions, ../shared/reference/triton.md §1.4).
+// (`migrate.js validate` and the workflow transitions of sdc-vmapi).
 //
 // Allowed actions ("interrupted" = state running, but no live process holds the lease, i.e. the
 // zmigrate that ran it crashed or was killed; it is treated exactly like failed, and running the

@@ -3,9 +3,9 @@
 // Following a migration from another process (`zmigrate watch`): each watch_step() reads the
 // state store once (the record with its phase runs, the live progress row, the lease) and turns
 // what changed since the previous step into events shaped like VMAPI's watch stream
-// (../shared/reference/triton.md §2): `progress` events for phase runs and byte progress, and one
-// final `end` event. The caller polls (about every 0.5 s) and renders; nothing here prints or
-// sleeps, so tests drive it with a fake clock and a scripted lease probe.
+// (sdc-vmapi's docs, "Watching a migration"): `progress` events for phase runs and byte progress,
+// and one final `end` event. The caller polls (about every 0.5 s) and renders; nothing here prints
+// or sleeps, so tests drive it with a fake clock and a scripted lease probe.
 
 #include <zmigrate/state/store.hpp>
 #include <zmigrate/util/clock.hpp>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
 // Plain data persisted by the state store. Compatible with Triton's migration record model
-// (phase/state, num_sync_phases, progress_history); see docs and ../shared/reference/triton.md §1.
+// (phase/state, num_sync_phases, progress_history) as sdc-vmapi documents it.
 
 #include <cstdint>
 #include <optional>

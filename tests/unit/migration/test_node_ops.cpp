@@ -120,7 +120,7 @@ TEST_CASE("NodeOps::dataset_exists proves absence", "[migration][node_ops][safet
   Fixture f;
   NodeOps node(f.ctx, f.server);
   const std::string ds = "zones/" + k_vm;
-  const std::string cmd = "zfs list -H -o name " + ds;
+  const std::string cmd = "zfs list -H -t all -o name " + ds;
   SECTION("zfs's own answer") {
     f.runner.on(cmd, failed(1, "cannot open '" + ds + "': dataset does not exist\n"));
     CHECK_FALSE(node.dataset_exists(ds));
@@ -205,4 +205,25 @@ TEST_CASE("migration::detail::put_vmapi_server writes the instance as VMAPI has 
   CHECK(body["tags"]["role"] == "changed after begin");
   CHECK(body["server_uuid"] == "564d0000-0000-4000-8000-000000000002");
   CHECK(body["state"] == "stopped");
+}
+
+TEST_CASE("NodeOps destroys: a failure passes only when the name is proven gone",
+          "[migration][node_ops][safety]") {
+  Fixture f;
+  NodeOps node(f.ctx, f.server);
+  const std::string snap = "zones/" + k_vm + "@zmigrate-m1-1";
+  f.runner.on("zfs destroy " + snap, failed(1, "could not find any snapshots to destroy\n"));
+  SECTION("gone: fine") {
+    f.runner.on("zfs list -H -t all -o name " + snap,
+                failed(1, "cannot open '" + snap + "': dataset does not exist\n"));
+    CHECK_NOTHROW(node.destroy_snapshot(snap));
+  }
+  SECTION("still there: the failure stands") {
+    f.runner.on("zfs list -H -t all -o name " + snap, ok(snap + "\n"));
+    CHECK_THROWS_AS(node.destroy_snapshot(snap), Error);
+  }
+  SECTION("cannot tell: the failure stands") {
+    f.runner.on("zfs list -H -t all -o name " + snap, failed(2, "zfs: broken\n"));
+    CHECK_THROWS_AS(node.destroy_snapshot(snap), Error);
+  }
 }
