@@ -316,14 +316,13 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
         if (t.kind == "resume") {
           // The token comes from the other node: it must resume this dataset, towards a
           // snapshot of this migration, before the source sends anything for it.
-          const std::string to_name = src.resume_token_snapshot(t.token);
-          const std::string to_ds = to_name.substr(0, to_name.find('@'));
-          if (to_ds != ds || zfs::parse_migration_snap(m.id, snap_part(to_name)) < 0) {
+          const std::string problem =
+              resume_token_problem(ds, m.id, src.resume_token_snapshot(t.token));
+          if (!problem.empty()) {
             throw Error(ExitCode::zfs, fmt::format("{}: {}", dst.runner().host(), ds),
-                        fmt::format("its receive resume token resumes {}, not a snapshot of this "
-                                    "migration of {}; refusing to send it. Clear it on the "
-                                    "target with \"zfs recv -A {}\" and rerun",
-                                    to_name, ds, ds));
+                        fmt::format("{}; refusing to send it. Clear it on the target with \"zfs "
+                                    "recv -A {}\" and rerun",
+                                    problem, ds));
           }
         }
         if (options.estimate) {

@@ -243,6 +243,23 @@ bool owned_by_instance(const std::string& dataset, const std::string& uuid) {
   return i > digits && (i == rest.size() || rest[i] == '/');
 }
 
+std::string resume_token_problem(const std::string& dataset, const std::string& migration_id,
+                                 const std::string& resumes) {
+  const auto at = resumes.find('@');
+  if (at == std::string::npos) {
+    return fmt::format("its receive resume token names '{}', not a snapshot", resumes);
+  }
+  if (resumes.substr(0, at) != dataset) {
+    return fmt::format("its receive resume token resumes {}, a snapshot of another dataset",
+                       resumes);
+  }
+  if (zfs::parse_migration_snap(migration_id, resumes.substr(at + 1)) < 0) {
+    return fmt::format("its receive resume token resumes {}, not a snapshot of migration {}",
+                       resumes, migration_id);
+  }
+  return {};
+}
+
 std::vector<std::string> instance_roots(const std::string& uuid, const nlohmann::json& vmadm,
                                         const std::vector<std::string>& inventory_datasets) {
   auto refuse = [&](const std::string& ds, const std::string& why) {

@@ -34,6 +34,12 @@ bool owned_by_instance(const std::string& dataset, const std::string& uuid);
 std::vector<std::string> instance_roots(const std::string& uuid, const nlohmann::json& vmadm,
                                         const std::vector<std::string>& inventory_datasets);
 
+// Why the receive resume token found on the target for `dataset` must not be sent ("" when it
+// may): `resumes` is the snapshot the token names, as the source's zfs decoded it; it must be a
+// snapshot of `dataset` made by migration `migration_id`.
+std::string resume_token_problem(const std::string& dataset, const std::string& migration_id,
+                                 const std::string& resumes);
+
 // MiB of disk the instance needs on a target (quota, or the disk sizes for HVMs).
 std::uint64_t required_disk_mib(const inventory::Vm& vm);
 

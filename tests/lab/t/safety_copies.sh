@@ -13,7 +13,8 @@
 #  3. After finalize of web01 (target proven), the source is gone and the foreign dataset is
 #     still intact.
 #  5. The hide of the source acts but is reported failed: the undo restores do_not_inventory and
-#     autoboot from what the node shows and restarts the source; a rerun completes.
+#     autoboot from what the node shows and restarts the source; abort does the same for a source
+#     hidden behind the record's back; a new migration completes.
 #  4. A dataset whose mountpoint lies outside the zonepath (it travels with the stream) makes the
 #     switch stop before the point of no return: the source runs again, visible, nothing was
 #     mounted on the target, and abort cleans up.
@@ -122,6 +123,13 @@ zm migrate -n cn2 "$LX"
     fail "lx01 on cn1 after the failed hide: $(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory"), d.get("autoboot"), d.get("state"))')"
 [[ $(mig_field "$LX" 'd["phase"] + "/" + d["state"]') == sync/failed ]] && ok "the migration is retryable (sync/failed)" ||
     fail "lx01's migration: $(mig_field "$LX" 'd["phase"] + "/" + d["state"]')"
+# What a kill -9 between vmadm's act and the journal would leave: the source hidden while the
+# record says it is not. abort puts do_not_inventory and autoboot back from the node's state.
+on cn1 "vmadm update $LX do_not_inventory=true autoboot=false" >/dev/null 2>&1 || mt_die "hide lx01 by hand"
+zm_ok "abort lx01 (the source hidden behind the record's back)" abort "$LX"
+[[ $(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory", False), d.get("autoboot"))') == "False $AB0" ]] &&
+    ok "abort restored do_not_inventory and autoboot ($AB0) on cn1" ||
+    fail "lx01 on cn1 after abort: $(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory"), d.get("autoboot"))')"
 zm_ok "rerun migrate lx01 completes" migrate -n cn2 "$LX"
 [[ $(vm_state cn2 "$LX") == running && $(vm_state cn1 "$LX") == stopped ]] && ok "lx01 runs on cn2, the source is stopped" ||
     fail "after the rerun: cn1 $(vm_state cn1 "$LX"), cn2 $(vm_state cn2 "$LX")"

@@ -200,4 +200,18 @@ check "get: header fields, a row per phase run, sync bytes/rate, downtime" \
     bash -c "grep -q '^State: *switch successful' '$ZM_OUT' && grep -q '^Source server: *cn1' '$ZM_OUT' && grep -q '^Target server: *cn2' '$ZM_OUT' && [[ \$(grep -c ' sync ' '$ZM_OUT') -ge 3 ]] && grep -q 'MB/s' '$ZM_OUT' && grep -qi 'downtime' '$ZM_OUT'"
 if grep -q $'\x1b' "$ZM_OUT"; then fail "get (piped) has escape codes"; else ok "get (piped) has no escape codes"; fi
 
+# --- 5. rollback says what it throws away, and asks on a terminal -----------------------------
+# web01's writer has written on cn2 since the switch; answering "n" on a pty changes nothing.
+rb_out=$MT_WORK/rollback.pty
+printf 'n\n' | script -qec "$ZM rollback $WEB" "$rb_out" >/dev/null 2>&1
+rb_rc=$?
+if ((rb_rc == 1)) && grep -q 'This throws away .* written on cn2 since the switch' "$rb_out" &&
+    grep -q 'not confirmed; nothing was changed' "$rb_out"; then
+    ok "rollback on a pty says how much was written on cn2 since the switch and asks; 'n' refuses"
+else
+    fail "rollback on a pty: rc $rb_rc: $(tr -d '\r' <"$rb_out" | tail -3)"
+fi
+check "the refused rollback changed nothing (switch/successful)" \
+    test "$(mig_field "$WEB" 'd["phase"] + "/" + d["state"]')" = switch/successful
+
 mt_finish

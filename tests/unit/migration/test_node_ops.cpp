@@ -227,3 +227,52 @@ TEST_CASE("NodeOps destroys: a failure passes only when the name is proven gone"
     CHECK_THROWS_AS(node.destroy_snapshot(snap), Error);
   }
 }
+
+TEST_CASE("NodeOps::resume_token_snapshot decodes the token on this node",
+          "[migration][node_ops][safety]") {
+  Fixture f;
+  NodeOps node(f.ctx, f.server);
+  // Real OpenZFS 2.3.2 output of `zfs send -nvP -t <token>` (tests/data/zfs/openzfs-2.3-real).
+  const std::string decoded =
+      "resume token contents:\nnvlist version: 0\n\tobject = 0x2\n"
+      "\toffset = 0x0\n\tbytes = 0x20b38\n\ttoguid = 0xa9a265cbe60d3346\n"
+      "\ttoname = zones/vm@zmigrate-m1-2\nfull\tzones/vm@zmigrate-m1-2\t574160\n"
+      "size\t574160\n";
+  f.runner.on_prefix("zfs get", ok()); // the capability probe and the like: nothing
+  f.runner.on_prefix("zfs send -nvP -t 1-abc-def", ok(decoded));
+  CHECK(node.resume_token_snapshot("1-abc-def") == "zones/vm@zmigrate-m1-2");
+  SECTION("a token with shell characters never reaches a command line") {
+    f.runner.clear_record();
+    CHECK_THROWS_AS(node.resume_token_snapshot("1-abc; rm -rf /"), Error);
+    for (const std::string& c : f.runner.commands) {
+      CHECK(c.find("rm -rf") == std::string::npos);
+    }
+  }
+  SECTION("a token zfs cannot decode") {
+    f.runner.on_prefix("zfs send -nvP -t 1-bad", failed(1, "cannot resume send: bad token\n"));
+    CHECK_THROWS_AS(node.resume_token_snapshot("1-bad"), Error);
+  }
+}
+
+TEST_CASE("NodeOps::mount_filesystems leaves zoned (delegated) datasets to the zone",
+          "[migration][node_ops][safety]") {
+  Fixture f;
+  NodeOps node(f.ctx, f.server);
+  const std::string root = "zones/" + k_vm;
+  f.runner.on("zfs get -Hp -r -o name,property,value,source mountpoint,zoned,type " + root,
+              ok(root + "\tmountpoint\t/zones/" + k_vm + "\tlocal\n" + root +
+                 "\tzoned\toff\tdefault\n" + root + "\ttype\tfilesystem\t-\n"));
+  const std::string props =
+      root + "\tguid\t1\n" + root + "\tcreatetxg\t1\n" + root + "\ttype\tfilesystem\n" + root +
+      "\tmounted\tno\n" + root + "\tmountpoint\t/zones/" + k_vm + "\n" + root + "\tcanmount\ton\n" +
+      root + "\tzoned\toff\n" + root + "/data\tguid\t2\n" + root + "/data\tcreatetxg\t2\n" + root +
+      "/data\ttype\tfilesystem\n" + root + "/data\tmounted\tno\n" + root +
+      "/data\tmountpoint\t/data\n" + root + "/data\tcanmount\ton\n" + root + "/data\tzoned\ton\n";
+  f.runner.on_prefix("zfs get -Hp -o name,property,value -r guid,createtxg,type,mounted",
+                     ok(props));
+  const std::vector<std::string> mounted = node.mount_filesystems({root}, "/zones/" + k_vm);
+  CHECK(mounted == std::vector<std::string>{root});
+  for (const std::string& c : f.runner.commands) {
+    CHECK(c != "zfs mount " + root + "/data");
+  }
+}

@@ -185,3 +185,18 @@ TEST_CASE("migration::instance_roots", "[migration][safety]") {
     CHECK_THROWS_AS(instance_roots(u, bad, {}), PreconditionError);
   }
 }
+
+TEST_CASE("migration::resume_token_problem", "[migration][safety]") {
+  const std::string ds = "zones/5eed0000-0000-4000-8000-000000000101";
+  const std::string id = "c2f3b2c2-a864-464b-b08c-387a60745008";
+  CHECK(resume_token_problem(ds, id, ds + "@zmigrate-" + id + "-3").empty());
+  CHECK_THAT(resume_token_problem(ds, id, "zones/other@zmigrate-" + id + "-3"),
+             Catch::Contains("another dataset"));
+  CHECK_THAT(resume_token_problem(ds, id, ds + "/data@zmigrate-" + id + "-3"),
+             Catch::Contains("another dataset"));
+  CHECK_THAT(resume_token_problem(ds, id, ds + "@zmigrate-0000-1"),
+             Catch::Contains("not a snapshot of migration"));
+  CHECK_THAT(resume_token_problem(ds, id, ds + "@users-snap"),
+             Catch::Contains("not a snapshot of migration"));
+  CHECK_THAT(resume_token_problem(ds, id, ds), Catch::Contains("not a snapshot"));
+}
