@@ -267,8 +267,12 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
         const auto props = ends.source->properties(vm.zfs_filesystem, {"reservation"});
         ends.source->set_property(vm.zfs_filesystem, "quota", props.at("reservation"));
       }
+      // The rest is now the instance's (or gone with the source); a data path still open in
+      // this process (`migrate --finalize`) removes its own rows when it closes.
       for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        ctx.store.mark_artefact_removed(a.id);
+        if (a.kind != "data_path_dir" && a.kind != "authorized_key") {
+          ctx.store.mark_artefact_removed(a.id);
+        }
       }
     });
     archive(ctx, op, state::Phase::rollback);
@@ -381,8 +385,12 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
     op.step("finalize.cleanup", [&](nlohmann::json&) {
       DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
       detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
+      // The rest is now the instance's (or gone with the source); a data path still open in
+      // this process (`migrate --finalize`) removes its own rows when it closes.
       for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        ctx.store.mark_artefact_removed(a.id);
+        if (a.kind != "data_path_dir" && a.kind != "authorized_key") {
+          ctx.store.mark_artefact_removed(a.id);
+        }
       }
     });
     archive(ctx, op, state::Phase::finalize);

@@ -149,8 +149,19 @@ std::string NodeOps::host_key() {
   if (!m_facts.host_key.empty()) {
     return m_facts.host_key;
   }
+  // SmartOS keeps sshd's host keys in /var/ssh (its sshd_config's HostKey lines); most other
+  // systems in /etc/ssh. The first readable one is the key that node's sshd presents.
+  remote::RunOptions opts;
+  opts.timeout = std::chrono::seconds(30);
   std::string key =
-      remote::run_checked(m_runner, remote::Command({"cat", "/etc/ssh/ssh_host_ed25519_key.pub"}))
+      remote::run_checked(
+          m_runner,
+          remote::Command({"sh", "-c",
+                           "for f in \"$@\"; do [ -r \"$f\" ] && exec cat \"$f\"; done; echo "
+                           "\"no ed25519 host key in $*\" >&2; exit 1",
+                           "sh", "/var/ssh/ssh_host_ed25519_key.pub",
+                           "/etc/ssh/ssh_host_ed25519_key.pub"}),
+          opts)
           .out;
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) {
     key.pop_back();

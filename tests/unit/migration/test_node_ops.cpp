@@ -231,6 +231,7 @@ TEST_CASE("NodeOps destroys: a failure passes only when the name is proven gone"
 TEST_CASE("NodeOps::resume_token_snapshot decodes the token on this node",
           "[migration][node_ops][safety]") {
   Fixture f;
+  f.nodes.facts_for(f.runner.host()).caps = zfs::Capabilities{}; // probed already
   NodeOps node(f.ctx, f.server);
   // Real OpenZFS 2.3.2 output of `zfs send -nvP -t <token>` (tests/data/zfs/openzfs-2.3-real).
   const std::string decoded =
@@ -238,7 +239,6 @@ TEST_CASE("NodeOps::resume_token_snapshot decodes the token on this node",
       "\toffset = 0x0\n\tbytes = 0x20b38\n\ttoguid = 0xa9a265cbe60d3346\n"
       "\ttoname = zones/vm@zmigrate-m1-2\nfull\tzones/vm@zmigrate-m1-2\t574160\n"
       "size\t574160\n";
-  f.runner.on_prefix("zfs get", ok()); // the capability probe and the like: nothing
   f.runner.on_prefix("zfs send -nvP -t 1-abc-def", ok(decoded));
   CHECK(node.resume_token_snapshot("1-abc-def") == "zones/vm@zmigrate-m1-2");
   SECTION("a token with shell characters never reaches a command line") {
