@@ -466,12 +466,20 @@ remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::st
 namespace {
 // Options go after `ssh -i <key>`: the key path must stay in the first 80 bytes of the argv.
 constexpr std::ptrdiff_t k_ssh_options_at = 3;
+// Runs its arguments with SIGHUP and SIGPIPE ignored (kept across exec).
+constexpr const char* k_send_wrapper = "trap '' HUP PIPE; exec \"$@\"";
 } // namespace
 
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
                               const std::string& dataset, bool use_pv) {
   const zfs::DatasetName name(dataset);
-  remote::Command cmd(zfs_send);
+  // zfs send ignores SIGHUP and SIGPIPE, so it never dies of the session ending (an interrupt
+  // closes the channel) and ends only through its output breaking (the data-path ssh killed or
+  // gone): zfs-fuse leaves the snapshot of an incremental send "busy" until it restarts when its
+  // `zfs send` client is killed mid-stream, and every later prune of it fails.
+  remote::Argv send{"sh", "-c", k_send_wrapper, "sh"};
+  send.insert(send.end(), zfs_send.begin(), zfs_send.end());
+  remote::Command cmd(send);
   if (use_pv) {
     cmd.pipe({"pv", "-n", "-b", "-i", "1"});
   }

@@ -90,7 +90,8 @@ const std::string& kill();
 // DataPath::open(). The argv starts with `ssh -i <path dir>/id_ed25519` (extra options come
 // after it), so the key path sits in the first 80 bytes that illumos pgrep -f sees.
 remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::string>& request);
-// The full pipeline run on the source: zfs send ... [| pv -n -b -i 1] | ssh ... recv <dataset>.
+// The full pipeline run on the source: zfs send ... [| pv -n -b -i 1] | ssh ... recv <dataset>,
+// zfs send run through `sh -c` with SIGHUP and SIGPIPE ignored (it ends by its output breaking).
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
                               const std::string& dataset, bool use_pv);
 // Parses one line of `pv -n -b` output (a byte count); nullopt for any other stderr line.

@@ -95,6 +95,9 @@ TEST_CASE("migration::send_pipeline", "[migration][data_path]") {
   const remote::Command cmd =
       send_pipeline(spec(), {"zfs", "send", "-p", "zones/u1@s1"}, "zones/u1", true);
   REQUIRE(cmd.pipeline.size() == 3);
+  // zfs send runs with SIGHUP and SIGPIPE ignored: it ends only through its output breaking.
+  CHECK(cmd.pipeline[0] == remote::Argv{"sh", "-c", "trap '' HUP PIPE; exec \"$@\"", "sh", "zfs",
+                                        "send", "-p", "zones/u1@s1"});
   CHECK(cmd.pipeline[1] == remote::Argv{"pv", "-n", "-b", "-i", "1"});
   const remote::Argv& ssh = cmd.pipeline[2];
   CHECK(ssh.front() == "ssh");
