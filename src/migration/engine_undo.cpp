@@ -44,6 +44,39 @@ void clear_indestructible(NodeOps& node, const inventory::Vm& vm) {
   }
 }
 
+enum class TargetZone {
+  staged,   // hidden, never started (before a switch): detach and delete the configuration
+  instance, // switched to (rollback): vmadm delete
+};
+
+// Remove from the target exactly what this migration created there, as the ledger says: its
+// zone, then the datasets its syncs received (each checked to be the instance's). Our held
+// migration snapshots go first (a held snapshot makes `zfs destroy -r` fail as busy). Returns
+// the datasets removed.
+nlohmann::json remove_target_copy(Context& ctx, Ends& ends, const state::Migration& m,
+                                  const inventory::Vm& vm, TargetZone zone) {
+  detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
+  for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+    if (a.kind == "zone_config") {
+      if (zone == TargetZone::instance) {
+        ends.target->vm_delete(vm.uuid);
+      } else {
+        ends.target->zone_remove(a.name);
+      }
+      ctx.store.mark_artefact_removed(a.id);
+    }
+  }
+  nlohmann::json removed = nlohmann::json::array();
+  for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+    if (a.kind == "target_dataset") {
+      ends.target->destroy_dataset(a.name, vm.uuid);
+      ctx.store.mark_artefact_removed(a.id);
+      removed.push_back(a.name);
+    }
+  }
+  return removed;
+}
+
 // finalize's proof that the target holds the instance before the source is removed: the target
 // node answers, its vmadm shows the instance visible, VMAPI places it there, and every dataset
 // of the instance on the target has the final migration snapshot with the source's GUID (read
@@ -242,22 +275,7 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
       // Only what this migration created on the target (the ledger): its zone and the datasets
       // its syncs received, each checked to be the instance's.
       clear_indestructible(*ends.target, vm);
-      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
-      nlohmann::json removed = nlohmann::json::array();
-      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        if (a.kind == "zone_config") {
-          ends.target->vm_delete(vm.uuid);
-          ctx.store.mark_artefact_removed(a.id);
-        }
-      }
-      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        if (a.kind == "target_dataset") {
-          ends.target->destroy_dataset(a.name, vm.uuid);
-          ctx.store.mark_artefact_removed(a.id);
-          removed.push_back(a.name);
-        }
-      }
-      d["removed"] = removed;
+      d["removed"] = remove_target_copy(ctx, ends, m, vm, TargetZone::instance);
     });
     op.step("rollback.cleanup", [&](nlohmann::json&) {
       DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
@@ -303,23 +321,7 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
     });
     ctx.reporter.step("removing the reserved instance");
     op.step("abort.remove_target", [&](nlohmann::json& d) {
-      nlohmann::json removed = nlohmann::json::array();
-      // Held snapshots make `zfs destroy -r` fail as busy: release and drop ours first.
-      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
-      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        if (a.kind == "zone_config") {
-          ends.target->zone_remove(a.name);
-          ctx.store.mark_artefact_removed(a.id);
-        }
-      }
-      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        if (a.kind == "target_dataset") {
-          ends.target->destroy_dataset(a.name, vm.uuid);
-          ctx.store.mark_artefact_removed(a.id);
-          removed.push_back(a.name);
-        }
-      }
-      d["removed"] = removed;
+      d["removed"] = remove_target_copy(ctx, ends, m, vm, TargetZone::staged);
     });
     op.step("abort.restore_source", [&](nlohmann::json&) {
       detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");

@@ -2,6 +2,8 @@
 // Interrupts: the signal-counting rule (util/interrupt.hpp) and how the runners honour an
 // interrupt during a command (remote/runner.hpp, RunOptions::interruptible). The real handlers
 // are only installed in forked children: Catch2 has its own for SIGINT and SIGTERM.
+#include "fakes/child_process.hpp"
+
 #include <zmigrate/remote/local_runner.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
@@ -31,24 +33,6 @@ struct CleanInterrupts {
   CleanInterrupts& operator=(const CleanInterrupts&) = delete;
 };
 
-// Runs `body` in a child process and returns its wait status.
-template <typename F> int in_child(F body) {
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int rc = 1;
-    try {
-      rc = body();
-    } catch (...) {
-      rc = 99;
-    }
-    _exit(rc);
-  }
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  return status;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -76,7 +60,7 @@ TEST_CASE("interrupts: the third signal ends the process, the first two are defe
   }
 
   SECTION("real signals: SIGINT, SIGHUP deferred; the third kills") {
-    const int status = in_child([] {
+    const int status = fakes::run_in_child([] {
       install_interrupt_handlers();
       raise(SIGINT);
       if (interrupt_count() != 1) {
@@ -102,7 +86,7 @@ TEST_CASE("interrupts: the third signal ends the process, the first two are defe
   }
 
   SECTION("SIGHUP alone is a deferred interrupt, not death") {
-    const int status = in_child([] {
+    const int status = fakes::run_in_child([] {
       install_interrupt_handlers();
       raise(SIGHUP);
       try {

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
+#include "fakes/child_process.hpp"
+
 #include <zmigrate/state/sqlite_store.hpp>
 #include <zmigrate/util/error.hpp>
 
@@ -96,24 +98,6 @@ std::vector<std::string> ids(const std::vector<Migration>& ms) {
     out.push_back(m.id);
   }
   return out;
-}
-
-// Runs `body` in a child process and returns its exit status (or 128 + signal).
-template <typename F> int in_child(F body) {
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int rc = 1;
-    try {
-      rc = body();
-    } catch (...) {
-      rc = 2;
-    }
-    _exit(rc);
-  }
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 } // namespace
@@ -833,7 +817,7 @@ TEST_CASE("state::SqliteStateStore crash safety", "[state]") {
 
   // The child commits some records, takes the lease, then dies in the middle of a write
   // transaction without closing anything.
-  const int rc = in_child([&] {
+  const int rc = fakes::exit_code_of(fakes::run_in_child([&] {
     SqliteStateStore store(path, clock);
     Migration m = make_migration("m1", "vm1", "2026-11-22T00:00:00.000Z");
     store.insert_migration(m);
@@ -856,7 +840,7 @@ TEST_CASE("state::SqliteStateStore crash safety", "[state]") {
     raw.exec("INSERT INTO steps (migration_id, name, status, started) "
              "VALUES ('m1', 'half.done', 'running', 'x')");
     _exit(0);
-  });
+  }));
   REQUIRE(rc == 0);
 
   SqliteStateStore store(path, clock);
