@@ -2,6 +2,7 @@
 // migration::cleanup over fakes: it removes only what loses nothing (finished migrations' IP
 // reservations, data-path rows), never an instance's data, never beside a running command.
 #include "fakes/fake_inventory.hpp"
+#include "fakes/fake_node_access.hpp"
 #include "fakes/fake_runner.hpp"
 #include "fakes/memory_state_store.hpp"
 
@@ -22,19 +23,10 @@ using namespace zmigrate::migration;
 
 namespace {
 
-class OneNode final : public NodeAccess {
-public:
-  explicit OneNode(fakes::FakeRunner& r) : m_runner(r) {}
-  remote::Runner& runner_for(const inventory::Server&) override { return m_runner; }
-
-private:
-  fakes::FakeRunner& m_runner;
-};
-
 struct Fixture {
   fakes::FakeInventory inv;
   fakes::FakeRunner runner{"10.99.0.12"};
-  OneNode nodes{runner};
+  fakes::OneNodeAccess nodes{runner};
   SystemClock clock;
   fakes::MemoryStateStore store{clock};
   NullLogger log;

@@ -2,6 +2,7 @@
 // estimate_instance() over a FakeRunner that answers the node's zfs commands with real recorded
 // output (probes of OpenZFS 2.3.2 and zfs-fuse 0.7.0, `send -nvP` lines as OpenZFS prints them).
 #include "fakes/fake_inventory.hpp"
+#include "fakes/fake_node_access.hpp"
 #include "fakes/fake_runner.hpp"
 #include "fakes/memory_state_store.hpp"
 #include "unit/zfs/zfs_test_data.hpp"
@@ -45,24 +46,10 @@ std::string list_snapshots(const std::string& ds) {
   return "zfs list -H -o name -t snapshot -s creation -r -d 1 " + ds;
 }
 
-// Hands out the one FakeRunner for every server and records which servers were asked for.
-class OneNodeAccess final : public NodeAccess {
-public:
-  explicit OneNodeAccess(FakeRunner& runner) : m_runner(runner) {}
-  remote::Runner& runner_for(const inventory::Server& server) override {
-    requested.push_back(server.uuid);
-    return m_runner;
-  }
-  Strings requested;
-
-private:
-  FakeRunner& m_runner;
-};
-
 struct EstimateFixture {
   fakes::FakeInventory inv;
   FakeRunner runner{"10.99.0.11"};
-  OneNodeAccess nodes{runner};
+  fakes::OneNodeAccess nodes{runner};
   SystemClock clock; // nothing here sleeps: no dataset is busy
   fakes::MemoryStateStore store{clock};
   NullLogger log;

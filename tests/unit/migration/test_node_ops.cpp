@@ -5,6 +5,7 @@
 // engine_common.hpp is the engine's internal header (detail::), reached from the source tree.
 #include "../src/migration/engine_common.hpp"
 #include "fakes/fake_inventory.hpp"
+#include "fakes/fake_node_access.hpp"
 #include "fakes/fake_runner.hpp"
 #include "fakes/memory_state_store.hpp"
 
@@ -30,19 +31,10 @@ namespace {
 const std::string k_vm = "5eed0000-0000-4000-8000-000000000101";
 const std::string k_other = "5eed0000-0000-4000-8000-0000000009ff";
 
-class OneNode final : public NodeAccess {
-public:
-  explicit OneNode(FakeRunner& r) : m_runner(r) {}
-  remote::Runner& runner_for(const inventory::Server&) override { return m_runner; }
-
-private:
-  FakeRunner& m_runner;
-};
-
 struct Fixture {
   fakes::FakeInventory inv;
   FakeRunner runner{"10.99.0.11"};
-  OneNode nodes{runner};
+  fakes::OneNodeAccess nodes{runner};
   SystemClock clock;
   fakes::MemoryStateStore store{clock};
   NullLogger log;
