@@ -58,6 +58,9 @@ for line in open(sys.argv[1]):
     a = j.get("argv")
     if isinstance(a, list):
         a = " ".join(a)
+    # the send runs under `sh -c "trap '' HUP PIPE; exec \"$@\"" sh zfs send ...`
+    if isinstance(a, str) and a.startswith("sh -c") and " sh zfs send" in a.split("|")[0]:
+        a = a[a.index(" sh zfs send") + 4:]
     # real sends only: a dry run (-n, -nvP) is an estimate
     if isinstance(a, str) and a.startswith("zfs send") and not any(
             w.startswith("-") and not w.startswith("--") and "n" in w for w in a.split("|")[0].split()):
