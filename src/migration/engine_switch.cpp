@@ -228,10 +228,8 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       result.downtime_steps.push_back({"check_target", since(ctx, t)});
       t = ctx.clock.now();
       timed("hide_source", "hiding the original instance", [&](nlohmann::json&) {
-        // Journaled before it acts: after a failure here the undo reads the node and puts back
-        // whatever the update may already have changed.
-        sw["hiding"] = true;
-        op.save();
+        // Journaled before it acts (the step's running row): after a failure here the undo
+        // reads the node and puts back whatever the update may already have changed.
         std::vector<std::pair<std::string, std::string>> kv{{"do_not_inventory", "true"}};
         kv.emplace_back("autoboot", "false");
         ends.source->vm_update(vm.uuid, kv);
