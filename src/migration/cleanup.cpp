@@ -75,7 +75,7 @@ void clean_one(Context& ctx, const state::Migration& m, const std::vector<state:
     }
     if (has_path) {
       detail::Ends ends = detail::open_ends(ctx, m);
-      DataPath::remove_leftovers(ctx, m.id, ends.source->runner(), ends.target->runner());
+      ctx.nodes.remove_leftover_links(ctx, m.id, *ends.source, *ends.target);
     }
   } catch (const Error& e) {
     why = e.what();

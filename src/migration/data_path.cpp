@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/migration/node.hpp>
 #include <zmigrate/remote/keygen.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/names.hpp>
@@ -638,9 +639,9 @@ void DataPath::kill_processes() noexcept {
   }
 }
 
-TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& dataset, bool use_pv,
+TransferResult DataPath::send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
                               const std::function<void(std::uint64_t)>& on_bytes) {
-  const remote::Command cmd = send_pipeline(m_spec, zfs_send, dataset, use_pv);
+  const remote::Command cmd = send_pipeline(m_spec, zfs_send, stream.dataset, use_pv);
   TransferResult out;
   std::string errors;
   remote::RunOptions opts;
@@ -675,7 +676,8 @@ TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& d
       errors.pop_back();
     }
     throw TransientError(
-        ExitCode::zfs, fmt::format("{}: send {} to {}", m_source.host(), dataset, m_target.host()),
+        ExitCode::zfs,
+        fmt::format("{}: send {} to {}", m_source.host(), stream.dataset, m_target.host()),
         fmt::format("exit status {}: {}; the next sync resumes from the last snapshot the "
                     "target confirmed",
                     r.exit_status, errors.empty() ? std::string("no error text") : errors));
@@ -683,11 +685,10 @@ TransferResult DataPath::send(const remote::Argv& zfs_send, const std::string& d
   return out;
 }
 
-bool DataPath::serves(const std::string& migration_id, const remote::Runner& source,
-                      const remote::Runner& target,
+bool DataPath::serves(const std::string& migration_id, const Node& source, const Node& target,
                       const std::vector<std::string>& datasets) const {
-  if (!m_open || migration_id != m_spec.migration_id || &source != &m_source ||
-      &target != &m_target) {
+  if (!m_open || migration_id != m_spec.migration_id || source.host() != m_source.host() ||
+      target.host() != m_target.host()) {
     return false;
   }
   for (const std::string& ds : datasets) {

@@ -71,8 +71,8 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   }
 
   // Look at both nodes: the instance must be where VMAPI says, and absent from the target.
-  NodeOps source(ctx, result.source);
-  NodeOps target(ctx, result.target);
+  Node& source = ctx.nodes.node(ctx, result.source);
+  Node& target = ctx.nodes.node(ctx, result.target);
   const std::optional<nlohmann::json> on_source = source.vm_get(vm.uuid);
   if (!on_source) {
     throw PreconditionError(fmt::format("instance {}", vm.uuid),
@@ -199,8 +199,8 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid) {
   try {
     Ends ends = detail::open_ends(ctx, op.record());
     const inventory::Vm vm = detail::recorded_vm(op.record());
-    if (ctx.nodes.kept_path == nullptr) {
-      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+    if (ctx.nodes.kept_link == nullptr) {
+      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
     }
     ctx.reporter.step("syncing data");
     result = detail::sync_datasets(ctx, op, ends, "sync");
@@ -242,10 +242,10 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   }
   // One data path (key, pin, ssh master) for every sync and the switch of this command; its
   // destructor removes it on every way out. Without it each phase opens its own.
-  std::optional<DataPath> kept;
+  std::unique_ptr<Link> kept;
   struct KeptReset {
     NodeAccess& nodes;
-    ~KeptReset() { nodes.kept_path = nullptr; }
+    ~KeptReset() { nodes.kept_link = nullptr; }
   } kept_reset{ctx.nodes};
   if (!(active->phase == state::Phase::switch_ && active->state == state::State::successful)) {
     try {
@@ -254,10 +254,11 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
       for (const std::string& ds : ends.source->tree(detail::instance_roots(*active)).datasets) {
         datasets.push_back(ds);
       }
-      kept.emplace(ctx, detail::data_path_spec(ctx, *active, *ends.source, *ends.target, datasets),
-                   ends.source->runner(), ends.target->runner());
+      kept = ctx.nodes.make_link(
+          ctx, detail::data_path_spec(ctx, *active, *ends.source, *ends.target, datasets),
+          *ends.source, *ends.target);
       kept->open();
-      ctx.nodes.kept_path = &*kept;
+      ctx.nodes.kept_link = kept.get();
     } catch (const Error& e) {
       ctx.log.warn("migrate: no shared data path; each phase opens its own", {{"error", e.what()}});
       kept.reset();

@@ -29,7 +29,7 @@ bool json_bool(const nlohmann::json& j, const char* key, bool def) {
   return def;
 }
 
-void restore_visibility(NodeOps& node, const nlohmann::json& vm, bool autoboot) {
+void restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot) {
   std::vector<std::pair<std::string, std::string>> kv;
   if (json_bool(vm, "do_not_inventory")) {
     kv.emplace_back("do_not_inventory", "false");
@@ -46,8 +46,8 @@ Ends open_ends(Context& ctx, const state::Migration& m) {
   Ends e;
   e.source_server = ctx.inventory.resolve_server(m.source_server_uuid);
   e.target_server = ctx.inventory.resolve_server(m.target_server_uuid);
-  e.source = std::make_unique<NodeOps>(ctx, e.source_server);
-  e.target = std::make_unique<NodeOps>(ctx, e.target_server);
+  e.source = &ctx.nodes.node(ctx, e.source_server);
+  e.target = &ctx.nodes.node(ctx, e.target_server);
   return e;
 }
 
@@ -82,16 +82,6 @@ std::vector<std::string> instance_roots(const state::Migration& m) {
 
 namespace {
 
-struct Transfer {
-  std::string dataset;
-  std::string kind; // full, incremental, clone, resume
-  std::string from;
-  std::string to;
-  std::string token;
-  std::uint64_t estimate = 0;
-  bool exact = false;
-};
-
 std::string snap_part(const std::string& full) {
   const auto at = full.find('@');
   return at == std::string::npos ? std::string() : full.substr(at + 1);
@@ -99,10 +89,10 @@ std::string snap_part(const std::string& full) {
 
 // Plan the streams that bring `ds` on the destination up to `to` (a snapshot on the source),
 // choosing the base by GUID, never by name. Pure over the two trees read before.
-std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id,
-                                   const DatasetTree& st, const DatasetTree& dt,
-                                   const std::string& dst_host, const std::string& ds,
-                                   const std::string& to, NodeOps& dst) {
+std::vector<Stream> plan_dataset(Context& ctx, const std::string& migration_id,
+                                 const DatasetTree& st, const DatasetTree& dt,
+                                 const std::string& dst_host, const std::string& ds,
+                                 const std::string& to, Node& dst) {
   const auto sit = st.snapshots.find(ds);
   const std::vector<SnapshotInfo> src_snaps =
       sit == st.snapshots.end() ? std::vector<SnapshotInfo>{} : sit->second;
@@ -112,11 +102,11 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
     throw Error(ExitCode::zfs, to,
                 "the migration snapshot is missing right after it was taken; check the pool");
   }
-  std::vector<Transfer> out;
+  std::vector<Stream> out;
   if (dt.has(ds)) {
     const std::string token = dt.prop(ds, "receive_resume_token");
     if (!token.empty()) {
-      out.push_back({ds, "resume", "", to, token});
+      out.push_back({ds, StreamKind::resume, "", to, token});
       return out;
     }
     const auto dit = dt.snapshots.find(ds);
@@ -147,7 +137,7 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
     if (common->guid == it_to->guid) {
       return out; // already there
     }
-    out.push_back({ds, "incremental", common->name, to, ""});
+    out.push_back({ds, StreamKind::incremental, common->name, to, ""});
     return out;
   }
   // Users' older snapshots go along (TRITON-1809): the oldest first, then -I up to `to`.
@@ -164,10 +154,10 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
     const std::uint64_t src_guid = std::strtoull(st.prop(origin, "guid").c_str(), nullptr, 10);
     if (dst_guid != 0 && (src_guid == 0 || src_guid == dst_guid)) {
       if (users_snapshots) {
-        out.push_back({ds, "clone", origin, oldest.name, ""});
-        out.push_back({ds, "incremental", oldest.name, to, ""});
+        out.push_back({ds, StreamKind::clone, origin, oldest.name, ""});
+        out.push_back({ds, StreamKind::incremental, oldest.name, to, ""});
       } else {
-        out.push_back({ds, "clone", origin, to, ""});
+        out.push_back({ds, StreamKind::clone, origin, to, ""});
       }
       return out;
     }
@@ -175,17 +165,17 @@ std::vector<Transfer> plan_dataset(Context& ctx, const std::string& migration_id
                  {{"dataset", ds}, {"origin", origin}});
   }
   if (users_snapshots) {
-    out.push_back({ds, "full", "", oldest.name, ""});
-    out.push_back({ds, "incremental", oldest.name, to, ""});
+    out.push_back({ds, StreamKind::full, "", oldest.name, ""});
+    out.push_back({ds, StreamKind::incremental, oldest.name, to, ""});
   } else {
-    out.push_back({ds, "full", "", to, ""});
+    out.push_back({ds, StreamKind::full, "", to, ""});
   }
   return out;
 }
 
 } // namespace
 
-void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
+void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
                      const std::vector<std::string>& roots, const std::string& keep) {
   const std::string tag = "zmigrate-" + migration_id;
   const DatasetTree t = node.tree(roots);
@@ -229,14 +219,13 @@ void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_i
       node.destroy_snapshot(d);
     }
   }
-  ctx.log.debug("pruned migration snapshots",
-                {{"host", node.runner().host()}, {"snapshots", doomed}});
+  ctx.log.debug("pruned migration snapshots", {{"host", node.host()}, {"snapshots", doomed}});
 }
 
 void hold_on_both(Ends& ends, const std::string& migration_id,
                   const std::vector<std::string>& roots, const std::string& snapshot) {
   const std::string tag = "zmigrate-" + migration_id;
-  auto hold = [&](NodeOps& node) {
+  auto hold = [&](Node& node) {
     std::vector<std::string> names;
     const DatasetTree t = node.tree(roots);
     for (const std::string& ds : t.datasets) {
@@ -249,7 +238,7 @@ void hold_on_both(Ends& ends, const std::string& migration_id,
   both([&] { hold(*ends.source); }, [&] { hold(*ends.target); });
 }
 
-DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& src, NodeOps& dst,
+DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, Node& dst,
                             const std::vector<std::string>& datasets) {
   DataPathSpec spec;
   spec.migration_id = m.id;
@@ -269,8 +258,8 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& sr
 SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::string& label,
                          const SyncOptions& options) {
   state::Migration& m = op.record();
-  NodeOps& src = options.reverse ? *ends.target : *ends.source;
-  NodeOps& dst = options.reverse ? *ends.source : *ends.target;
+  Node& src = options.reverse ? *ends.target : *ends.source;
+  Node& dst = options.reverse ? *ends.source : *ends.target;
   const std::string tag = "zmigrate-" + m.id;
   SyncResult result;
   const auto started = ctx.clock.now();
@@ -297,7 +286,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
   result.snapshot = snap;
 
   // 2. Read the source once and plan every stream (GUID-based base selection).
-  std::vector<Transfer> plan;
+  std::vector<Stream> plan;
   std::vector<std::string> all;
   std::vector<std::string> held;
   op.step(label + ".plan", [&](nlohmann::json& d) {
@@ -305,21 +294,20 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
     all = st.datasets;
     for (const std::string& root : roots) {
       if (!st.has(root)) {
-        throw Error(ExitCode::zfs, fmt::format("{}: {}", src.runner().host(), root),
+        throw Error(ExitCode::zfs, fmt::format("{}: {}", src.host(), root),
                     "the instance's dataset does not exist on this node");
       }
     }
     for (const std::string& ds : all) {
       held.push_back(ds + "@" + snap);
-      for (Transfer& t :
-           plan_dataset(ctx, m.id, st, dt, dst.runner().host(), ds, ds + "@" + snap, dst)) {
-        if (t.kind == "resume") {
+      for (Stream& t : plan_dataset(ctx, m.id, st, dt, dst.host(), ds, ds + "@" + snap, dst)) {
+        if (t.kind == StreamKind::resume) {
           // The token comes from the other node: it must resume this dataset, towards a
           // snapshot of this migration, before the source sends anything for it.
           const std::string problem =
               resume_token_problem(ds, m.id, src.resume_token_snapshot(t.token));
           if (!problem.empty()) {
-            throw Error(ExitCode::zfs, fmt::format("{}: {}", dst.runner().host(), ds),
+            throw Error(ExitCode::zfs, fmt::format("{}: {}", dst.host(), ds),
                         fmt::format("{}; refusing to send it. Clear it on the target with \"zfs "
                                     "recv -A {}\" and rerun",
                                     problem, ds));
@@ -337,9 +325,9 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
       src.hold_all(held, tag);
     }
     d["streams"] = nlohmann::json::array();
-    for (const Transfer& t : plan) {
+    for (const Stream& t : plan) {
       d["streams"].push_back({{"dataset", t.dataset},
-                              {"kind", t.kind},
+                              {"kind", to_string(t.kind)},
                               {"from", t.from},
                               {"to", t.to},
                               {"estimate", t.estimate},
@@ -348,15 +336,15 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
   });
   std::uint64_t total = 0;
   bool approximate = !options.estimate;
-  for (const Transfer& t : plan) {
+  for (const Stream& t : plan) {
     total += t.estimate;
     approximate = approximate || !t.exact;
   }
 
   // 3. Send. New target datasets go into the ledger before their first byte arrives.
   if (!plan.empty()) {
-    for (const Transfer& t : plan) {
-      if ((t.kind == "full" || t.kind == "clone") && !options.reverse) {
+    for (const Stream& t : plan) {
+      if ((t.kind == StreamKind::full || t.kind == StreamKind::clone) && !options.reverse) {
         state::Artefact a;
         a.migration_id = m.id;
         a.kind = "target_dataset";
@@ -366,17 +354,17 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
         ctx.store.record_artefact(a);
       }
     }
-    std::optional<DataPath> own_path;
-    DataPath* path = options.path;
+    std::unique_ptr<Link> own_path;
+    Link* path = options.path;
     if (path == nullptr && !options.reverse) {
-      path = ctx.nodes.kept_path; // `migrate` keeps one open across its phases
+      path = ctx.nodes.kept_link; // `migrate` keeps one open across its phases
     }
-    if (path != nullptr && !path->serves(m.id, src.runner(), dst.runner(), all)) {
+    if (path != nullptr && !path->serves(m.id, src, dst, all)) {
       path = nullptr; // e.g. a dataset created since it was opened: its forced command refuses
     }
     if (path == nullptr) {
-      own_path.emplace(ctx, data_path_spec(ctx, m, src, dst, all), src.runner(), dst.runner());
-      path = &*own_path;
+      own_path = ctx.nodes.make_link(ctx, data_path_spec(ctx, m, src, dst, all), src, dst);
+      path = own_path.get();
       op.step(label + ".open_data_path", [&](nlohmann::json& d) {
         path->open();
         d["source"] = src.server().admin_ip;
@@ -389,10 +377,10 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
     auto window_start = ctx.clock.now();
     std::uint64_t window_bytes = 0;
     double rate = 0;
-    for (const Transfer& t : plan) {
+    for (const Stream& t : plan) {
       op.step(label + ".send", [&](nlohmann::json& d) {
         const remote::Argv argv = src.send_argv(t.to, t.from, t.token, dst.caps());
-        const TransferResult tr = path->send(argv, t.dataset, use_pv, [&](std::uint64_t bytes) {
+        const TransferResult tr = path->send(t, argv, use_pv, [&](std::uint64_t bytes) {
           const auto now = ctx.clock.now();
           const double secs = std::chrono::duration<double>(now - window_start).count();
           if (secs > 0.5) {
@@ -409,7 +397,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
         });
         DatasetTransfer dtr;
         dtr.dataset = t.dataset;
-        dtr.kind = t.kind;
+        dtr.kind = to_string(t.kind);
         dtr.from = t.from;
         dtr.to = t.to;
         dtr.estimated_bytes = t.estimate;
@@ -419,21 +407,20 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
         done += dtr.bytes;
         result.transfers.push_back(dtr);
         d = {{"dataset", t.dataset},
-             {"kind", t.kind},
+             {"kind", to_string(t.kind)},
              {"from", t.from},
              {"to", t.to},
              {"bytes", dtr.bytes},
              {"estimate", t.estimate},
              {"counted", tr.bytes_counted}};
       });
-      if (t.kind == "resume") {
+      if (t.kind == StreamKind::resume) {
         // A resumed stream completes an older snapshot; bring the dataset up to date now.
         const DatasetTree st2 = src.tree({t.dataset}, {"origin"});
         const DatasetTree dt2 = dst.tree({t.dataset});
-        for (Transfer& more :
-             plan_dataset(ctx, m.id, st2, dt2, dst.runner().host(), t.dataset, t.to, dst)) {
+        for (Stream& more : plan_dataset(ctx, m.id, st2, dt2, dst.host(), t.dataset, t.to, dst)) {
           const remote::Argv argv = src.send_argv(more.to, more.from, "", dst.caps());
-          done += path->send(argv, more.dataset, use_pv, nullptr).bytes;
+          done += path->send(more, argv, use_pv, nullptr).bytes;
         }
       }
     }

@@ -5,7 +5,8 @@
 #include <zmigrate/migration/context.hpp>
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/engine.hpp>
-#include <zmigrate/migration/node_ops.hpp>
+#include <zmigrate/migration/link.hpp>
+#include <zmigrate/migration/node.hpp>
 #include <zmigrate/migration/operation.hpp>
 
 #include <exception>
@@ -22,8 +23,8 @@ namespace zmigrate::migration::detail {
 struct Ends {
   inventory::Server source_server;
   inventory::Server target_server;
-  std::unique_ptr<NodeOps> source;
-  std::unique_ptr<NodeOps> target;
+  Node* source = nullptr; // NodeAccess owns the nodes for the command
+  Node* target = nullptr;
 };
 
 Ends open_ends(Context& ctx, const state::Migration& m);
@@ -38,7 +39,7 @@ inventory::Vm recorded_vm(const state::Migration& m);
 std::vector<std::string> instance_roots(const state::Migration& m);
 
 // Run `a` here and `b` on a second thread at once, wait for both, rethrow the first failure.
-// Only for remote work on two different nodes (each NodeOps has its own session): neither may
+// Only for remote work on two different nodes (each Node has its own session): neither may
 // touch the state store or the reporter.
 inline void both(const std::function<void()>& a, const std::function<void()>& b) {
   auto fb = std::async(std::launch::async, b);
@@ -56,12 +57,12 @@ inline void both(const std::function<void()>& a, const std::function<void()>& b)
 }
 
 struct SyncOptions {
-  bool reverse = false;     // data flows from the target back to the source (rollback)
-  bool prune = true;        // drop older migration snapshots afterwards
-  bool estimate = true;     // size every stream first (progress totals)
-  DataPath* path = nullptr; // an open data path to reuse (the switch keeps one open)
-  bool holds = true; // hold the new snapshot on both sides (source before sending); the final
-                     // sync inside the downtime window leaves that to the caller, afterwards
+  bool reverse = false; // data flows from the target back to the source (rollback)
+  bool prune = true;    // drop older migration snapshots afterwards
+  bool estimate = true; // size every stream first (progress totals)
+  Link* path = nullptr; // an open data link to reuse (the switch keeps one open)
+  bool holds = true;    // hold the new snapshot on both sides (source before sending); the final
+                        // sync inside the downtime window leaves that to the caller, afterwards
 };
 
 // Hold `snapshot` (a snap name) of every dataset under the instance's roots on both nodes.
@@ -74,12 +75,12 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
                          const SyncOptions& options = {});
 
 // The data path spec between `src` and `dst` for this instance's datasets.
-DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, NodeOps& src, NodeOps& dst,
+DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, Node& dst,
                             const std::vector<std::string>& datasets);
 
 // Remove every snapshot of this migration on `node` for the instance's datasets, except `keep`
 // (a snap name like zmigrate-<id>-3; "" removes all). Releases holds first.
-void prune_snapshots(Context& ctx, NodeOps& node, const std::string& migration_id,
+void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
                      const std::vector<std::string>& roots, const std::string& keep);
 
 // NAPI: reserve every NIC IP not already reserved; remember which ones (data.reserved_ips and the
@@ -102,6 +103,6 @@ bool json_bool(const nlohmann::json& j, const char* key, bool def = false);
 
 // Make the instance `vm` (its `vmadm get` object on `node`) visible with `autoboot` again:
 // do_not_inventory=false and autoboot as given, each only when the node shows otherwise.
-void restore_visibility(NodeOps& node, const nlohmann::json& vm, bool autoboot);
+void restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot);
 
 } // namespace zmigrate::migration::detail

@@ -107,14 +107,14 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   nlohmann::json& sw = m.data["switch"];
   bool hidden = json_bool(sw, "source_hidden");
   bool hidden_now = false; // this command hid the source just now
-  std::optional<DataPath> path;
-  DataPath* dp = nullptr;                  // the path in use: `path` or the command's kept one
+  std::unique_ptr<Link> path;
+  Link* dp = nullptr;                      // the path in use: `path` or the command's kept one
   std::optional<nlohmann::json> vmapi_now; // read in prepare; absent on the resume path
 
   try {
     if (!hidden) {
-      if (ctx.nodes.kept_path == nullptr) {
-        DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      if (ctx.nodes.kept_link == nullptr) {
+        ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
       }
       std::string source_state;
       timed("prepare", "", [&](nlohmann::json& d) {
@@ -145,16 +145,16 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       timed("open_data_path", "", [&](nlohmann::json& d) {
         const std::vector<std::string> datasets =
             ends.source->tree(detail::instance_roots(m)).datasets;
-        DataPath* kept = ctx.nodes.kept_path;
-        if (kept != nullptr &&
-            kept->serves(m.id, ends.source->runner(), ends.target->runner(), datasets)) {
+        Link* kept = ctx.nodes.kept_link;
+        if (kept != nullptr && kept->serves(m.id, *ends.source, *ends.target, datasets)) {
           dp = kept; // `migrate`: the path of its syncs, master already up
           d["kept"] = true;
         } else {
-          path.emplace(ctx, detail::data_path_spec(ctx, m, *ends.source, *ends.target, datasets),
-                       ends.source->runner(), ends.target->runner());
+          path = ctx.nodes.make_link(
+              ctx, detail::data_path_spec(ctx, m, *ends.source, *ends.target, datasets),
+              *ends.source, *ends.target);
           path->open();
-          dp = &*path;
+          dp = path.get();
         }
         d["datasets"] = datasets;
       });
@@ -312,9 +312,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
             mountpoint = mp;
           }
         }
-        remote::run_checked(ends.target->runner(), remote::Command({"zfs", "create", "-p", cores}),
-                            {}, ExitCode::zfs);
-        ends.target->set_property(cores, "mountpoint", mountpoint);
+        ends.target->create_dataset(cores, {{"mountpoint", mountpoint}});
         d["mountpoint"] = mountpoint;
       }
     });
@@ -328,7 +326,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     if (json_bool(quota, "must_remove")) {
       timed("restore_quota", "restoring the instance's quota", [&](nlohmann::json& d) {
         // As Triton: quota back to the current reservation (TRITON-1407), on both copies.
-        for (NodeOps* node : {ends.target.get(), ends.source.get()}) {
+        for (Node* node : {ends.target, ends.source}) {
           const auto props = node->properties(vm.zfs_filesystem, {"reservation"});
           node->set_property(vm.zfs_filesystem, "quota", props.at("reservation"));
         }
@@ -351,7 +349,7 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       if (path) {
         path->close();
       }
-      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
       // The final snapshot stays on both sides as the rollback base; older ones go.
       const std::string keep = m.data.value("synced_snap", "");
       const std::string keep_snap = keep.substr(keep.find('@') + 1);

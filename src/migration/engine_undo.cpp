@@ -27,7 +27,7 @@ void archive(Context& ctx, Operation& op, state::Phase phase) {
   op.finish_phase(state::State::successful);
 }
 
-void clear_indestructible(NodeOps& node, const inventory::Vm& vm) {
+void clear_indestructible(Node& node, const inventory::Vm& vm) {
   const auto j = node.vm_get(vm.uuid);
   if (!j) {
     return;
@@ -278,7 +278,7 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
       d["removed"] = remove_target_copy(ctx, ends, m, vm, TargetZone::instance);
     });
     op.step("rollback.cleanup", [&](nlohmann::json&) {
-      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
       detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
       const nlohmann::json quota = m.data.value("quota", nlohmann::json::object());
       if (json_bool(quota, "must_remove")) {
@@ -317,7 +317,7 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
                               "\"zmigrate switch\" and then use rollback");
     }
     op.step("abort.remove_data_path", [&](nlohmann::json&) {
-      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
     });
     ctx.reporter.step("removing the reserved instance");
     op.step("abort.remove_target", [&](nlohmann::json& d) {
@@ -385,7 +385,7 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
     });
     ctx.reporter.step("removing migration snapshots");
     op.step("finalize.cleanup", [&](nlohmann::json&) {
-      DataPath::remove_leftovers(ctx, op.id(), ends.source->runner(), ends.target->runner());
+      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
       detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
       // The rest is now the instance's (or gone with the source); a data path still open in
       // this process (`migrate --finalize`) removes its own rows when it closes.

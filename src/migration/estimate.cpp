@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/estimate.hpp>
-#include <zmigrate/migration/node_ops.hpp>
+#include <zmigrate/migration/node.hpp>
 #include <zmigrate/util/error.hpp>
 
 #include <algorithm>
@@ -56,8 +56,8 @@ std::uint64_t u64_prop(const std::map<std::string, std::string>& props, const st
   return v;
 }
 
-InstanceEstimate estimate_vm(NodeOps& node, const inventory::Vm& vm,
-                             const inventory::Server& server, double rate) {
+InstanceEstimate estimate_vm(Node& node, const inventory::Vm& vm, const inventory::Server& server,
+                             double rate) {
   InstanceEstimate e;
   e.vm_uuid = vm.uuid;
   e.alias = vm.alias;
@@ -135,7 +135,7 @@ InstanceEstimate estimate_instance(Context& ctx, const std::string& vm_uuid, dou
     throw NotFoundError(fmt::format("instance {}", vm_uuid), "VMAPI has no such instance");
   }
   const inventory::Server server = ctx.inventory.resolve_server(vm->server_uuid);
-  NodeOps node(ctx, server);
+  Node& node = ctx.nodes.node(ctx, server);
   return estimate_vm(node, *vm, server, rate);
 }
 
@@ -145,7 +145,7 @@ ServerEstimate estimate_server(Context& ctx, const std::string& name, double rat
   e.server_uuid = server.uuid;
   e.server_hostname = server.hostname;
   e.parallel = parallel;
-  NodeOps node(ctx, server);
+  Node& node = ctx.nodes.node(ctx, server);
   std::vector<std::uint64_t> sizes;
   for (const inventory::Vm& vm : ctx.inventory.list_vms(server.uuid, "active")) {
     if (vm.do_not_inventory) {

@@ -20,14 +20,34 @@
 
 namespace zmigrate::migration {
 
-class DataPath;
+class Link;
+class Node;
+struct Context;
+struct DataPathSpec;
 
-// Gives one Runner per compute node per zmigrate command (one SSH session, reused).
+// Gives the engine its nodes and data links: one Node (over one Runner, one SSH session) per
+// compute node per zmigrate command. The defaults build the real ones (SmartosNode over
+// runner_for, DataPath); engine tests override node(), make_link() and remove_leftover_links()
+// with stateful fakes (tests/fakes/fake_node.hpp).
 class NodeAccess {
 public:
-  virtual ~NodeAccess() = default;
+  NodeAccess();
+  virtual ~NodeAccess();
+  NodeAccess(const NodeAccess&) = delete;
+  NodeAccess& operator=(const NodeAccess&) = delete;
   // The runner for `server` (connects lazily). The reference stays valid for the command.
   virtual remote::Runner& runner_for(const inventory::Server& server) = 0;
+
+  // The node `server` (made on first use). The reference stays valid for the command.
+  virtual Node& node(Context& ctx, const inventory::Server& server);
+  // A data link from `source` to `target` as `spec` says, not yet open.
+  virtual std::unique_ptr<Link> make_link(Context& ctx, const DataPathSpec& spec, Node& source,
+                                          Node& target);
+  // Remove every data-link artefact of `migration_id` on both nodes as the ledger names them
+  // (after a crash); links open in this process are left to their close(). Never throws for a
+  // node that is unreachable or refuses: leaves its ledger rows live instead (and warns).
+  virtual void remove_leftover_links(Context& ctx, const std::string& migration_id, Node& source,
+                                     Node& target);
 
   // What this command learnt about a node (by runner host), so the phases of one `migrate`
   // probe each node once: ZFS capabilities and the ssh host key.
@@ -41,13 +61,15 @@ public:
     return m_facts[host];
   }
 
-  // A data path the running command keeps open across phases (`migrate`: every sync and the
+  // A data link the running command keeps open across phases (`migrate`: every sync and the
   // switch share one key and one ssh master), or null. Its owner sets and clears it.
-  DataPath* kept_path = nullptr;
+  Link* kept_link = nullptr;
 
 private:
   std::mutex m_facts_mutex;
   std::map<std::string, Facts> m_facts;
+  std::mutex m_nodes_mutex;
+  std::map<std::string, std::unique_ptr<Node>> m_nodes; // by server uuid
 };
 
 // Where domain code reports what it is doing; cli/ renders it (sdc-migrate style, or JSON).

@@ -9,6 +9,7 @@
 // The pure functions below build every text and argv; DataPath executes them.
 
 #include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/link.hpp>
 #include <zmigrate/remote/command.hpp>
 #include <zmigrate/remote/runner.hpp>
 
@@ -97,33 +98,27 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
 // Parses one line of `pv -n -b` output (a byte count); nullopt for any other stderr line.
 std::optional<std::uint64_t> parse_pv_line(std::string_view line);
 
-struct TransferResult {
-  std::uint64_t bytes = 0; // counted by pv, or the estimate when no counter was available
-  bool bytes_counted = false;
-  std::chrono::milliseconds duration{0};
-};
-
-class DataPath {
+class DataPath final : public Link {
 public:
   // `source`/`target` are the operator sessions to the two nodes.
   DataPath(Context& ctx, DataPathSpec spec, remote::Runner& source, remote::Runner& target);
-  ~DataPath(); // best-effort close() if still open; never throws
+  ~DataPath() override; // best-effort close() if still open; never throws
   DataPath(const DataPath&) = delete;
   DataPath& operator=(const DataPath&) = delete;
 
   // Remove leftovers of earlier paths of this migration (from the ledger, ending their processes),
   // make the key, install it on the target and on the source, start the multiplexing master.
-  void open();
+  void open() override;
   // Send one stream. `on_bytes` gets the running byte count about once a second. When the send
   // fails or throws, this path's processes on both nodes are ended (best effort) first.
-  TransferResult send(const remote::Argv& zfs_send, const std::string& dataset, bool use_pv,
-                      const std::function<void(std::uint64_t)>& on_bytes);
+  TransferResult send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
+                      const std::function<void(std::uint64_t)>& on_bytes) override;
   // Remove the key, the known_hosts pin, the forced command and the master. Idempotent.
-  void close();
+  void close() override;
   // True when this path is open for `migration_id`, from `source` to `target`, and its forced
   // command accepts every dataset of `datasets`.
-  bool serves(const std::string& migration_id, const remote::Runner& source,
-              const remote::Runner& target, const std::vector<std::string>& datasets) const;
+  bool serves(const std::string& migration_id, const Node& source, const Node& target,
+              const std::vector<std::string>& datasets) const override;
 
   const std::string& path_id() const { return m_spec.path_id; }
 

@@ -533,6 +533,13 @@ struct PathFixture {
 
 } // namespace
 
+Stream u1_stream() {
+  Stream s;
+  s.dataset = "zones/u1";
+  s.to = "zones/u1@s1";
+  return s;
+}
+
 TEST_CASE("migration::DataPath records the exact line and removes only it", "[data_path]") {
   PathFixture f;
   f.target.on_handler([](const remote::Command& cmd, const remote::RunOptions&) {
@@ -623,7 +630,7 @@ TEST_CASE("migration::DataPath records the exact line and removes only it", "[da
   }
   SECTION("a failed send ends the path's processes on both nodes") {
     f.source.on_regex(" recv zones/u1$", fakes::failed(255, "Timeout, server not responding"));
-    CHECK_THROWS_AS(path.send({"zfs", "send", "zones/u1@s1"}, "zones/u1", false, {}),
+    CHECK_THROWS_AS(path.send(u1_stream(), {"zfs", "send", "zones/u1@s1"}, false, {}),
                     TransientError);
     for (fakes::FakeRunner* r : {&f.source, &f.target}) {
       const auto kills = runs_of(*r, scripts::kill());
@@ -647,7 +654,7 @@ TEST_CASE("migration::DataPath records the exact line and removes only it", "[da
           return std::nullopt;
         });
     try {
-      path.send({"zfs", "send", "zones/u1@s1"}, "zones/u1", false, {});
+      path.send(u1_stream(), {"zfs", "send", "zones/u1@s1"}, false, {});
       FAIL("send did not throw");
     } catch (const Error& e) {
       CHECK(std::string(e.what()).find("interrupted") != std::string::npos);

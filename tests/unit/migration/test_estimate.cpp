@@ -35,7 +35,7 @@ const std::string k_root = "zones/" + k_vm;
 const std::string k_data = k_root + "/data";
 const double k_rate = 20.0 * 1024 * 1024;
 
-// The rendered commands NodeOps runs.
+// The rendered commands SmartosNode runs.
 std::string probe() {
   return remote::render(zfs::probe_command());
 }

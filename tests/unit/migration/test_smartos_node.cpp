@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
-// NodeOps over a FakeRunner: "absent" is proven by vmadm's own answer (and zoneadm), never
+// SmartosNode over a FakeRunner: "absent" is proven by vmadm's own answer (and zoneadm), never
 // inferred from an error text; destroys refuse anything that is not the instance's; mountpoints
 // set by a stream must lie under the zonepath; a resume token names its snapshot.
 // engine_common.hpp is the engine's internal header (detail::), reached from the source tree.
@@ -10,7 +10,7 @@
 #include "fakes/memory_state_store.hpp"
 
 #include <zmigrate/migration/context.hpp>
-#include <zmigrate/migration/node_ops.hpp>
+#include <zmigrate/migration/smartos_node.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/log.hpp>
@@ -54,9 +54,9 @@ const std::string k_not_found = "zoneadm: " + k_vm + ": No such zone configured\
 
 } // namespace
 
-TEST_CASE("NodeOps::vm_get proves absence", "[migration][node_ops][safety]") {
+TEST_CASE("SmartosNode::vm_get proves absence", "[migration][node_ops][safety]") {
   Fixture f;
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   SECTION("vmadm's own not-found answer and zoneadm without the zone: absent") {
     f.runner.on(k_get, failed(1, k_not_found))
         .on(k_zones, ok("0:global:running:/::liveimg:shared:0\n"));
@@ -93,10 +93,10 @@ TEST_CASE("NodeOps::vm_get proves absence", "[migration][node_ops][safety]") {
   }
 }
 
-TEST_CASE("NodeOps::vm_delete passes a failure only when the instance is proven gone",
+TEST_CASE("SmartosNode::vm_delete passes a failure only when the instance is proven gone",
           "[migration][node_ops][safety]") {
   Fixture f;
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   f.runner.on("vmadm delete " + k_vm, failed(1, "Failed to delete VM: something not found\n"));
   SECTION("gone") {
     f.runner.on(k_get, failed(1, k_not_found)).on(k_zones, ok(""));
@@ -108,9 +108,9 @@ TEST_CASE("NodeOps::vm_delete passes a failure only when the instance is proven 
   }
 }
 
-TEST_CASE("NodeOps::dataset_exists proves absence", "[migration][node_ops][safety]") {
+TEST_CASE("SmartosNode::dataset_exists proves absence", "[migration][node_ops][safety]") {
   Fixture f;
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   const std::string ds = "zones/" + k_vm;
   const std::string cmd = "zfs list -H -t all -o name " + ds;
   SECTION("zfs's own answer") {
@@ -127,10 +127,10 @@ TEST_CASE("NodeOps::dataset_exists proves absence", "[migration][node_ops][safet
   }
 }
 
-TEST_CASE("NodeOps::destroy_dataset destroys only the instance's own",
+TEST_CASE("SmartosNode::destroy_dataset destroys only the instance's own",
           "[migration][node_ops][safety]") {
   Fixture f;
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   for (const std::string& ds :
        {std::string("zones"), std::string("zones/cores"), "zones/" + k_other,
         "zones/" + k_other + "-disk0", "zones/images/" + k_vm}) {
@@ -141,9 +141,9 @@ TEST_CASE("NodeOps::destroy_dataset destroys only the instance's own",
   CHECK(f.runner.commands == std::vector<std::string>{"zfs destroy -r zones/" + k_vm + "-disk0"});
 }
 
-TEST_CASE("NodeOps::check_mountpoints", "[migration][node_ops][safety]") {
+TEST_CASE("SmartosNode::check_mountpoints", "[migration][node_ops][safety]") {
   Fixture f;
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   const std::string root = "zones/" + k_vm;
   const std::string cmd =
       "zfs get -Hp -r -o name,property,value,source mountpoint,zoned,type " + root;
@@ -199,10 +199,10 @@ TEST_CASE("migration::detail::put_vmapi_server writes the instance as VMAPI has 
   CHECK(body["state"] == "stopped");
 }
 
-TEST_CASE("NodeOps destroys: a failure passes only when the name is proven gone",
+TEST_CASE("SmartosNode destroys: a failure passes only when the name is proven gone",
           "[migration][node_ops][safety]") {
   Fixture f;
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   const std::string snap = "zones/" + k_vm + "@zmigrate-m1-1";
   f.runner.on("zfs destroy " + snap, failed(1, "could not find any snapshots to destroy\n"));
   SECTION("gone: fine") {
@@ -220,11 +220,11 @@ TEST_CASE("NodeOps destroys: a failure passes only when the name is proven gone"
   }
 }
 
-TEST_CASE("NodeOps::resume_token_snapshot decodes the token on this node",
+TEST_CASE("SmartosNode::resume_token_snapshot decodes the token on this node",
           "[migration][node_ops][safety]") {
   Fixture f;
   f.nodes.facts_for(f.runner.host()).caps = zfs::Capabilities{}; // probed already
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   // Real OpenZFS 2.3.2 output of `zfs send -nvP -t <token>` (tests/data/zfs/openzfs-2.3-real).
   const std::string decoded =
       "resume token contents:\nnvlist version: 0\n\tobject = 0x2\n"
@@ -246,10 +246,10 @@ TEST_CASE("NodeOps::resume_token_snapshot decodes the token on this node",
   }
 }
 
-TEST_CASE("NodeOps::mount_filesystems leaves zoned (delegated) datasets to the zone",
+TEST_CASE("SmartosNode::mount_filesystems leaves zoned (delegated) datasets to the zone",
           "[migration][node_ops][safety]") {
   Fixture f;
-  NodeOps node(f.ctx, f.server);
+  SmartosNode node(f.ctx, f.server);
   const std::string root = "zones/" + k_vm;
   f.runner.on("zfs get -Hp -r -o name,property,value,source mountpoint,zoned,type " + root,
               ok(root + "\tmountpoint\t/zones/" + k_vm + "\tlocal\n" + root +

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/data_path.hpp>
-#include <zmigrate/migration/node_ops.hpp>
 #include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/smartos_node.hpp>
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
@@ -26,13 +26,13 @@ bool vmadm_says_no_such_vm(const remote::Result& r, const std::string& uuid) {
 }
 } // namespace
 
-NodeOps::NodeOps(Context& ctx, const inventory::Server& server)
+SmartosNode::SmartosNode(Context& ctx, const inventory::Server& server)
     : m_ctx(ctx), m_server(server), m_runner(ctx.nodes.runner_for(server)),
       m_facts(ctx.nodes.facts_for(m_runner.host())) {}
 
-NodeOps::~NodeOps() = default;
+SmartosNode::~SmartosNode() = default;
 
-const zfs::Capabilities& NodeOps::caps() {
+const zfs::Capabilities& SmartosNode::caps() {
   if (!m_facts.caps) {
     // One batched probe per node per command.
     const remote::Result r = m_runner.run(zfs::probe_command());
@@ -42,7 +42,7 @@ const zfs::Capabilities& NodeOps::caps() {
   return *m_facts.caps;
 }
 
-std::optional<nlohmann::json> NodeOps::vm_get(const std::string& uuid) {
+std::optional<nlohmann::json> SmartosNode::vm_get(const std::string& uuid) {
   const std::string what = fmt::format("{}: vmadm get {}", m_runner.host(), uuid);
   remote::RunOptions opts;
   opts.timeout = std::chrono::seconds(60);
@@ -72,20 +72,19 @@ std::optional<nlohmann::json> NodeOps::vm_get(const std::string& uuid) {
   return j;
 }
 
-void NodeOps::vm_stop(const std::string& uuid) {
+void SmartosNode::vm_stop(const std::string& uuid) {
   remote::RunOptions opts;
   opts.timeout = k_vmadm_timeout;
   remote::run_checked(m_runner, remote::Command({"vmadm", "stop", uuid}), opts);
 }
 
-void NodeOps::vm_start(const std::string& uuid) {
+void SmartosNode::vm_start(const std::string& uuid) {
   remote::RunOptions opts;
   opts.timeout = k_vmadm_timeout;
   remote::run_checked(m_runner, remote::Command({"vmadm", "start", uuid}), opts);
 }
 
-void NodeOps::vm_update(const std::string& uuid,
-                        const std::vector<std::pair<std::string, std::string>>& kv) {
+void SmartosNode::vm_update(const std::string& uuid, const KeyValues& kv) {
   remote::Argv argv{"vmadm", "update", uuid};
   for (const auto& [k, v] : kv) {
     argv.push_back(k + "=" + v);
@@ -95,7 +94,7 @@ void NodeOps::vm_update(const std::string& uuid,
   remote::run_checked(m_runner, remote::Command(argv), opts);
 }
 
-void NodeOps::vm_delete(const std::string& uuid) {
+void SmartosNode::vm_delete(const std::string& uuid) {
   remote::RunOptions opts;
   opts.timeout = k_vmadm_timeout;
   remote::Result r;
@@ -116,12 +115,12 @@ void NodeOps::vm_delete(const std::string& uuid) {
   }
 }
 
-std::string NodeOps::zone_export(const std::string& uuid) {
+std::string SmartosNode::zone_export(const std::string& uuid) {
   return remote::run_checked(m_runner, remote::Command({"zonecfg", "-z", uuid, "export"})).out;
 }
 
-void NodeOps::zone_import(const std::string& migration_id, const std::string& uuid,
-                          const std::string& config) {
+void SmartosNode::zone_import(const std::string& migration_id, const std::string& uuid,
+                              const std::string& config) {
   const std::string dir = private_dir(migration_id);
   write_remote_file(m_runner, dir, "zone.cfg", config, "600");
   remote::run_checked(m_runner, remote::Command({"zonecfg", "-z", uuid, "-f", dir + "/zone.cfg"}));
@@ -129,7 +128,7 @@ void NodeOps::zone_import(const std::string& migration_id, const std::string& uu
   m_runner.run(remote::Command({"rm", "-rf", dir})); // the dir is the migration's alone
 }
 
-void NodeOps::zone_remove(const std::string& uuid) {
+void SmartosNode::zone_remove(const std::string& uuid) {
   // Either may already be gone after an interrupted attempt; what matters is the end state.
   m_runner.run(remote::Command({"zoneadm", "-z", uuid, "detach"}));
   const remote::Result r = m_runner.run(remote::Command({"zonecfg", "-z", uuid, "delete", "-F"}));
@@ -139,13 +138,13 @@ void NodeOps::zone_remove(const std::string& uuid) {
   }
 }
 
-void NodeOps::image_import(const std::string& image_uuid) {
+void SmartosNode::image_import(const std::string& image_uuid) {
   remote::RunOptions opts;
   opts.timeout = std::chrono::minutes(30);
   remote::run_checked(m_runner, remote::Command({"imgadm", "import", "-q", image_uuid}), opts);
 }
 
-std::string NodeOps::host_key() {
+std::string SmartosNode::host_key() {
   if (!m_facts.host_key.empty()) {
     return m_facts.host_key;
   }
@@ -228,7 +227,7 @@ std::uint64_t to_u64(const std::string& s) {
 
 } // namespace
 
-bool NodeOps::zone_listed(const std::string& uuid) {
+bool SmartosNode::zone_listed(const std::string& uuid) {
   // `zoneadm list -cp`: id:name:state:path:uuid:brand:ip-type, every configured zone.
   const remote::Result r = remote::run_checked(
       m_runner, remote::Command({"zoneadm", "list", "-cp"}), remote::RunOptions{});
@@ -251,7 +250,7 @@ bool NodeOps::zone_listed(const std::string& uuid) {
   return false;
 }
 
-remote::Result NodeOps::zfs_retry(const remote::Argv& argv) {
+remote::Result SmartosNode::zfs_retry(const remote::Argv& argv) {
   remote::Result r;
   std::chrono::milliseconds delay(100);
   for (int attempt = 0; attempt < 7; ++attempt) {
@@ -276,8 +275,8 @@ std::string DatasetTree::prop(const std::string& name, const std::string& key) c
   return p == it->second.end() ? std::string() : p->second;
 }
 
-void NodeOps::check_mountpoints(const std::vector<std::string>& roots,
-                                const std::string& zonepath) {
+void SmartosNode::check_mountpoints(const std::vector<std::string>& roots,
+                                    const std::string& zonepath) {
   remote::Argv argv{
       "zfs", "get", "-Hp", "-r", "-o", "name,property,value,source", "mountpoint,zoned,type"};
   for (const std::string& r : roots) {
@@ -313,8 +312,8 @@ void NodeOps::check_mountpoints(const std::vector<std::string>& roots,
   }
 }
 
-std::vector<std::string> NodeOps::mount_filesystems(const std::vector<std::string>& roots,
-                                                    const std::string& zonepath) {
+std::vector<std::string> SmartosNode::mount_filesystems(const std::vector<std::string>& roots,
+                                                        const std::string& zonepath) {
   check_mountpoints(roots, zonepath);
   const DatasetTree t = tree(roots, {"type", "mounted", "mountpoint", "canmount", "zoned"});
   std::vector<std::string> mounted;
@@ -335,8 +334,8 @@ std::vector<std::string> NodeOps::mount_filesystems(const std::vector<std::strin
   return mounted;
 }
 
-DatasetTree NodeOps::tree(const std::vector<std::string>& roots,
-                          const std::vector<std::string>& extra_props) {
+DatasetTree SmartosNode::tree(const std::vector<std::string>& roots,
+                              const std::vector<std::string>& extra_props) {
   std::string list = "guid,createtxg";
   for (const std::string& p : extra_props) {
     list += "," + p;
@@ -378,7 +377,7 @@ DatasetTree NodeOps::tree(const std::vector<std::string>& roots,
   return t;
 }
 
-bool NodeOps::dataset_exists(const std::string& ds) {
+bool SmartosNode::dataset_exists(const std::string& ds) {
   const std::string name = ds.find('@') != std::string::npos ? checked_snap(ds) : checked_ds(ds);
   const remote::Result r =
       m_runner.run(remote::Command({"zfs", "list", "-H", "-t", "all", "-o", "name", name}));
@@ -395,7 +394,7 @@ bool NodeOps::dataset_exists(const std::string& ds) {
                           r.exit_status, r.err.empty() ? "no error text" : r.err));
 }
 
-std::vector<std::string> NodeOps::hierarchy(const std::string& root) {
+std::vector<std::string> SmartosNode::hierarchy(const std::string& root) {
   const remote::Result r = m_runner.run(remote::Command(
       {"zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume", "-r", checked_ds(root)}));
   if (!r.ok()) {
@@ -407,7 +406,7 @@ std::vector<std::string> NodeOps::hierarchy(const std::string& root) {
   return lines_of(r.out); // zfs lists parents before children
 }
 
-std::vector<SnapshotInfo> NodeOps::snapshots(const std::string& ds) {
+std::vector<SnapshotInfo> SmartosNode::snapshots(const std::string& ds) {
   const remote::Result r =
       m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-s",
                                     "creation", "-r", "-d", "1", checked_ds(ds)}));
@@ -446,8 +445,8 @@ std::vector<SnapshotInfo> NodeOps::snapshots(const std::string& ds) {
   return out;
 }
 
-std::map<std::string, std::string> NodeOps::properties(const std::string& ds,
-                                                       const std::vector<std::string>& props) {
+std::map<std::string, std::string> SmartosNode::properties(const std::string& ds,
+                                                           const std::vector<std::string>& props) {
   std::string list;
   for (const std::string& p : props) {
     list += (list.empty() ? "" : ",") + p;
@@ -465,13 +464,14 @@ std::map<std::string, std::string> NodeOps::properties(const std::string& ds,
   return out;
 }
 
-std::string NodeOps::origin(const std::string& ds) {
+std::string SmartosNode::origin(const std::string& ds) {
   const auto p = properties(ds, {"origin"});
   const auto it = p.find("origin");
   return it == p.end() ? std::string() : it->second;
 }
 
-void NodeOps::snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap) {
+void SmartosNode::snapshot_recursive(const std::vector<std::string>& roots,
+                                     const std::string& snap) {
   if (caps().multi_snapshot || roots.size() == 1) {
     remote::Argv argv{"zfs", "snapshot", "-r"};
     for (const std::string& r : roots) {
@@ -489,7 +489,7 @@ void NodeOps::snapshot_recursive(const std::vector<std::string>& roots, const st
   }
 }
 
-void NodeOps::destroy_snapshot(const std::string& full_name) {
+void SmartosNode::destroy_snapshot(const std::string& full_name) {
   const remote::Result r = zfs_retry({"zfs", "destroy", checked_snap(full_name)});
   // A failure is fine only when the snapshot is proven gone (an earlier attempt removed it).
   if (!r.ok() && dataset_exists(full_name)) {
@@ -498,7 +498,7 @@ void NodeOps::destroy_snapshot(const std::string& full_name) {
   }
 }
 
-void NodeOps::destroy_snapshot_recursive(const std::string& full_name) {
+void SmartosNode::destroy_snapshot_recursive(const std::string& full_name) {
   const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_snap(full_name)});
   if (!r.ok() && dataset_exists(full_name)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), full_name),
@@ -506,7 +506,7 @@ void NodeOps::destroy_snapshot_recursive(const std::string& full_name) {
   }
 }
 
-void NodeOps::destroy_dataset(const std::string& ds, const std::string& owner_uuid) {
+void SmartosNode::destroy_dataset(const std::string& ds, const std::string& owner_uuid) {
   if (!owned_by_instance(ds, owner_uuid)) {
     throw PreconditionError(fmt::format("{}: zfs destroy -r {}", m_runner.host(), ds),
                             fmt::format("refused: it is not a dataset of instance {} (a pool root "
@@ -519,8 +519,8 @@ void NodeOps::destroy_dataset(const std::string& ds, const std::string& owner_uu
   }
 }
 
-void NodeOps::set_property(const std::string& ds, const std::string& prop,
-                           const std::string& value) {
+void SmartosNode::set_property(const std::string& ds, const std::string& prop,
+                               const std::string& value) {
   zfs::DatasetName name(ds);
   for (char c : prop + value) {
     if (c == '\n' || c == '\0') {
@@ -531,7 +531,15 @@ void NodeOps::set_property(const std::string& ds, const std::string& prop,
                       ExitCode::zfs);
 }
 
-void NodeOps::rollback_to(const std::string& full_name) {
+void SmartosNode::create_dataset(const std::string& ds, const KeyValues& props) {
+  remote::run_checked(m_runner, remote::Command({"zfs", "create", "-p", checked_ds(ds)}), {},
+                      ExitCode::zfs);
+  for (const auto& [prop, value] : props) {
+    set_property(ds, prop, value);
+  }
+}
+
+void SmartosNode::rollback_to(const std::string& full_name) {
   const remote::Result r = zfs_retry({"zfs", "rollback", checked_snap(full_name)});
   if (!r.ok()) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs rollback {}", m_runner.host(), full_name),
@@ -539,7 +547,7 @@ void NodeOps::rollback_to(const std::string& full_name) {
   }
 }
 
-std::string NodeOps::resume_token(const std::string& ds) {
+std::string SmartosNode::resume_token(const std::string& ds) {
   if (!caps().resume_tokens) {
     return {};
   }
@@ -548,7 +556,7 @@ std::string NodeOps::resume_token(const std::string& ds) {
   return it == p.end() ? std::string() : it->second;
 }
 
-std::string NodeOps::resume_token_snapshot(const std::string& token) {
+std::string SmartosNode::resume_token_snapshot(const std::string& token) {
   remote::Argv argv = send_argv("", "", token, caps()); // validates the token's characters
   argv.insert(argv.begin() + 2, "-nvP");
   const remote::Result r = remote::run_checked(m_runner, remote::Command(argv), {}, ExitCode::zfs);
@@ -562,7 +570,7 @@ std::string NodeOps::resume_token_snapshot(const std::string& token) {
               "the resume token names no snapshot (no toname in the decoded token)");
 }
 
-void NodeOps::hold(const std::string& full_name, const std::string& tag) {
+void SmartosNode::hold(const std::string& full_name, const std::string& tag) {
   if (!caps().holds) {
     return;
   }
@@ -574,14 +582,14 @@ void NodeOps::hold(const std::string& full_name, const std::string& tag) {
   }
 }
 
-void NodeOps::release(const std::string& full_name, const std::string& tag) {
+void SmartosNode::release(const std::string& full_name, const std::string& tag) {
   if (!caps().holds) {
     return;
   }
   m_runner.run(remote::Command({"zfs", "release", tag, checked_snap(full_name)}));
 }
 
-void NodeOps::hold_all(const std::vector<std::string>& full_names, const std::string& tag) {
+void SmartosNode::hold_all(const std::vector<std::string>& full_names, const std::string& tag) {
   if (!caps().holds || full_names.empty()) {
     return;
   }
@@ -599,7 +607,7 @@ void NodeOps::hold_all(const std::vector<std::string>& full_names, const std::st
   }
 }
 
-void NodeOps::release_all(const std::vector<std::string>& full_names, const std::string& tag) {
+void SmartosNode::release_all(const std::vector<std::string>& full_names, const std::string& tag) {
   if (!caps().holds || full_names.empty()) {
     return;
   }
@@ -617,8 +625,9 @@ void NodeOps::release_all(const std::vector<std::string>& full_names, const std:
   }
 }
 
-remote::Argv NodeOps::send_argv(const std::string& snapshot, const std::string& from,
-                                const std::string& token, const zfs::Capabilities& target_caps) {
+remote::Argv SmartosNode::send_argv(const std::string& snapshot, const std::string& from,
+                                    const std::string& token,
+                                    const zfs::Capabilities& target_caps) {
   if (!token.empty()) {
     for (char c : token) {
       if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') {
@@ -649,10 +658,10 @@ remote::Argv NodeOps::send_argv(const std::string& snapshot, const std::string& 
   return argv;
 }
 
-std::pair<std::uint64_t, bool> NodeOps::estimate_send(const std::string& snapshot,
-                                                      const std::string& from,
-                                                      const std::string& token,
-                                                      const DatasetTree* known) {
+std::pair<std::uint64_t, bool> SmartosNode::estimate_send(const std::string& snapshot,
+                                                          const std::string& from,
+                                                          const std::string& token,
+                                                          const DatasetTree* known) {
   if (caps().dry_run_parsable) {
     remote::Argv argv = send_argv(snapshot, from, token, caps());
     argv.insert(argv.begin() + 2, "-nvP");

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: MPL-2.0
+#pragma once
+// A data link: the way one zmigrate command moves ZFS streams from one node to another. The
+// engine asks NodeAccess::open_link for one and sends typed streams over it; it never sees the
+// key, the ssh master or the pipeline. Abstract so engine tests can copy snapshots between fake
+// nodes (tests/fakes/fake_node.hpp); the real implementation is DataPath (data_path.hpp): the
+// source pipes `zfs send` straight to the target over ssh with an ephemeral, restricted key.
+
+#include <zmigrate/remote/command.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace zmigrate::migration {
+
+class Node;
+
+// What kind of stream brings a dataset on the receiving node up to a snapshot.
+enum class StreamKind {
+  full,        // everything up to `to`
+  incremental, // from `from`, a snapshot of the same dataset both nodes hold (GUID-equal)
+  clone,       // from `from`, the clone's origin, which the receiver holds with the same GUID
+  resume,      // the rest of an interrupted receive (`token` from the receiver)
+};
+const char* to_string(StreamKind kind);
+
+// One stream of a sync plan.
+struct Stream {
+  std::string dataset;
+  StreamKind kind = StreamKind::full;
+  std::string from;  // full name of the base snapshot ("" for full and resume)
+  std::string to;    // full name of the snapshot the stream brings
+  std::string token; // resume only
+  std::uint64_t estimate = 0;
+  bool exact = false; // the estimate is zfs's own (send -nvP)
+};
+
+struct TransferResult {
+  std::uint64_t bytes = 0; // counted by pv, or the estimate when no counter was available
+  bool bytes_counted = false;
+  std::chrono::milliseconds duration{0};
+};
+
+class Link {
+public:
+  virtual ~Link() = default;
+  // Set the link up (key, pins, master); whatever it creates is in the ledger first.
+  virtual void open() = 0;
+  // Send `stream` (its zfs argv built by the sending node: `zfs_send`). `on_bytes` gets the
+  // running byte count about once a second. Throws when the stream did not arrive whole.
+  virtual TransferResult send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
+                              const std::function<void(std::uint64_t)>& on_bytes) = 0;
+  // Remove what open() set up. Idempotent; never leaves a ledger row for something removed.
+  virtual void close() = 0;
+  // True when this link is open for `migration_id`, from `source` to `target`, and accepts
+  // every dataset of `datasets`.
+  virtual bool serves(const std::string& migration_id, const Node& source, const Node& target,
+                      const std::vector<std::string>& datasets) const = 0;
+};
+
+} // namespace zmigrate::migration

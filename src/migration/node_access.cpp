@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: MPL-2.0
+// The real nodes and links NodeAccess hands out by default.
+#include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/data_path.hpp>
+#include <zmigrate/migration/link.hpp>
+#include <zmigrate/migration/node.hpp>
+#include <zmigrate/migration/smartos_node.hpp>
+
+namespace zmigrate::migration {
+
+NodeAccess::NodeAccess() = default;
+NodeAccess::~NodeAccess() = default;
+
+Node& NodeAccess::node(Context& ctx, const inventory::Server& server) {
+  const std::lock_guard<std::mutex> lock(m_nodes_mutex);
+  std::unique_ptr<Node>& slot = m_nodes[server.uuid];
+  if (!slot) {
+    slot = std::make_unique<SmartosNode>(ctx, server);
+  }
+  return *slot;
+}
+
+std::unique_ptr<Link> NodeAccess::make_link(Context& ctx, const DataPathSpec& spec, Node& source,
+                                            Node& target) {
+  return std::make_unique<DataPath>(ctx, spec, runner_for(source.server()),
+                                    runner_for(target.server()));
+}
+
+void NodeAccess::remove_leftover_links(Context& ctx, const std::string& migration_id, Node& source,
+                                       Node& target) {
+  DataPath::remove_leftovers(ctx, migration_id, runner_for(source.server()),
+                             runner_for(target.server()));
+}
+
+const char* to_string(StreamKind kind) {
+  switch (kind) {
+  case StreamKind::full:
+    return "full";
+  case StreamKind::incremental:
+    return "incremental";
+  case StreamKind::clone:
+    return "clone";
+  case StreamKind::resume:
+    return "resume";
+  }
+  return "full";
+}
+
+} // namespace zmigrate::migration
