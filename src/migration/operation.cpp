@@ -210,7 +210,13 @@ void Operation::step(const std::string& name,
   const auto start = m_ctx.clock.now();
   nlohmann::json details = nlohmann::json::object();
   try {
+    if (m_ctx.settings.step_hook) {
+      m_ctx.settings.step_hook(name, true);
+    }
     fn(details);
+    if (m_ctx.settings.step_hook) {
+      m_ctx.settings.step_hook(name, false);
+    }
   } catch (const std::exception& e) {
     details["error"] = e.what();
     details["duration_ms"] =

@@ -109,6 +109,10 @@ struct Settings {
   bool allow_older_platform = false;
   // Test-only fault hook (ZMIGRATE_FAULT_STEP): SIGKILL this process just before this journal step.
   std::string fault_step;
+  // Test-only (engine unit tests): called with each journal step's name just before it runs
+  // (`before` true) and just after it ran, before it is journaled ok (`before` false); a throw
+  // there fails the step as if the step itself had failed at that point.
+  std::function<void(const std::string& step, bool before)> step_hook;
   // This host's name, for leases.
   std::string hostname;
   // --take-over: take the lease of a migration from a zmigrate on another head node whose
