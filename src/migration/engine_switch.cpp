@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: MPL-2.0
 // switch: stop, final delta, move the configuration and the IPs, start on the target.
 //
-// Order of steps and why:
-//  - Everything that does not need the instance stopped happens first (IP reservations, a
-//    pre-switch incremental sync, the data path and its ssh master, the hidden zone config on the
-//    target), so the downtime window holds only: stop, snapshot + final delta, hide the source,
-//    tell VMAPI, promote and start the target.
+// Order of steps and why (switch_steps below reads as this list):
+//  - Everything that does not need the instance stopped happens first (IP reservations, the
+//    data link and its ssh master, a pre-switch incremental sync, the hidden zone config on the
+//    target), so the downtime window holds only: stop, snapshot + final delta, check the
+//    target, hide the source, tell VMAPI, start the target.
 //  - Hiding the source (do_not_inventory) is the point of no return, as Triton's disallowRetry:
-//    a failure before it restarts the source and leaves a retryable sync/failed state; after it,
-//    rerunning switch completes forward.
+//    a failure before it runs the undos (the source restarted as it was, the staged zone and
+//    the IP reservations removed) and leaves a retryable sync/failed state; after it, rerunning
+//    switch completes forward.
 #include "engine_common.hpp"
 
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
@@ -28,54 +30,331 @@ using detail::json_bool;
 
 namespace {
 
-std::chrono::milliseconds since(Context& ctx, std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(ctx.clock.now() - t);
+// What the steps of one switch share.
+struct SwitchRun {
+  Context& ctx;
+  Operation& op;
+  Ends ends;
+  inventory::Vm vm;
+  SwitchPlan plan;
+  std::unique_ptr<Link> own_link;          // opened by this switch
+  Link* link = nullptr;                    // in use: own_link or the command's kept one
+  std::optional<nlohmann::json> vmapi_now; // read in prepare; absent on the resume path
+  std::string source_state;                // read in prepare
+  std::uint64_t final_bytes = 0;
+
+  state::Migration& m() { return op.record(); }
+  nlohmann::json& sw() { return op.record().data["switch"]; }
+  Node& src() { return *ends.source; }
+  Node& dst() { return *ends.target; }
+};
+
+// The instance as the source node and VMAPI show it now; decides the rest of the plan.
+void prepare(SwitchRun& r, nlohmann::json& d) {
+  if (const std::optional<inventory::Vm> now = r.ctx.inventory.find_vm(r.vm.uuid)) {
+    r.vmapi_now = now->raw; // for the update inside the window (one read here)
+  }
+  const auto src = r.src().vm_get(r.vm.uuid);
+  if (!src) {
+    throw Error(ExitCode::failure, fmt::format("{}: instance {}", r.src().host(), r.vm.uuid),
+                "is gone from the source node; check \"vmadm list\" there");
+  }
+  r.source_state = src->value("state", "");
+  // Remember whether it ran before the first switch attempt stopped it.
+  if (!r.sw().contains("was_running")) {
+    r.sw()["was_running"] = r.source_state == "running";
+  }
+  bool recent_sync = false;
+  if (const std::string last = r.m().data.value("last_sync_end", ""); !last.empty()) {
+    try {
+      recent_sync = r.ctx.clock.wall_now() - parse_iso8601(last) < k_quick_sync;
+    } catch (const Error&) {
+      recent_sync = false;
+    }
+  }
+  r.plan = plan_switch(r.m().data, r.vm, r.source_state, recent_sync);
+  r.op.save();
+  d["was_running"] = r.plan.was_running;
+  d["presync"] = r.plan.presync;
 }
 
-// Create the zone configuration on the target, hidden (DNI, autoboot off), plus its cores
-// dataset. Idempotent: an existing staged config is kept.
-void stage_target(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
-  if (ends.target->vm_get(vm.uuid)) {
+// One data link (key, pinned host key, ssh master) for the whole switch, opened before the
+// downtime window so the final delta starts streaming at once.
+void open_link(SwitchRun& r, nlohmann::json& d) {
+  const std::vector<std::string> datasets = r.src().tree(detail::instance_roots(r.m())).datasets;
+  Link* kept = r.ctx.nodes.kept_link;
+  if (kept != nullptr && kept->serves(r.m().id, r.src(), r.dst(), datasets)) {
+    r.link = kept; // `migrate`: the link of its syncs, master already up
+    d["kept"] = true;
+  } else {
+    r.own_link = r.ctx.nodes.make_link(
+        r.ctx, detail::data_path_spec(r.ctx, r.m(), r.src(), r.dst(), datasets), r.src(), r.dst());
+    r.own_link->open();
+    r.link = r.own_link.get();
+  }
+  d["datasets"] = datasets;
+}
+
+// The zone configuration on the target, hidden (DNI, autoboot off). Idempotent: an existing
+// staged config is kept. Its ledger row goes first.
+void stage_target(SwitchRun& r) {
+  if (r.dst().vm_get(r.vm.uuid)) {
     return;
   }
-  const std::string config = hide_zone_config(ends.source->zone_export(vm.uuid));
+  const std::string config = hide_zone_config(r.src().zone_export(r.vm.uuid));
   state::Artefact a;
-  a.migration_id = op.id();
+  a.migration_id = r.m().id;
   a.kind = "zone_config";
   a.host = "target";
-  a.name = vm.uuid;
-  a.created = iso8601(ctx.clock.wall_now());
-  ctx.store.record_artefact(a);
-  ends.target->zone_import(op.id(), vm.uuid, config);
+  a.name = r.vm.uuid;
+  a.created = iso8601(r.ctx.clock.wall_now());
+  r.ctx.store.record_artefact(a);
+  r.dst().zone_import(r.m().id, r.vm.uuid, config);
 }
 
-// A failure before the source was hidden: put the source back as it was and make the failure
-// retryable (Triton's storeFailure returns the record to phase sync).
-void undo_before_hide(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
-  const nlohmann::json& sw = op.record().data["switch"];
-  try {
-    ends.target->zone_remove(vm.uuid);
-    for (const state::Artefact& a : ctx.store.live_artefacts(op.id())) {
-      if (a.kind == "zone_config") {
-        ctx.store.mark_artefact_removed(a.id);
+void remove_staged(SwitchRun& r) {
+  r.dst().zone_remove(r.vm.uuid);
+  for (const state::Artefact& a : r.ctx.store.live_artefacts(r.m().id)) {
+    if (a.kind == "zone_config") {
+      r.ctx.store.mark_artefact_removed(a.id);
+    }
+  }
+}
+
+void stop_source(SwitchRun& r, nlohmann::json& d) {
+  if (r.source_state == "running") {
+    // Seen running a moment ago: stop at once (one vmadm run inside the window); only a
+    // refusal costs a second look.
+    try {
+      r.src().vm_stop(r.vm.uuid);
+    } catch (const Error&) {
+      const auto src = r.src().vm_get(r.vm.uuid);
+      if (!src || src->value("state", "") != "stopped") {
+        throw;
       }
     }
-  } catch (const std::exception& e) {
-    ctx.log.warn("could not remove the staged zone config", {{"error", e.what()}});
-  }
-  // Put back what is true on the node, not what the record believes: a hide that failed may
-  // still have changed do_not_inventory or autoboot.
-  const auto src = ends.source->vm_get(vm.uuid);
-  if (src) {
-    detail::restore_visibility(*ends.source, *src, json_bool(op.record().data, "autoboot", true));
-  }
-  if (json_bool(sw, "was_running")) {
-    if (src && src->value("state", "") != "running") {
-      ctx.reporter.step("starting the original instance");
-      ends.source->vm_start(vm.uuid);
+  } else {
+    const auto src = r.src().vm_get(r.vm.uuid);
+    if (src && src->value("state", "") != "stopped") {
+      r.src().vm_stop(r.vm.uuid);
     }
   }
-  detail::unreserve_ips(ctx, op);
+  d["state"] = "stopped";
+}
+
+// Put the source back as it was, from what the node shows (a hide that failed, or one of an
+// interrupted earlier attempt, may have changed do_not_inventory or autoboot), and start it
+// when it ran before the switch.
+void restore_source(SwitchRun& r) {
+  const auto src = r.src().vm_get(r.vm.uuid);
+  if (src) {
+    detail::restore_visibility(r.src(), *src, json_bool(r.m().data, "autoboot", true));
+  }
+  if (json_bool(r.sw(), "was_running") && src && src->value("state", "") != "running") {
+    r.ctx.reporter.step("starting the original instance");
+    r.src().vm_start(r.vm.uuid);
+  }
+}
+
+void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::json& d) {
+  detail::SyncOptions o;
+  o.path = r.link;
+  if (final) {
+    o.prune = false;    // after the window
+    o.estimate = false; // nothing to show progress for in a sub-second delta
+    o.holds = false;    // round trips; held after the window (nothing prunes before)
+  }
+  const SyncResult s = detail::sync_datasets(r.ctx, r.op, r.ends, label, o);
+  d["bytes"] = s.bytes;
+  if (final) {
+    r.final_bytes = s.bytes;
+  }
+}
+
+void hide_source(SwitchRun& r) {
+  // Journaled before it acts (the step's running row): after a failure here the undo reads the
+  // node and puts back whatever the update may already have changed.
+  r.src().vm_update(r.vm.uuid, {{"do_not_inventory", "true"}, {"autoboot", "false"}});
+  r.sw()["source_hidden"] = true;
+  r.op.save();
+}
+
+// Started while still hidden (do_not_inventory): the window ends when it runs, and the
+// promotion happens outside it. The source is stopped and hidden, so there is never a second
+// running copy; on the resume path that is checked first.
+void start_target(SwitchRun& r, nlohmann::json& d) {
+  if (r.plan.resuming) {
+    const auto src = r.src().vm_get(r.vm.uuid);
+    if (src && src->value("state", "") == "running") {
+      throw Error(ExitCode::failure, fmt::format("{}: instance {}", r.src().host(), r.vm.uuid),
+                  "the hidden source is running; refusing to start a second copy. Stop it with "
+                  "\"vmadm stop\" there and rerun switch");
+    }
+  }
+  try {
+    r.dst().vm_start(r.vm.uuid);
+  } catch (const Error&) {
+    const auto tgt = r.dst().vm_get(r.vm.uuid);
+    if (!tgt || tgt->value("state", "") != "running") {
+      throw;
+    }
+    d["already_running"] = true;
+  }
+}
+
+// The cores dataset is not synced (as Triton); the target gets its own, mounted where the
+// source's was, created after the start so it lands inside the mounted zone root.
+void create_cores(SwitchRun& r, nlohmann::json& d) {
+  const std::string cores = "zones/cores/" + r.vm.uuid;
+  if (r.dst().dataset_exists(cores)) {
+    return;
+  }
+  std::string mountpoint = r.vm.zonepath + "/cores";
+  if (r.src().dataset_exists(cores)) {
+    const std::string mp = r.src().properties(cores, {"mountpoint"})["mountpoint"];
+    if (!mp.empty()) {
+      mountpoint = mp;
+    }
+  }
+  r.dst().create_dataset(cores, {{"mountpoint", mountpoint}});
+  d["mountpoint"] = mountpoint;
+}
+
+// As Triton: quota back to the current reservation (TRITON-1407), on both copies.
+void restore_quota(SwitchRun& r, nlohmann::json& d) {
+  for (Node* node : {r.ends.target, r.ends.source}) {
+    const auto props = node->properties(r.vm.zfs_filesystem, {"reservation"});
+    node->set_property(r.vm.zfs_filesystem, "quota", props.at("reservation"));
+  }
+  d["quota"] = r.m().data.value("quota", nlohmann::json::object()).value("reservation", "");
+}
+
+// The link closes; the final snapshot stays on both sides as the rollback base, older ones
+// go. The target's zone and datasets stay in the ledger until finalize: rollback removes
+// exactly those. The removed quota was restored before.
+void clean_up(SwitchRun& r) {
+  if (r.own_link) {
+    r.own_link->close();
+  }
+  r.ctx.nodes.remove_leftover_links(r.ctx, r.m().id, r.src(), r.dst());
+  const std::string keep = r.m().data.value("synced_snap", "");
+  const std::string keep_snap = keep.substr(keep.find('@') + 1);
+  const std::vector<std::string> roots = detail::instance_roots(r.m());
+  if (r.src().caps().holds || r.dst().caps().holds) {
+    detail::hold_on_both(r.ends, r.m().id, roots, keep_snap);
+  }
+  detail::prune_snapshots(r.ctx, r.src(), r.m().id, roots, keep_snap);
+  detail::prune_snapshots(r.ctx, r.dst(), r.m().id, roots, keep_snap);
+  for (const state::Artefact& a : r.ctx.store.live_artefacts(r.m().id)) {
+    if (a.kind == "quota_removed") {
+      r.ctx.store.mark_artefact_removed(a.id);
+    }
+  }
+}
+
+PhaseSpec switch_steps(SwitchRun& r) {
+  const SwitchPlan& p = r.plan;
+  const std::string autoboot = json_bool(r.m().data, "autoboot", true) ? "true" : "false";
+  const std::vector<std::string> roots = detail::instance_roots(r.m());
+  using W = Window;
+  return {
+      "switch",
+      {
+          // Its undo is the last one to run on a failure before the hide: the source as it was,
+          // also after an interrupted earlier attempt that had stopped or hidden it.
+          {"prepare", "", [&r](auto& d) { prepare(r, d); }, [&r] { restore_source(r); }, W::outside,
+           &p.before_hide},
+          {"reserve_ips", "reserving the IP addresses for the instance",
+           [&r](auto& d) {
+             detail::reserve_ips(r.ctx, r.op, r.vm);
+             d["reserved"] = r.m().data["reserved_ips"];
+           },
+           [&r] { detail::unreserve_ips(r.ctx, r.op); }, W::outside, &p.before_hide},
+          {"open_data_path", "", [&r](auto& d) { open_link(r, d); },
+           [&r] {
+             if (r.own_link) {
+               r.own_link->close();
+             }
+           },
+           W::outside, &p.before_hide},
+          // One more pass while it runs, so the delta inside the window is small.
+          {"presync",
+           "syncing data before stopping the instance",
+           [&r](auto& d) { sync_once(r, "switch.presync", false, d); },
+           {},
+           W::outside,
+           &p.presync},
+          {"stage_target", "setting up the target instance (hidden)",
+           [&r](auto&) { stage_target(r); }, [&r] { remove_staged(r); }, W::outside,
+           &p.before_hide},
+          // ---- downtime window: the source stops here ----
+          {"stop_source", "stopping the instance", [&r](auto& d) { stop_source(r, d); },
+           [&r] { restore_source(r); }, W::downtime, &p.before_hide, "stop"},
+          {"final_sync",
+           "syncing the final delta",
+           [&r](auto& d) { sync_once(r, "switch.final_sync", true, d); },
+           {},
+           W::downtime,
+           &p.before_hide},
+          // What the streams set must not get mounted over the target's global zone files.
+          {"check_target",
+           "",
+           [&r, roots](auto&) { r.dst().check_mountpoints(roots, r.vm.zonepath); },
+           {},
+           W::downtime,
+           &p.before_hide},
+          {"hide_source", "hiding the original instance", [&r](auto&) { hide_source(r); },
+           [&r] { restore_source(r); }, W::downtime, &p.before_hide},
+          // ---- point of no return: the source is hidden; forward only from here ----
+          {"update_vmapi",
+           "",
+           [&r](auto&) {
+             detail::put_vmapi_server(r.ctx, r.vm, r.ends.target_server.uuid, "stopped",
+                                      r.vmapi_now);
+           },
+           {},
+           W::downtime},
+          {"start_target",
+           "starting the migrated instance",
+           [&r](auto& d) { start_target(r, d); },
+           {},
+           W::downtime,
+           &p.was_running},
+          // ---- window closed: the target runs ----
+          {"promote_target", "promoting the migrated instance",
+           [&r, autoboot](auto&) {
+             r.dst().vm_update(r.vm.uuid, {{"do_not_inventory", "false"}, {"autoboot", autoboot}});
+           }},
+          // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
+          // (the zone's config lives there), so mount what start would have mounted.
+          {"mount_target",
+           "",
+           [&r, roots](auto& d) { d["mounted"] = r.dst().mount_filesystems(roots, r.vm.zonepath); },
+           {},
+           W::outside,
+           &p.mount_target},
+          {"create_cores", "", [&r](auto& d) { create_cores(r, d); }},
+          {"wait_vmapi", "waiting for VMAPI to show the instance on the target",
+           [&r](auto&) {
+             detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.target_server.uuid,
+                                r.plan.was_running ? "running" : "stopped");
+           }},
+          {"unreserve_ips", "", [&r](auto&) { detail::unreserve_ips(r.ctx, r.op); }},
+          {"restore_quota",
+           "restoring the instance's quota",
+           [&r](auto& d) { restore_quota(r, d); },
+           {},
+           W::outside,
+           &p.restore_quota},
+          {"indestructible",
+           "enabling deletion protection",
+           [&r](auto&) { r.dst().vm_update(r.vm.uuid, r.plan.indestructible); },
+           {},
+           W::outside,
+           &p.protect},
+          {"cleanup", "", [&r](auto&) { clean_up(r); }},
+      },
+      "hide_source"};
 }
 
 } // namespace
@@ -83,308 +362,25 @@ void undo_before_hide(Context& ctx, Operation& op, Ends& ends, const inventory::
 SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   Operation op(ctx, vm_uuid, Action::switch_, "switch"); // lease, then re-read and check
   state::Migration& m = op.record();
-  const bool resuming = m.phase == state::Phase::switch_;
   op.start_phase(state::Phase::switch_, "switching instances");
-  SwitchResult result;
-  std::vector<TimedStep>& steps = result.steps;
-  auto timed = [&](const std::string& name, const std::string& message,
-                   const std::function<void(nlohmann::json&)>& fn) {
-    if (!message.empty()) {
-      ctx.reporter.step(message);
-    }
-    const auto t = ctx.clock.now();
-    op.step("switch." + name, fn);
-    steps.push_back({name, since(ctx, t)});
-  };
-
-  Ends ends = detail::open_ends(ctx, m);
-  const inventory::Vm vm = detail::recorded_vm(m);
-  if (!m.data.contains("switch") || !resuming) {
-    if (!m.data.contains("switch")) {
-      m.data["switch"] = nlohmann::json::object();
-    }
+  if (!m.data.contains("switch")) {
+    m.data["switch"] = nlohmann::json::object();
   }
-  nlohmann::json& sw = m.data["switch"];
-  bool hidden = json_bool(sw, "source_hidden");
-  bool hidden_now = false; // this command hid the source just now
-  std::unique_ptr<Link> path;
-  Link* dp = nullptr;                      // the path in use: `path` or the command's kept one
-  std::optional<nlohmann::json> vmapi_now; // read in prepare; absent on the resume path
-
+  SwitchRun r{ctx, op, detail::open_ends(ctx, m), detail::recorded_vm(m), {}, {}, {}, {}, {}, 0};
+  r.plan = plan_switch(m.data, r.vm, "", false); // the rest is decided in prepare
+  if (r.plan.before_hide && ctx.nodes.kept_link == nullptr) {
+    ctx.nodes.remove_leftover_links(ctx, op.id(), r.src(), r.dst());
+  }
+  const PhaseSpec spec = switch_steps(r);
+  PhaseReport report;
   try {
-    if (!hidden) {
-      if (ctx.nodes.kept_link == nullptr) {
-        ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
-      }
-      std::string source_state;
-      timed("prepare", "", [&](nlohmann::json& d) {
-        // The instance as VMAPI has it now, for the update inside the window (one read here).
-        if (const std::optional<inventory::Vm> now = ctx.inventory.find_vm(vm.uuid)) {
-          vmapi_now = now->raw;
-        }
-        const auto src = ends.source->vm_get(vm.uuid);
-        if (!src) {
-          throw Error(ExitCode::failure,
-                      fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
-                      "is gone from the source node; check \"vmadm list\" there");
-        }
-        source_state = src->value("state", "");
-        // Remember whether it ran before the first switch attempt stopped it.
-        if (!sw.contains("was_running")) {
-          sw["was_running"] = src->value("state", "") == "running";
-        }
-        op.save();
-        d["was_running"] = sw["was_running"];
-      });
-      timed("reserve_ips", "reserving the IP addresses for the instance", [&](nlohmann::json& d) {
-        detail::reserve_ips(ctx, op, vm);
-        d["reserved"] = m.data["reserved_ips"];
-      });
-      // One data path (key, pinned host key, ssh master) for the whole switch, opened before
-      // the downtime window so the final delta starts streaming at once.
-      timed("open_data_path", "", [&](nlohmann::json& d) {
-        const std::vector<std::string> datasets =
-            ends.source->tree(detail::instance_roots(m)).datasets;
-        Link* kept = ctx.nodes.kept_link;
-        if (kept != nullptr && kept->serves(m.id, *ends.source, *ends.target, datasets)) {
-          dp = kept; // `migrate`: the path of its syncs, master already up
-          d["kept"] = true;
-        } else {
-          path = ctx.nodes.make_link(
-              ctx, detail::data_path_spec(ctx, m, *ends.source, *ends.target, datasets),
-              *ends.source, *ends.target);
-          path->open();
-          dp = path.get();
-        }
-        d["datasets"] = datasets;
-      });
-      const bool running_now = source_state == "running";
-      // One more pass while it runs, so the delta inside the downtime window is small; not
-      // worth it right after a sync (`migrate`): the delta is only seconds of writes.
-      bool recent_sync = false;
-      if (const std::string last = m.data.value("last_sync_end", ""); !last.empty()) {
-        try {
-          recent_sync = ctx.clock.wall_now() - parse_iso8601(last) < k_quick_sync;
-        } catch (const Error&) {
-          recent_sync = false;
-        }
-      }
-      sw["presync_skipped"] = running_now && recent_sync;
-      if (running_now && !recent_sync) {
-        timed("presync", "syncing data before stopping the instance", [&](nlohmann::json& d) {
-          detail::SyncOptions so;
-          so.path = dp;
-          const SyncResult s = detail::sync_datasets(ctx, op, ends, "switch.presync", so);
-          d["bytes"] = s.bytes;
-        });
-      }
-      timed("stage_target", "setting up the target instance (hidden)",
-            [&](nlohmann::json&) { stage_target(ctx, op, ends, vm); });
-
-      // --- downtime window ---
-      ctx.reporter.step("stopping the instance");
-      const auto stop_t = ctx.clock.now();
-      timed("stop_source", "", [&](nlohmann::json& d) {
-        if (running_now) {
-          // Seen running a moment ago: stop at once (one vmadm run inside the window); only
-          // a refusal costs a second look.
-          try {
-            ends.source->vm_stop(vm.uuid);
-          } catch (const Error&) {
-            const auto src = ends.source->vm_get(vm.uuid);
-            if (!src || src->value("state", "") != "stopped") {
-              throw;
-            }
-          }
-        } else {
-          const auto src = ends.source->vm_get(vm.uuid);
-          if (src && src->value("state", "") != "stopped") {
-            ends.source->vm_stop(vm.uuid);
-          }
-        }
-        d["state"] = "stopped";
-      });
-      const auto stopped_at = ctx.clock.now();
-      result.downtime_steps.push_back({"stop", since(ctx, stop_t)});
-      auto t = ctx.clock.now();
-      ctx.reporter.step("syncing the final delta");
-      detail::SyncOptions fo;
-      fo.path = dp;
-      fo.prune = false;    // after the window
-      fo.estimate = false; // nothing to show progress for in a sub-second delta
-      fo.holds = false;    // round trips; held after the window (nothing prunes before)
-      const SyncResult fin = detail::sync_datasets(ctx, op, ends, "switch.final_sync", fo);
-      result.final_bytes = fin.bytes;
-      result.downtime_steps.push_back({"final_sync", since(ctx, t)});
-      sw["stopped_at_ms"] = 0;
-      op.save();
-
-      // Before the point of no return: what the streams set must not get mounted over the
-      // target's global zone files when the instance starts there.
-      t = ctx.clock.now();
-      timed("check_target", "", [&](nlohmann::json&) {
-        ends.target->check_mountpoints(detail::instance_roots(m), vm.zonepath);
-      });
-      result.downtime_steps.push_back({"check_target", since(ctx, t)});
-      t = ctx.clock.now();
-      timed("hide_source", "hiding the original instance", [&](nlohmann::json&) {
-        // Journaled before it acts (the step's running row): after a failure here the undo
-        // reads the node and puts back whatever the update may already have changed.
-        std::vector<std::pair<std::string, std::string>> kv{{"do_not_inventory", "true"}};
-        kv.emplace_back("autoboot", "false");
-        ends.source->vm_update(vm.uuid, kv);
-        sw["source_hidden"] = true;
-        op.save();
-      });
-      hidden = true;
-      hidden_now = true;
-      result.downtime_steps.push_back({"hide_source", since(ctx, t)});
-      sw["downtime_start_offset_ms"] = since(ctx, stopped_at).count();
-      op.save();
-      // The rest of the window is measured from `stopped_at`.
-      sw["stopped_at_wall"] = iso8601(ctx.clock.wall_now() - since(ctx, stopped_at));
-      result.downtime = since(ctx, stopped_at);
-    }
-
-    // --- forward from here (also the resume path after a crash past the hide) ---
-    const bool was_running = json_bool(sw, "was_running");
-    result.was_running = was_running;
-    const auto window = ctx.clock.now();
-    auto t = ctx.clock.now();
-    timed("update_vmapi", "", [&](nlohmann::json&) {
-      detail::put_vmapi_server(ctx, vm, ends.target_server.uuid, "stopped", vmapi_now);
-    });
-    result.downtime_steps.push_back({"update_vmapi", since(ctx, t)});
-    if (was_running) {
-      // Started while still hidden (do_not_inventory): the window ends when it runs, and the
-      // promotion below happens outside it. The source is stopped and hidden, so there is
-      // never a second running copy.
-      t = ctx.clock.now();
-      timed("start_target", "starting the migrated instance", [&](nlohmann::json& d) {
-        if (!hidden_now) {
-          // Resuming after an interruption: look before starting anything.
-          const auto src = ends.source->vm_get(vm.uuid);
-          if (src && src->value("state", "") == "running") {
-            throw Error(ExitCode::failure,
-                        fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
-                        "the hidden source is running; refusing to start a second copy. Stop "
-                        "it with \"vmadm stop\" there and rerun switch");
-          }
-        }
-        try {
-          ends.target->vm_start(vm.uuid);
-        } catch (const Error&) {
-          const auto tgt = ends.target->vm_get(vm.uuid);
-          if (!tgt || tgt->value("state", "") != "running") {
-            throw;
-          }
-          d["already_running"] = true;
-        }
-      });
-      result.downtime_steps.push_back({"start_target", since(ctx, t)});
-    }
-    result.downtime += since(ctx, window);
-    sw["downtime_ms"] = result.downtime.count();
-    op.save();
-
-    timed("promote_target", "promoting the migrated instance", [&](nlohmann::json&) {
-      ends.target->vm_update(
-          vm.uuid, {{"do_not_inventory", "false"},
-                    {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
-    });
-    if (!was_running) {
-      // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
-      // (the zone's config lives there), so mount what start would have mounted.
-      timed("mount_target", "", [&](nlohmann::json& d) {
-        d["mounted"] = ends.target->mount_filesystems(detail::instance_roots(m), vm.zonepath);
-      });
-    }
-
-    timed("create_cores", "", [&](nlohmann::json& d) {
-      // The cores dataset is not synced (as Triton); the target gets its own, mounted where the
-      // source's was, created after the start so it lands inside the mounted zone root.
-      const std::string cores = "zones/cores/" + vm.uuid;
-      if (!ends.target->dataset_exists(cores)) {
-        std::string mountpoint = vm.zonepath + "/cores";
-        if (ends.source->dataset_exists(cores)) {
-          const std::string mp = ends.source->properties(cores, {"mountpoint"})["mountpoint"];
-          if (!mp.empty()) {
-            mountpoint = mp;
-          }
-        }
-        ends.target->create_dataset(cores, {{"mountpoint", mountpoint}});
-        d["mountpoint"] = mountpoint;
-      }
-    });
-    timed("wait_vmapi", "waiting for VMAPI to show the instance on the target",
-          [&](nlohmann::json&) {
-            detail::wait_vmapi(ctx, vm.uuid, ends.target_server.uuid,
-                               was_running ? "running" : "stopped");
-          });
-    timed("unreserve_ips", "", [&](nlohmann::json&) { detail::unreserve_ips(ctx, op); });
-    const nlohmann::json quota = m.data.value("quota", nlohmann::json::object());
-    if (json_bool(quota, "must_remove")) {
-      timed("restore_quota", "restoring the instance's quota", [&](nlohmann::json& d) {
-        // As Triton: quota back to the current reservation (TRITON-1407), on both copies.
-        for (Node* node : {ends.target, ends.source}) {
-          const auto props = node->properties(vm.zfs_filesystem, {"reservation"});
-          node->set_property(vm.zfs_filesystem, "quota", props.at("reservation"));
-        }
-        d["quota"] = quota.value("reservation", "");
-      });
-    }
-    if (vm.indestructible_zoneroot || vm.indestructible_delegated) {
-      timed("indestructible", "enabling deletion protection", [&](nlohmann::json&) {
-        std::vector<std::pair<std::string, std::string>> kv;
-        if (vm.indestructible_zoneroot) {
-          kv.emplace_back("indestructible_zoneroot", "true");
-        }
-        if (vm.indestructible_delegated) {
-          kv.emplace_back("indestructible_delegated", "true");
-        }
-        ends.target->vm_update(vm.uuid, kv);
-      });
-    }
-    timed("cleanup", "", [&](nlohmann::json&) {
-      if (path) {
-        path->close();
-      }
-      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
-      // The final snapshot stays on both sides as the rollback base; older ones go.
-      const std::string keep = m.data.value("synced_snap", "");
-      const std::string keep_snap = keep.substr(keep.find('@') + 1);
-      if (ends.source->caps().holds || ends.target->caps().holds) {
-        detail::hold_on_both(ends, m.id, detail::instance_roots(m), keep_snap);
-      }
-      detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), keep_snap);
-      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), keep_snap);
-      // The target's zone and datasets stay in the ledger until finalize: rollback removes
-      // exactly those. The removed quota is restored above.
-      for (const state::Artefact& a : ctx.store.live_artefacts(op.id())) {
-        if (a.kind == "quota_removed") {
-          ctx.store.mark_artefact_removed(a.id);
-        }
-      }
-    });
-    nlohmann::json dsteps = nlohmann::json::object();
-    for (const TimedStep& s : result.downtime_steps) {
-      dsteps[s.name] = s.duration.count();
-    }
-    op.finish_phase(state::State::successful, {},
-                    {{"downtime_ms", result.downtime.count()},
-                     {"downtime_steps", dsteps},
-                     {"final_bytes", result.final_bytes},
-                     {"was_running", was_running}});
+    run_steps(ctx, op, spec, &report);
   } catch (const std::exception& e) {
-    if (!hidden) {
-      try {
-        undo_before_hide(ctx, op, ends, vm);
-      } catch (const std::exception& e2) {
-        ctx.log.error("could not restore the source after a failed switch", {{"error", e2.what()}});
-      }
-      m.data["switch"].erase("was_running");
+    if (!report.committed) {
+      // Undone (run_steps): retryable, as Triton: back to phase sync so sync or switch can run
+      // again.
+      r.sw().erase("was_running");
       op.finish_phase(state::State::failed, e.what());
-      // Retryable, as Triton: back to phase sync so sync or switch can run again.
       m.phase = state::Phase::sync;
       op.save();
     } else {
@@ -395,6 +391,22 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     }
     throw;
   }
+  SwitchResult result;
+  result.was_running = r.plan.was_running;
+  result.downtime = report.downtime;
+  result.downtime_steps = report.downtime_steps;
+  result.steps = report.steps;
+  result.final_bytes = r.final_bytes;
+  r.sw()["downtime_ms"] = result.downtime.count();
+  nlohmann::json dsteps = nlohmann::json::object();
+  for (const TimedStep& s : result.downtime_steps) {
+    dsteps[s.name] = s.duration.count();
+  }
+  op.finish_phase(state::State::successful, {},
+                  {{"downtime_ms", result.downtime.count()},
+                   {"downtime_steps", dsteps},
+                   {"final_bytes", result.final_bytes},
+                   {"was_running", result.was_running}});
   result.migration = op.record();
   return result;
 }

@@ -197,6 +197,16 @@ void Operation::finish_phase(state::State st, const std::string& error,
 void Operation::step(const std::string& name,
                      const std::function<void(nlohmann::json& details)>& fn) {
   throw_if_interrupted();
+  journal(name, fn);
+}
+
+void Operation::compensate(const std::string& name,
+                           const std::function<void(nlohmann::json& details)>& fn) {
+  journal(name, fn);
+}
+
+void Operation::journal(const std::string& name,
+                        const std::function<void(nlohmann::json& details)>& fn) {
   throw_if_lease_lost();
   maybe_inject_fault(m_ctx.settings, name);
   state::Step s;

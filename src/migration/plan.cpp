@@ -314,4 +314,30 @@ std::vector<std::string> instance_roots(const std::string& uuid, const nlohmann:
   return roots;
 }
 
+namespace {
+bool flag(const nlohmann::json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j.at(key).is_boolean() && j.at(key).get<bool>();
+}
+} // namespace
+
+SwitchPlan plan_switch(const nlohmann::json& data, const inventory::Vm& vm,
+                       const std::string& source_state, bool recent_sync) {
+  SwitchPlan p;
+  const nlohmann::json sw = data.value("switch", nlohmann::json::object());
+  p.resuming = flag(sw, "source_hidden");
+  p.before_hide = !p.resuming;
+  p.was_running = sw.contains("was_running") ? flag(sw, "was_running") : source_state == "running";
+  p.presync = p.before_hide && source_state == "running" && !recent_sync;
+  p.mount_target = !p.was_running;
+  p.restore_quota = flag(data.value("quota", nlohmann::json::object()), "must_remove");
+  if (vm.indestructible_zoneroot) {
+    p.indestructible.emplace_back("indestructible_zoneroot", "true");
+  }
+  if (vm.indestructible_delegated) {
+    p.indestructible.emplace_back("indestructible_delegated", "true");
+  }
+  p.protect = !p.indestructible.empty();
+  return p;
+}
+
 } // namespace zmigrate::migration

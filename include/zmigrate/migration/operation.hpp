@@ -59,6 +59,10 @@ public:
   // before running anything when the lease was lost). A test-only fault hook
   // (Settings::fault_step) kills the process just before the named step runs.
   void step(const std::string& name, const std::function<void(nlohmann::json& details)>& fn);
+  // Run `fn` as compensation step `name` (an undo after a failure): journaled like step(), but
+  // not refused after an interrupt (the undo is what the interrupt asked for; remote commands
+  // started after the interrupt run to their end). Still refused when the lease was lost.
+  void compensate(const std::string& name, const std::function<void(nlohmann::json& details)>& fn);
   // True when step `name` completed ok in an earlier run of the current phase (resume).
   bool step_done(const std::string& name);
 
@@ -71,6 +75,7 @@ private:
   void start_heartbeat();
   void stop_heartbeat() noexcept;
   void throw_if_lease_lost();
+  void journal(const std::string& name, const std::function<void(nlohmann::json& details)>& fn);
 
   Context& m_ctx;
   state::Migration m_record;

@@ -71,4 +71,20 @@ bool should_sync_again(
     const std::vector<std::uint64_t>& incremental_bytes, std::uint64_t converge_bytes,
     int max_syncs, std::chrono::milliseconds last_sync_duration = std::chrono::milliseconds::max());
 
+// What one switch does, decided from the record's data (data.switch, data.quota, data.autoboot),
+// the recorded instance and the source's state as the node shows it now ("" before it was read:
+// then only `resuming`, `before_hide` and a recorded was_running count).
+struct SwitchPlan {
+  bool resuming = false;      // an earlier attempt hid the source: only the forward steps remain
+  bool before_hide = true;    // !resuming
+  bool was_running = false;   // before the first attempt stopped it: the target is started
+  bool presync = false;       // one more pass while it runs (not right after a sync)
+  bool mount_target = false;  // a stopped instance: mount what start would have mounted
+  bool restore_quota = false; // bhyve: begin removed the quota (TRITON-1407)
+  bool protect = false;       // indestructible_* to set on the target
+  std::vector<std::pair<std::string, std::string>> indestructible;
+};
+SwitchPlan plan_switch(const nlohmann::json& data, const inventory::Vm& vm,
+                       const std::string& source_state, bool recent_sync);
+
 } // namespace zmigrate::migration
