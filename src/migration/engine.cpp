@@ -6,6 +6,7 @@
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/uuid.hpp>
@@ -160,29 +161,43 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   ctx.store.insert_migration(m);
   Operation op(ctx, m, "begin");
   op.start_phase(state::Phase::begin, "reserving instance");
+  // Each image import is kept on failure (an image is the node's, shared by its instances); the
+  // removed quota is put back, so a failed begin leaves the source as it was.
+  PhaseSpec spec{"begin", {}, ""};
+  for (const std::string& image : imports) {
+    spec.steps.push_back({"import_image." + image,
+                          fmt::format("importing image {} on {}", image, result.target.hostname),
+                          [&target, image](nlohmann::json& d) {
+                            target.image_import(image);
+                            d["image"] = image;
+                          }});
+  }
+  // bhyve: quota == reservation leaves no room for snapshots during sync (TRITON-1407).
+  spec.steps.push_back({"remove_quota", "",
+                        [&](nlohmann::json& d) {
+                          state::Artefact a;
+                          a.migration_id = m.id;
+                          a.kind = "quota_removed";
+                          a.host = "source";
+                          a.name = vm.zfs_filesystem;
+                          a.details = {{"quota", quota["quota"]}};
+                          a.created = iso8601(ctx.clock.wall_now());
+                          ctx.store.record_artefact(a);
+                          source.set_property(vm.zfs_filesystem, "quota", "none");
+                          d["quota"] = quota["quota"];
+                        },
+                        [&] {
+                          for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+                            if (a.kind == "quota_removed") {
+                              source.set_property(a.name, "quota",
+                                                  a.details.value("quota", "none"));
+                              ctx.store.mark_artefact_removed(a.id);
+                            }
+                          }
+                        },
+                        Window::outside, &must_remove_quota});
   try {
-    for (const std::string& image : imports) {
-      op.step("begin.import_image", [&](nlohmann::json& d) {
-        ctx.reporter.step(fmt::format("importing image {} on {}", image, result.target.hostname));
-        target.image_import(image);
-        d["image"] = image;
-      });
-    }
-    if (must_remove_quota) {
-      // bhyve: quota == reservation leaves no room for snapshots during sync (TRITON-1407).
-      op.step("begin.remove_quota", [&](nlohmann::json& d) {
-        state::Artefact a;
-        a.migration_id = m.id;
-        a.kind = "quota_removed";
-        a.host = "source";
-        a.name = vm.zfs_filesystem;
-        a.details = {{"quota", quota["quota"]}};
-        a.created = iso8601(ctx.clock.wall_now());
-        ctx.store.record_artefact(a);
-        source.set_property(vm.zfs_filesystem, "quota", "none");
-        d["quota"] = quota["quota"];
-      });
-    }
+    run_steps(ctx, op, spec);
     op.finish_phase(state::State::paused);
   } catch (const std::exception& e) {
     op.finish_phase(state::State::failed, e.what());

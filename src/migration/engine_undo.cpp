@@ -6,6 +6,7 @@
 
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
 
@@ -183,6 +184,160 @@ RollbackPreview rollback_preview(Context& ctx, const std::string& vm_uuid) {
   return p;
 }
 
+namespace {
+
+// What the steps of one rollback share.
+struct RollbackRun {
+  Context& ctx;
+  Operation& op;
+  Ends ends;
+  inventory::Vm vm;
+  bool keep_changes = false;
+  bool run_source = false; // the target ran: the source is started again (check_source)
+  bool sync_back = false;  // keep_changes and not yet synced back
+  std::uint64_t bytes = 0;
+
+  state::Migration& m() { return op.record(); }
+  nlohmann::json& rb() { return op.record().data["rollback"]; }
+};
+
+void check_source(RollbackRun& r) {
+  const auto src = r.ends.source->vm_get(r.vm.uuid);
+  if (!src) {
+    throw Error(ExitCode::failure,
+                fmt::format("{}: instance {}", r.ends.source_server.hostname, r.vm.uuid),
+                "the hidden source instance is gone (finalized?); rollback is impossible");
+  }
+  if (!r.rb().contains("target_was_running")) {
+    const auto tgt = r.ends.target->vm_get(r.vm.uuid);
+    r.rb()["target_was_running"] = tgt && tgt->value("state", "") == "running";
+    r.op.save();
+  }
+  r.run_source = json_bool(r.rb(), "target_was_running");
+}
+
+// The source must hold exactly the switch's final snapshot: roll back anything written there
+// since (nothing legitimate: it was stopped and hidden), then sync the target's changes back.
+void sync_back(RollbackRun& r, nlohmann::json& d) {
+  const std::string base = r.m().data.value("synced_snap", "");
+  for (const std::string& root : detail::instance_roots(r.m())) {
+    for (const std::string& ds : r.ends.source->hierarchy(root)) {
+      r.ends.source->rollback_to(ds + "@" + base);
+    }
+  }
+  detail::SyncOptions so;
+  so.reverse = true;
+  const SyncResult s = detail::sync_datasets(r.ctx, r.op, r.ends, "rollback.reverse_sync", so);
+  r.bytes = s.bytes;
+  r.rb()["changes_synced"] = true;
+  r.op.save();
+  d["base"] = base;
+  d["bytes"] = s.bytes;
+}
+
+// The rest is now the instance's (or gone with the source); a data link still open in this
+// process (`migrate --finalize`) removes its own rows when it closes.
+void retire_ledger(Context& ctx, const state::Migration& m) {
+  for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+    if (a.kind != "data_path_dir" && a.kind != "authorized_key") {
+      ctx.store.mark_artefact_removed(a.id);
+    }
+  }
+}
+
+void rollback_cleanup(RollbackRun& r) {
+  r.ctx.nodes.remove_leftover_links(r.ctx, r.m().id, *r.ends.source, *r.ends.target);
+  detail::prune_snapshots(r.ctx, *r.ends.source, r.m().id, detail::instance_roots(r.m()), "");
+  const nlohmann::json quota = r.m().data.value("quota", nlohmann::json::object());
+  if (json_bool(quota, "must_remove")) {
+    const auto props = r.ends.source->properties(r.vm.zfs_filesystem, {"reservation"});
+    r.ends.source->set_property(r.vm.zfs_filesystem, "quota", props.at("reservation"));
+  }
+  retire_ledger(r.ctx, r.m());
+}
+
+// Forward only: every step looks at the nodes first, so a rerun after any failure converges.
+PhaseSpec rollback_steps(RollbackRun& r) {
+  Node& src = *r.ends.source;
+  Node& dst = *r.ends.target;
+  const std::string uuid = r.vm.uuid;
+  const std::string autoboot = json_bool(r.m().data, "autoboot", true) ? "true" : "false";
+  return {"rollback",
+          {
+              {"check_source", "", [&r](auto&) { check_source(r); }},
+              {"reserve_ips", "reserving the IP addresses for the instance",
+               [&r](auto&) { detail::reserve_ips(r.ctx, r.op, r.vm); }},
+              {"stop_target",
+               "stopping the instance",
+               [&dst, uuid](auto&) {
+                 const auto tgt = dst.vm_get(uuid);
+                 if (tgt && tgt->value("state", "") == "running") {
+                   dst.vm_stop(uuid);
+                 }
+               },
+               {},
+               Window::downtime},
+              {"prepare_source",
+               "syncing the changes made since the switch back to the source",
+               [&r](auto& d) { sync_back(r, d); },
+               {},
+               Window::downtime,
+               &r.sync_back},
+              {"hide_target",
+               "hiding the target instance",
+               [&dst, uuid](auto&) {
+                 if (dst.vm_get(uuid)) {
+                   dst.vm_update(uuid, {{"do_not_inventory", "true"}, {"autoboot", "false"}});
+                 }
+               },
+               {},
+               Window::downtime},
+              {"update_vmapi",
+               "",
+               [&r](auto&) {
+                 detail::put_vmapi_server(r.ctx, r.vm, r.ends.source_server.uuid, "stopped");
+               },
+               {},
+               Window::downtime},
+              {"promote_source",
+               "promoting the original instance",
+               [&src, uuid, autoboot](auto&) {
+                 src.vm_update(uuid, {{"do_not_inventory", "false"}, {"autoboot", autoboot}});
+               },
+               {},
+               Window::downtime},
+              {"start_source",
+               "starting the original instance",
+               [&src, uuid](auto&) {
+                 const auto now = src.vm_get(uuid);
+                 if (!now || now->value("state", "") != "running") {
+                   src.vm_start(uuid);
+                 }
+               },
+               {},
+               Window::downtime,
+               &r.run_source},
+              {"wait_vmapi", "",
+               [&r](auto&) {
+                 detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.source_server.uuid,
+                                    r.run_source ? "running" : "stopped");
+               }},
+              {"unreserve_ips", "", [&r](auto&) { detail::unreserve_ips(r.ctx, r.op); }},
+              // Only what this migration created on the target (the ledger): its zone and the
+              // datasets its syncs received, each checked to be the instance's.
+              {"delete_target", "removing the migrated instance",
+               [&r](auto& d) {
+                 clear_indestructible(*r.ends.target, r.vm);
+                 d["removed"] =
+                     remove_target_copy(r.ctx, r.ends, r.m(), r.vm, TargetZone::instance);
+               }},
+              {"cleanup", "", [&r](auto&) { rollback_cleanup(r); }},
+          },
+          ""};
+}
+
+} // namespace
+
 RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes) {
   Operation op(ctx, vm_uuid, Action::rollback, "rollback"); // lease, then re-read and check
   state::Migration& m = op.record();
@@ -190,109 +345,14 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
   RollbackResult result;
   result.kept_changes = keep_changes;
   try {
-    Ends ends = detail::open_ends(ctx, m);
-    const inventory::Vm vm = detail::recorded_vm(m);
-    nlohmann::json& rb = m.data["rollback"];
-    if (!rb.is_object()) {
-      rb = nlohmann::json::object();
+    if (!m.data["rollback"].is_object()) {
+      m.data["rollback"] = nlohmann::json::object();
     }
-    op.step("rollback.check_source", [&](nlohmann::json&) {
-      const auto src = ends.source->vm_get(vm.uuid);
-      if (!src) {
-        throw Error(ExitCode::failure,
-                    fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
-                    "the hidden source instance is gone (finalized?); rollback is impossible");
-      }
-      if (!rb.contains("target_was_running")) {
-        const auto tgt = ends.target->vm_get(vm.uuid);
-        rb["target_was_running"] = tgt && tgt->value("state", "") == "running";
-        op.save();
-      }
-    });
-    const bool run_source = json_bool(rb, "target_was_running");
-    ctx.reporter.step("reserving the IP addresses for the instance");
-    op.step("rollback.reserve_ips", [&](nlohmann::json&) { detail::reserve_ips(ctx, op, vm); });
-    ctx.reporter.step("stopping the instance");
-    const auto stop_t = ctx.clock.now();
-    op.step("rollback.stop_target", [&](nlohmann::json&) {
-      const auto tgt = ends.target->vm_get(vm.uuid);
-      if (tgt && tgt->value("state", "") == "running") {
-        ends.target->vm_stop(vm.uuid);
-      }
-    });
-    if (keep_changes && !json_bool(rb, "changes_synced")) {
-      ctx.reporter.step("syncing the changes made since the switch back to the source");
-      // The source must hold exactly the switch's final snapshot: roll back anything written
-      // there since (nothing legitimate: it was stopped and hidden).
-      op.step("rollback.prepare_source", [&](nlohmann::json& d) {
-        const std::string base = m.data.value("synced_snap", "");
-        for (const std::string& root : detail::instance_roots(m)) {
-          for (const std::string& ds : ends.source->hierarchy(root)) {
-            ends.source->rollback_to(ds + "@" + base);
-          }
-        }
-        d["base"] = base;
-      });
-      detail::SyncOptions so;
-      so.reverse = true;
-      const SyncResult s = detail::sync_datasets(ctx, op, ends, "rollback.reverse_sync", so);
-      result.bytes = s.bytes;
-      rb["changes_synced"] = true;
-      op.save();
-    }
-    ctx.reporter.step("hiding the target instance");
-    op.step("rollback.hide_target", [&](nlohmann::json&) {
-      if (ends.target->vm_get(vm.uuid)) {
-        ends.target->vm_update(vm.uuid, {{"do_not_inventory", "true"}, {"autoboot", "false"}});
-      }
-    });
-    op.step("rollback.update_vmapi", [&](nlohmann::json&) {
-      detail::put_vmapi_server(ctx, vm, ends.source_server.uuid, "stopped");
-    });
-    ctx.reporter.step("promoting the original instance");
-    op.step("rollback.promote_source", [&](nlohmann::json&) {
-      ends.source->vm_update(
-          vm.uuid, {{"do_not_inventory", "false"},
-                    {"autoboot", json_bool(m.data, "autoboot", true) ? "true" : "false"}});
-    });
-    if (run_source) {
-      ctx.reporter.step("starting the original instance");
-      op.step("rollback.start_source", [&](nlohmann::json&) {
-        const auto src = ends.source->vm_get(vm.uuid);
-        if (!src || src->value("state", "") != "running") {
-          ends.source->vm_start(vm.uuid);
-        }
-      });
-    }
-    result.downtime =
-        std::chrono::duration_cast<std::chrono::milliseconds>(ctx.clock.now() - stop_t);
-    op.step("rollback.wait_vmapi", [&](nlohmann::json&) {
-      detail::wait_vmapi(ctx, vm.uuid, ends.source_server.uuid, run_source ? "running" : "stopped");
-    });
-    op.step("rollback.unreserve_ips", [&](nlohmann::json&) { detail::unreserve_ips(ctx, op); });
-    ctx.reporter.step("removing the migrated instance");
-    op.step("rollback.delete_target", [&](nlohmann::json& d) {
-      // Only what this migration created on the target (the ledger): its zone and the datasets
-      // its syncs received, each checked to be the instance's.
-      clear_indestructible(*ends.target, vm);
-      d["removed"] = remove_target_copy(ctx, ends, m, vm, TargetZone::instance);
-    });
-    op.step("rollback.cleanup", [&](nlohmann::json&) {
-      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
-      detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
-      const nlohmann::json quota = m.data.value("quota", nlohmann::json::object());
-      if (json_bool(quota, "must_remove")) {
-        const auto props = ends.source->properties(vm.zfs_filesystem, {"reservation"});
-        ends.source->set_property(vm.zfs_filesystem, "quota", props.at("reservation"));
-      }
-      // The rest is now the instance's (or gone with the source); a data path still open in
-      // this process (`migrate --finalize`) removes its own rows when it closes.
-      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        if (a.kind != "data_path_dir" && a.kind != "authorized_key") {
-          ctx.store.mark_artefact_removed(a.id);
-        }
-      }
-    });
+    RollbackRun r{ctx, op, detail::open_ends(ctx, m), detail::recorded_vm(m), keep_changes};
+    r.sync_back = keep_changes && !json_bool(r.rb(), "changes_synced");
+    // The instance is down from stopping the target until the source runs.
+    result.downtime = run_steps(ctx, op, rollback_steps(r)).downtime;
+    result.bytes = r.bytes;
     archive(ctx, op, state::Phase::rollback);
   } catch (const std::exception& e) {
     op.finish_phase(state::State::failed,
@@ -303,6 +363,33 @@ RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_chan
   return result;
 }
 
+namespace {
+
+// A switch that stopped the source and died before (or while) hiding it: make it visible with
+// its autoboot again, as the node shows it now, and start it again; the source's migration
+// snapshots and the removed quota go.
+void restore_source_after_abort(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
+  state::Migration& m = op.record();
+  const nlohmann::json sw = m.data.value("switch", nlohmann::json::object());
+  detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
+  for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+    if (a.kind == "quota_removed") {
+      ends.source->set_property(a.name, "quota", a.details.value("quota", "none"));
+      ctx.store.mark_artefact_removed(a.id);
+    }
+  }
+  const auto src = ends.source->vm_get(vm.uuid);
+  if (src) {
+    detail::restore_visibility(*ends.source, *src, json_bool(m.data, "autoboot", true));
+  }
+  if (json_bool(sw, "was_running") && src && src->value("state", "") != "running") {
+    ends.source->vm_start(vm.uuid);
+  }
+  detail::unreserve_ips(ctx, op);
+}
+
+} // namespace
+
 state::Migration abort(Context& ctx, const std::string& vm_uuid) {
   Operation op(ctx, vm_uuid, Action::abort, "abort"); // lease, then re-read and check
   state::Migration& m = op.record();
@@ -310,38 +397,27 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
   try {
     Ends ends = detail::open_ends(ctx, m);
     const inventory::Vm vm = detail::recorded_vm(m);
-    const nlohmann::json sw = m.data.value("switch", nlohmann::json::object());
-    if (json_bool(sw, "source_hidden")) {
+    if (json_bool(m.data.value("switch", nlohmann::json::object()), "source_hidden")) {
       throw PreconditionError(fmt::format("migration {}", m.id),
                               "the source is already hidden by a switch; finish it with "
                               "\"zmigrate switch\" and then use rollback");
     }
-    op.step("abort.remove_data_path", [&](nlohmann::json&) {
-      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
-    });
-    ctx.reporter.step("removing the reserved instance");
-    op.step("abort.remove_target", [&](nlohmann::json& d) {
-      d["removed"] = remove_target_copy(ctx, ends, m, vm, TargetZone::staged);
-    });
-    op.step("abort.restore_source", [&](nlohmann::json&) {
-      detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
-      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        if (a.kind == "quota_removed") {
-          ends.source->set_property(a.name, "quota", a.details.value("quota", "none"));
-          ctx.store.mark_artefact_removed(a.id);
-        }
-      }
-      // A switch that stopped the source and died before (or while) hiding it: make it
-      // visible with its autoboot again, as the node shows it now, and start it again.
-      const auto src = ends.source->vm_get(vm.uuid);
-      if (src) {
-        detail::restore_visibility(*ends.source, *src, json_bool(m.data, "autoboot", true));
-      }
-      if (json_bool(sw, "was_running") && src && src->value("state", "") != "running") {
-        ends.source->vm_start(vm.uuid);
-      }
-      detail::unreserve_ips(ctx, op);
-    });
+    // Forward only, driven by the ledger: a rerun after any failure converges.
+    const PhaseSpec spec{
+        "abort",
+        {
+            {"remove_data_path", "",
+             [&](auto&) {
+               ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
+             }},
+            {"remove_target", "removing the reserved instance",
+             [&](auto& d) {
+               d["removed"] = remove_target_copy(ctx, ends, m, vm, TargetZone::staged);
+             }},
+            {"restore_source", "", [&](auto&) { restore_source_after_abort(ctx, op, ends, vm); }},
+        },
+        ""};
+    run_steps(ctx, op, spec);
     archive(ctx, op, state::Phase::abort);
   } catch (const std::exception& e) {
     op.finish_phase(state::State::failed,
@@ -351,53 +427,58 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
   return op.record();
 }
 
+namespace {
+
+// The target is proven to hold the instance: only now may the source go.
+void delete_source(Context& ctx, Ends& ends, const state::Migration& m, const inventory::Vm& vm) {
+  const auto src = ends.source->vm_get(vm.uuid);
+  if (src && !json_bool(*src, "do_not_inventory")) {
+    throw Error(ExitCode::failure,
+                fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
+                "the source copy is not hidden; refusing to delete a visible instance");
+  }
+  if (src) {
+    clear_indestructible(*ends.source, vm);
+    detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
+    ends.source->vm_delete(vm.uuid);
+  }
+  for (const std::string& ds : detail::instance_roots(m)) {
+    ends.source->destroy_dataset(ds, vm.uuid);
+  }
+}
+
+} // namespace
+
 state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
   Operation op(ctx, vm_uuid, Action::finalize, "finalize"); // lease, then re-read and check
   state::Migration& m = op.record();
   const state::Phase was_phase = m.phase; // switch, or finalize when rerun after a failure
   const state::State was_state = m.state;
   op.start_phase(state::Phase::finalize, "finalizing migration");
-  bool proven = false; // the target was proven to hold the instance; the source may go
+  PhaseReport report;
   try {
     Ends ends = detail::open_ends(ctx, m);
     const inventory::Vm vm = detail::recorded_vm(m);
-    ctx.reporter.step("checking the migrated instance on the target");
-    op.step("finalize.verify_target",
-            [&](nlohmann::json& d) { d["datasets"] = verify_target(ctx, op, ends, vm); });
-    proven = true;
-    // The target is proven to hold the instance: only now may the source go.
-    ctx.reporter.step("removing the original instance");
-    op.step("finalize.delete_source", [&](nlohmann::json&) {
-      const auto src = ends.source->vm_get(vm.uuid);
-      if (src && !json_bool(*src, "do_not_inventory")) {
-        throw Error(ExitCode::failure,
-                    fmt::format("{}: instance {}", ends.source_server.hostname, vm.uuid),
-                    "the source copy is not hidden; refusing to delete a visible instance");
-      }
-      if (src) {
-        clear_indestructible(*ends.source, vm);
-        detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
-        ends.source->vm_delete(vm.uuid);
-      }
-      for (const std::string& ds : detail::instance_roots(m)) {
-        ends.source->destroy_dataset(ds, vm.uuid);
-      }
-    });
-    ctx.reporter.step("removing migration snapshots");
-    op.step("finalize.cleanup", [&](nlohmann::json&) {
-      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
-      detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
-      // The rest is now the instance's (or gone with the source); a data path still open in
-      // this process (`migrate --finalize`) removes its own rows when it closes.
-      for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
-        if (a.kind != "data_path_dir" && a.kind != "authorized_key") {
-          ctx.store.mark_artefact_removed(a.id);
-        }
-      }
-    });
+    // verify_target is the point of no return: nothing on the source is touched before it.
+    const PhaseSpec spec{
+        "finalize",
+        {
+            {"verify_target", "checking the migrated instance on the target",
+             [&](auto& d) { d["datasets"] = verify_target(ctx, op, ends, vm); }},
+            {"delete_source", "removing the original instance",
+             [&](auto&) { delete_source(ctx, ends, m, vm); }},
+            {"cleanup", "removing migration snapshots",
+             [&](auto&) {
+               ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
+               detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
+               retire_ledger(ctx, m);
+             }},
+        },
+        "verify_target"};
+    run_steps(ctx, op, spec, &report);
     archive(ctx, op, state::Phase::finalize);
   } catch (const std::exception& e) {
-    if (!proven && was_phase != state::Phase::finalize) {
+    if (!report.committed && was_phase != state::Phase::finalize) {
       // Nothing was removed: the migration stays switched, so rollback (or a finalize once
       // the target is repaired) can still run.
       op.finish_phase(state::State::failed, e.what());

@@ -200,3 +200,42 @@ TEST_CASE("migration::resume_token_problem", "[migration][safety]") {
              Catch::Contains("not a snapshot of migration"));
   CHECK_THAT(resume_token_problem(ds, id, ds), Catch::Contains("not a snapshot"));
 }
+
+TEST_CASE("plan_switch decides the switch's optional steps from the record", "[migration][plan]") {
+  inventory::Vm vm;
+  vm.uuid = "5eed0000-0000-4000-8000-0000000e0b01";
+  nlohmann::json data = {{"quota", {{"must_remove", true}}}};
+  SECTION("a running instance, no recent sync: presync, target started, quota restored") {
+    const SwitchPlan p = plan_switch(data, vm, "running", false);
+    CHECK(p.before_hide);
+    CHECK(p.was_running);
+    CHECK(p.presync);
+    CHECK_FALSE(p.mount_target);
+    CHECK(p.restore_quota);
+    CHECK_FALSE(p.protect);
+  }
+  SECTION("right after a sync: no presync") {
+    CHECK_FALSE(plan_switch(data, vm, "running", true).presync);
+  }
+  SECTION("a stopped instance: mounted, not started") {
+    const SwitchPlan p = plan_switch(data, vm, "stopped", false);
+    CHECK_FALSE(p.was_running);
+    CHECK(p.mount_target);
+    CHECK_FALSE(p.presync);
+  }
+  SECTION("the source hidden by an earlier attempt: forward only, was_running as recorded") {
+    data["switch"] = {{"source_hidden", true}, {"was_running", true}};
+    const SwitchPlan p = plan_switch(data, vm, "", false);
+    CHECK(p.resuming);
+    CHECK_FALSE(p.before_hide);
+    CHECK(p.was_running);
+    CHECK_FALSE(p.presync);
+  }
+  SECTION("deletion protection goes to the target") {
+    vm.indestructible_zoneroot = true;
+    const SwitchPlan p = plan_switch(data, vm, "running", false);
+    CHECK(p.protect);
+    CHECK(p.indestructible ==
+          std::vector<std::pair<std::string, std::string>>{{"indestructible_zoneroot", "true"}});
+  }
+}
