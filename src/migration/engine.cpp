@@ -47,6 +47,77 @@ inventory::Vm require_vm(Context& ctx, const std::string& vm_uuid) {
   return *vm;
 }
 
+// The target the operator named (checked), or the best one placement finds.
+inventory::Server choose_target_of(Context& ctx, const inventory::Vm& vm,
+                                   const inventory::Server& source, const std::string& named) {
+  if (named.empty()) {
+    return choose_target(vm, source, ctx.inventory.list_servers(),
+                         ctx.settings.allow_older_platform);
+  }
+  inventory::Server target = ctx.inventory.resolve_server(named);
+  const std::string problem = target_problem(vm, source, target, ctx.settings.allow_older_platform);
+  if (!problem.empty()) {
+    throw PreconditionError(fmt::format("target {} ({})", target.hostname, target.uuid), problem);
+  }
+  return target;
+}
+
+// Look at both nodes: the instance must be where VMAPI says, and absent from the target. The
+// datasets come from the node, never from the inventory alone: a corrupt VMAPI record naming
+// another instance's disk must not get it copied, let alone destroyed by finalize.
+std::vector<std::string> check_nodes(const inventory::Vm& vm, Node& source, Node& target,
+                                     const inventory::Server& target_server) {
+  const std::optional<nlohmann::json> on_source = source.vm_get(vm.uuid);
+  if (!on_source) {
+    throw PreconditionError(fmt::format("instance {}", vm.uuid),
+                            fmt::format("VMAPI says it is on {} but vmadm there does not know it; "
+                                        "let vm-agent catch up and retry",
+                                        source.server().hostname));
+  }
+  std::vector<std::string> listed = inventory::instance_datasets(vm);
+  listed.insert(listed.end(), vm.datasets.begin(), vm.datasets.end()); // children too
+  const std::vector<std::string> roots = instance_roots(vm.uuid, *on_source, listed);
+  if (target.vm_get(vm.uuid)) {
+    throw PreconditionError(
+        fmt::format("target {}", target_server.hostname),
+        fmt::format("already has an instance {}; remove it there first", vm.uuid));
+  }
+  for (const std::string& ds : roots) {
+    if (target.dataset_exists(ds)) {
+      throw PreconditionError(fmt::format("target {}: {}", target_server.hostname, ds),
+                              "dataset already exists; zmigrate never overwrites data it did not "
+                              "create: remove it on the target or choose another node");
+    }
+  }
+  return roots;
+}
+
+struct ImageNeeds {
+  std::vector<std::string> imports;                 // images the target lacks
+  nlohmann::json origins = nlohmann::json::array(); // every clone origin
+};
+
+// Every dataset that is a clone of an image (zone roots, KVM disk0) needs that image on the
+// target, so the first sync can send only what differs from it, as Triton's ensure-image does.
+ImageNeeds image_needs(Node& source, Node& target, const std::vector<std::string>& roots) {
+  ImageNeeds out;
+  const DatasetTree src_tree = source.tree(roots, {"origin"});
+  for (const std::string& ds : src_tree.datasets) {
+    const std::string origin = src_tree.prop(ds, "origin");
+    if (origin.empty()) {
+      continue;
+    }
+    out.origins.push_back(origin);
+    const std::string origin_ds = origin.substr(0, origin.find('@'));
+    const std::string image = origin_ds.substr(origin_ds.find('/') + 1);
+    if (std::find(out.imports.begin(), out.imports.end(), image) == out.imports.end() &&
+        !target.dataset_exists(origin_ds)) {
+      out.imports.push_back(image);
+    }
+  }
+  return out;
+}
+
 } // namespace
 
 BeginResult begin(Context& ctx, const BeginOptions& options) {
@@ -58,64 +129,13 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   validate_instance(vm, options.force_core);
   check_action(Action::begin, ctx.store.find_active_for_vm(vm.uuid));
   result.source = ctx.inventory.resolve_server(vm.server_uuid);
-  if (options.target.empty()) {
-    result.target = choose_target(vm, result.source, ctx.inventory.list_servers(),
-                                  ctx.settings.allow_older_platform);
-  } else {
-    result.target = ctx.inventory.resolve_server(options.target);
-    const std::string problem =
-        target_problem(vm, result.source, result.target, ctx.settings.allow_older_platform);
-    if (!problem.empty()) {
-      throw PreconditionError(
-          fmt::format("target {} ({})", result.target.hostname, result.target.uuid), problem);
-    }
-  }
-
-  // Look at both nodes: the instance must be where VMAPI says, and absent from the target.
+  result.target = choose_target_of(ctx, vm, result.source, options.target);
   Node& source = ctx.nodes.node(ctx, result.source);
   Node& target = ctx.nodes.node(ctx, result.target);
-  const std::optional<nlohmann::json> on_source = source.vm_get(vm.uuid);
-  if (!on_source) {
-    throw PreconditionError(fmt::format("instance {}", vm.uuid),
-                            fmt::format("VMAPI says it is on {} but vmadm there does not know it; "
-                                        "let vm-agent catch up and retry",
-                                        result.source.hostname));
-  }
-  // The datasets come from the node, never from the inventory alone: a corrupt VMAPI record
-  // naming another instance's disk must not get it copied, let alone destroyed by finalize.
-  std::vector<std::string> listed = inventory::instance_datasets(vm);
-  listed.insert(listed.end(), vm.datasets.begin(), vm.datasets.end()); // children too
-  const std::vector<std::string> roots = instance_roots(vm.uuid, *on_source, listed);
-  if (target.vm_get(vm.uuid)) {
-    throw PreconditionError(
-        fmt::format("target {}", result.target.hostname),
-        fmt::format("already has an instance {}; remove it there first", vm.uuid));
-  }
-  for (const std::string& ds : roots) {
-    if (target.dataset_exists(ds)) {
-      throw PreconditionError(fmt::format("target {}: {}", result.target.hostname, ds),
-                              "dataset already exists; zmigrate never overwrites data it did not "
-                              "create: remove it on the target or choose another node");
-    }
-  }
-  // Every dataset that is a clone of an image (zone roots, KVM disk0) needs that image on the
-  // target, so the first sync can send only what differs from it, as Triton's ensure-image does.
-  std::vector<std::string> imports;
-  nlohmann::json origins = nlohmann::json::array();
-  const DatasetTree src_tree = source.tree(roots, {"origin"});
-  for (const std::string& ds : src_tree.datasets) {
-    const std::string origin = src_tree.prop(ds, "origin");
-    if (origin.empty()) {
-      continue;
-    }
-    origins.push_back(origin);
-    const std::string origin_ds = origin.substr(0, origin.find('@'));
-    const std::string image = origin_ds.substr(origin_ds.find('/') + 1);
-    if (std::find(imports.begin(), imports.end(), image) == imports.end() &&
-        !target.dataset_exists(origin_ds)) {
-      imports.push_back(image);
-    }
-  }
+  const std::vector<std::string> roots = check_nodes(vm, source, target, result.target);
+  const ImageNeeds images = image_needs(source, target, roots);
+  const std::vector<std::string>& imports = images.imports;
+  const nlohmann::json& origins = images.origins;
   std::map<std::string, std::string> quota;
   if (vm.brand == "bhyve") {
     quota = source.properties(vm.zfs_filesystem, {"quota", "reservation"});

@@ -3,6 +3,7 @@
 
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/steps.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
 #include <zmigrate/zfs/names.hpp>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -255,195 +257,251 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, 
   return spec;
 }
 
+namespace {
+
+// What the steps of one sync share.
+struct SyncRun {
+  SyncRun(Context& c, Operation& o, Node& from, Node& to) : ctx(c), op(o), src(from), dst(to) {}
+  Context& ctx;
+  Operation& op;
+  Node& src;
+  Node& dst;
+  SyncOptions options;
+  std::vector<std::string> roots;
+  std::string snap;              // the new migration snapshot (snap name)
+  DatasetTree dt;                // the receiver, read while the snapshot is taken
+  std::vector<Stream> plan;      // every stream, in order
+  std::vector<std::string> all;  // every dataset of the instance on the sender
+  std::vector<std::string> held; // ds@snap of each
+  std::unique_ptr<Link> own_link;
+  Link* link = nullptr;
+  bool open_own = false;
+  bool do_prune = false;
+  std::uint64_t total = 0;
+  bool approximate = false;
+  std::uint64_t done = 0;
+  double rate = 0;
+  SyncResult result;
+
+  state::Migration& m() { return op.record(); }
+  std::string tag() const { return "zmigrate-" + op.id(); }
+};
+
+// 1. One atomic snapshot of every dataset of the instance; the receiver is read meanwhile.
+void take_snapshot(SyncRun& r, nlohmann::json& d) {
+  const bool resumable = r.src.caps().resume_tokens && r.dst.caps().resume_tokens;
+  const int n = r.m().data.value("snap_n", 0) + 1;
+  r.snap = zfs::migration_snap_name(r.m().id, n);
+  both([&] { r.src.snapshot_recursive(r.roots, r.snap); },
+       [&] {
+         r.dt = r.dst.tree(r.roots, resumable ? std::vector<std::string>{"receive_resume_token"}
+                                              : std::vector<std::string>{});
+       });
+  r.m().data["snap_n"] = n;
+  r.op.save();
+  d["snapshot"] = r.snap;
+}
+
+// A resume token comes from the other node: it must resume this dataset, towards a snapshot
+// of this migration, before the sender sends anything for it.
+void check_token(SyncRun& r, const Stream& t) {
+  const std::string problem =
+      resume_token_problem(t.dataset, r.m().id, r.src.resume_token_snapshot(t.token));
+  if (!problem.empty()) {
+    throw Error(ExitCode::zfs, fmt::format("{}: {}", r.dst.host(), t.dataset),
+                fmt::format("{}; refusing to send it. Clear it on the target with \"zfs recv -A "
+                            "{}\" and rerun",
+                            problem, t.dataset));
+  }
+}
+
+// 2. Read the sender once and plan every stream (GUID-based base selection).
+void plan_streams(SyncRun& r, nlohmann::json& d) {
+  const DatasetTree st = r.src.tree(r.roots, {"origin", "referenced"});
+  r.all = st.datasets;
+  for (const std::string& root : r.roots) {
+    if (!st.has(root)) {
+      throw Error(ExitCode::zfs, fmt::format("{}: {}", r.src.host(), root),
+                  "the instance's dataset does not exist on this node");
+    }
+  }
+  for (const std::string& ds : r.all) {
+    r.held.push_back(ds + "@" + r.snap);
+    for (Stream& t :
+         plan_dataset(r.ctx, r.m().id, st, r.dt, r.dst.host(), ds, ds + "@" + r.snap, r.dst)) {
+      if (t.kind == StreamKind::resume) {
+        check_token(r, t);
+      }
+      if (r.options.estimate) {
+        std::tie(t.estimate, t.exact) = r.src.estimate_send(t.to, t.from, t.token, &st);
+      }
+      r.total += t.estimate;
+      r.approximate = r.approximate || !t.exact;
+      r.plan.push_back(std::move(t));
+    }
+  }
+  r.approximate = r.approximate || !r.options.estimate;
+  if (r.options.holds) {
+    r.src.hold_all(r.held, r.tag());
+  }
+  d["streams"] = nlohmann::json::array();
+  for (const Stream& t : r.plan) {
+    d["streams"].push_back({{"dataset", t.dataset},
+                            {"kind", to_string(t.kind)},
+                            {"from", t.from},
+                            {"to", t.to},
+                            {"estimate", t.estimate},
+                            {"exact", t.exact}});
+  }
+}
+
+// New target datasets go into the ledger before their first byte arrives; then the link: the
+// caller's, the command's kept one, or one of this sync's own.
+void choose_link(SyncRun& r) {
+  for (const Stream& t : r.plan) {
+    if ((t.kind == StreamKind::full || t.kind == StreamKind::clone) && !r.options.reverse) {
+      state::Artefact a;
+      a.migration_id = r.m().id;
+      a.kind = "target_dataset";
+      a.host = "target";
+      a.name = t.dataset;
+      a.created = iso8601(r.ctx.clock.wall_now());
+      r.ctx.store.record_artefact(a);
+    }
+  }
+  Link* link = r.options.path;
+  if (link == nullptr && !r.options.reverse) {
+    link = r.ctx.nodes.kept_link; // `migrate` keeps one open across its phases
+  }
+  if (link != nullptr && !link->serves(r.m().id, r.src, r.dst, r.all)) {
+    link = nullptr; // e.g. a dataset created since it was opened: its forced command refuses
+  }
+  r.link = link;
+  r.open_own = !r.plan.empty() && link == nullptr;
+}
+
+void open_own_link(SyncRun& r, nlohmann::json& d) {
+  r.own_link =
+      r.ctx.nodes.make_link(r.ctx, data_path_spec(r.ctx, r.m(), r.src, r.dst, r.all), r.src, r.dst);
+  r.link = r.own_link.get();
+  r.link->open();
+  d["source"] = r.src.server().admin_ip;
+  d["target"] = r.dst.server().admin_ip;
+}
+
+// 3. One stream; a resumed one completes an older snapshot, so the dataset is brought up to
+// date in the same step.
+void send_stream(SyncRun& r, const Stream& t, nlohmann::json& d) {
+  const bool use_pv = r.src.caps().has_pv;
+  auto last_report = r.ctx.clock.now() - std::chrono::seconds(2);
+  auto window_start = r.ctx.clock.now();
+  std::uint64_t window_bytes = r.done;
+  const remote::Argv argv = r.src.send_argv(t.to, t.from, t.token, r.dst.caps());
+  const TransferResult tr = r.link->send(t, argv, use_pv, [&](std::uint64_t bytes) {
+    const auto now = r.ctx.clock.now();
+    const double secs = std::chrono::duration<double>(now - window_start).count();
+    if (secs > 0.5) {
+      const double inst = static_cast<double>(r.done + bytes - window_bytes) / secs;
+      r.rate = r.rate > 0 ? (r.rate + inst) / 2 : inst; // smoothed as cn-agent does
+      window_start = now;
+      window_bytes = r.done + bytes;
+    }
+    // No totals to show against without an estimate (the final delta): only the end.
+    if (r.options.estimate && now - last_report >= std::chrono::seconds(1)) {
+      last_report = now;
+      r.op.progress(r.done + bytes, r.total, r.approximate, r.rate);
+    }
+  });
+  DatasetTransfer dtr;
+  dtr.dataset = t.dataset;
+  dtr.kind = to_string(t.kind);
+  dtr.from = t.from;
+  dtr.to = t.to;
+  dtr.estimated_bytes = t.estimate;
+  dtr.estimate_exact = t.exact;
+  dtr.bytes = tr.bytes_counted ? tr.bytes : t.estimate;
+  dtr.duration = tr.duration;
+  r.done += dtr.bytes;
+  r.result.transfers.push_back(dtr);
+  d = {{"dataset", t.dataset},
+       {"kind", to_string(t.kind)},
+       {"from", t.from},
+       {"to", t.to},
+       {"bytes", dtr.bytes},
+       {"estimate", t.estimate},
+       {"counted", tr.bytes_counted}};
+  if (t.kind == StreamKind::resume) {
+    const DatasetTree st2 = r.src.tree({t.dataset}, {"origin"});
+    const DatasetTree dt2 = r.dst.tree({t.dataset});
+    for (Stream& more :
+         plan_dataset(r.ctx, r.m().id, st2, dt2, r.dst.host(), t.dataset, t.to, r.dst)) {
+      const remote::Argv more_argv = r.src.send_argv(more.to, more.from, "", r.dst.caps());
+      r.done += r.link->send(more, more_argv, use_pv, nullptr).bytes;
+    }
+  }
+}
+
+// The receiver holds the new snapshot; the record names it as the next base.
+void finish_sends(SyncRun& r) {
+  if (!r.plan.empty()) {
+    r.op.progress(r.done, std::max(r.done, r.total), r.approximate, r.rate);
+  }
+  if (r.own_link) {
+    r.own_link->close();
+  }
+  if (r.options.holds) {
+    r.dst.hold_all(r.held, r.tag());
+  }
+  r.m().data["synced_snap"] = r.snap;
+  r.op.save();
+}
+
+// 4. Keep only the newest migration snapshot on both sides as the next base.
+void prune_both(SyncRun& r, nlohmann::json& d) {
+  both([&] { prune_snapshots(r.ctx, r.src, r.m().id, r.roots, r.snap); },
+       [&] { prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap); });
+  d["kept"] = r.snap;
+}
+
+} // namespace
+
 SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::string& label,
                          const SyncOptions& options) {
-  state::Migration& m = op.record();
-  Node& src = options.reverse ? *ends.target : *ends.source;
-  Node& dst = options.reverse ? *ends.source : *ends.target;
-  const std::string tag = "zmigrate-" + m.id;
-  SyncResult result;
+  SyncRun r{ctx, op, options.reverse ? *ends.target : *ends.source,
+            options.reverse ? *ends.source : *ends.target};
+  r.options = options;
+  r.roots = instance_roots(op.record());
+  r.do_prune = options.prune;
   const auto started = ctx.clock.now();
+  both([&] { r.src.caps(); }, [&] { r.dst.caps(); }); // once per node per command, at once
 
-  // 0. Both nodes' capabilities, probed at once (once per command).
-  both([&] { src.caps(); }, [&] { dst.caps(); });
-  const bool resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
-
-  // 1. One atomic snapshot of every dataset of the instance; the target is read meanwhile.
-  const int n = m.data.value("snap_n", 0) + 1;
-  const std::string snap = zfs::migration_snap_name(m.id, n);
-  const std::vector<std::string> roots = instance_roots(m);
-  DatasetTree dt;
-  op.step(label + ".snapshot", [&](nlohmann::json& d) {
-    both([&] { src.snapshot_recursive(roots, snap); },
-         [&] {
-           dt = dst.tree(roots, resumable ? std::vector<std::string>{"receive_resume_token"}
-                                          : std::vector<std::string>{});
-         });
-    m.data["snap_n"] = n;
-    op.save();
-    d["snapshot"] = snap;
-  });
-  result.snapshot = snap;
-
-  // 2. Read the source once and plan every stream (GUID-based base selection).
-  std::vector<Stream> plan;
-  std::vector<std::string> all;
-  std::vector<std::string> held;
-  op.step(label + ".plan", [&](nlohmann::json& d) {
-    const DatasetTree st = src.tree(roots, {"origin", "referenced"});
-    all = st.datasets;
-    for (const std::string& root : roots) {
-      if (!st.has(root)) {
-        throw Error(ExitCode::zfs, fmt::format("{}: {}", src.host(), root),
-                    "the instance's dataset does not exist on this node");
-      }
-    }
-    for (const std::string& ds : all) {
-      held.push_back(ds + "@" + snap);
-      for (Stream& t : plan_dataset(ctx, m.id, st, dt, dst.host(), ds, ds + "@" + snap, dst)) {
-        if (t.kind == StreamKind::resume) {
-          // The token comes from the other node: it must resume this dataset, towards a
-          // snapshot of this migration, before the source sends anything for it.
-          const std::string problem =
-              resume_token_problem(ds, m.id, src.resume_token_snapshot(t.token));
-          if (!problem.empty()) {
-            throw Error(ExitCode::zfs, fmt::format("{}: {}", dst.host(), ds),
-                        fmt::format("{}; refusing to send it. Clear it on the target with \"zfs "
-                                    "recv -A {}\" and rerun",
-                                    problem, ds));
-          }
-        }
-        if (options.estimate) {
-          const auto [bytes, exact] = src.estimate_send(t.to, t.from, t.token, &st);
-          t.estimate = bytes;
-          t.exact = exact;
-        }
-        plan.push_back(std::move(t));
-      }
-    }
-    if (options.holds) {
-      src.hold_all(held, tag);
-    }
-    d["streams"] = nlohmann::json::array();
-    for (const Stream& t : plan) {
-      d["streams"].push_back({{"dataset", t.dataset},
-                              {"kind", to_string(t.kind)},
-                              {"from", t.from},
-                              {"to", t.to},
-                              {"estimate", t.estimate},
-                              {"exact", t.exact}});
-    }
-  });
-  std::uint64_t total = 0;
-  bool approximate = !options.estimate;
-  for (const Stream& t : plan) {
-    total += t.estimate;
-    approximate = approximate || !t.exact;
+  // Forward only: a sync that fails leaves what it received; the next one resumes from the
+  // newest snapshot both sides hold (by GUID), so a rerun converges.
+  run_steps(ctx, op,
+            {label,
+             {{"snapshot", "", [&r](auto& d) { take_snapshot(r, d); }},
+              {"plan", "", [&r](auto& d) { plan_streams(r, d); }}},
+             ""});
+  choose_link(r);
+  PhaseSpec sends{label, {}, ""};
+  sends.steps.push_back({"open_data_path",
+                         "",
+                         [&r](auto& d) { open_own_link(r, d); },
+                         {},
+                         Window::outside,
+                         &r.open_own});
+  for (const Stream& t : r.plan) {
+    sends.steps.push_back({"send", "", [&r, &t](auto& d) { send_stream(r, t, d); }});
   }
+  run_steps(ctx, op, sends);
+  finish_sends(r);
+  run_steps(ctx, op,
+            {label,
+             {{"prune", "", [&r](auto& d) { prune_both(r, d); }, {}, Window::outside, &r.do_prune}},
+             ""});
 
-  // 3. Send. New target datasets go into the ledger before their first byte arrives.
-  if (!plan.empty()) {
-    for (const Stream& t : plan) {
-      if ((t.kind == StreamKind::full || t.kind == StreamKind::clone) && !options.reverse) {
-        state::Artefact a;
-        a.migration_id = m.id;
-        a.kind = "target_dataset";
-        a.host = "target";
-        a.name = t.dataset;
-        a.created = iso8601(ctx.clock.wall_now());
-        ctx.store.record_artefact(a);
-      }
-    }
-    std::unique_ptr<Link> own_path;
-    Link* path = options.path;
-    if (path == nullptr && !options.reverse) {
-      path = ctx.nodes.kept_link; // `migrate` keeps one open across its phases
-    }
-    if (path != nullptr && !path->serves(m.id, src, dst, all)) {
-      path = nullptr; // e.g. a dataset created since it was opened: its forced command refuses
-    }
-    if (path == nullptr) {
-      own_path = ctx.nodes.make_link(ctx, data_path_spec(ctx, m, src, dst, all), src, dst);
-      path = own_path.get();
-      op.step(label + ".open_data_path", [&](nlohmann::json& d) {
-        path->open();
-        d["source"] = src.server().admin_ip;
-        d["target"] = dst.server().admin_ip;
-      });
-    }
-    const bool use_pv = src.caps().has_pv;
-    std::uint64_t done = 0;
-    auto last_report = ctx.clock.now() - std::chrono::seconds(2);
-    auto window_start = ctx.clock.now();
-    std::uint64_t window_bytes = 0;
-    double rate = 0;
-    for (const Stream& t : plan) {
-      op.step(label + ".send", [&](nlohmann::json& d) {
-        const remote::Argv argv = src.send_argv(t.to, t.from, t.token, dst.caps());
-        const TransferResult tr = path->send(t, argv, use_pv, [&](std::uint64_t bytes) {
-          const auto now = ctx.clock.now();
-          const double secs = std::chrono::duration<double>(now - window_start).count();
-          if (secs > 0.5) {
-            const double inst = static_cast<double>(done + bytes - window_bytes) / secs;
-            rate = rate > 0 ? (rate + inst) / 2 : inst; // smoothed as cn-agent does
-            window_start = now;
-            window_bytes = done + bytes;
-          }
-          // No totals to show against without an estimate (the final delta): only the end.
-          if (options.estimate && now - last_report >= std::chrono::seconds(1)) {
-            last_report = now;
-            op.progress(done + bytes, total, approximate, rate);
-          }
-        });
-        DatasetTransfer dtr;
-        dtr.dataset = t.dataset;
-        dtr.kind = to_string(t.kind);
-        dtr.from = t.from;
-        dtr.to = t.to;
-        dtr.estimated_bytes = t.estimate;
-        dtr.estimate_exact = t.exact;
-        dtr.bytes = tr.bytes_counted ? tr.bytes : t.estimate;
-        dtr.duration = tr.duration;
-        done += dtr.bytes;
-        result.transfers.push_back(dtr);
-        d = {{"dataset", t.dataset},
-             {"kind", to_string(t.kind)},
-             {"from", t.from},
-             {"to", t.to},
-             {"bytes", dtr.bytes},
-             {"estimate", t.estimate},
-             {"counted", tr.bytes_counted}};
-      });
-      if (t.kind == StreamKind::resume) {
-        // A resumed stream completes an older snapshot; bring the dataset up to date now.
-        const DatasetTree st2 = src.tree({t.dataset}, {"origin"});
-        const DatasetTree dt2 = dst.tree({t.dataset});
-        for (Stream& more : plan_dataset(ctx, m.id, st2, dt2, dst.host(), t.dataset, t.to, dst)) {
-          const remote::Argv argv = src.send_argv(more.to, more.from, "", dst.caps());
-          done += path->send(more, argv, use_pv, nullptr).bytes;
-        }
-      }
-    }
-    op.progress(done, std::max(done, total), approximate, rate);
-    if (own_path) {
-      own_path->close();
-    }
-  }
-  if (options.holds) {
-    dst.hold_all(held, tag);
-  }
-  m.data["synced_snap"] = snap;
-  op.save();
-
-  // 4. Keep only the newest migration snapshot on both sides as the next base.
-  if (options.prune) {
-    op.step(label + ".prune", [&](nlohmann::json& d) {
-      both([&] { prune_snapshots(ctx, src, m.id, roots, snap); },
-           [&] { prune_snapshots(ctx, dst, m.id, roots, snap); });
-      d["kept"] = snap;
-    });
-  }
-
+  SyncResult& result = r.result;
+  result.snapshot = r.snap;
   for (const DatasetTransfer& t : result.transfers) {
     result.bytes += t.bytes;
   }
