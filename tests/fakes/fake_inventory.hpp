@@ -7,7 +7,9 @@
 // Behaviour follows the services: get_ip of an unknown IP answers a synthetic free record (as
 // NAPI does), put_vm merges into the stored payload (as VMAPI does for vm-agent) and ignores a
 // "destroyed" report from a server other than the VM's current one (as the lab simulator does).
-// Set `before_call` to throw from any call to inject failures.
+// Set `before_call` to throw from any call to inject failures. Set `vm_agent` to stand in for the
+// nodes' vm-agent: it runs before every find_vm with sync=true (which waits for the agent's next
+// report) and may update `vms` from what the nodes show.
 
 #include <zmigrate/inventory/inventory.hpp>
 #include <zmigrate/inventory/types.hpp>
@@ -51,6 +53,8 @@ public:
   std::vector<VmPut> vm_puts;
   // Called with the `calls` line before each call does anything; may throw.
   std::function<void(const std::string& call)> before_call;
+  // Called with the uuid before a find_vm(uuid, sync=true) answers; may change `vms`.
+  std::function<void(const std::string& uuid)> vm_agent;
 
   // Store the VM parsed from a VMAPI/vmadm payload; returns the stored VM.
   inventory::Vm& add_vm(const nlohmann::json& payload) {
@@ -95,6 +99,9 @@ public:
 
   std::optional<inventory::Vm> find_vm(const std::string& uuid, bool sync = false) override {
     record("find_vm " + uuid + (sync ? " sync" : ""));
+    if (sync && vm_agent) {
+      vm_agent(uuid);
+    }
     const auto it = vms.find(uuid);
     if (it == vms.end()) {
       return std::nullopt;
