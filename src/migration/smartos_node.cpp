@@ -5,6 +5,7 @@
 #include <zmigrate/remote/runner.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
+#include <zmigrate/zfs/commands.hpp>
 #include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
@@ -207,11 +208,47 @@ bool missing_text(const std::string& err) {
          err.find("no such") != std::string::npos;
 }
 
-std::string checked_ds(const std::string& ds) {
-  return zfs::DatasetName(ds).str();
+// The validated names every zfs argv is built from (zfs/commands.hpp); both throw UsageError
+// naming the text before any command runs.
+zfs::DatasetName checked_ds(const std::string& ds) {
+  return zfs::DatasetName(ds);
 }
-std::string checked_snap(const std::string& s) {
-  return zfs::SnapshotName::parse(s).str();
+zfs::SnapshotName checked_snap(const std::string& s) {
+  return zfs::SnapshotName::parse(s);
+}
+// A dataset or a snapshot ("ds@snap").
+zfs::ObjectName checked_object(const std::string& name) {
+  if (name.find('@') != std::string::npos) {
+    return checked_snap(name);
+  }
+  return checked_ds(name);
+}
+std::vector<zfs::DatasetName> checked_datasets(const std::vector<std::string>& names) {
+  std::vector<zfs::DatasetName> out;
+  out.reserve(names.size());
+  for (const std::string& n : names) {
+    out.push_back(checked_ds(n));
+  }
+  return out;
+}
+std::vector<zfs::SnapshotName> checked_snaps(const std::vector<std::string>& names) {
+  std::vector<zfs::SnapshotName> out;
+  out.reserve(names.size());
+  for (const std::string& n : names) {
+    out.push_back(checked_snap(n));
+  }
+  return out;
+}
+
+// A resume token comes from the other node's receive_resume_token: a malformed one is that
+// node's zfs answering oddly (ExitCode::zfs), not a usage error. It never reaches an argv.
+template <typename Build> remote::Argv token_argv(Build build) {
+  try {
+    return build();
+  } catch (const UsageError& e) {
+    throw Error(ExitCode::zfs, "receive_resume_token",
+                fmt::format("{}; unexpected characters in the token", e.reason()));
+  }
 }
 
 std::uint64_t to_u64(const std::string& s) {
@@ -277,11 +314,10 @@ std::string DatasetTree::prop(const std::string& name, const std::string& key) c
 
 void SmartosNode::check_mountpoints(const std::vector<std::string>& roots,
                                     const std::string& zonepath) {
-  remote::Argv argv{
-      "zfs", "get", "-Hp", "-r", "-o", "name,property,value,source", "mountpoint,zoned,type"};
-  for (const std::string& r : roots) {
-    argv.push_back(checked_ds(r));
+  if (roots.empty()) {
+    return; // nothing to check (and a `zfs get -r` without operands would read every pool)
   }
+  const remote::Argv argv = zfs::build_get_mountpoint_sources(checked_datasets(roots));
   const remote::Result r = remote::run_checked(m_runner, remote::Command(argv), {}, ExitCode::zfs);
   std::map<std::string, std::map<std::string, std::pair<std::string, std::string>>> p;
   std::vector<std::string> order;
@@ -324,7 +360,7 @@ std::vector<std::string> SmartosNode::mount_filesystems(const std::vector<std::s
         mp == "none" || mp == "legacy") {
       continue;
     }
-    const remote::Result r = zfs_retry({"zfs", "mount", ds});
+    const remote::Result r = zfs_retry(zfs::build_mount(checked_ds(ds)));
     if (!r.ok() && r.err.find("already mounted") == std::string::npos) {
       throw Error(ExitCode::zfs, fmt::format("{}: zfs mount {}", m_runner.host(), ds),
                   fmt::format("{}; mount it by hand and rerun", r.err));
@@ -336,19 +372,21 @@ std::vector<std::string> SmartosNode::mount_filesystems(const std::vector<std::s
 
 DatasetTree SmartosNode::tree(const std::vector<std::string>& roots,
                               const std::vector<std::string>& extra_props) {
+  DatasetTree t;
+  if (roots.empty()) {
+    return t; // no roots, nothing under them (a `zfs get -r` without operands reads every pool)
+  }
+  std::vector<std::string> props{"guid", "createtxg"};
   std::string list = "guid,createtxg";
   for (const std::string& p : extra_props) {
+    props.push_back(p);
     list += "," + p;
   }
-  remote::Argv argv{"zfs", "get", "-Hp", "-o", "name,property,value", "-r", list};
-  for (const std::string& r : roots) {
-    argv.push_back(checked_ds(r));
-  }
+  const remote::Argv argv = zfs::build_get_tree(checked_datasets(roots), props);
   const remote::Result r = m_runner.run(remote::Command(argv));
   if (!r.ok() && !missing_text(r.err)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs get -r {}", m_runner.host(), list), r.err);
   }
-  DatasetTree t;
   for (const std::string& line : lines_of(r.out)) {
     const auto f = split_tabs(line);
     if (f.size() < 3) {
@@ -378,9 +416,8 @@ DatasetTree SmartosNode::tree(const std::vector<std::string>& roots,
 }
 
 bool SmartosNode::dataset_exists(const std::string& ds) {
-  const std::string name = ds.find('@') != std::string::npos ? checked_snap(ds) : checked_ds(ds);
   const remote::Result r =
-      m_runner.run(remote::Command({"zfs", "list", "-H", "-t", "all", "-o", "name", name}));
+      m_runner.run(remote::Command(zfs::build_exists_any_type(checked_object(ds))));
   if (r.ok()) {
     return true;
   }
@@ -395,8 +432,8 @@ bool SmartosNode::dataset_exists(const std::string& ds) {
 }
 
 std::vector<std::string> SmartosNode::hierarchy(const std::string& root) {
-  const remote::Result r = m_runner.run(remote::Command(
-      {"zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume", "-r", checked_ds(root)}));
+  const remote::Result r =
+      m_runner.run(remote::Command(zfs::build_list_hierarchy(checked_ds(root))));
   if (!r.ok()) {
     if (missing_text(r.err)) {
       return {};
@@ -407,9 +444,7 @@ std::vector<std::string> SmartosNode::hierarchy(const std::string& root) {
 }
 
 std::vector<SnapshotInfo> SmartosNode::snapshots(const std::string& ds) {
-  const remote::Result r =
-      m_runner.run(remote::Command({"zfs", "list", "-H", "-o", "name", "-t", "snapshot", "-s",
-                                    "creation", "-r", "-d", "1", checked_ds(ds)}));
+  const remote::Result r = m_runner.run(remote::Command(zfs::build_list_snapshots(checked_ds(ds))));
   if (!r.ok()) {
     if (missing_text(r.err)) {
       return {};
@@ -427,11 +462,12 @@ std::vector<SnapshotInfo> SmartosNode::snapshots(const std::string& ds) {
     return out;
   }
   // One `zfs get` for every GUID (zfs-fuse's `zfs list -o guid` is humanized).
-  remote::Argv argv{"zfs", "get", "-Hp", "-o", "name,value", "guid"};
+  std::vector<zfs::ObjectName> names;
   for (const SnapshotInfo& s : out) {
-    argv.push_back(checked_snap(s.name));
+    names.emplace_back(checked_snap(s.name));
   }
-  const remote::Result g = remote::run_checked(m_runner, remote::Command(argv));
+  const remote::Result g =
+      remote::run_checked(m_runner, remote::Command(zfs::build_get_values(names, "guid")));
   std::map<std::string, std::uint64_t> guids;
   for (const std::string& line : lines_of(g.out)) {
     const auto f = split_tabs(line);
@@ -447,13 +483,8 @@ std::vector<SnapshotInfo> SmartosNode::snapshots(const std::string& ds) {
 
 std::map<std::string, std::string> SmartosNode::properties(const std::string& ds,
                                                            const std::vector<std::string>& props) {
-  std::string list;
-  for (const std::string& p : props) {
-    list += (list.empty() ? "" : ",") + p;
-  }
-  const std::string target = ds.find('@') != std::string::npos ? checked_snap(ds) : checked_ds(ds);
   const remote::Result r = remote::run_checked(
-      m_runner, remote::Command({"zfs", "get", "-Hp", "-o", "property,value", list, target}));
+      m_runner, remote::Command(zfs::build_get_properties_of(checked_object(ds), props)));
   std::map<std::string, std::string> out;
   for (const std::string& line : lines_of(r.out)) {
     const auto f = split_tabs(line);
@@ -472,25 +503,26 @@ std::string SmartosNode::origin(const std::string& ds) {
 
 void SmartosNode::snapshot_recursive(const std::vector<std::string>& roots,
                                      const std::string& snap) {
-  if (caps().multi_snapshot || roots.size() == 1) {
-    remote::Argv argv{"zfs", "snapshot", "-r"};
-    for (const std::string& r : roots) {
-      argv.push_back(zfs::SnapshotName(zfs::DatasetName(r), snap).str());
-    }
-    remote::run_checked(m_runner, remote::Command(argv), {}, ExitCode::zfs);
+  std::vector<zfs::SnapshotName> snaps;
+  for (const std::string& r : roots) {
+    snaps.emplace_back(checked_ds(r), snap);
+  }
+  if (caps().multi_snapshot || snaps.size() == 1) {
+    // Throws UsageError on no root (nothing to snapshot is a caller's mistake).
+    remote::run_checked(m_runner, remote::Command(zfs::build_snapshot(snaps, zfs::Recursive::yes)),
+                        {}, ExitCode::zfs);
     return;
   }
   // No multi-dataset snapshot on this ZFS: one per hierarchy, in one session, back to back.
-  for (const std::string& r : roots) {
-    remote::run_checked(m_runner,
-                        remote::Command({"zfs", "snapshot", "-r",
-                                         zfs::SnapshotName(zfs::DatasetName(r), snap).str()}),
+  for (const zfs::SnapshotName& s : snaps) {
+    remote::run_checked(m_runner, remote::Command(zfs::build_snapshot({s}, zfs::Recursive::yes)),
                         {}, ExitCode::zfs);
   }
 }
 
 void SmartosNode::destroy_snapshot(const std::string& full_name) {
-  const remote::Result r = zfs_retry({"zfs", "destroy", checked_snap(full_name)});
+  const remote::Result r =
+      zfs_retry(zfs::build_destroy(checked_snap(full_name), zfs::Recursive::no));
   // A failure is fine only when the snapshot is proven gone (an earlier attempt removed it).
   if (!r.ok() && dataset_exists(full_name)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy {}", m_runner.host(), full_name),
@@ -499,7 +531,8 @@ void SmartosNode::destroy_snapshot(const std::string& full_name) {
 }
 
 void SmartosNode::destroy_snapshot_recursive(const std::string& full_name) {
-  const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_snap(full_name)});
+  const remote::Result r =
+      zfs_retry(zfs::build_destroy(checked_snap(full_name), zfs::Recursive::yes));
   if (!r.ok() && dataset_exists(full_name)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), full_name),
                 r.err);
@@ -513,7 +546,8 @@ void SmartosNode::destroy_dataset(const std::string& ds, const std::string& owne
                                         "or another instance's); nothing was destroyed",
                                         owner_uuid));
   }
-  const remote::Result r = zfs_retry({"zfs", "destroy", "-r", checked_ds(ds)});
+  const remote::Result r =
+      zfs_retry(zfs::build_destroy(checked_ds(ds), zfs::Recursive::yes, zfs::ForceUnmount::no));
   if (!r.ok() && dataset_exists(ds)) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs destroy -r {}", m_runner.host(), ds), r.err);
   }
@@ -521,18 +555,15 @@ void SmartosNode::destroy_dataset(const std::string& ds, const std::string& owne
 
 void SmartosNode::set_property(const std::string& ds, const std::string& prop,
                                const std::string& value) {
-  zfs::DatasetName name(ds);
-  for (char c : prop + value) {
-    if (c == '\n' || c == '\0') {
-      throw UsageError(fmt::format("property {}={}", prop, value), "contains a newline");
-    }
-  }
-  remote::run_checked(m_runner, remote::Command({"zfs", "set", prop + "=" + value, name.str()}), {},
+  // build_set throws UsageError on a bad property name or a value with a newline, NUL or other
+  // control character, before anything runs.
+  remote::run_checked(m_runner, remote::Command(zfs::build_set(checked_ds(ds), prop, value)), {},
                       ExitCode::zfs);
 }
 
 void SmartosNode::create_dataset(const std::string& ds, const KeyValues& props) {
-  remote::run_checked(m_runner, remote::Command({"zfs", "create", "-p", checked_ds(ds)}), {},
+  remote::run_checked(m_runner,
+                      remote::Command(zfs::build_create(checked_ds(ds), zfs::Parents::yes)), {},
                       ExitCode::zfs);
   for (const auto& [prop, value] : props) {
     set_property(ds, prop, value);
@@ -540,7 +571,8 @@ void SmartosNode::create_dataset(const std::string& ds, const KeyValues& props) 
 }
 
 void SmartosNode::rollback_to(const std::string& full_name) {
-  const remote::Result r = zfs_retry({"zfs", "rollback", checked_snap(full_name)});
+  const remote::Result r =
+      zfs_retry(zfs::build_rollback(checked_snap(full_name), zfs::DestroyNewer::no));
   if (!r.ok()) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs rollback {}", m_runner.host(), full_name),
                 r.err);
@@ -557,13 +589,12 @@ std::string SmartosNode::resume_token(const std::string& ds) {
 }
 
 std::string SmartosNode::resume_token_snapshot(const std::string& token) {
-  remote::Argv argv = send_argv("", "", token, caps()); // validates the token's characters
-  argv.insert(argv.begin() + 2, "-nvP");
+  const remote::Argv argv = token_argv([&] { return zfs::build_resume_token_decode(token); });
   const remote::Result r = remote::run_checked(m_runner, remote::Command(argv), {}, ExitCode::zfs);
   for (const std::string& line : lines_of(r.out + "\n" + r.err)) {
     const auto at = line.find("toname = ");
     if (at != std::string::npos) {
-      return checked_snap(line.substr(at + 9));
+      return checked_snap(line.substr(at + 9)).str();
     }
   }
   throw Error(ExitCode::zfs, fmt::format("{}: zfs send -nvP -t", m_runner.host()),
@@ -574,8 +605,8 @@ void SmartosNode::hold(const std::string& full_name, const std::string& tag) {
   if (!caps().holds) {
     return;
   }
-  const remote::Result r =
-      m_runner.run(remote::Command({"zfs", "hold", tag, checked_snap(full_name)}));
+  const remote::Result r = m_runner.run(
+      remote::Command(zfs::build_hold(tag, {checked_snap(full_name)}, zfs::Recursive::no)));
   if (!r.ok() && r.err.find("already exists") == std::string::npos) {
     throw Error(ExitCode::zfs, fmt::format("{}: zfs hold {} {}", m_runner.host(), tag, full_name),
                 r.err);
@@ -586,18 +617,17 @@ void SmartosNode::release(const std::string& full_name, const std::string& tag) 
   if (!caps().holds) {
     return;
   }
-  m_runner.run(remote::Command({"zfs", "release", tag, checked_snap(full_name)}));
+  m_runner.run(
+      remote::Command(zfs::build_release(tag, {checked_snap(full_name)}, zfs::Recursive::no)));
 }
 
 void SmartosNode::hold_all(const std::vector<std::string>& full_names, const std::string& tag) {
   if (!caps().holds || full_names.empty()) {
     return;
   }
-  remote::Argv argv{"zfs", "hold", tag};
-  for (const std::string& n : full_names) {
-    argv.push_back(checked_snap(n));
-  }
-  const remote::Result r = m_runner.run(remote::Command(argv));
+  // build_hold throws UsageError on a bad tag before anything runs.
+  const remote::Result r = m_runner.run(
+      remote::Command(zfs::build_hold(tag, checked_snaps(full_names), zfs::Recursive::no)));
   if (r.ok()) {
     return;
   }
@@ -611,10 +641,7 @@ void SmartosNode::release_all(const std::vector<std::string>& full_names, const 
   if (!caps().holds || full_names.empty()) {
     return;
   }
-  remote::Argv argv{"zfs", "release", tag};
-  for (const std::string& n : full_names) {
-    argv.push_back(checked_snap(n));
-  }
+  const remote::Argv argv = zfs::build_release(tag, checked_snaps(full_names), zfs::Recursive::no);
   if (m_runner.run(remote::Command(argv)).ok() || full_names.size() == 1) {
     return;
   }
@@ -625,46 +652,56 @@ void SmartosNode::release_all(const std::vector<std::string>& full_names, const 
   }
 }
 
+namespace {
+
+// What SmartosNode sends: a resume token alone (the token carries the stream's flags), else
+// SNAP with its properties (-p), -c/-L/-e where the capabilities given to the builder allow
+// them, incremental from `from` when set: -I from a snapshot of the same dataset (users'
+// intermediate snapshots travel), -i from a clone's origin (the only form valid there). Throws
+// UsageError on a bad snapshot name.
+zfs::SendSpec send_spec(const std::string& snapshot, const std::string& from,
+                        const std::string& token) {
+  zfs::SendSpec spec;
+  if (!token.empty()) {
+    spec.resume_token = token;
+    return spec;
+  }
+  const zfs::SnapshotName to = checked_snap(snapshot);
+  spec.snapshot = to;
+  spec.props = true;
+  spec.compressed = spec.large_blocks = spec.embedded = true;
+  if (!from.empty()) {
+    const zfs::SnapshotName base = checked_snap(from);
+    spec.incremental = base.dataset() == to.dataset() ? zfs::IncrementalKind::intermediates
+                                                      : zfs::IncrementalKind::single;
+    spec.from = base;
+  }
+  return spec;
+}
+
+} // namespace
+
 remote::Argv SmartosNode::send_argv(const std::string& snapshot, const std::string& from,
                                     const std::string& token,
                                     const zfs::Capabilities& target_caps) {
+  const zfs::SendSpec spec = send_spec(snapshot, from, token);
+  // -c/-L/-e only where both ends have them; -t needs resume tokens here (PreconditionError).
+  const zfs::Capabilities stream = zfs::stream_capabilities(caps(), target_caps);
   if (!token.empty()) {
-    for (char c : token) {
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') {
-        throw Error(ExitCode::zfs, "receive_resume_token", "unexpected characters in the token");
-      }
-    }
-    return {"zfs", "send", "-t", token};
+    return token_argv([&] { return zfs::build_send(spec, stream); });
   }
-  const zfs::SnapshotName to = zfs::SnapshotName::parse(snapshot);
-  remote::Argv argv{"zfs", "send", "-p"};
-  const zfs::Capabilities& c = caps();
-  if (c.compressed_send && target_caps.compressed_send) {
-    argv.emplace_back("-c");
-  }
-  if (c.large_blocks && target_caps.large_blocks) {
-    argv.emplace_back("-L");
-  }
-  if (c.embedded_data && target_caps.embedded_data) {
-    argv.emplace_back("-e");
-  }
-  if (!from.empty()) {
-    const zfs::SnapshotName base = zfs::SnapshotName::parse(from);
-    // -I carries users' intermediate snapshots; from a clone's origin only -i is valid.
-    argv.emplace_back(base.dataset() == to.dataset() ? "-I" : "-i");
-    argv.push_back(base.str());
-  }
-  argv.push_back(to.str());
-  return argv;
+  return zfs::build_send(spec, stream);
 }
 
 std::pair<std::uint64_t, bool> SmartosNode::estimate_send(const std::string& snapshot,
                                                           const std::string& from,
                                                           const std::string& token,
                                                           const DatasetTree* known) {
-  if (caps().dry_run_parsable) {
-    remote::Argv argv = send_argv(snapshot, from, token, caps());
-    argv.insert(argv.begin() + 2, "-nvP");
+  if (caps().dry_run_parsable && (token.empty() || caps().resume_tokens)) {
+    const zfs::SendSpec spec = send_spec(snapshot, from, token);
+    const remote::Argv argv =
+        token.empty() ? zfs::build_send_estimate(spec, caps())
+                      : token_argv([&] { return zfs::build_send_estimate(spec, caps()); });
     const remote::Result r = m_runner.run(remote::Command(argv));
     if (r.ok()) {
       std::uint64_t size = 0;

@@ -144,8 +144,21 @@ remote::Argv build_exists(const ObjectName& name) {
   return zfs_argv({"list", "-H", "-o", "name", name.str()});
 }
 
+remote::Argv build_exists_any_type(const ObjectName& name) {
+  return zfs_argv({"list", "-H", "-t", "all", "-o", "name", name.str()});
+}
+
+remote::Argv build_list_hierarchy(const DatasetName& root) {
+  return zfs_argv({"list", "-H", "-o", "name", "-t", "filesystem,volume", "-r", root.str()});
+}
+
 remote::Argv build_list_snapshot_names(const DatasetName& dataset) {
   return zfs_argv({"list", "-H", "-t", "snapshot", "-o", "name", "-s", "creation", "-r", "-d", "1",
+                   dataset.str()});
+}
+
+remote::Argv build_list_snapshots(const DatasetName& dataset) {
+  return zfs_argv({"list", "-H", "-o", "name", "-t", "snapshot", "-s", "creation", "-r", "-d", "1",
                    dataset.str()});
 }
 
@@ -222,6 +235,56 @@ PropertyTable parse_properties(std::string_view out) {
     }
   }
   return table;
+}
+
+remote::Argv build_get_tree(const std::vector<DatasetName>& roots,
+                            const std::vector<std::string>& props) {
+  if (roots.empty() || props.empty()) {
+    throw UsageError("zfs get -r", "no dataset or no property given");
+  }
+  for (const std::string& p : props) {
+    validate_property_name(p);
+  }
+  remote::Argv argv = zfs_argv({"get", "-Hp", "-o", "name,property,value", "-r", join(props, ",")});
+  for (const DatasetName& root : roots) {
+    argv.push_back(root.str());
+  }
+  return argv;
+}
+
+remote::Argv build_get_mountpoint_sources(const std::vector<DatasetName>& roots) {
+  if (roots.empty()) {
+    throw UsageError("zfs get mountpoint", "no dataset given");
+  }
+  remote::Argv argv =
+      zfs_argv({"get", "-Hp", "-r", "-o", "name,property,value,source", "mountpoint,zoned,type"});
+  for (const DatasetName& root : roots) {
+    argv.push_back(root.str());
+  }
+  return argv;
+}
+
+remote::Argv build_get_values(const std::vector<ObjectName>& names, const std::string& property) {
+  if (names.empty()) {
+    throw UsageError(fmt::format("zfs get {}", property.substr(0, 100)), "no dataset given");
+  }
+  validate_property_name(property);
+  remote::Argv argv = zfs_argv({"get", "-Hp", "-o", "name,value", property});
+  for (const ObjectName& n : names) {
+    argv.push_back(n.str());
+  }
+  return argv;
+}
+
+remote::Argv build_get_properties_of(const ObjectName& name,
+                                     const std::vector<std::string>& props) {
+  if (props.empty()) {
+    throw UsageError(fmt::format("zfs get {}", name.str()), "no property given");
+  }
+  for (const std::string& p : props) {
+    validate_property_name(p);
+  }
+  return zfs_argv({"get", "-Hp", "-o", "property,value", join(props, ","), name.str()});
 }
 
 remote::Argv build_get_snapshot_info(const DatasetName& dataset) {
@@ -422,6 +485,24 @@ remote::Argv build_send(const SendSpec& spec, const Capabilities& caps) {
   }
   argv.push_back(spec.snapshot->str());
   return argv;
+}
+
+remote::Argv build_send_estimate(const SendSpec& spec, const Capabilities& caps) {
+  if (!caps.dry_run_parsable) {
+    unsupported(caps, "zfs send -nvP", "estimate from dataset properties instead");
+  }
+  SendSpec real = spec;
+  real.dry_run = false;
+  remote::Argv argv = build_send(real, caps); // validates, and checks -t/-w/bookmarks
+  argv.insert(argv.begin() + 2, "-nvP");
+  return argv;
+}
+
+remote::Argv build_resume_token_decode(const std::string& token) {
+  if (!is_valid_resume_token(token)) {
+    throw UsageError("zfs send -nvP -t", "the resume token is malformed");
+  }
+  return zfs_argv({"send", "-nvP", "-t", token});
 }
 
 remote::Argv build_recv(const RecvSpec& spec, const Capabilities& caps) {

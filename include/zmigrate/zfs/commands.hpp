@@ -48,6 +48,14 @@ std::vector<DatasetEntry> parse_dataset_list(std::string_view out);
 // `zfs list -H -o name [-t bookmark] NAME`: exit 0 when NAME exists; works on every
 // implementation (bookmarks need `-t bookmark`).
 remote::Argv build_exists(const ObjectName& name);
+// `zfs list -H -t all -o name NAME`: exit 0 when NAME (dataset, snapshot or bookmark) exists.
+// The form SmartosNode runs; an absent NAME fails with zfs's own "'NAME': dataset does not
+// exist" (exit 1), which is the only answer that proves absence.
+remote::Argv build_exists_any_type(const ObjectName& name);
+
+// `zfs list -H -o name -t filesystem,volume -r ROOT`: ROOT and its descendants, one name a line,
+// parents first. A missing ROOT fails ("dataset does not exist").
+remote::Argv build_list_hierarchy(const DatasetName& root);
 
 // `zfs list -H -t snapshot -o name -s creation -r -d 1 DS`: the snapshots of DS (not of its
 // children), oldest first.
@@ -55,6 +63,10 @@ remote::Argv build_list_snapshot_names(const DatasetName& dataset);
 // Snapshot names from build_list_snapshot_names() output. Throws Error(ExitCode::zfs) on a line
 // that is not a snapshot name.
 std::vector<SnapshotName> parse_snapshot_names(std::string_view out);
+// `zfs list -H -o name -t snapshot -s creation -r -d 1 DS`: what build_list_snapshot_names()
+// lists, with -o before -t as SmartosNode has always run it (the lab greps that form).
+// parse_snapshot_names() reads its output.
+remote::Argv build_list_snapshots(const DatasetName& dataset);
 
 // --- Properties --------------------------------------------------------------------------------
 
@@ -85,6 +97,25 @@ remote::Argv build_get_properties(const std::vector<ObjectName>& names,
 // Rows of build_get_properties() output; "-" values are left out. Lines without three
 // tab-separated fields are skipped (zfs prints nothing else on stdout).
 PropertyTable parse_properties(std::string_view out);
+
+// `zfs get -Hp -o name,property,value -r P1,P2 ROOT...`: the properties of every dataset and
+// snapshot under the roots in one command (parse_properties() reads it). Throws UsageError on
+// no root, no property or a bad property name (a comma inside one would smuggle in another).
+remote::Argv build_get_tree(const std::vector<DatasetName>& roots,
+                            const std::vector<std::string>& props);
+
+// `zfs get -Hp -r -o name,property,value,source mountpoint,zoned,type ROOT...`: what decides
+// whether a filesystem may be mounted on this node (the source tells a mountpoint set locally or
+// by a received stream from an inherited one). Throws UsageError on no root.
+remote::Argv build_get_mountpoint_sources(const std::vector<DatasetName>& roots);
+
+// `zfs get -Hp -o name,value PROP NAME...`: one property of several objects, "<name>\t<value>"
+// lines. Throws UsageError on no name or a bad property name.
+remote::Argv build_get_values(const std::vector<ObjectName>& names, const std::string& property);
+
+// `zfs get -Hp -o property,value P1,P2 NAME`: properties of one object, "<prop>\t<value>" lines.
+// Throws UsageError on no property or a bad property name.
+remote::Argv build_get_properties_of(const ObjectName& name, const std::vector<std::string>& props);
 
 // A snapshot with what identifies it across nodes (guid) and orders it (createtxg).
 struct SnapshotInfo {
@@ -165,6 +196,18 @@ void validate(const SendSpec& spec);
 // receiver) when the stream goes to another node. Throws UsageError (validate) or
 // PreconditionError when `caps` lack -n/-P (dry_run), -t, -w or bookmarks.
 remote::Argv build_send(const SendSpec& spec, const Capabilities& caps);
+
+// `zfs send -nvP [-R] [-p] [-c] [-L] [-e] [-w] [-i|-I FROM] SNAP` or `zfs send -nvP -t TOKEN`:
+// the dry run of build_send(spec) (spec.dry_run is implied) with the three flags in one word, as
+// SmartosNode runs it. Throws as build_send() does, and PreconditionError when `caps` lack
+// dry_run_parsable.
+remote::Argv build_send_estimate(const SendSpec& spec, const Capabilities& caps);
+
+// `zfs send -nvP -t TOKEN`: decode a resume token (read from the receiving node) on the sending
+// node; its report names the snapshot it resumes ("toname = DS@SNAP"). No capability check: a
+// zfs without -t fails the command, which the caller reports. Throws UsageError unless
+// is_valid_resume_token(token).
+remote::Argv build_resume_token_decode(const std::string& token);
 
 // Who may let `zfs recv -F` roll the target back and destroy what is not in the stream.
 enum class RecvForce {

@@ -231,18 +231,25 @@ TEST_CASE("SmartosNode::resume_token_snapshot decodes the token on this node",
       "\toffset = 0x0\n\tbytes = 0x20b38\n\ttoguid = 0xa9a265cbe60d3346\n"
       "\ttoname = zones/vm@zmigrate-m1-2\nfull\tzones/vm@zmigrate-m1-2\t574160\n"
       "size\t574160\n";
-  f.runner.on_prefix("zfs send -nvP -t 1-abc-def", ok(decoded));
-  CHECK(node.resume_token_snapshot("1-abc-def") == "zones/vm@zmigrate-m1-2");
+  f.runner.on("zfs send -nvP -t 1-abc-def-789c", ok(decoded));
+  CHECK(node.resume_token_snapshot("1-abc-def-789c") == "zones/vm@zmigrate-m1-2");
   SECTION("a token with shell characters never reaches a command line") {
     f.runner.clear_record();
-    CHECK_THROWS_AS(node.resume_token_snapshot("1-abc; rm -rf /"), Error);
-    for (const std::string& c : f.runner.commands) {
-      CHECK(c.find("rm -rf") == std::string::npos);
+    for (const std::string& bad : {std::string("1-abc; rm -rf /"), std::string("1-abc-def"),
+                                   std::string("1-abc-def-78 rm -rf /")}) {
+      try {
+        node.resume_token_snapshot(bad);
+        FAIL("accepted " << bad);
+      } catch (const Error& e) {
+        CHECK(e.exit_code() == ExitCode::zfs); // the other node's token, not a usage error
+      }
     }
+    CHECK(f.runner.commands.empty());
   }
   SECTION("a token zfs cannot decode") {
-    f.runner.on_prefix("zfs send -nvP -t 1-bad", failed(1, "cannot resume send: bad token\n"));
-    CHECK_THROWS_AS(node.resume_token_snapshot("1-bad"), Error);
+    f.runner.on("zfs send -nvP -t 1-bad-0-0", failed(1, "cannot resume send: bad token\n"));
+    CHECK_THROWS_AS(node.resume_token_snapshot("1-bad-0-0"), Error);
+    CHECK(f.runner.commands.back() == "zfs send -nvP -t 1-bad-0-0");
   }
 }
 
@@ -264,7 +271,116 @@ TEST_CASE("SmartosNode::mount_filesystems leaves zoned (delegated) datasets to t
                      ok(props));
   const std::vector<std::string> mounted = node.mount_filesystems({root}, "/zones/" + k_vm);
   CHECK(mounted == std::vector<std::string>{root});
+  CHECK(f.runner.commands_starting_with("zfs mount ") ==
+        std::vector<std::string>{"zfs mount " + root});
   for (const std::string& c : f.runner.commands) {
     CHECK(c != "zfs mount " + root + "/data");
+  }
+}
+
+TEST_CASE("SmartosNode runs each zfs command as it always has", "[migration][node_ops]") {
+  // The lab greps these argv in the node logs: they come from the builders of src/zfs now, and
+  // must render exactly as SmartosNode built them by hand before.
+  Fixture f;
+  zfs::Capabilities caps;
+  caps.holds = caps.multi_snapshot = caps.dry_run_parsable = caps.resume_tokens = true;
+  caps.compressed_send = caps.large_blocks = caps.embedded_data = true;
+  f.nodes.facts_for(f.runner.host()).caps = caps;
+  SmartosNode node(f.ctx, f.server);
+  const std::string root = "zones/" + k_vm;
+  const std::string disk = "zones/" + k_vm + "-disk0";
+  const std::string s1 = root + "@zmigrate-m1-1";
+  const std::string s2 = root + "@zmigrate-m1-2";
+  auto only = [&](const std::vector<std::string>& expected) {
+    CHECK(f.runner.commands == expected);
+    f.runner.clear_record();
+  };
+
+  f.runner.on("zfs list -H -t all -o name " + s1, ok(s1 + "\n"));
+  CHECK(node.dataset_exists(s1));
+  only({"zfs list -H -t all -o name " + s1});
+
+  node.hierarchy(root);
+  only({"zfs list -H -o name -t filesystem,volume -r " + root});
+
+  f.runner.on("zfs list -H -o name -t snapshot -s creation -r -d 1 " + root,
+              ok(s1 + "\n" + s2 + "\n"));
+  f.runner.on("zfs get -Hp -o name,value guid " + s1 + " " + s2, ok(s1 + "\t11\n" + s2 + "\t22\n"));
+  const std::vector<SnapshotInfo> snaps = node.snapshots(root);
+  REQUIRE(snaps.size() == 2);
+  CHECK(snaps[1].guid == 22);
+  only({"zfs list -H -o name -t snapshot -s creation -r -d 1 " + root,
+        "zfs get -Hp -o name,value guid " + s1 + " " + s2});
+
+  node.properties(root, {"quota", "reservation"});
+  node.properties(s1, {"referenced"});
+  only({"zfs get -Hp -o property,value quota,reservation " + root,
+        "zfs get -Hp -o property,value referenced " + s1});
+
+  node.tree({root, disk}, {"origin", "referenced"});
+  only({"zfs get -Hp -o name,property,value -r guid,createtxg,origin,referenced " + root + " " +
+        disk});
+
+  node.check_mountpoints({root}, "/zones/" + k_vm);
+  only({"zfs get -Hp -r -o name,property,value,source mountpoint,zoned,type " + root});
+
+  node.snapshot_recursive({root, disk}, "zmigrate-m1-1");
+  only({"zfs snapshot -r " + s1 + " " + disk + "@zmigrate-m1-1"});
+
+  node.destroy_snapshot(s1);
+  node.destroy_snapshot_recursive(s1);
+  node.destroy_dataset(disk, k_vm);
+  node.rollback_to(s2);
+  only({"zfs destroy " + s1, "zfs destroy -r " + s1, "zfs destroy -r " + disk,
+        "zfs rollback " + s2});
+
+  node.create_dataset("zones/cores/" + k_vm, {{"mountpoint", "/zones/" + k_vm + "/cores"}});
+  node.set_property(root, "quota", "");
+  only({"zfs create -p zones/cores/" + k_vm,
+        "zfs set mountpoint=/zones/" + k_vm + "/cores zones/cores/" + k_vm,
+        "zfs set quota= " + root});
+
+  node.hold_all({s1, s2}, "zmigrate-m1");
+  node.release_all({s1, s2}, "zmigrate-m1");
+  only({"zfs hold zmigrate-m1 " + s1 + " " + s2, "zfs release zmigrate-m1 " + s1 + " " + s2});
+
+  using Argv = std::vector<std::string>;
+  CHECK(node.send_argv(s1, "", "", caps) == Argv{"zfs", "send", "-p", "-c", "-L", "-e", s1});
+  CHECK(node.send_argv(s2, s1, "", caps) ==
+        Argv{"zfs", "send", "-p", "-c", "-L", "-e", "-I", s1, s2});
+  CHECK(node.send_argv(s1, "zones/img@final", "", caps) ==
+        Argv{"zfs", "send", "-p", "-c", "-L", "-e", "-i", "zones/img@final", s1});
+  CHECK(node.send_argv(s1, "", "", zfs::Capabilities{}) == Argv{"zfs", "send", "-p", s1});
+  CHECK(node.send_argv(s2, "", "1-abc-def-789c", caps) ==
+        Argv{"zfs", "send", "-t", "1-abc-def-789c"});
+  CHECK(f.runner.commands.empty()); // building an argv runs nothing
+
+  node.estimate_send(s2, s1, "");
+  node.estimate_send(s2, "", "1-abc-def-789c");
+  only({"zfs send -nvP -p -c -L -e -I " + s1 + " " + s2, "zfs send -nvP -t 1-abc-def-789c"});
+
+  SECTION("without multi-dataset snapshots: one per root") {
+    caps.multi_snapshot = false;
+    f.nodes.facts_for(f.runner.host()).caps = caps;
+    SmartosNode fuse(f.ctx, f.server);
+    fuse.snapshot_recursive({root, disk}, "zmigrate-m1-1");
+    only({"zfs snapshot -r " + s1, "zfs snapshot -r " + disk + "@zmigrate-m1-1"});
+  }
+  SECTION("bad names, tags and values never reach a command") {
+    CHECK_THROWS_AS(node.set_property(root, "quota", "1\nzfs destroy -r zones"), UsageError);
+    CHECK_THROWS_AS(node.set_property(root, "quota=1 zones", "2"), UsageError);
+    CHECK_THROWS_AS(node.set_property(s1, "quota", "1"), UsageError); // a dataset's property
+    CHECK_THROWS_AS(node.hold_all({s1}, "-r"), UsageError);
+    CHECK_THROWS_AS(node.release_all({s1}, "a b"), UsageError);
+    CHECK_THROWS_AS(node.properties(root, {"quota,reservation"}), UsageError);
+    CHECK_THROWS_AS(node.tree({root}, {"-o"}), UsageError);
+    CHECK_THROWS_AS(node.dataset_exists("zones/a b"), UsageError);
+    CHECK_THROWS_AS(node.send_argv("zones/x@a;b", "", "", caps), UsageError);
+    CHECK(f.runner.commands.empty());
+  }
+  SECTION("no roots: nothing to read, nothing runs") {
+    CHECK(node.tree({}).datasets.empty());
+    CHECK_NOTHROW(node.check_mountpoints({}, "/zones/" + k_vm));
+    CHECK(f.runner.commands.empty());
   }
 }

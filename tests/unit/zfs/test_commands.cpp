@@ -43,6 +43,22 @@ TEST_CASE("zfs::build_list_datasets", "[zfs]") {
                                                           "-d", "1", "zones/vm"});
 }
 
+TEST_CASE("zfs: the listing forms SmartosNode runs", "[zfs]") {
+  CHECK(build_exists_any_type(ds("zones/vm")) ==
+        Argv{"zfs", "list", "-H", "-t", "all", "-o", "name", "zones/vm"});
+  CHECK(build_exists_any_type(snap("zones/vm@zmigrate-m1-1")) ==
+        Argv{"zfs", "list", "-H", "-t", "all", "-o", "name", "zones/vm@zmigrate-m1-1"});
+  CHECK(build_list_hierarchy(ds("zones/vm")) ==
+        Argv{"zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume", "-r", "zones/vm"});
+  CHECK(build_list_snapshots(ds("zones/vm")) == Argv{"zfs", "list", "-H", "-o", "name", "-t",
+                                                     "snapshot", "-s", "creation", "-r", "-d", "1",
+                                                     "zones/vm"});
+  // Names are validated where they are made: nothing unvalidated reaches these builders.
+  CHECK_THROWS_AS(build_list_hierarchy(ds("zones/-r")), UsageError);
+  CHECK_THROWS_AS(build_list_snapshots(ds("zones/a b")), UsageError);
+  CHECK_THROWS_AS(build_exists_any_type(ObjectName::parse("zones/vm@a;b")), UsageError);
+}
+
 TEST_CASE("zfs::parse_dataset_list", "[zfs]") {
   // The zfs-fuse recording lists name,type,origin,mounted; cut it to our two columns.
   const std::vector<DatasetEntry> rows = parse_dataset_list(
@@ -77,6 +93,48 @@ TEST_CASE("zfs::build_get_properties", "[zfs]") {
   CHECK_THROWS_AS(build_get_properties({}, {"guid"}), UsageError);
   CHECK_THROWS_AS(build_get_properties({ds("zones/vm")}, {}), UsageError);
   CHECK_NOTHROW(validate_property_name("com.joyent:owner"));
+}
+
+TEST_CASE("zfs::build_get_tree", "[zfs]") {
+  CHECK(build_get_tree({ds("zones/vm")}, {"guid", "createtxg"}) ==
+        Argv{"zfs", "get", "-Hp", "-o", "name,property,value", "-r", "guid,createtxg", "zones/vm"});
+  CHECK(build_get_tree({ds("zones/vm"), ds("zones/vm-disk0")},
+                       {"guid", "createtxg", "receive_resume_token"}) ==
+        Argv{"zfs", "get", "-Hp", "-o", "name,property,value", "-r",
+             "guid,createtxg,receive_resume_token", "zones/vm", "zones/vm-disk0"});
+  CHECK_THROWS_AS(build_get_tree({}, {"guid"}), UsageError); // would read every pool
+  CHECK_THROWS_AS(build_get_tree({ds("zones/vm")}, {}), UsageError);
+  CHECK_THROWS_AS(build_get_tree({ds("zones/vm")}, {"guid,used"}), UsageError);
+  CHECK_THROWS_AS(build_get_tree({ds("zones/vm")}, {"guid", "-o"}), UsageError);
+  CHECK_THROWS_AS(build_get_tree({ds("zones/vm")}, {"guid", "a\nb"}), UsageError);
+  CHECK_THROWS_AS(build_get_tree({ds("zones/vm")}, {std::string("a\0b", 3)}), UsageError);
+}
+
+TEST_CASE("zfs::build_get_mountpoint_sources", "[zfs]") {
+  CHECK(build_get_mountpoint_sources({ds("zones/vm")}) ==
+        Argv{"zfs", "get", "-Hp", "-r", "-o", "name,property,value,source", "mountpoint,zoned,type",
+             "zones/vm"});
+  CHECK(build_get_mountpoint_sources({ds("zones/a"), ds("zones/b")}) ==
+        Argv{"zfs", "get", "-Hp", "-r", "-o", "name,property,value,source", "mountpoint,zoned,type",
+             "zones/a", "zones/b"});
+  CHECK_THROWS_AS(build_get_mountpoint_sources({}), UsageError);
+}
+
+TEST_CASE("zfs::build_get_values and build_get_properties_of", "[zfs]") {
+  CHECK(build_get_values({snap("zones/vm@a"), snap("zones/vm@b")}, "guid") ==
+        Argv{"zfs", "get", "-Hp", "-o", "name,value", "guid", "zones/vm@a", "zones/vm@b"});
+  CHECK_THROWS_AS(build_get_values({}, "guid"), UsageError);
+  CHECK_THROWS_AS(build_get_values({snap("zones/vm@a")}, "guid,used"), UsageError);
+  CHECK_THROWS_AS(build_get_values({snap("zones/vm@a")}, ""), UsageError);
+  CHECK_THROWS_AS(build_get_values({snap("zones/vm@a")}, "guid\n"), UsageError);
+
+  CHECK(build_get_properties_of(ds("zones/vm"), {"quota", "reservation"}) ==
+        Argv{"zfs", "get", "-Hp", "-o", "property,value", "quota,reservation", "zones/vm"});
+  CHECK(build_get_properties_of(snap("zones/vm@s"), {"referenced"}) ==
+        Argv{"zfs", "get", "-Hp", "-o", "property,value", "referenced", "zones/vm@s"});
+  CHECK_THROWS_AS(build_get_properties_of(ds("zones/vm"), {}), UsageError);
+  CHECK_THROWS_AS(build_get_properties_of(ds("zones/vm"), {"quota", "-r"}), UsageError);
+  CHECK_THROWS_AS(build_get_properties_of(ds("zones/vm"), {"quota reservation"}), UsageError);
 }
 
 TEST_CASE("zfs::supported_properties", "[zfs]") {
@@ -319,6 +377,58 @@ TEST_CASE("zfs::build_send", "[zfs]") {
   }
 }
 
+TEST_CASE("zfs::build_send_estimate", "[zfs]") {
+  const Capabilities openzfs = caps_of("openzfs-2.3");
+  const Capabilities fuse = caps_of("zfs-fuse");
+  const Capabilities illumos = caps_of("illumos");
+
+  SendSpec full;
+  full.snapshot = snap("zones/vm@zmigrate-m1-1");
+  full.props = true;
+  full.compressed = full.large_blocks = full.embedded = true;
+  CHECK(build_send_estimate(full, openzfs) ==
+        Argv{"zfs", "send", "-nvP", "-p", "-c", "-L", "-e", "zones/vm@zmigrate-m1-1"});
+  full.dry_run = true; // implied either way
+  CHECK(build_send_estimate(full, illumos) ==
+        Argv{"zfs", "send", "-nvP", "-p", "-c", "-L", "-e", "zones/vm@zmigrate-m1-1"});
+  CHECK_THROWS_AS(build_send_estimate(full, fuse), PreconditionError);
+
+  SendSpec inc = full;
+  inc.snapshot = snap("zones/vm@zmigrate-m1-2");
+  inc.from = snap("zones/vm@zmigrate-m1-1");
+  inc.incremental = IncrementalKind::intermediates;
+  CHECK(build_send_estimate(inc, openzfs) == Argv{"zfs", "send", "-nvP", "-p", "-c", "-L", "-e",
+                                                  "-I", "zones/vm@zmigrate-m1-1",
+                                                  "zones/vm@zmigrate-m1-2"});
+  SendSpec clone = full;
+  clone.from = snap("zones/img@final");
+  CHECK(build_send_estimate(clone, openzfs) == Argv{"zfs", "send", "-nvP", "-p", "-c", "-L", "-e",
+                                                    "-i", "zones/img@final",
+                                                    "zones/vm@zmigrate-m1-1"});
+
+  SendSpec token;
+  token.resume_token = "1-f4d43fa5b-e0-789c63a2";
+  CHECK(build_send_estimate(token, openzfs) ==
+        Argv{"zfs", "send", "-nvP", "-t", "1-f4d43fa5b-e0-789c63a2"});
+  SendSpec bad_token;
+  bad_token.resume_token = "1-abc-e0-78;rm";
+  CHECK_THROWS_AS(build_send_estimate(bad_token, openzfs), UsageError);
+  SendSpec same = full;
+  same.from = full.snapshot;
+  CHECK_THROWS_AS(build_send_estimate(same, openzfs), UsageError);
+  CHECK_THROWS_AS(build_send_estimate(SendSpec{}, openzfs), UsageError);
+}
+
+TEST_CASE("zfs::build_resume_token_decode", "[zfs]") {
+  CHECK(build_resume_token_decode("1-f4d43fa5b-e0-789c63a2") ==
+        Argv{"zfs", "send", "-nvP", "-t", "1-f4d43fa5b-e0-789c63a2"});
+  CHECK_THROWS_AS(build_resume_token_decode(""), UsageError);
+  CHECK_THROWS_AS(build_resume_token_decode("1-abc-def"), UsageError);
+  CHECK_THROWS_AS(build_resume_token_decode("1-abc-e0-78; rm -rf /"), UsageError);
+  CHECK_THROWS_AS(build_resume_token_decode("1-abc-e0-78\n9c"), UsageError);
+  CHECK_THROWS_AS(build_resume_token_decode("-t"), UsageError);
+}
+
 TEST_CASE("zfs::build_recv", "[zfs]") {
   const Capabilities openzfs = caps_of("openzfs-2.3");
   const Capabilities fuse = caps_of("zfs-fuse");
@@ -475,6 +585,8 @@ TEST_CASE("zfs::build_hold", "[zfs]") {
   CHECK_THROWS_AS(build_hold("-r", {snap("zones/a@s")}, Recursive::no), UsageError);
   CHECK_THROWS_AS(build_hold("a b", {snap("zones/a@s")}, Recursive::no), UsageError);
   CHECK_THROWS_AS(build_hold(tag, {}, Recursive::no), UsageError);
+  CHECK_THROWS_AS(build_release("a\nb", {snap("zones/a@s")}, Recursive::no), UsageError);
+  CHECK_THROWS_AS(build_release("", {snap("zones/a@s")}, Recursive::no), UsageError);
 }
 
 TEST_CASE("zfs::build_rename", "[zfs]") {
@@ -491,6 +603,9 @@ TEST_CASE("zfs::build_set", "[zfs]") {
         Argv{"zfs", "set", "com.joyent:note=it's fine; really", "zones/vm"});
   CHECK_THROWS_AS(build_set(ds("zones/vm"), "quota", "1\n2"), UsageError);
   CHECK_THROWS_AS(build_set(ds("zones/vm"), "quota=1 zones/x", "2"), UsageError);
+  CHECK(build_set(ds("zones/vm"), "quota", "") == Argv{"zfs", "set", "quota=", "zones/vm"});
+  CHECK_THROWS_AS(build_set(ds("zones/vm"), "quota", std::string("1\0", 2)), UsageError);
+  CHECK_THROWS_AS(build_set(ds("zones/vm"), "", "1"), UsageError);
 }
 
 TEST_CASE("zfs::build_create", "[zfs]") {
