@@ -72,13 +72,12 @@ public:
     ctx.settings.hostname = "headnode";
     catalog.images[k_image] = {fake_new_guid(), 40, "filesystem"};
     catalog.images[k_kvm_image] = {fake_new_guid(), 60, "volume"};
-    inventory::Server& s1 = inv.add_server(k_cn1, "cn1", "10.99.0.11");
-    inventory::Server& s2 = inv.add_server(k_cn2, "cn2", "10.99.0.12");
-    inventory::Server& s3 = inv.add_server(k_cn3, "cn3", "10.99.0.13");
-    s3.unreserved_ram_mib = 4096; // placement would choose cn2
-    cn1 = std::make_unique<FakeNode>(s1, &catalog);
-    cn2 = std::make_unique<FakeNode>(s2, &catalog);
-    cn3 = std::make_unique<FakeNode>(s3, &catalog);
+    inv.add_server(k_cn1, "cn1", "10.99.0.11");
+    inv.add_server(k_cn2, "cn2", "10.99.0.12");
+    inv.add_server(k_cn3, "cn3", "10.99.0.13").unreserved_ram_mib = 4096; // placement: cn2
+    cn1 = std::make_unique<FakeNode>(inv.servers[0], &catalog);
+    cn2 = std::make_unique<FakeNode>(inv.servers[1], &catalog);
+    cn3 = std::make_unique<FakeNode>(inv.servers[2], &catalog);
     for (FakeNode* n : {cn1.get(), cn2.get(), cn3.get()}) {
       n->add_dataset("zones").mounted = true;
       n->add_dataset("zones/cores").mounted = true;

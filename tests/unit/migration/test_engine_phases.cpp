@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: MPL-2.0
+// The engine's phases end to end over stateful fakes (tests/fakes/engine_world.hpp): every phase's
+// happy path judged by its effects on both nodes, VMAPI and the ledger, plus targeted failures
+// of the nodes and the data link (a failed final sync restarts the source, a refusing target
+// start after the hide is finished by a rerun, ...).
+#include "fakes/engine_world.hpp"
+
+#include <zmigrate/migration/engine.hpp>
+#include <zmigrate/util/error.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+using namespace zmigrate;
+using fakes::EngineWorld;
+
+namespace {
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const std::string& s : v) {
+    out += (out.empty() ? "" : "; ") + s;
+  }
+  return out;
+}
+
+#define CHECK_NONE(expr)                                                                           \
+  do {                                                                                             \
+    const std::vector<std::string> problems_ = (expr);                                             \
+    INFO(joined(problems_));                                                                       \
+    CHECK(problems_.empty());                                                                      \
+  } while (false)
+
+bool called(const fakes::FakeNode& n, const std::string& line) {
+  return std::find(n.calls.begin(), n.calls.end(), line) != n.calls.end();
+}
+
+} // namespace
+
+TEST_CASE("engine: begin imports the image on the target and changes nothing else",
+          "[engine][begin]") {
+  EngineWorld w;
+  const migration::BeginResult r = w.begin();
+  CHECK(r.target.uuid == EngineWorld::k_cn2);
+  CHECK_NONE(w.expect_begun());
+  CHECK(called(*w.cn2, std::string("image_import ") + EngineWorld::k_image));
+  CHECK(w.cn2->instances.empty());
+  CHECK_FALSE(w.cn2->has(w.root()));
+  CHECK(w.record().data.at("datasets") == nlohmann::json::array({w.root()}));
+}
+
+TEST_CASE("engine: begin refuses a target that already has the instance's dataset",
+          "[engine][begin]") {
+  EngineWorld w;
+  w.cn2->add_dataset(w.root());
+  CHECK_THROWS_AS(w.begin(), PreconditionError);
+  CHECK_FALSE(w.has_record());
+  CHECK(w.cn2->has(w.root())); // never touched
+}
+
+TEST_CASE("engine: sync sends a clone first, then increments; GUIDs prove the data",
+          "[engine][sync]") {
+  EngineWorld w;
+  w.begin();
+  const migration::SyncResult first = w.sync();
+  CHECK_NONE(w.expect_synced(1));
+  REQUIRE(first.transfers.size() == 3);
+  CHECK(first.transfers[0].kind == "clone"); // zone root from the image, up to the user's snapshot
+  CHECK(first.transfers[0].to == w.root() + "@backup");
+  CHECK(first.transfers[1].kind == "incremental");
+  CHECK(first.transfers[2].kind == "full"); // the delegated dataset
+  CHECK(w.cn2->prop_of(w.root(), "origin") ==
+        std::string("zones/") + EngineWorld::k_image + "@final");
+  CHECK(EngineWorld::guid(*w.cn1, w.root(), "backup") ==
+        EngineWorld::guid(*w.cn2, w.root(), "backup"));
+  const std::string snap1 = w.synced_snap();
+
+  const migration::SyncResult second = w.sync();
+  CHECK_NONE(w.expect_synced(2));
+  REQUIRE(second.transfers.size() == 2);
+  for (const migration::DatasetTransfer& t : second.transfers) {
+    CHECK(t.kind == "incremental");
+    CHECK(t.from.substr(t.from.find('@') + 1) == snap1);
+  }
+  // The older migration snapshot is pruned on both sides; the newest is the next base.
+  CHECK(EngineWorld::guid(*w.cn1, w.root(), snap1) == 0);
+  CHECK(EngineWorld::guid(*w.cn2, w.root(), snap1) == 0);
+  CHECK(w.cn2->datasets.at(w.root()).content ==
+        w.cn2->datasets.at(w.root()).snapshots.back().content);
+}
+
+TEST_CASE("engine: switch stops and hides the source, starts the target, points VMAPI there",
+          "[engine][switch]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.clock.advance(std::chrono::minutes(5)); // not right after a sync: the switch presyncs
+  const migration::SwitchResult r = w.switch_over();
+  CHECK(r.was_running);
+  CHECK_NONE(w.expect_switched());
+  const std::vector<std::string> steps = w.steps_since(0);
+  CHECK(std::find(steps.begin(), steps.end(), "switch.presync") != steps.end());
+  // The final snapshot is held on both sides as the rollback base.
+  const std::string snap = w.synced_snap();
+  CHECK_FALSE(w.cn1->find_snapshot(w.root() + "@" + snap)->holds.empty());
+  CHECK_FALSE(w.cn2->find_snapshot(w.root() + "@" + snap)->holds.empty());
+  CHECK(w.inv.ip_reservations.size() == 2); // reserved for the window, released after
+}
+
+TEST_CASE("engine: switch of a stopped instance mounts the target and leaves it stopped",
+          "[engine][switch]") {
+  EngineWorld w(EngineWorld::Kind::zone, false);
+  w.begin();
+  w.sync();
+  const migration::SwitchResult r = w.switch_over();
+  CHECK_FALSE(r.was_running);
+  CHECK_NONE(w.expect_switched());
+  CHECK(w.cn2->datasets.at(w.root()).mounted);
+  CHECK_FALSE(called(*w.cn2, std::string("vm_start ") + EngineWorld::k_vm));
+}
+
+TEST_CASE("engine: finalize deletes the hidden source after proving the target",
+          "[engine][finalize]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.switch_over();
+  w.finalize();
+  CHECK_NONE(w.expect_finalized());
+  CHECK(w.cn1->instances.count(EngineWorld::k_vm) == 0);
+}
+
+TEST_CASE("engine: finalize refuses when the target's copy differs, and deletes nothing",
+          "[engine][finalize]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.switch_over();
+  w.cn2->datasets.at(w.root()).snapshots.back().guid ^= 1; // not the copy the source sent
+  CHECK_THROWS_AS(w.finalize(), PreconditionError);
+  CHECK(w.cn1->instances.count(EngineWorld::k_vm) != 0);
+  for (const std::string& ds : w.instance_datasets()) {
+    CHECK(w.cn1->has(ds));
+  }
+  CHECK(w.record().phase == state::Phase::switch_);
+  w.cn2->datasets.at(w.root()).snapshots.back().guid ^= 1;
+  w.rollback(); // still possible
+  CHECK_NONE(w.expect_rolled_back());
+}
+
+TEST_CASE("engine: rollback after a switch makes the source primary again", "[engine][rollback]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.switch_over();
+  w.rollback();
+  CHECK_NONE(w.expect_rolled_back());
+}
+
+TEST_CASE("engine: abort after a sync throws the target copy away", "[engine][abort]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  const auto content = w.cn1->datasets.at(w.root()).content;
+  w.abort();
+  CHECK_NONE(w.expect_aborted());
+  CHECK(w.cn1->datasets.at(w.root()).content == content);
+  CHECK(w.cn1->running(EngineWorld::k_vm));
+  CHECK_FALSE(called(*w.cn1, std::string("vm_stop ") + EngineWorld::k_vm));
+}
+
+TEST_CASE("engine: migrate runs begin, sync, switch and finalize", "[engine][migrate]") {
+  SECTION("zone") {
+    EngineWorld w;
+    const migration::MigrateResult r = w.migrate(true);
+    CHECK(r.finalized);
+    CHECK_FALSE(r.syncs.empty());
+    CHECK_NONE(w.expect_finalized());
+    CHECK(w.nodes.links_made == 1); // one data link for every sync and the switch
+  }
+  SECTION("kvm") {
+    EngineWorld w(EngineWorld::Kind::kvm);
+    w.migrate(false);
+    CHECK_NONE(w.expect_switched());
+    CHECK(w.cn2->datasets.at(w.disk(0)).type == "volume");
+    CHECK(w.cn2->prop_of(w.disk(0), "origin") ==
+          std::string("zones/") + EngineWorld::k_kvm_image + "@final");
+    w.finalize();
+    CHECK_NONE(w.expect_finalized());
+  }
+  SECTION("kvm, rolled back") {
+    EngineWorld w(EngineWorld::Kind::kvm);
+    w.migrate(false);
+    w.rollback();
+    CHECK_NONE(w.expect_rolled_back());
+  }
+}
+
+TEST_CASE("engine: a failed final sync restarts the source and returns to sync",
+          "[engine][switch]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.nodes.fail_next_send(); // the first stream after the stop (no presync right after a sync)
+  CHECK_THROWS(w.switch_over());
+  const state::Migration m = w.record();
+  CHECK(m.phase == state::Phase::sync);
+  CHECK(m.state == state::State::failed);
+  CHECK(w.cn1->running(EngineWorld::k_vm));
+  CHECK_FALSE(w.cn1->instances.at(EngineWorld::k_vm).value("do_not_inventory", false));
+  CHECK(w.cn2->instances.count(EngineWorld::k_vm) == 0);
+  CHECK(w.inv.vms.at(EngineWorld::k_vm).server_uuid == EngineWorld::k_cn1);
+  w.switch_over();
+  CHECK_NONE(w.expect_switched());
+}
+
+TEST_CASE("engine: a target that will not start after the hide is finished by a rerun",
+          "[engine][switch]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.cn2->fail_next("vm_start");
+  CHECK_THROWS(w.switch_over());
+  const state::Migration m = w.record();
+  CHECK(m.phase == state::Phase::switch_);
+  CHECK(m.state == state::State::failed);
+  CHECK_FALSE(w.cn1->running(EngineWorld::k_vm));
+  CHECK_FALSE(w.cn2->running(EngineWorld::k_vm));
+  CHECK_THROWS_AS(w.abort(), PreconditionError); // refused once the source is hidden
+  w.switch_over();
+  CHECK_NONE(w.expect_switched());
+}
+
+TEST_CASE("engine: a received mountpoint outside the zonepath stops the switch before the hide",
+          "[engine][switch][safety]") {
+  EngineWorld w;
+  w.begin();
+  w.cn1->set_local(w.root(), "mountpoint", "/etc");
+  w.sync();
+  CHECK_THROWS_AS(w.switch_over(), PreconditionError);
+  CHECK(w.record().phase == state::Phase::sync);
+  CHECK(w.cn1->running(EngineWorld::k_vm));
+  CHECK_FALSE(w.cn1->instances.at(EngineWorld::k_vm).value("do_not_inventory", false));
+  CHECK_FALSE(w.cn2->running(EngineWorld::k_vm));
+  w.abort();
+  CHECK_NONE(w.expect_aborted());
+}
+
+TEST_CASE("engine: destroy_dataset of the fake refuses what the instance does not own",
+          "[engine][fake]") {
+  EngineWorld w;
+  CHECK_THROWS_AS(w.cn1->destroy_dataset("zones", EngineWorld::k_vm), PreconditionError);
+  CHECK_THROWS_AS(
+      w.cn1->destroy_dataset(std::string("zones/") + EngineWorld::k_image, EngineWorld::k_vm),
+      PreconditionError);
+  CHECK_THROWS(w.cn1->destroy_dataset(w.root(), EngineWorld::k_vm)); // a running zone's root
+  CHECK(w.cn1->has(w.root()));
+  CHECK_FALSE(w.cn1->vm_get("00000000-0000-4000-8000-000000000000").has_value());
+  CHECK_THROWS(w.cn1->vm_start(EngineWorld::k_vm));
+  w.cn1->hold_all({w.root() + "@backup"}, "t");
+  CHECK_THROWS(w.cn1->destroy_snapshot(w.root() + "@backup"));
+  w.cn1->release_all({w.root() + "@backup"}, "t");
+  w.cn1->destroy_snapshot(w.root() + "@backup");
+  CHECK_FALSE(w.cn1->has(w.root() + "@backup"));
+}
