@@ -379,7 +379,10 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     if (!report.committed) {
       // Undone (run_steps): retryable, as Triton: back to phase sync so sync or switch can run
       // again.
+      // The undos put the source back (a hide that ran but was not journaled ok included), so
+      // the record must not say it is hidden: the next switch starts from the top.
       r.sw().erase("was_running");
+      r.sw().erase("source_hidden");
       op.finish_phase(state::State::failed, e.what());
       m.phase = state::Phase::sync;
       op.save();
