@@ -268,11 +268,10 @@ struct PathRows {
   std::vector<std::int64_t> key_rows;
 };
 
-// Runs the cleanup of each path of `rows` on `runner`, marking what it removed. Never throws
-// for a failing or unreachable node: warns and leaves the rows live.
-// `migration_dir` (when not empty) goes as well: the migration's own dir (zone config files).
-void clean_node(Context& ctx, remote::Runner& runner, const std::vector<state::Artefact>& rows,
-                const std::string& migration_dir = "") {
+// The rows grouped by path, newest path first: when each left a line (a node that refused
+// every cleanup), the line of the oldest is the last one to go, with the newline its install
+// added before it.
+std::vector<PathRows> paths_of(const std::vector<state::Artefact>& rows) {
   std::map<std::string, PathRows> paths;
   for (const state::Artefact& a : rows) {
     std::string pid = json_text(a.details, "path_id");
@@ -289,78 +288,90 @@ void clean_node(Context& ctx, remote::Runner& runner, const std::vector<state::A
       p.key_rows.push_back(a.id);
     }
   }
-  // Newest path first: when each left a line (a node that refused every cleanup), the line of
-  // the oldest is the last one to go, with the newline its install added before it.
-  std::vector<const PathRows*> order;
-  for (const auto& entry : paths) {
-    order.push_back(&entry.second);
+  std::vector<PathRows> order;
+  for (auto& entry : paths) {
+    order.push_back(std::move(entry.second));
   }
-  auto newest = [](const PathRows* p) {
+  auto newest = [](const PathRows& p) {
     std::int64_t id = 0;
-    for (std::int64_t row : p->dir_rows) {
+    for (std::int64_t row : p.dir_rows) {
       id = std::max(id, row);
     }
-    for (std::int64_t row : p->key_rows) {
+    for (std::int64_t row : p.key_rows) {
       id = std::max(id, row);
     }
     return id;
   };
-  std::sort(order.begin(), order.end(),
-            [&](const PathRows* a, const PathRows* b) { return newest(a) > newest(b); });
-  for (const PathRows* path : order) {
-    const PathRows& p = *path;
-    if (!p.key_rows.empty() && p.line.empty()) {
-      // Rows of a zmigrate older than the exact-line ledger: only the marker is known, and a
-      // marker match could take an operator's line with it. Leave it to the operator.
-      ctx.log.warn("data path: the ledger does not hold the exact authorized_keys line of this "
-                   "key; remove the line ending in the migration's zmigrate-ephemeral- marker "
-                   "by hand, then run the command again",
-                   {{"host", runner.host()}, {"file", p.keys_file}});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const PathRows& a, const PathRows& b) { return newest(a) > newest(b); });
+  return order;
+}
+
+// One path's cleanup command; marks what it removed. Never throws for a failing or unreachable
+// node: warns and leaves the rows live.
+void clean_path(Context& ctx, remote::Runner& runner, const PathRows& p,
+                const std::string& migration_dir) {
+  if (!p.key_rows.empty() && p.line.empty()) {
+    // Rows of a zmigrate older than the exact-line ledger: only the marker is known, and a
+    // marker match could take an operator's line with it. Leave it to the operator.
+    ctx.log.warn("data path: the ledger does not hold the exact authorized_keys line of this "
+                 "key; remove the line ending in the migration's zmigrate-ephemeral- marker "
+                 "by hand, then run the command again",
+                 {{"host", runner.host()}, {"file", p.keys_file}});
+  }
+  const bool do_key = !p.key_rows.empty() && !p.line.empty();
+  if (p.dir_rows.empty() && !do_key) {
+    return;
+  }
+  try {
+    remote::RunOptions opts;
+    opts.timeout = std::chrono::seconds(90); // the lock alone may take 30 s
+    remote::Command cmd({"sh", "-c", scripts::cleanup(), "sh", p.dir,
+                         do_key ? p.keys_file : std::string(), k_keys_lock_dir,
+                         do_key ? p.line : std::string(), p.joined ? "1" : "0", migration_dir});
+    cmd.redact_token(0, 7); // the public key: not secret, but kept out of logs as before
+    const remote::Result r = runner.run(cmd, opts);
+    if (r.ok() || r.exit_status == 3) {
+      for (std::int64_t row : p.dir_rows) {
+        ctx.store.mark_artefact_removed(row);
+      }
     }
-    const bool do_key = !p.key_rows.empty() && !p.line.empty();
-    if (p.dir_rows.empty() && !do_key) {
-      continue;
+    if (r.ok() && do_key) {
+      for (std::int64_t row : p.key_rows) {
+        ctx.store.mark_artefact_removed(row);
+      }
     }
-    try {
-      remote::RunOptions opts;
-      opts.timeout = std::chrono::seconds(90); // the lock alone may take 30 s
-      remote::Command cmd({"sh", "-c", scripts::cleanup(), "sh", p.dir,
-                           do_key ? p.keys_file : std::string(), k_keys_lock_dir,
-                           do_key ? p.line : std::string(), p.joined ? "1" : "0", migration_dir});
-      cmd.redact_token(0, 7); // the public key: not secret, but kept out of logs as before
-      const remote::Result r = runner.run(cmd, opts);
-      if (r.ok() || r.exit_status == 3) {
-        for (std::int64_t row : p.dir_rows) {
-          ctx.store.mark_artefact_removed(row);
-        }
-      }
-      if (r.ok() && do_key) {
-        for (std::int64_t row : p.key_rows) {
-          ctx.store.mark_artefact_removed(row);
-        }
-      }
-      if (r.exit_status == 3 && do_key) {
-        ctx.reporter.note(fmt::format(
-            "{}: the ephemeral key line was NOT removed from {} (the file is left untouched: "
-            "{}); the key only runs this migration's receiver from its source and expires "
-            "within 48 hours; the next command of this migration retries",
-            runner.host(), p.keys_file, last_line(r.err)));
-      }
-      if (!r.ok()) {
-        ctx.log.warn(r.exit_status == 3
-                         ? "data path: the ephemeral key line was NOT removed from authorized_keys "
-                           "(the file is left untouched); the ledger keeps it for the next command"
-                         : "data path: could not remove artefacts; the ledger keeps them for the "
-                           "next command",
-                     {{"host", runner.host()},
-                      {"file", p.keys_file},
-                      {"exit_status", r.exit_status},
-                      {"err", r.err}});
-      }
-    } catch (const Error& e) {
-      ctx.log.warn("data path: node unreachable during cleanup; will retry next command",
-                   {{"host", runner.host()}, {"error", e.what()}});
+    if (r.exit_status == 3 && do_key) {
+      ctx.reporter.note(fmt::format(
+          "{}: the ephemeral key line was NOT removed from {} (the file is left untouched: "
+          "{}); the key only runs this migration's receiver from its source and expires "
+          "within 48 hours; the next command of this migration retries",
+          runner.host(), p.keys_file, last_line(r.err)));
     }
+    if (!r.ok()) {
+      ctx.log.warn(r.exit_status == 3
+                       ? "data path: the ephemeral key line was NOT removed from authorized_keys "
+                         "(the file is left untouched); the ledger keeps it for the next command"
+                       : "data path: could not remove artefacts; the ledger keeps them for the "
+                         "next command",
+                   {{"host", runner.host()},
+                    {"file", p.keys_file},
+                    {"exit_status", r.exit_status},
+                    {"err", r.err}});
+    }
+  } catch (const Error& e) {
+    ctx.log.warn("data path: node unreachable during cleanup; will retry next command",
+                 {{"host", runner.host()}, {"error", e.what()}});
+  }
+}
+
+// Runs the cleanup of each path of `rows` on `runner`, marking what it removed. Never throws
+// for a failing or unreachable node: warns and leaves the rows live.
+// `migration_dir` (when not empty) goes as well: the migration's own dir (zone config files).
+void clean_node(Context& ctx, remote::Runner& runner, const std::vector<state::Artefact>& rows,
+                const std::string& migration_dir = "") {
+  for (const PathRows& p : paths_of(rows)) {
+    clean_path(ctx, runner, p, migration_dir);
   }
 }
 

@@ -89,8 +89,50 @@ std::string snap_part(const std::string& full) {
   return at == std::string::npos ? std::string() : full.substr(at + 1);
 }
 
+// `ds` exists on the destination: resume its interrupted receive, or send from the newest
+// snapshot both hold (by GUID, up to `to` = *it_to), or nothing when it is there already.
+std::vector<Stream> plan_existing(const DatasetTree& dt, const std::string& dst_host,
+                                  const std::string& ds, const std::vector<SnapshotInfo>& src_snaps,
+                                  std::vector<SnapshotInfo>::const_iterator it_to) {
+  const std::string& to = it_to->name;
+  const std::string token = dt.prop(ds, "receive_resume_token");
+  if (!token.empty()) {
+    return {{ds, StreamKind::resume, "", to, token}};
+  }
+  const auto dit = dt.snapshots.find(ds);
+  const std::vector<SnapshotInfo> dst_snaps =
+      dit == dt.snapshots.end() ? std::vector<SnapshotInfo>{} : dit->second;
+  std::set<std::uint64_t> dst_guids;
+  for (const SnapshotInfo& s : dst_snaps) {
+    dst_guids.insert(s.guid);
+  }
+  const SnapshotInfo* common = nullptr;
+  for (auto it = src_snaps.begin(); it != std::next(it_to); ++it) {
+    if (dst_guids.count(it->guid) != 0U) {
+      common = &*it;
+    }
+  }
+  if (common == nullptr) {
+    std::vector<std::string> names;
+    for (const SnapshotInfo& s : dst_snaps) {
+      names.push_back(snap_part(s.name));
+    }
+    throw Error(ExitCode::zfs, fmt::format("{}: {}", dst_host, ds),
+                fmt::format("the target already has this dataset with no snapshot in common "
+                            "with the source (target snapshots: {}); zmigrate never overwrites "
+                            "data it did not create: remove it on the target or choose "
+                            "another node",
+                            names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", "))));
+  }
+  if (common->guid == it_to->guid) {
+    return {}; // already there
+  }
+  return {{ds, StreamKind::incremental, common->name, to, ""}};
+}
+
 // Plan the streams that bring `ds` on the destination up to `to` (a snapshot on the source),
-// choosing the base by GUID, never by name. Pure over the two trees read before.
+// choosing the base by GUID, never by name. Pure over the two trees read before, but for the
+// origin of a clone's first transfer (read on the destination).
 std::vector<Stream> plan_dataset(Context& ctx, const std::string& migration_id,
                                  const DatasetTree& st, const DatasetTree& dt,
                                  const std::string& dst_host, const std::string& ds,
@@ -104,44 +146,10 @@ std::vector<Stream> plan_dataset(Context& ctx, const std::string& migration_id,
     throw Error(ExitCode::zfs, to,
                 "the migration snapshot is missing right after it was taken; check the pool");
   }
-  std::vector<Stream> out;
   if (dt.has(ds)) {
-    const std::string token = dt.prop(ds, "receive_resume_token");
-    if (!token.empty()) {
-      out.push_back({ds, StreamKind::resume, "", to, token});
-      return out;
-    }
-    const auto dit = dt.snapshots.find(ds);
-    const std::vector<SnapshotInfo> dst_snaps =
-        dit == dt.snapshots.end() ? std::vector<SnapshotInfo>{} : dit->second;
-    std::set<std::uint64_t> dst_guids;
-    for (const SnapshotInfo& s : dst_snaps) {
-      dst_guids.insert(s.guid);
-    }
-    const SnapshotInfo* common = nullptr;
-    for (auto it = src_snaps.begin(); it != std::next(it_to); ++it) {
-      if (dst_guids.count(it->guid) != 0U) {
-        common = &*it;
-      }
-    }
-    if (common == nullptr) {
-      std::vector<std::string> names;
-      for (const SnapshotInfo& s : dst_snaps) {
-        names.push_back(snap_part(s.name));
-      }
-      throw Error(ExitCode::zfs, fmt::format("{}: {}", dst_host, ds),
-                  fmt::format("the target already has this dataset with no snapshot in common "
-                              "with the source (target snapshots: {}); zmigrate never overwrites "
-                              "data it did not create: remove it on the target or choose "
-                              "another node",
-                              names.empty() ? "none" : fmt::format("{}", fmt::join(names, ", "))));
-    }
-    if (common->guid == it_to->guid) {
-      return out; // already there
-    }
-    out.push_back({ds, StreamKind::incremental, common->name, to, ""});
-    return out;
+    return plan_existing(dt, dst_host, ds, src_snaps, it_to);
   }
+  std::vector<Stream> out;
   // Users' older snapshots go along (TRITON-1809): the oldest first, then -I up to `to`.
   const SnapshotInfo& oldest = src_snaps.front();
   const bool users_snapshots =

@@ -88,26 +88,11 @@ WatchState start_watch(state::StateStore& store, const std::string& vm_uuid) {
   return st;
 }
 
-std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& lease,
-                                   const Clock& clock, WatchState& st) {
-  std::vector<WatchEvent> out;
-  if (st.ended) {
-    return out;
-  }
-  const std::optional<state::Migration> found = store.find_migration(st.migration_id);
-  if (!found) {
-    throw NotFoundError(fmt::format("migration {} of {}", st.migration_id, st.vm_uuid),
-                        "its record vanished from the state store while watching");
-  }
-  const state::Migration& m = *found;
-  const std::optional<LeaseStatus> holder = lease ? lease(st.migration_id) : std::nullopt;
-  const std::optional<state::Progress> progress = store.get_progress(st.migration_id);
-  const auto now = clock.now();
-  const bool first = !st.started;
-  st.started = true;
-  const bool running = is_running(m);
+namespace {
 
-  // Phase runs: the running one when the watch begins, then each new one and each end.
+// Phase runs: the running one when the watch begins, then each new one and each end.
+void run_events(const state::Migration& m, bool first, WatchState& st,
+                std::vector<WatchEvent>& out) {
   for (std::size_t i = 0; i < m.history.size(); ++i) {
     const state::PhaseRun& r = m.history[i];
     const bool last = i + 1 == m.history.size();
@@ -132,56 +117,65 @@ std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& l
       it->second = r.state;
     }
   }
+}
 
-  // Byte progress of the running phase run. The row is one per migration, so a row left by an
-  // earlier run (older than this run's start, or of another phase) is not this run's.
+// Byte progress of the running phase run. The row is one per migration, so a row left by an
+// earlier run (older than this run's start, or of another phase) is not this run's.
+void progress_event(const state::Migration& m, const std::optional<state::Progress>& progress,
+                    WatchState& st, std::vector<WatchEvent>& out) {
   const state::PhaseRun* current =
       !m.history.empty() && m.history.back().state == state::State::running ? &m.history.back()
                                                                             : nullptr;
-  if (current != nullptr && progress && progress->state == state::State::running &&
-      progress->phase == current->phase && progress->updated >= current->started &&
-      progress->updated != st.progress_updated) {
-    st.progress_updated = progress->updated;
-    if (st.bytes_run != current->id) {
-      st.bytes_run = current->id;
-      st.bytes_current = 0;
-    }
-    WatchEvent e;
-    e.type = WatchEvent::Type::progress;
-    e.phase = state::to_string(current->phase);
-    e.state = "running";
-    e.message = progress->message;
-    if (!progress->message.empty()) {
-      // A milestone of a phase without bytes to count ("stopping the instance").
-      e.kind = WatchEvent::Kind::milestone;
-      e.current_progress = progress->current;
-      e.total_progress = std::max(progress->total, progress->current);
-      out.push_back(std::move(e));
-    } else if (progress->total > 0) {
-      e.kind = WatchEvent::Kind::bytes;
-      const std::uint64_t cur = std::max(progress->current, st.bytes_current);
-      st.bytes_current = cur;
-      e.current_progress = cur;
-      e.total_progress = std::max(progress->total, cur);
-      e.total_approximate = progress->total_approximate;
-      e.transfer_bytes_second =
-          progress->bytes_per_second > 0 ? std::round(progress->bytes_per_second) : 0.0;
-      std::int64_t eta = progress->eta_ms;
-      if (eta < 0 && progress->bytes_per_second > 0) {
-        eta = static_cast<std::int64_t>(static_cast<double>(*e.total_progress - cur) /
-                                        progress->bytes_per_second * 1000.0);
-      }
-      e.eta_ms = std::max<std::int64_t>(eta, 0);
-      out.push_back(std::move(e));
-    }
+  if (current == nullptr || !progress || progress->state != state::State::running ||
+      progress->phase != current->phase || progress->updated < current->started ||
+      progress->updated == st.progress_updated) {
+    return;
   }
+  st.progress_updated = progress->updated;
+  if (st.bytes_run != current->id) {
+    st.bytes_run = current->id;
+    st.bytes_current = 0;
+  }
+  WatchEvent e;
+  e.type = WatchEvent::Type::progress;
+  e.phase = state::to_string(current->phase);
+  e.state = "running";
+  e.message = progress->message;
+  if (!progress->message.empty()) {
+    // A milestone of a phase without bytes to count ("stopping the instance").
+    e.kind = WatchEvent::Kind::milestone;
+    e.current_progress = progress->current;
+    e.total_progress = std::max(progress->total, progress->current);
+    out.push_back(std::move(e));
+  } else if (progress->total > 0) {
+    e.kind = WatchEvent::Kind::bytes;
+    const std::uint64_t cur = std::max(progress->current, st.bytes_current);
+    st.bytes_current = cur;
+    e.current_progress = cur;
+    e.total_progress = std::max(progress->total, cur);
+    e.total_approximate = progress->total_approximate;
+    e.transfer_bytes_second =
+        progress->bytes_per_second > 0 ? std::round(progress->bytes_per_second) : 0.0;
+    std::int64_t eta = progress->eta_ms;
+    if (eta < 0 && progress->bytes_per_second > 0) {
+      eta = static_cast<std::int64_t>(static_cast<double>(*e.total_progress - cur) /
+                                      progress->bytes_per_second * 1000.0);
+    }
+    e.eta_ms = std::max<std::int64_t>(eta, 0);
+    out.push_back(std::move(e));
+  }
+}
 
-  // The end: nothing running and no live process holding the lease.
+// The end: nothing running and no live process holding the lease.
+void end_check(const state::Migration& m, const std::optional<LeaseStatus>& holder,
+               const Clock& clock, bool first, WatchState& st, std::vector<WatchEvent>& out) {
+  const auto now = clock.now();
+  const bool running = is_running(m);
   if (holder) {
     st.saw_activity = true;
     if (holder->alive) {
       st.quiet_since.reset();
-      return out;
+      return;
     }
     if (running) {
       const std::string op = holder->operation.empty() ? last_phase(m) : holder->operation;
@@ -189,10 +183,10 @@ std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& l
              end_event(last_phase(m), state::State::failed,
                        fmt::format("the {} process (pid {}) died; rerun \"zmigrate {} {}\"", op,
                                    holder->pid, op, m.vm_uuid)));
-      return out;
+      return;
     }
     finish(st, out, end_event(last_phase(m), m.state, m.error));
-    return out;
+    return;
   }
   if (running) {
     // No lease yet (begin records the migration a moment before it takes the lease) or none any
@@ -200,17 +194,17 @@ std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& l
     st.saw_activity = true;
     if (!st.quiet_since) {
       st.quiet_since = now;
-      return out;
+      return;
     }
     if (now - *st.quiet_since < k_watch_orphan_grace) {
-      return out;
+      return;
     }
     const std::string op = last_phase(m);
     finish(
         st, out,
         end_event(op, state::State::failed,
                   fmt::format("the {} process died; rerun \"zmigrate {} {}\"", op, op, m.vm_uuid)));
-    return out;
+    return;
   }
   if (first && may_continue(m) && finished_recently(m, clock)) {
     st.saw_activity = true;
@@ -218,13 +212,35 @@ std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& l
   if (st.saw_activity && may_continue(m)) {
     if (!st.quiet_since) {
       st.quiet_since = now;
-      return out;
+      return;
     }
     if (now - *st.quiet_since < k_watch_grace) {
-      return out;
+      return;
     }
   }
   finish(st, out, end_event(last_phase(m), m.state, m.error));
+}
+
+} // namespace
+
+std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& lease,
+                                   const Clock& clock, WatchState& st) {
+  std::vector<WatchEvent> out;
+  if (st.ended) {
+    return out;
+  }
+  const std::optional<state::Migration> found = store.find_migration(st.migration_id);
+  if (!found) {
+    throw NotFoundError(fmt::format("migration {} of {}", st.migration_id, st.vm_uuid),
+                        "its record vanished from the state store while watching");
+  }
+  const std::optional<LeaseStatus> holder = lease ? lease(st.migration_id) : std::nullopt;
+  const std::optional<state::Progress> progress = store.get_progress(st.migration_id);
+  const bool first = !st.started;
+  st.started = true;
+  run_events(*found, first, st, out);
+  progress_event(*found, progress, st, out);
+  end_check(*found, holder, clock, first, st, out);
   return out;
 }
 
