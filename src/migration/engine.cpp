@@ -13,6 +13,7 @@
 #include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -92,6 +93,35 @@ std::vector<std::string> check_nodes(const inventory::Vm& vm, Node& source, Node
   return roots;
 }
 
+// The target of a begin: the one the operator names; on a retry without one, the node the first
+// attempt chose while it still fits (images it imported there are not imported twice).
+std::string retry_target(Context& ctx, const inventory::Vm& vm, const inventory::Server& source,
+                         const std::optional<state::Migration>& earlier, const std::string& named) {
+  if (!named.empty() || !earlier || earlier->target_server_uuid.empty()) {
+    return named;
+  }
+  try {
+    const inventory::Server t = ctx.inventory.resolve_server(earlier->target_server_uuid);
+    if (target_problem(vm, source, t, ctx.settings.allow_older_platform).empty()) {
+      return t.uuid;
+    }
+  } catch (const NotFoundError&) {
+    // That node is gone from CNAPI: place anew.
+  }
+  return {};
+}
+
+// The live ledger row of a quota that begin removed from `dataset`, if any.
+std::optional<state::Artefact> removed_quota(Context& ctx, const std::string& migration_id,
+                                             const std::string& dataset) {
+  for (const state::Artefact& a : ctx.store.live_artefacts(migration_id)) {
+    if (a.kind == "quota_removed" && a.name == dataset) {
+      return a;
+    }
+  }
+  return std::nullopt;
+}
+
 struct ImageNeeds {
   std::vector<std::string> imports;                 // images the target lacks
   nlohmann::json origins = nlohmann::json::array(); // every clone origin
@@ -127,9 +157,12 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   // Validate before anything changes: instance, migration state, servers.
   const inventory::Vm vm = require_vm(ctx, options.vm_uuid);
   validate_instance(vm, options.force_core);
-  check_action(Action::begin, ctx.store.find_active_for_vm(vm.uuid));
+  // None, or a begin that failed or was interrupted: this one retries it on the same record.
+  const std::optional<state::Migration> earlier = ctx.store.find_active_for_vm(vm.uuid);
+  check_action(Action::begin, earlier);
   result.source = ctx.inventory.resolve_server(vm.server_uuid);
-  result.target = choose_target_of(ctx, vm, result.source, options.target);
+  result.target = choose_target_of(ctx, vm, result.source,
+                                   retry_target(ctx, vm, result.source, earlier, options.target));
   Node& source = ctx.nodes.node(ctx, result.source);
   Node& target = ctx.nodes.node(ctx, result.target);
   const std::vector<std::string> roots = check_nodes(vm, source, target, result.target);
@@ -140,11 +173,17 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   if (vm.brand == "bhyve") {
     quota = source.properties(vm.zfs_filesystem, {"quota", "reservation"});
   }
+  // A failed begin whose quota could not be put back: the ledger knows the original.
+  const std::optional<state::Artefact> removed =
+      earlier ? removed_quota(ctx, earlier->id, vm.zfs_filesystem) : std::nullopt;
+  if (removed) {
+    quota["quota"] = removed->details.value("quota", "none");
+  }
   const bool must_remove_quota = vm.brand == "bhyve" && quota["quota"] != "0" &&
                                  !quota["quota"].empty() && quota["quota"] == quota["reservation"];
 
   state::Migration& m = result.migration;
-  m.id = uuid_v4();
+  m.id = earlier ? earlier->id : uuid_v4();
   m.vm_uuid = vm.uuid;
   m.source_server_uuid = result.source.uuid;
   m.target_server_uuid = result.target.uuid;
@@ -178,8 +217,21 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
     return result;
   }
 
-  ctx.store.insert_migration(m);
-  Operation op(ctx, m, "begin");
+  std::optional<Operation> held;
+  if (earlier) {
+    // Lease first, then the record read under it (another command may have changed it); the
+    // retry keeps the record's identity and history, and takes this attempt's plan.
+    held.emplace(ctx, vm.uuid, Action::begin, "begin");
+    const state::Migration& fresh = held->record();
+    m.created = fresh.created;
+    m.history = fresh.history;
+    m.version = fresh.version;
+    held->record() = m;
+  } else {
+    ctx.store.insert_migration(m);
+    held.emplace(ctx, m, "begin");
+  }
+  Operation& op = *held;
   op.start_phase(state::Phase::begin, "reserving instance");
   // Each image import is kept on failure (an image is the node's, shared by its instances); the
   // removed quota is put back, so a failed begin leaves the source as it was.
@@ -195,6 +247,10 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   // bhyve: quota == reservation leaves no room for snapshots during sync (TRITON-1407).
   spec.steps.push_back({"remove_quota", "",
                         [&](nlohmann::json& d) {
+                          d["quota"] = quota["quota"];
+                          if (removed_quota(ctx, m.id, vm.zfs_filesystem)) {
+                            return; // a failed attempt removed it and could not put it back
+                          }
                           state::Artefact a;
                           a.migration_id = m.id;
                           a.kind = "quota_removed";
@@ -204,7 +260,6 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
                           a.created = iso8601(ctx.clock.wall_now());
                           ctx.store.record_artefact(a);
                           source.set_property(vm.zfs_filesystem, "quota", "none");
-                          d["quota"] = quota["quota"];
                         },
                         [&] {
                           for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
@@ -266,7 +321,7 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   MigrateResult result;
   // Resume a migration of this instance that an earlier `migrate` left half-way.
   std::optional<state::Migration> active = ctx.store.find_active_for_vm(options.begin.vm_uuid);
-  if (!active) {
+  if (!active || is_retry(Action::begin, *active)) { // none yet, or a begin to retry
     BeginOptions b = options.begin;
     b.automatic = true;
     ctx.reporter.phase_started("begin", "");

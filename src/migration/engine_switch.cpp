@@ -200,6 +200,10 @@ void start_target(SwitchRun& r, nlohmann::json& d) {
     }
     d["already_running"] = true;
   }
+  // From here the target is the running instance: rollback starts the source only if the
+  // target still runs then (an operator's stop of the target is respected).
+  r.sw()["target_started"] = true;
+  r.op.save();
 }
 
 // The cores dataset is not synced (as Triton); the target gets its own, mounted where the
@@ -252,109 +256,124 @@ void clean_up(SwitchRun& r) {
   }
 }
 
-PhaseSpec switch_steps(SwitchRun& r) {
+using W = Window;
+
+// Up to the point of no return: each step with its undo; a failure here puts the source back
+// as it was and leaves the migration in phase sync.
+std::vector<Step> undoable_steps(SwitchRun& r) {
+  const SwitchPlan& p = r.plan;
+  const std::vector<std::string> roots = detail::instance_roots(r.m());
+  return {
+      // Its undo is the last one to run on a failure before the hide: the source as it was,
+      // also after an interrupted earlier attempt that had stopped or hidden it.
+      {"prepare", "", [&r](auto& d) { prepare(r, d); }, [&r] { restore_source(r); }, W::outside,
+       &p.before_hide},
+      {"reserve_ips", "reserving the IP addresses for the instance",
+       [&r](auto& d) {
+         detail::reserve_ips(r.ctx, r.op, r.vm);
+         d["reserved"] = r.m().data["reserved_ips"];
+       },
+       [&r] { detail::unreserve_ips(r.ctx, r.op); }, W::outside, &p.before_hide},
+      {"open_data_path", "", [&r](auto& d) { open_link(r, d); },
+       [&r] {
+         if (r.own_link) {
+           r.own_link->close();
+         }
+       },
+       W::outside, &p.before_hide},
+      // One more pass while it runs, so the delta inside the window is small.
+      {"presync",
+       "syncing data before stopping the instance",
+       [&r](auto& d) { sync_once(r, "switch.presync", false, d); },
+       {},
+       W::outside,
+       &p.presync},
+      {"stage_target", "setting up the target instance (hidden)", [&r](auto&) { stage_target(r); },
+       [&r] { remove_staged(r); }, W::outside, &p.before_hide},
+      // ---- downtime window: the source stops here ----
+      {"stop_source", "stopping the instance", [&r](auto& d) { stop_source(r, d); },
+       [&r] { restore_source(r); }, W::downtime, &p.before_hide, "stop"},
+      {"final_sync",
+       "syncing the final delta",
+       [&r](auto& d) { sync_once(r, "switch.final_sync", true, d); },
+       {},
+       W::downtime,
+       &p.before_hide},
+      // What the streams set must not get mounted over the target's global zone files.
+      {"check_target",
+       "",
+       [&r, roots](auto&) { r.dst().check_mountpoints(roots, r.vm.zonepath); },
+       {},
+       W::downtime,
+       &p.before_hide},
+      {"hide_source", "hiding the original instance", [&r](auto&) { hide_source(r); },
+       [&r] { restore_source(r); }, W::downtime, &p.before_hide},
+  };
+}
+
+// Past the point of no return (the source is hidden): forward only; a rerun completes them.
+std::vector<Step> forward_steps(SwitchRun& r) {
   const SwitchPlan& p = r.plan;
   const std::string autoboot = json_bool(r.m().data, "autoboot", true) ? "true" : "false";
   const std::vector<std::string> roots = detail::instance_roots(r.m());
-  using W = Window;
   return {
-      "switch",
-      {
-          // Its undo is the last one to run on a failure before the hide: the source as it was,
-          // also after an interrupted earlier attempt that had stopped or hidden it.
-          {"prepare", "", [&r](auto& d) { prepare(r, d); }, [&r] { restore_source(r); }, W::outside,
-           &p.before_hide},
-          {"reserve_ips", "reserving the IP addresses for the instance",
-           [&r](auto& d) {
-             detail::reserve_ips(r.ctx, r.op, r.vm);
-             d["reserved"] = r.m().data["reserved_ips"];
-           },
-           [&r] { detail::unreserve_ips(r.ctx, r.op); }, W::outside, &p.before_hide},
-          {"open_data_path", "", [&r](auto& d) { open_link(r, d); },
-           [&r] {
-             if (r.own_link) {
-               r.own_link->close();
-             }
-           },
-           W::outside, &p.before_hide},
-          // One more pass while it runs, so the delta inside the window is small.
-          {"presync",
-           "syncing data before stopping the instance",
-           [&r](auto& d) { sync_once(r, "switch.presync", false, d); },
-           {},
-           W::outside,
-           &p.presync},
-          {"stage_target", "setting up the target instance (hidden)",
-           [&r](auto&) { stage_target(r); }, [&r] { remove_staged(r); }, W::outside,
-           &p.before_hide},
-          // ---- downtime window: the source stops here ----
-          {"stop_source", "stopping the instance", [&r](auto& d) { stop_source(r, d); },
-           [&r] { restore_source(r); }, W::downtime, &p.before_hide, "stop"},
-          {"final_sync",
-           "syncing the final delta",
-           [&r](auto& d) { sync_once(r, "switch.final_sync", true, d); },
-           {},
-           W::downtime,
-           &p.before_hide},
-          // What the streams set must not get mounted over the target's global zone files.
-          {"check_target",
-           "",
-           [&r, roots](auto&) { r.dst().check_mountpoints(roots, r.vm.zonepath); },
-           {},
-           W::downtime,
-           &p.before_hide},
-          {"hide_source", "hiding the original instance", [&r](auto&) { hide_source(r); },
-           [&r] { restore_source(r); }, W::downtime, &p.before_hide},
-          // ---- point of no return: the source is hidden; forward only from here ----
-          {"update_vmapi",
-           "",
-           [&r](auto&) {
-             detail::put_vmapi_server(r.ctx, r.vm, r.ends.target_server.uuid, "stopped",
-                                      r.vmapi_now);
-           },
-           {},
-           W::downtime},
-          {"start_target",
-           "starting the migrated instance",
-           [&r](auto& d) { start_target(r, d); },
-           {},
-           W::downtime,
-           &p.was_running},
-          // ---- window closed: the target runs ----
-          {"promote_target", "promoting the migrated instance",
-           [&r, autoboot](auto&) {
-             r.dst().vm_update(r.vm.uuid, {{"do_not_inventory", "false"}, {"autoboot", autoboot}});
-           }},
-          // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
-          // (the zone's config lives there), so mount what start would have mounted.
-          {"mount_target",
-           "",
-           [&r, roots](auto& d) { d["mounted"] = r.dst().mount_filesystems(roots, r.vm.zonepath); },
-           {},
-           W::outside,
-           &p.mount_target},
-          {"create_cores", "", [&r](auto& d) { create_cores(r, d); }},
-          {"wait_vmapi", "waiting for VMAPI to show the instance on the target",
-           [&r](auto&) {
-             detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.target_server.uuid,
-                                r.plan.was_running ? "running" : "stopped");
-           }},
-          {"unreserve_ips", "", [&r](auto&) { detail::unreserve_ips(r.ctx, r.op); }},
-          {"restore_quota",
-           "restoring the instance's quota",
-           [&r](auto& d) { restore_quota(r, d); },
-           {},
-           W::outside,
-           &p.restore_quota},
-          {"indestructible",
-           "enabling deletion protection",
-           [&r](auto&) { r.dst().vm_update(r.vm.uuid, r.plan.indestructible); },
-           {},
-           W::outside,
-           &p.protect},
-          {"cleanup", "", [&r](auto&) { clean_up(r); }},
-      },
-      "hide_source"};
+      {"update_vmapi",
+       "",
+       [&r](auto&) {
+         detail::put_vmapi_server(r.ctx, r.vm, r.ends.target_server.uuid, "stopped", r.vmapi_now);
+       },
+       {},
+       W::downtime},
+      {"start_target",
+       "starting the migrated instance",
+       [&r](auto& d) { start_target(r, d); },
+       {},
+       W::downtime,
+       &p.was_running},
+      // ---- window closed: the target runs ----
+      {"promote_target", "promoting the migrated instance",
+       [&r, autoboot](auto&) {
+         r.dst().vm_update(r.vm.uuid, {{"do_not_inventory", "false"}, {"autoboot", autoboot}});
+       }},
+      // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
+      // (the zone's config lives there), so mount what start would have mounted.
+      {"mount_target",
+       "",
+       [&r, roots](auto& d) { d["mounted"] = r.dst().mount_filesystems(roots, r.vm.zonepath); },
+       {},
+       W::outside,
+       &p.mount_target},
+      {"create_cores", "", [&r](auto& d) { create_cores(r, d); }},
+      {"wait_vmapi", "waiting for VMAPI to show the instance on the target",
+       [&r](auto&) {
+         detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.target_server.uuid,
+                            r.plan.was_running ? "running" : "stopped");
+       }},
+      {"unreserve_ips", "", [&r](auto&) { detail::unreserve_ips(r.ctx, r.op); }},
+      {"restore_quota",
+       "restoring the instance's quota",
+       [&r](auto& d) { restore_quota(r, d); },
+       {},
+       W::outside,
+       &p.restore_quota},
+      {"indestructible",
+       "enabling deletion protection",
+       [&r](auto&) { r.dst().vm_update(r.vm.uuid, r.plan.indestructible); },
+       {},
+       W::outside,
+       &p.protect},
+      {"cleanup", "", [&r](auto&) { clean_up(r); }},
+  };
+}
+
+// The downtime window runs from stop_source to start_target; hide_source is the point of no
+// return.
+PhaseSpec switch_steps(SwitchRun& r) {
+  PhaseSpec spec{"switch", undoable_steps(r), "hide_source"};
+  for (Step& s : forward_steps(r)) {
+    spec.steps.push_back(std::move(s));
+  }
+  return spec;
 }
 
 } // namespace

@@ -106,6 +106,11 @@ nlohmann::json verify_target(Context& ctx, Operation& op, Ends& ends, const inve
   if (!fin.is_object()) {
     fin = nlohmann::json::object();
   }
+  if (json_bool(fin, "source_deleted")) {
+    // A rerun after delete_source: this proof ran before it, and nothing is left to protect
+    // (the cleanup may have pruned the target's final snapshot since).
+    return fin.value("guids", nlohmann::json::object());
+  }
   if (!fin.contains("guids")) {
     // The source's GUIDs of the final snapshot, kept for a rerun after the source is gone.
     const DatasetTree st = ends.source->tree(roots);
@@ -208,12 +213,19 @@ void check_source(RollbackRun& r) {
                 fmt::format("{}: instance {}", r.ends.source_server.hostname, r.vm.uuid),
                 "the hidden source instance is gone (finalized?); rollback is impossible");
   }
-  if (!r.rb().contains("target_was_running")) {
+  // Decided once (a rerun finds the target stopped by the first run): the source runs again
+  // when the target ran, or when the switch stopped a running instance and never started the
+  // target (it failed past the hide): the instance runs as it did before the migration.
+  if (!r.rb().contains("start_source")) {
     const auto tgt = r.ends.target->vm_get(r.vm.uuid);
-    r.rb()["target_was_running"] = tgt && tgt->value("state", "") == "running";
+    const bool target_running = tgt && tgt->value("state", "") == "running";
+    const nlohmann::json sw = r.m().data.value("switch", nlohmann::json::object());
+    const bool handed_over = json_bool(sw, "target_started");
+    r.rb()["target_was_running"] = target_running;
+    r.rb()["start_source"] = target_running || (!handed_over && json_bool(sw, "was_running"));
     r.op.save();
   }
-  r.run_source = json_bool(r.rb(), "target_was_running");
+  r.run_source = json_bool(r.rb(), "start_source");
 }
 
 // The source must hold exactly the switch's final snapshot: roll back anything written there
@@ -430,7 +442,8 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
 namespace {
 
 // The target is proven to hold the instance: only now may the source go.
-void delete_source(Context& ctx, Ends& ends, const state::Migration& m, const inventory::Vm& vm) {
+void delete_source(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
+  state::Migration& m = op.record();
   const auto src = ends.source->vm_get(vm.uuid);
   if (src && !json_bool(*src, "do_not_inventory")) {
     throw Error(ExitCode::failure,
@@ -445,6 +458,8 @@ void delete_source(Context& ctx, Ends& ends, const state::Migration& m, const in
   for (const std::string& ds : detail::instance_roots(m)) {
     ends.source->destroy_dataset(ds, vm.uuid);
   }
+  m.data["finalize"]["source_deleted"] = true;
+  op.save();
 }
 
 } // namespace
@@ -466,7 +481,7 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
             {"verify_target", "checking the migrated instance on the target",
              [&](auto& d) { d["datasets"] = verify_target(ctx, op, ends, vm); }},
             {"delete_source", "removing the original instance",
-             [&](auto&) { delete_source(ctx, ends, m, vm); }},
+             [&](auto&) { delete_source(ctx, op, ends, vm); }},
             {"cleanup", "removing migration snapshots",
              [&](auto&) {
                ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);

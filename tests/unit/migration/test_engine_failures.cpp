@@ -54,17 +54,11 @@ struct Scenario {
   std::vector<std::pair<std::string, std::function<Problems(EngineWorld&)>>> recoveries;
 };
 
-// A combination of failure point and recovery that fails because of a known engine defect
-// returns its description; "" for every other one.
-using DefectOf =
-    std::function<std::string(const std::string& step, bool before, const std::string& recovery)>;
-
 struct Tally {
   std::set<std::string> phases;
   int steps = 0;    // distinct steps over all scenarios (a step name counts once per scenario)
   int points = 0;   // failure points: (step run, before|after)
   int injected = 0; // failures injected (one per world run)
-  int defects = 0;  // worlds that run into a known ENGINE DEFECT ([!mayfail] cases)
 };
 Tally& tally() {
   static Tally t;
@@ -121,9 +115,8 @@ Problems right_after(EngineWorld& w, const EngineWorld::Baseline& b, const Scena
   return bad;
 }
 
-// Run `sc`'s matrix: with `defects` false every combination but the known defects, with
-// `defects` true only those (for a [!mayfail] case).
-void run_matrix(const Scenario& sc, const DefectOf& defect = {}, bool defects = false) {
+// Run `sc`'s matrix: every failure point, each followed by every documented way on.
+void run_matrix(const Scenario& sc) {
   std::vector<std::string> steps;
   {
     EngineWorld w(sc.kind, sc.running);
@@ -135,30 +128,18 @@ void run_matrix(const Scenario& sc, const DefectOf& defect = {}, bool defects = 
     REQUIRE(sc.end(w).empty());
   }
   REQUIRE_FALSE(steps.empty());
-  if (!defects) {
-    tally().phases.insert(sc.name);
-    tally().steps += static_cast<int>(std::set<std::string>(steps.begin(), steps.end()).size());
-  }
-  int ran = 0;
+  tally().phases.insert(sc.name);
+  tally().steps += static_cast<int>(std::set<std::string>(steps.begin(), steps.end()).size());
   for (const Target& t : targets_of(steps)) {
     for (const bool before : {true, false}) {
-      if (!defects) {
-        ++tally().points;
-      }
+      ++tally().points;
       for (const auto& [how, recover] : sc.recoveries) {
-        const std::string why = defect ? defect(t.step, before, how) : std::string();
-        if (why.empty() == defects) {
-          continue;
-        }
         EngineWorld w(sc.kind, sc.running);
         sc.setup(w);
         const EngineWorld::Baseline b = w.baseline();
         w.fail_at_step(t.step, t.occurrence, before);
         INFO(sc.name << ": fail " << (before ? "before " : "after ") << t.step << " (run "
                      << t.occurrence << "), then " << how);
-        if (!why.empty()) {
-          INFO("ENGINE DEFECT: " << why);
-        }
         bool threw = false;
         try {
           sc.phase(w);
@@ -180,14 +161,8 @@ void run_matrix(const Scenario& sc, const DefectOf& defect = {}, bool defects = 
         INFO("after the recovery: " << joined(later));
         CHECK(later.empty());
         ++tally().injected;
-        tally().defects += defects ? 1 : 0;
-        ++ran;
       }
     }
-  }
-  if (defects) {
-    INFO("no failure point of " << sc.name << " matches a known defect any more: update the test");
-    CHECK(ran > 0);
   }
 }
 
@@ -301,73 +276,6 @@ Scenario migrate_scenario() {
   return sc;
 }
 
-// --- the known engine defects (each reproduced by its own [!mayfail] case below) ---
-
-// ENGINE DEFECT (begin retry): begin() always inserts a new migration record, so after a begin
-// that failed (begin/failed, which transitions.hpp says accepts "begin (retry)"), rerunning begin
-// throws "an active migration ... already exists for this instance"; `migrate` on such a record
-// skips begin and its sync is refused ("the begin phase did not finish"). Only abort gets out.
-const char* const k_begin_retry =
-    "begin after a failed begin: begin inserts a second record and is refused (\"an active "
-    "migration already exists\"); migrate skips begin and its sync is refused";
-// ENGINE DEFECT (hide_source journaled late): hide_source saves switch.source_hidden=true, but
-// switch_over sets its local `hidden` only after op.step returns; a failure after the hide ran
-// and before its step is journaled ok (the end_step write, or the hook) runs undo_before_hide
-// (source unhidden and restarted, staged zone removed) and returns the record to sync/failed
-// while data.switch.source_hidden stays true. Then switch takes the forward path (VMAPI pointed
-// at the target while the source runs, promote_target fails: no zone there), abort refuses
-// ("already hidden") and rollback is not allowed from sync/failed: stuck.
-const char* const k_hide_late =
-    "failure after switch.hide_source ran but before it was journaled ok: undo_before_hide runs, "
-    "the record goes back to sync/failed, yet data.switch.source_hidden stays true: switch then "
-    "points VMAPI at the target while the source runs and fails, abort refuses, rollback is not "
-    "allowed";
-// ENGINE DEFECT (rollback leaves a formerly running source stopped): rollback starts the source
-// only when the target ran (rollback.check_source records target_was_running); after a switch
-// that failed past the hide but before start_target, the target never ran, so rollback of an
-// instance that was running before the migration leaves it stopped (VMAPI: stopped).
-const char* const k_rollback_stopped =
-    "rollback after a switch that failed between hide_source and start_target leaves the "
-    "formerly running source stopped: it starts the source only when the target was running";
-// ENGINE DEFECT (finalize rerun after its cleanup): finalize.cleanup prunes the target's final
-// migration snapshot; when finalize fails after that (before it archives), every rerun's
-// verify_target refuses ("the target has no <ds>@zmigrate-...") and the migration stays
-// finalize/failed for ever.
-const char* const k_finalize_rerun =
-    "finalize failing after finalize.cleanup pruned the target's final snapshot: every rerun's "
-    "verify_target refuses (\"the target has no ...@zmigrate-...\")";
-
-bool has(const std::string& s, const char* part) {
-  return s.find(part) != std::string::npos;
-}
-
-std::string switch_defect(const std::string& step, bool before, const std::string& how,
-                          bool running) {
-  if (!before && has(step, "hide_source")) {
-    return k_hide_late;
-  }
-  if (running && how == "abort or rollback" &&
-      (has(step, "update_vmapi") || (before && has(step, "start_target")))) {
-    return k_rollback_stopped;
-  }
-  return {};
-}
-std::string begin_defect(const std::string&, bool, const std::string& how) {
-  return how == "begin again" ? k_begin_retry : "";
-}
-std::string finalize_defect(const std::string& step, bool before, const std::string&) {
-  return !before && has(step, "finalize") && has(step, "cleanup") ? k_finalize_rerun : "";
-}
-std::string migrate_defect(const std::string& step, bool before, const std::string& how) {
-  if (has(step, "begin.")) {
-    return k_begin_retry;
-  }
-  if (const std::string f = finalize_defect(step, before, how); !f.empty()) {
-    return f;
-  }
-  return switch_defect(step, before, how, true);
-}
-
 Scenario sync_scenario(bool first) {
   Scenario sc;
   sc.name = first ? "sync (first)" : "sync (incremental)";
@@ -398,7 +306,7 @@ Scenario sync_scenario(bool first) {
 } // namespace
 
 TEST_CASE("engine failure matrix: begin", "[engine][matrix]") {
-  run_matrix(begin_scenario(), begin_defect);
+  run_matrix(begin_scenario());
 }
 
 TEST_CASE("engine failure matrix: first sync", "[engine][matrix]") {
@@ -410,24 +318,15 @@ TEST_CASE("engine failure matrix: incremental sync", "[engine][matrix]") {
 }
 
 TEST_CASE("engine failure matrix: switch of a running zone", "[engine][matrix]") {
-  run_matrix(switch_scenario("switch (running zone)", EngineWorld::Kind::zone, true),
-             [](const std::string& s, bool b, const std::string& h) {
-               return switch_defect(s, b, h, true);
-             });
+  run_matrix(switch_scenario("switch (running zone)", EngineWorld::Kind::zone, true));
 }
 
 TEST_CASE("engine failure matrix: switch of a stopped zone", "[engine][matrix]") {
-  run_matrix(switch_scenario("switch (stopped zone)", EngineWorld::Kind::zone, false),
-             [](const std::string& s, bool b, const std::string& h) {
-               return switch_defect(s, b, h, false);
-             });
+  run_matrix(switch_scenario("switch (stopped zone)", EngineWorld::Kind::zone, false));
 }
 
 TEST_CASE("engine failure matrix: switch of a running KVM instance", "[engine][matrix]") {
-  run_matrix(switch_scenario("switch (running kvm)", EngineWorld::Kind::kvm, true),
-             [](const std::string& s, bool b, const std::string& h) {
-               return switch_defect(s, b, h, true);
-             });
+  run_matrix(switch_scenario("switch (running kvm)", EngineWorld::Kind::kvm, true));
 }
 
 TEST_CASE("engine failure matrix: rollback", "[engine][matrix]") {
@@ -459,55 +358,18 @@ TEST_CASE("engine failure matrix: abort", "[engine][matrix]") {
 }
 
 TEST_CASE("engine failure matrix: finalize", "[engine][matrix]") {
-  run_matrix(finalize_scenario(), finalize_defect);
+  run_matrix(finalize_scenario());
 }
 
 TEST_CASE("engine failure matrix: migrate --finalize", "[engine][matrix]") {
-  run_matrix(migrate_scenario(), migrate_defect);
-}
-
-// ENGINE DEFECT: see k_begin_retry above.
-TEST_CASE("engine defect: begin cannot be retried after a failed begin",
-          "[engine][matrix][defect][!mayfail]") {
-  run_matrix(begin_scenario(), begin_defect, true);
-}
-
-// ENGINE DEFECT: see k_hide_late and k_rollback_stopped above.
-TEST_CASE("engine defect: switch failing after hide_source ran, and rollback of a switch that "
-          "failed before start_target",
-          "[engine][matrix][defect][!mayfail]") {
-  run_matrix(
-      switch_scenario("switch (running zone)", EngineWorld::Kind::zone, true),
-      [](const std::string& s, bool b, const std::string& h) {
-        return switch_defect(s, b, h, true);
-      },
-      true);
-  run_matrix(
-      switch_scenario("switch (stopped zone)", EngineWorld::Kind::zone, false),
-      [](const std::string& s, bool b, const std::string& h) {
-        return switch_defect(s, b, h, false);
-      },
-      true);
-}
-
-// ENGINE DEFECT: see k_finalize_rerun above.
-TEST_CASE("engine defect: finalize cannot be rerun after its cleanup pruned the target",
-          "[engine][matrix][defect][!mayfail]") {
-  run_matrix(finalize_scenario(), finalize_defect, true);
-}
-
-// ENGINE DEFECT: k_begin_retry, k_hide_late, k_rollback_stopped and k_finalize_rerun, met by
-// `migrate --finalize`.
-TEST_CASE("engine defect: migrate --finalize at the known defects",
-          "[engine][matrix][defect][!mayfail]") {
-  run_matrix(migrate_scenario(), migrate_defect, true);
+  run_matrix(migrate_scenario());
 }
 
 TEST_CASE("engine failure matrix: totals", "[engine][matrix]") {
   const Tally& t = tally();
   WARN(fmt::format("engine failure matrix: {} phase scenarios, {} steps, {} failure points, {} "
-                   "injected failures ({} of them at known ENGINE DEFECTs, [!mayfail])",
-                   t.phases.size(), t.steps, t.points, t.injected, t.defects));
+                   "injected failures",
+                   t.phases.size(), t.steps, t.points, t.injected));
   if (!t.phases.empty()) {
     CHECK(t.points >= 2 * t.steps);
   }

@@ -266,3 +266,61 @@ TEST_CASE("engine: destroy_dataset of the fake refuses what the instance does no
   w.cn1->destroy_snapshot(w.root() + "@backup");
   CHECK_FALSE(w.cn1->has(w.root() + "@backup"));
 }
+
+TEST_CASE("engine: a failed begin is retried on the same record", "[engine][begin]") {
+  EngineWorld w;
+  w.cn2->fail_next("image_import");
+  CHECK_THROWS(w.begin());
+  const state::Migration failed = w.record();
+  CHECK(failed.phase == state::Phase::begin);
+  CHECK(failed.state == state::State::failed);
+  const migration::BeginResult again = w.begin();
+  CHECK(again.migration.id == failed.id); // not a second record
+  CHECK(again.target.uuid == failed.target_server_uuid);
+  CHECK_NONE(w.expect_begun());
+  CHECK(w.record().history.size() == failed.history.size() + 1);
+  w.sync();
+  CHECK_NONE(w.expect_synced(1));
+}
+
+TEST_CASE("engine: rollback of a switch that failed before the target started restarts the "
+          "source that ran",
+          "[engine][rollback]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.cn2->fail_always("vm_start");
+  CHECK_THROWS(w.switch_over());
+  CHECK(w.record().phase == state::Phase::switch_);
+  CHECK_FALSE(w.cn1->running(EngineWorld::k_vm));
+  w.rollback();
+  CHECK_NONE(w.expect_rolled_back());
+  CHECK(w.cn1->running(EngineWorld::k_vm)); // it ran before the migration
+  CHECK(w.inv.vms.at(EngineWorld::k_vm).state == "running");
+}
+
+TEST_CASE("engine: rollback leaves the instance stopped when the operator stopped the target",
+          "[engine][rollback]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.switch_over();
+  w.cn2->vm_stop(EngineWorld::k_vm);
+  w.rollback();
+  CHECK_FALSE(w.cn1->running(EngineWorld::k_vm));
+  CHECK(w.cn1->instances.count(EngineWorld::k_vm) == 1);
+}
+
+TEST_CASE("engine: finalize that failed after its cleanup finishes on a rerun",
+          "[engine][finalize]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.switch_over();
+  w.fail_at_step("finalize.cleanup", 1, false);
+  CHECK_THROWS(w.finalize());
+  CHECK(w.record().phase == state::Phase::finalize);
+  w.clear_step_fault();
+  w.finalize();
+  CHECK_NONE(w.expect_finalized());
+}
