@@ -66,6 +66,10 @@ public:
   bool was_running;
   std::atomic<bool> two_running{false}; // ever both copies running at once
   int hook_fired = 0;
+  // The operator's authorized_keys on every node: two lines, the last without a final newline
+  // (the file that once left root locked out).
+  std::string operator_keys =
+      "ssh-ed25519 AAAAC3operator1 ops@head\nssh-rsa AAAAB3operator2 backup@head";
 
   explicit EngineWorld(Kind k = Kind::zone, bool running = true) : kind(k), was_running(running) {
     ctx.settings.lease_heartbeat_ms = 5;
@@ -79,6 +83,7 @@ public:
     cn2 = std::make_unique<FakeNode>(inv.servers[1], &catalog);
     cn3 = std::make_unique<FakeNode>(inv.servers[2], &catalog);
     for (FakeNode* n : {cn1.get(), cn2.get(), cn3.get()}) {
+      n->authorized_keys = operator_keys;
       n->add_dataset("zones").mounted = true;
       n->add_dataset("zones/cores").mounted = true;
       nodes.add(*n);
@@ -411,6 +416,10 @@ public:
       } else if (a.kind == "data_path_dir") {
         FakeNode* n = node_named(a.host);
         exists = n != nullptr && n->paths.count(a.name) != 0;
+      } else if (a.kind == "authorized_key") {
+        FakeNode* n = node_named(a.host);
+        exists = n != nullptr &&
+                 n->authorized_keys.find(a.details.value("line", "") + "\n") != std::string::npos;
       } else if (a.kind == "quota_removed") {
         exists = cn1->prop_of(a.name, "quota") == "0";
       } else {
@@ -462,6 +471,23 @@ public:
         bad.push_back("IP reserved outside the ledger: " + key.second);
       }
     }
+    // Never a line or file changed that zmigrate did not write: take out the lines the ledger
+    // knows (with the newlines their installs added) and the operator's file is back, byte for
+    // byte.
+    for (FakeNode* n : {cn1.get(), cn2.get()}) {
+      std::string keys = n->authorized_keys;
+      for (const state::Artefact& a : live) {
+        if (a.kind == "authorized_key" && a.host == n->host()) {
+          fake_remove_key_line(keys, a.details.value("line", ""),
+                               a.details.value("added_newline", false));
+        }
+      }
+      if (keys != operator_keys) {
+        bad.push_back(fmt::format("authorized_keys on {} is not the operator's file plus lines "
+                                  "the ledger knows: {}",
+                                  n->host(), nlohmann::json(n->authorized_keys).dump()));
+      }
+    }
     return bad;
   }
 
@@ -471,6 +497,9 @@ public:
     for (FakeNode* n : {cn1.get(), cn2.get()}) {
       if (!n->paths.empty()) {
         bad.push_back("data path left on " + n->host());
+      }
+      if (n->authorized_keys != operator_keys) {
+        bad.push_back("authorized_keys on " + n->host() + " is not the operator's file");
       }
     }
     if (m.archived) {

@@ -13,7 +13,7 @@
 //    received: quota, reservation, mountpoint, origin, zoned, canmount), a `content` counter that
 //    stands for the data (a running instance writes: every snapshot of it sees new content), a
 //    `mounted` flag, snapshots with GUIDs, a monotonic createtxg, the content they froze and
-//    their holds; a data-path directory set for FakeLink;
+//    their holds; a data-path directory set and root's authorized_keys text for FakeLink;
 //  - images: image_import creates <pool>/<image>@final with the GUID of the world's catalog.
 // Semantics follow node.hpp and the tools it stands for: vm_get is nullopt for an unknown uuid;
 // vm_start of a running instance, vm_stop of a stopped one and zone_import of an existing zone
@@ -31,7 +31,9 @@
 // `from` by GUID and its data unchanged since). GUIDs, content and the sent properties
 // (as "received") travel; received datasets stay unmounted. It refuses datasets its spec does
 // not name (the real key's forced command does) and can be told to fail the next send. Its
-// data-path directory is in the ledger (kind data_path_dir) while it is open, as DataPath's.
+// data-path directories and the target's key line are in the ledger (kinds data_path_dir and
+// authorized_key, the exact line and whether a newline was added before it) while it is open,
+// as DataPath's; close and remove_leftover_links take out exactly that line.
 //
 // FakeNodeAccess hands out FakeNodes by server uuid and FakeLinks; there is no runner.
 
@@ -117,6 +119,9 @@ public:
   std::set<std::string> staged;                    // instances created by zone_import
   std::map<std::string, Dataset> datasets;         // by full name
   std::set<std::string> paths;                     // data-path directories (FakeLink)
+  // root's authorized_keys, byte for byte (FakeLink appends and removes its key line here, as
+  // DataPath does: a newline first when the file lacks a final one, recorded in the ledger).
+  std::string authorized_keys;
   std::vector<std::string> calls;
   std::uint64_t txg = 1000;
   // Called after every successful vm_start (the world checks "never two running copies").
@@ -910,6 +915,25 @@ private:
 
 class FakeNodeAccess;
 
+// Append `line` to `keys` as DataPath's install does; true when a newline had to go first.
+inline bool fake_add_key_line(std::string& keys, const std::string& line) {
+  const bool joined = !keys.empty() && keys.back() != '\n';
+  keys += (joined ? "\n" : "") + line + "\n";
+  return joined;
+}
+// Remove exactly `line` (and the newline its install added before it) from `keys`.
+inline void fake_remove_key_line(std::string& keys, const std::string& line, bool joined) {
+  const std::string whole = line + "\n";
+  const std::size_t at = keys.find(whole);
+  if (at == std::string::npos || (at != 0 && keys[at - 1] != '\n')) {
+    return;
+  }
+  keys.erase(at, whole.size());
+  if (joined && at == keys.size() && !keys.empty() && keys.back() == '\n') {
+    keys.pop_back();
+  }
+}
+
 class FakeLink final : public migration::Link {
 public:
   FakeLink(migration::Context& ctx, migration::DataPathSpec spec, FakeNode& source,
@@ -950,6 +974,8 @@ private:
   FakeNode& m_target;
   FakeNodeAccess& m_access;
   bool m_open = false;
+  std::string m_line;    // the key line this link put in the target's authorized_keys
+  bool m_joined = false; // and whether a newline went before it
   std::vector<std::int64_t> m_rows;
 };
 
@@ -982,13 +1008,20 @@ public:
                              migration::Node& source, migration::Node& target) override {
     calls.push_back("remove_leftover_links " + migration_id);
     for (const state::Artefact& a : ctx.store.live_artefacts(migration_id)) {
-      if (a.kind != "data_path_dir" || open_dirs.count(a.name) != 0) {
+      const bool key = a.kind == "authorized_key";
+      const std::string dir = key ? migration::path_dir(a.details.value("path_id", "")) : a.name;
+      if ((a.kind != "data_path_dir" && !key) || open_dirs.count(dir) != 0) {
         continue; // not a link's, or a link open in this process: its close() removes it
       }
       for (FakeNode* n : {&fake(source.server().uuid), &fake(target.server().uuid)}) {
         if (n->host() == a.host) {
           const auto l = n->lock();
-          n->paths.erase(a.name);
+          if (a.kind == "data_path_dir") {
+            n->paths.erase(a.name);
+          } else {
+            fake_remove_key_line(n->authorized_keys, a.details.value("line", ""),
+                                 a.details.value("added_newline", false));
+          }
         }
       }
       ctx.store.mark_artefact_removed(a.id);
@@ -1035,18 +1068,35 @@ inline void FakeLink::open() {
   if (m_open) {
     return;
   }
+  m_access.open_dirs.insert(dir());
   for (FakeNode* n : {&m_target, &m_source}) {
     state::Artefact a;
     a.migration_id = m_spec.migration_id;
     a.kind = "data_path_dir";
     a.host = n->host();
     a.name = dir();
+    a.details = {{"path_id", m_spec.path_id}};
     a.created = iso8601(m_ctx.clock.wall_now());
     m_rows.push_back(m_ctx.store.record_artefact(a));
     const auto l = n->lock();
     n->paths.insert(dir());
   }
-  m_access.open_dirs.insert(dir());
+  // The key line on the target: its ledger row (exact line) first, then the append.
+  m_line = fmt::format("restrict,command=\"{}/recv\" ssh-ed25519 AAAAfake zmigrate-ephemeral-{}",
+                       dir(), m_spec.path_id);
+  const auto l = m_target.lock();
+  state::Artefact k;
+  k.migration_id = m_spec.migration_id;
+  k.kind = "authorized_key";
+  k.host = m_target.host();
+  k.name = "/root/.ssh/authorized_keys";
+  k.details = {{"path_id", m_spec.path_id},
+               {"line", m_line},
+               {"added_newline",
+                !m_target.authorized_keys.empty() && m_target.authorized_keys.back() != '\n'}};
+  k.created = iso8601(m_ctx.clock.wall_now());
+  m_rows.push_back(m_ctx.store.record_artefact(k));
+  m_joined = fake_add_key_line(m_target.authorized_keys, m_line);
   m_open = true;
 }
 
@@ -1055,6 +1105,11 @@ inline void FakeLink::close() {
   for (FakeNode* n : {&m_target, &m_source}) {
     const auto l = n->lock();
     n->paths.erase(dir());
+  }
+  if (!m_line.empty()) {
+    const auto l = m_target.lock();
+    fake_remove_key_line(m_target.authorized_keys, m_line, m_joined);
+    m_line.clear();
   }
   for (const std::int64_t row : m_rows) {
     m_ctx.store.mark_artefact_removed(row);
