@@ -8,7 +8,10 @@
 //   - Kind::zone:  a joyent zone whose root zones/<uuid> is a clone of an image (and carries a
 //     user's snapshot), with a delegated dataset zones/<uuid>/data and a cores dataset;
 //   - Kind::kvm:   a KVM instance: zones/<uuid>, disk0 a volume cloned from an image, disk1 a
-//     plain volume.
+//     plain volume;
+//   - Kind::bhyve: a bhyve instance: its disks zones/<uuid>/disk0 (a clone of an image) and
+//     disk1 below the zone root, whose quota equals its reservation (begin lifts it for the
+//     syncs, switch puts it back: TRITON-1407).
 // It also knows what a correct outcome looks like: the invariants (never two running copies,
 // the source's data intact until a finalize proved the target, the ledger matching the nodes)
 // and the end state of every phase (expect_* return what is wrong, empty when all is right).
@@ -40,7 +43,7 @@ namespace zmigrate::fakes {
 
 class EngineWorld {
 public:
-  enum class Kind { zone, kvm };
+  enum class Kind { zone, kvm, bhyve };
 
   static constexpr const char* k_vm = "6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f2c";
   static constexpr const char* k_image = "cd2d08a0-83f1-11e5-8684-f383641a9854";
@@ -130,10 +133,16 @@ public:
   std::string data_ds() const { return root() + "/data"; }
   std::string disk(int n) const { return fmt::format("zones/{}-disk{}", k_vm, n); }
   std::string cores() const { return std::string("zones/cores/") + k_vm; }
+  std::string bhyve_disk(int n) const { return fmt::format("{}/disk{}", root(), n); }
+  const char* image() const { return kind == Kind::zone ? k_image : k_kvm_image; }
+  static constexpr std::uint64_t k_bhyve_quota = 30ULL << 30;
   // Every dataset of the instance (roots and below), as on the source at the start.
   std::vector<std::string> instance_datasets() const {
     if (kind == Kind::kvm) {
       return {root(), disk(0), disk(1)};
+    }
+    if (kind == Kind::bhyve) {
+      return {root(), bhyve_disk(0), bhyve_disk(1)};
     }
     return {root(), data_ds()};
   }
@@ -157,7 +166,7 @@ public:
     vm["nics"][0]["network_uuid"] = k_net;
     vm["tags"] = nlohmann::json::object();
     FakeNode& s = *cn1;
-    s.image_import(kind == Kind::kvm ? k_kvm_image : k_image);
+    s.image_import(image());
     if (kind == Kind::zone) {
       vm["brand"] = "joyent";
       vm["image_uuid"] = k_image;
@@ -171,6 +180,33 @@ public:
       s.add_dataset(data_ds()).content = 10;
       s.set_local(data_ds(), "zoned", "on");
       s.set_local(data_ds(), "mountpoint", "/data");
+    } else if (kind == Kind::bhyve) {
+      vm["brand"] = "bhyve";
+      vm["image_uuid"] = k_kvm_image;
+      vm["ram"] = 1024;
+      vm["max_physical_memory"] = 1024;
+      vm["quota"] = 30;
+      vm["disks"] = nlohmann::json::array({{{"path", "/dev/zvol/rdsk/" + bhyve_disk(0)},
+                                            {"boot", true},
+                                            {"model", "virtio"},
+                                            {"image_uuid", k_kvm_image},
+                                            {"size", 10240},
+                                            {"zfs_filesystem", bhyve_disk(0)},
+                                            {"zpool", "zones"}},
+                                           {{"path", "/dev/zvol/rdsk/" + bhyve_disk(1)},
+                                            {"model", "virtio"},
+                                            {"size", 5120},
+                                            {"zfs_filesystem", bhyve_disk(1)},
+                                            {"zpool", "zones"}}});
+      s.add_dataset(root()).content = 3;
+      s.set_local(root(), "mountpoint", "/" + root());
+      s.set_local(root(), "quota", std::to_string(k_bhyve_quota));
+      s.set_local(root(), "reservation", std::to_string(k_bhyve_quota));
+      s.add_dataset(bhyve_disk(0), "volume").content = 70;
+      s.set_local(bhyve_disk(0), "origin", std::string("zones/") + k_kvm_image + "@final");
+      s.set_local(bhyve_disk(0), "volsize", std::to_string(10ULL << 30));
+      s.add_dataset(bhyve_disk(1), "volume").content = 20;
+      s.set_local(bhyve_disk(1), "volsize", std::to_string(5ULL << 30));
     } else {
       vm["brand"] = "kvm";
       vm["image_uuid"] = k_kvm_image;
@@ -528,6 +564,16 @@ public:
       bad.push_back(what);
     }
   }
+  // bhyve: the zone root's quota on `n` is `lifted` (none) or back at the reservation.
+  void expect_quota(std::vector<std::string>& bad, FakeNode& n, bool lifted) {
+    if (kind != Kind::bhyve || !n.has(root())) {
+      return;
+    }
+    const std::string want = lifted ? "0" : std::to_string(k_bhyve_quota);
+    expect(bad, n.prop_of(root(), "quota") == want,
+           fmt::format("quota of {} on {} is {}, not {}", root(), n.host(),
+                       n.prop_of(root(), "quota"), want));
+  }
   // Every dataset of the instance on the target holds the synced snapshot with the source's
   // GUID, and (when `heads`) its data equals the source's.
   void expect_copy(std::vector<std::string>& bad, bool heads) {
@@ -548,8 +594,8 @@ public:
     std::vector<std::string> bad = common_end(m);
     expect(bad, m.phase == state::Phase::begin && m.state == state::State::paused,
            "record is not begin/paused");
-    expect(bad, cn2->has(std::string("zones/") + (kind == Kind::kvm ? k_kvm_image : k_image)),
-           "image not imported on the target");
+    expect_quota(bad, *cn1, true);
+    expect(bad, cn2->has(std::string("zones/") + image()), "image not imported on the target");
     expect(bad, cn1->running(k_vm) == was_running, "source state changed");
     return bad;
   }
@@ -563,6 +609,7 @@ public:
     expect_copy(bad, false);
     expect(bad, cn1->running(k_vm) == was_running, "source state changed");
     expect(bad, cn2->instances.count(k_vm) == 0, "target has an instance before the switch");
+    expect_quota(bad, *cn1, true);
     return bad;
   }
   std::vector<std::string> expect_switched() {
@@ -591,6 +638,8 @@ public:
            "VMAPI state wrong");
     expect_copy(bad, true);
     expect(bad, cn2->has(cores()), "target has no cores dataset");
+    expect_quota(bad, *cn1, false);
+    expect_quota(bad, *cn2, false);
     return bad;
   }
   std::vector<std::string> expect_finalized() {
@@ -605,8 +654,8 @@ public:
     expect(bad, cn2->running(k_vm) == was_running, "target state wrong");
     const auto vm = inv.vms.find(k_vm);
     expect(bad, vm != inv.vms.end() && vm->second.server_uuid == k_cn2, "VMAPI not on target");
-    expect(bad, cn1->has(std::string("zones/") + (kind == Kind::kvm ? k_kvm_image : k_image)),
-           "source image gone");
+    expect(bad, cn1->has(std::string("zones/") + image()), "source image gone");
+    expect_quota(bad, *cn2, false);
     return bad;
   }
   // The source is the instance again, as it was; nothing of the migration on the target.
@@ -630,6 +679,7 @@ public:
     expect(bad, vm != inv.vms.end() && vm->second.server_uuid == k_cn1, "VMAPI not on source");
     expect(bad, vm != inv.vms.end() && vm->second.state == (was_running ? "running" : "stopped"),
            "VMAPI state wrong");
+    expect_quota(bad, *cn1, false);
     return bad;
   }
   std::vector<std::string> expect_rolled_back() {
