@@ -180,59 +180,41 @@ public:
       s.add_dataset(data_ds()).content = 10;
       s.set_local(data_ds(), "zoned", "on");
       s.set_local(data_ds(), "mountpoint", "/data");
-    } else if (kind == Kind::bhyve) {
-      vm["brand"] = "bhyve";
-      vm["image_uuid"] = k_kvm_image;
-      vm["ram"] = 1024;
-      vm["max_physical_memory"] = 1024;
-      vm["quota"] = 30;
-      vm["disks"] = nlohmann::json::array({{{"path", "/dev/zvol/rdsk/" + bhyve_disk(0)},
-                                            {"boot", true},
-                                            {"model", "virtio"},
-                                            {"image_uuid", k_kvm_image},
-                                            {"size", 10240},
-                                            {"zfs_filesystem", bhyve_disk(0)},
-                                            {"zpool", "zones"}},
-                                           {{"path", "/dev/zvol/rdsk/" + bhyve_disk(1)},
-                                            {"model", "virtio"},
-                                            {"size", 5120},
-                                            {"zfs_filesystem", bhyve_disk(1)},
-                                            {"zpool", "zones"}}});
-      s.add_dataset(root()).content = 3;
-      s.set_local(root(), "mountpoint", "/" + root());
-      s.set_local(root(), "quota", std::to_string(k_bhyve_quota));
-      s.set_local(root(), "reservation", std::to_string(k_bhyve_quota));
-      s.add_dataset(bhyve_disk(0), "volume").content = 70;
-      s.set_local(bhyve_disk(0), "origin", std::string("zones/") + k_kvm_image + "@final");
-      s.set_local(bhyve_disk(0), "volsize", std::to_string(10ULL << 30));
-      s.add_dataset(bhyve_disk(1), "volume").content = 20;
-      s.set_local(bhyve_disk(1), "volsize", std::to_string(5ULL << 30));
     } else {
-      vm["brand"] = "kvm";
+      // A hardware VM: KVM's disks are siblings of the zone root, bhyve's lie below it, and
+      // bhyve's root has quota == reservation.
+      const bool bhyve = kind == Kind::bhyve;
+      const std::string d0 = bhyve ? bhyve_disk(0) : disk(0);
+      const std::string d1 = bhyve ? bhyve_disk(1) : disk(1);
+      const std::uint64_t quota = bhyve ? k_bhyve_quota : 10ULL << 30;
+      vm["brand"] = bhyve ? "bhyve" : "kvm";
       vm["image_uuid"] = k_kvm_image;
       vm["ram"] = 1024;
       vm["max_physical_memory"] = 1024;
-      vm["quota"] = 10;
-      vm["disks"] = nlohmann::json::array({{{"path", "/dev/zvol/rdsk/" + disk(0)},
+      vm["quota"] = quota >> 30;
+      vm["disks"] = nlohmann::json::array({{{"path", "/dev/zvol/rdsk/" + d0},
                                             {"boot", true},
                                             {"model", "virtio"},
                                             {"image_uuid", k_kvm_image},
                                             {"size", 10240},
-                                            {"zfs_filesystem", disk(0)},
+                                            {"zfs_filesystem", d0},
                                             {"zpool", "zones"}},
-                                           {{"path", "/dev/zvol/rdsk/" + disk(1)},
+                                           {{"path", "/dev/zvol/rdsk/" + d1},
                                             {"model", "virtio"},
                                             {"size", 5120},
-                                            {"zfs_filesystem", disk(1)},
+                                            {"zfs_filesystem", d1},
                                             {"zpool", "zones"}}});
       s.add_dataset(root()).content = 3;
       s.set_local(root(), "mountpoint", "/" + root());
-      s.set_local(root(), "quota", std::to_string(10ULL << 30));
-      s.add_dataset(disk(0), "volume").content = 70;
-      s.set_local(disk(0), "origin", std::string("zones/") + k_kvm_image + "@final");
-      s.set_local(disk(0), "volsize", std::to_string(10ULL << 30));
-      s.add_dataset(disk(1), "volume").content = 20;
-      s.set_local(disk(1), "volsize", std::to_string(5ULL << 30));
+      s.set_local(root(), "quota", std::to_string(quota));
+      if (bhyve) {
+        s.set_local(root(), "reservation", std::to_string(quota));
+      }
+      s.add_dataset(d0, "volume").content = 70;
+      s.set_local(d0, "origin", std::string("zones/") + k_kvm_image + "@final");
+      s.set_local(d0, "volsize", std::to_string(10ULL << 30));
+      s.add_dataset(d1, "volume").content = 20;
+      s.set_local(d1, "volsize", std::to_string(5ULL << 30));
     }
     s.add_dataset(cores()).mounted = true;
     s.set_local(cores(), "mountpoint", "/" + root() + "/cores");
