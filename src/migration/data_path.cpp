@@ -698,8 +698,15 @@ TransferResult DataPath::send(const Stream& stream, const remote::Argv& zfs_send
 
 bool DataPath::serves(const std::string& migration_id, const Node& source, const Node& target,
                       const std::vector<std::string>& datasets) const {
-  if (!m_open || migration_id != m_spec.migration_id || source.host() != m_source.host() ||
-      target.host() != m_target.host()) {
+  if (!m_open || migration_id != m_spec.migration_id) {
+    return false;
+  }
+  // The same two nodes: by server UUID (two labels may name one node, or one label two).
+  const bool same_ends = m_spec.source_server_uuid.empty() || m_spec.target_server_uuid.empty()
+                             ? source.host() == m_source.host() && target.host() == m_target.host()
+                             : source.server().uuid == m_spec.source_server_uuid &&
+                                   target.server().uuid == m_spec.target_server_uuid;
+  if (!same_ends) {
     return false;
   }
   for (const std::string& ds : datasets) {

@@ -28,6 +28,9 @@ struct DataPathSpec {
   // empty): names its private dir, key marker and ssh ControlPath, so two paths of one migration
   // (a kept path and the reverse path of a rollback) never share or remove each other's files.
   std::string path_id;
+  // The CNAPI server UUIDs of the two ends (Link::serves compares them; "" = by host label).
+  std::string source_server_uuid;
+  std::string target_server_uuid;
   std::string source_addr; // the address the target sees the source connect from
   std::string target_addr; // where the source connects to
   // The configured ssh port and user of the target (ssh.port / ssh.user); the caller sets them.
