@@ -283,17 +283,6 @@ std::string flag_name(const std::string& key) {
   return name;
 }
 
-std::string parse_error_text(const std::exception& e) {
-  std::string what = e.what();
-  if (!what.empty() && what.front() == '[') {
-    const std::size_t end = what.find("] ");
-    if (end != std::string::npos) {
-      what = what.substr(end + 2);
-    }
-  }
-  return what;
-}
-
 // The file's keys flattened to dotted names ("ssh.port"); unknown keys are errors so that a typo
 // does not silently fall back to a default.
 std::map<std::string, json> parse_config_file(const std::string& path, const std::string& text) {
@@ -302,7 +291,7 @@ std::map<std::string, json> parse_config_file(const std::string& path, const std
     doc = json::parse(text);
   } catch (const json::exception& e) {
     throw ConfigError(fmt::format("configuration file {}", path),
-                      fmt::format("invalid JSON: {}", parse_error_text(e)));
+                      fmt::format("invalid JSON: {}", json_error_text(e)));
   }
   if (!doc.is_object()) {
     throw ConfigError(fmt::format("configuration file {}", path),
@@ -499,7 +488,7 @@ Discovery discover_head_node(const std::string& script) {
     }
     d.values = std::move(values);
   } catch (const json::exception& e) {
-    d.problem = fmt::format("{} -json printed invalid JSON: {}", script, parse_error_text(e));
+    d.problem = fmt::format("{} -json printed invalid JSON: {}", script, json_error_text(e));
   }
   return d;
 }

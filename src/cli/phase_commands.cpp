@@ -9,10 +9,12 @@
 #include <zmigrate/util/units.hpp>
 
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <tuple>
 #include <unistd.h>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -88,37 +90,56 @@ std::string downtime_summary(const migration::SwitchResult& s) {
                      s.was_running ? "" : " [instance was stopped]");
 }
 
+// Where a new migration goes and what it may move: begin's and migrate's options.
+struct PlacementOptions {
+  VmOptions vm;
+  std::string target;
+  bool force_core = false;
+  bool allow_older = false;
+};
+
+void add_placement_options(CLI::App& app, PlacementOptions& o) {
+  add_vm_arg(app, o.vm);
+  app.add_option("-n,--target", o.target, "Target compute node (UUID or hostname)");
+}
+void add_placement_flags(CLI::App& app, PlacementOptions& o) {
+  app.add_flag("--force-core", o.force_core, "Allow a Triton core instance");
+  app.add_flag("--allow-older-platform", o.allow_older,
+               "Allow a target with an older platform image than the source");
+}
+
+// The arguments checked before anything is opened, then the context with the placement policy.
+migration::Context& start_placed(Runtime& rt, const PlacementOptions& o) {
+  require_vm_argument(o.vm.vm);
+  if (!o.target.empty()) {
+    require_node_argument("--target", o.target);
+  }
+  migration::Context& ctx = start(rt, o.vm.vm);
+  ctx.settings.allow_older_platform = o.allow_older;
+  return ctx;
+}
+
 } // namespace
 
 CommandSpec begin_command() {
   struct Opts {
-    VmOptions vm;
-    std::string target;
+    PlacementOptions place;
     bool dry_run = false;
-    bool force_core = false;
-    bool allow_older = false;
   };
   auto o = std::make_shared<Opts>();
   return {"begin", "Validate an instance, choose the target node and prepare a migration",
           [o](CLI::App& app) {
-            add_vm_arg(app, o->vm);
-            app.add_option("-n,--target", o->target, "Target compute node (UUID or hostname)");
+            add_placement_options(app, o->place);
             app.add_flag("--dry-run", o->dry_run, "Print the plan and change nothing");
-            app.add_flag("--force-core", o->force_core, "Allow a Triton core instance");
-            app.add_flag("--allow-older-platform", o->allow_older,
-                         "Allow a target with an older platform image than the source");
+            add_placement_flags(app, o->place);
           },
           [o](Runtime& rt) {
-            require_vm_argument(o->vm.vm);
-            if (!o->target.empty()) {
-              require_node_argument("--target", o->target);
-            }
-            migration::Context& ctx = start(rt, o->vm.vm);
-            ctx.settings.allow_older_platform = o->allow_older;
+            migration::Context& ctx = start_placed(rt, o->place);
             TerminalReporter& out = rt.reporter();
             out.phase_started("begin", "");
+            const PlacementOptions& p = o->place;
             const migration::BeginResult r =
-                migration::begin(ctx, {o->vm.vm, o->target, o->dry_run, o->force_core, false});
+                migration::begin(ctx, {p.vm.vm, p.target, o->dry_run, p.force_core, false});
             if (out.style().json) {
               out.json({{"dry_run", r.dry_run},
                         {"plan", r.plan},
@@ -138,42 +159,64 @@ CommandSpec begin_command() {
           }};
 }
 
-CommandSpec sync_command() {
+// What a phase command prints: its JSON document (--json), or else its result lines.
+struct PhaseOutput {
+  nlohmann::json json;
+  std::vector<std::string> lines;
+};
+
+// A command whose only argument is the VM and which runs one phase.
+CommandSpec
+vm_phase_command(std::string name, std::string description,
+                 std::function<PhaseOutput(migration::Context&, const std::string& vm)> phase) {
   auto o = std::make_shared<VmOptions>();
-  return {"sync", "Copy the instance's data to the target while it runs (repeatable)",
-          [o](CLI::App& app) { add_vm_arg(app, *o); },
-          [o](Runtime& rt) {
+  return {name, std::move(description), [o](CLI::App& app) { add_vm_arg(app, *o); },
+          [o, name, phase](Runtime& rt) {
             migration::Context& ctx = start(rt, o->vm);
             TerminalReporter& out = rt.reporter();
-            out.phase_started("sync", "");
-            const migration::SyncResult r = migration::sync(ctx, o->vm);
+            out.phase_started(name, "");
+            const PhaseOutput r = phase(ctx, o->vm);
             if (out.style().json) {
-              out.json({{"sync", sync_json(r)}, {"migration", r.migration}});
+              out.json(r.json);
             } else {
-              out.result_line(sync_summary(r));
-              out.result_line("OK - ready for migration sync or migration switch");
+              for (const std::string& line : r.lines) {
+                out.result_line(line);
+              }
             }
             return 0;
           }};
 }
 
+// A destructive command asks on a terminal (scripts are not asked); anything but yes changes
+// nothing.
+void confirm(const std::string& question, const std::string& command) {
+  std::fprintf(stdout, "%s Continue? [y/N] ", question.c_str());
+  std::fflush(stdout);
+  std::string answer;
+  std::getline(std::cin, answer);
+  if (answer != "y" && answer != "Y" && answer != "yes") {
+    throw Error(ExitCode::failure, command, "not confirmed; nothing was changed");
+  }
+}
+
+CommandSpec sync_command() {
+  return vm_phase_command(
+      "sync", "Copy the instance's data to the target while it runs (repeatable)",
+      [](migration::Context& ctx, const std::string& vm) -> PhaseOutput {
+        const migration::SyncResult r = migration::sync(ctx, vm);
+        return {{{"sync", sync_json(r)}, {"migration", r.migration}},
+                {sync_summary(r), "OK - ready for migration sync or migration switch"}};
+      });
+}
+
 CommandSpec switch_command() {
-  auto o = std::make_shared<VmOptions>();
-  return {"switch", "Stop the instance, send the final delta and start it on the target",
-          [o](CLI::App& app) { add_vm_arg(app, *o); },
-          [o](Runtime& rt) {
-            migration::Context& ctx = start(rt, o->vm);
-            TerminalReporter& out = rt.reporter();
-            out.phase_started("switch", "");
-            const migration::SwitchResult r = migration::switch_over(ctx, o->vm);
-            if (out.style().json) {
-              out.json({{"switch", switch_json(r)}, {"migration", r.migration}});
-            } else {
-              out.result_line(downtime_summary(r));
-              out.result_line("OK - switch was successful");
-            }
-            return 0;
-          }};
+  return vm_phase_command("switch",
+                          "Stop the instance, send the final delta and start it on the target",
+                          [](migration::Context& ctx, const std::string& vm) -> PhaseOutput {
+                            const migration::SwitchResult r = migration::switch_over(ctx, vm);
+                            return {{{"switch", switch_json(r)}, {"migration", r.migration}},
+                                    {downtime_summary(r), "OK - switch was successful"}};
+                          });
 }
 
 CommandSpec rollback_command() {
@@ -204,16 +247,10 @@ CommandSpec rollback_command() {
                                    "tell how much: {})",
                                    e.what());
               }
-              std::fprintf(stdout,
-                           "This throws away %s (--keep-changes sends it back to the source "
-                           "first). Continue? [y/N] ",
-                           what.c_str());
-              std::fflush(stdout);
-              std::string answer;
-              std::getline(std::cin, answer);
-              if (answer != "y" && answer != "Y" && answer != "yes") {
-                throw Error(ExitCode::failure, "rollback", "not confirmed; nothing was changed");
-              }
+              confirm(fmt::format("This throws away {} (--keep-changes sends it back to the "
+                                  "source first).",
+                                  what),
+                      "rollback");
             }
             TerminalReporter& out = rt.reporter();
             out.phase_started("rollback", "");
@@ -236,21 +273,12 @@ CommandSpec rollback_command() {
 }
 
 CommandSpec abort_command() {
-  auto o = std::make_shared<VmOptions>();
-  return {"abort", "Before a switch, throw the target copy away; the source is untouched",
-          [o](CLI::App& app) { add_vm_arg(app, *o); },
-          [o](Runtime& rt) {
-            migration::Context& ctx = start(rt, o->vm);
-            TerminalReporter& out = rt.reporter();
-            out.phase_started("abort", "");
-            const state::Migration m = migration::abort(ctx, o->vm);
-            if (out.style().json) {
-              out.json({{"migration", m}});
-            } else {
-              out.result_line("Migration was successfully aborted");
-            }
-            return 0;
-          }};
+  return vm_phase_command("abort",
+                          "Before a switch, throw the target copy away; the source is untouched",
+                          [](migration::Context& ctx, const std::string& vm) -> PhaseOutput {
+                            const state::Migration m = migration::abort(ctx, vm);
+                            return {{{"migration", m}}, {"Migration was successfully aborted"}};
+                          });
 }
 
 CommandSpec finalize_command() {
@@ -267,16 +295,10 @@ CommandSpec finalize_command() {
           [o](Runtime& rt) {
             require_vm_argument(o->vm.vm); // before the prompt quotes it
             if (!o->yes && ::isatty(STDIN_FILENO) == 1) {
-              std::fprintf(stdout,
-                           "This deletes the original instance %s on the source node; rollback "
-                           "will no longer be possible. Continue? [y/N] ",
-                           o->vm.vm.c_str());
-              std::fflush(stdout);
-              std::string answer;
-              std::getline(std::cin, answer);
-              if (answer != "y" && answer != "Y" && answer != "yes") {
-                throw Error(ExitCode::failure, "finalize", "not confirmed; nothing was changed");
-              }
+              confirm(fmt::format("This deletes the original instance {} on the source node; "
+                                  "rollback will no longer be possible.",
+                                  o->vm.vm),
+                      "finalize");
             }
             migration::Context& ctx = start(rt, o->vm.vm);
             TerminalReporter& out = rt.reporter();
@@ -307,65 +329,53 @@ std::pair<int, std::uint64_t> resolve_sync_policy(const SyncPolicyOptions& o, in
 
 CommandSpec migrate_command() {
   struct Opts {
-    VmOptions vm;
-    std::string target;
+    PlacementOptions place;
     SyncPolicyOptions policy;
     bool finalize = false;
-    bool force_core = false;
-    bool allow_older = false;
-    bool yes = false;
   };
   auto o = std::make_shared<Opts>();
-  return {"migrate", "begin, sync until the delta converges, then switch (stops before finalize)",
-          [o](CLI::App& app) {
-            add_vm_arg(app, o->vm);
-            app.add_option("-n,--target", o->target, "Target compute node (UUID or hostname)");
-            add_sync_policy_options(app, o->policy);
-            app.add_flag("--finalize", o->finalize, "Finalize after a successful switch");
-            app.add_flag("--force-core", o->force_core, "Allow a Triton core instance");
-            app.add_flag("--allow-older-platform", o->allow_older,
-                         "Allow a target with an older platform image than the source");
-          },
-          [o](Runtime& rt) {
-            require_vm_argument(o->vm.vm);
-            if (!o->target.empty()) {
-              require_node_argument("--target", o->target);
-            }
-            migration::Context& ctx = start(rt, o->vm.vm);
-            ctx.settings.allow_older_platform = o->allow_older;
-            migration::MigrateOptions mo;
-            mo.begin = {o->vm.vm, o->target, false, o->force_core, true};
-            std::tie(mo.max_syncs, mo.converge_bytes) =
-                resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
-            mo.finalize = o->finalize;
-            const migration::MigrateResult r = migration::migrate(ctx, mo);
-            TerminalReporter& out = rt.reporter();
-            if (out.style().json) {
-              nlohmann::json syncs = nlohmann::json::array();
-              for (const auto& s : r.syncs) {
-                syncs.push_back(sync_json(s));
-              }
-              out.json({{"migration",
-                         ctx.store.find_latest_for_vm(o->vm.vm).value_or(state::Migration{})},
-                        {"syncs", syncs},
-                        {"switch", r.switched ? switch_json(*r.switched) : nlohmann::json()},
-                        {"finalized", r.finalized}});
-            } else {
-              for (const auto& s : r.syncs) {
-                out.result_line(sync_summary(s));
-              }
-              if (r.switched) {
-                out.result_line(downtime_summary(*r.switched));
-              }
-              out.result_line("OK - switch was successful");
-              out.result_line(r.finalized
-                                  ? "Done - the migration is finished."
-                                  : fmt::format("  run \"zmigrate finalize {0}\" to delete "
-                                                "the original, or \"zmigrate rollback {0}\"",
-                                                o->vm.vm));
-            }
-            return 0;
-          }};
+  return {
+      "migrate", "begin, sync until the delta converges, then switch (stops before finalize)",
+      [o](CLI::App& app) {
+        add_placement_options(app, o->place);
+        add_sync_policy_options(app, o->policy);
+        app.add_flag("--finalize", o->finalize, "Finalize after a successful switch");
+        add_placement_flags(app, o->place);
+      },
+      [o](Runtime& rt) {
+        migration::Context& ctx = start_placed(rt, o->place);
+        const std::string& vm = o->place.vm.vm;
+        migration::MigrateOptions mo;
+        mo.begin = {vm, o->place.target, false, o->place.force_core, true};
+        std::tie(mo.max_syncs, mo.converge_bytes) =
+            resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
+        mo.finalize = o->finalize;
+        const migration::MigrateResult r = migration::migrate(ctx, mo);
+        TerminalReporter& out = rt.reporter();
+        if (out.style().json) {
+          nlohmann::json syncs = nlohmann::json::array();
+          for (const auto& s : r.syncs) {
+            syncs.push_back(sync_json(s));
+          }
+          out.json({{"migration", ctx.store.find_latest_for_vm(vm).value_or(state::Migration{})},
+                    {"syncs", syncs},
+                    {"switch", r.switched ? switch_json(*r.switched) : nlohmann::json()},
+                    {"finalized", r.finalized}});
+        } else {
+          for (const auto& s : r.syncs) {
+            out.result_line(sync_summary(s));
+          }
+          if (r.switched) {
+            out.result_line(downtime_summary(*r.switched));
+          }
+          out.result_line("OK - switch was successful");
+          out.result_line(r.finalized ? "Done - the migration is finished."
+                                      : fmt::format("  run \"zmigrate finalize {0}\" to delete "
+                                                    "the original, or \"zmigrate rollback {0}\"",
+                                                    vm));
+        }
+        return 0;
+      }};
 }
 
 } // namespace zmigrate::cli

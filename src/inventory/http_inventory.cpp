@@ -73,19 +73,6 @@ std::string one_line(std::string text, std::size_t max) {
   return text;
 }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] ", which says nothing to an
-// operator.
-std::string parse_error_text(const std::exception& e) {
-  std::string what = e.what();
-  if (!what.empty() && what.front() == '[') {
-    const std::size_t end = what.find("] ");
-    if (end != std::string::npos) {
-      what = what.substr(end + 2);
-    }
-  }
-  return what;
-}
-
 std::string string_field(const json& j, const char* key) {
   const auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : "";
@@ -260,7 +247,7 @@ std::optional<json> HttpInventory::call(const Service& service, const std::strin
       return json::parse(response.body);
     } catch (const json::exception& e) {
       throw Error(ExitCode::inventory, subject,
-                  fmt::format("malformed JSON from {}: {}", request.url, parse_error_text(e)));
+                  fmt::format("malformed JSON from {}: {}", request.url, json_error_text(e)));
     }
   }
 

@@ -72,4 +72,17 @@ public:
       : Error(code, std::move(what), std::move(why)) {}
 };
 
+// The text of a JSON library exception without its "[json.exception.parse_error.101] " prefix,
+// which says nothing to an operator.
+inline std::string json_error_text(const std::exception& e) {
+  std::string what = e.what();
+  if (!what.empty() && what.front() == '[') {
+    const std::size_t end = what.find("] ");
+    if (end != std::string::npos) {
+      what = what.substr(end + 2);
+    }
+  }
+  return what;
+}
+
 } // namespace zmigrate
