@@ -338,8 +338,16 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     ~KeptReset() { nodes.kept_link = nullptr; }
   } kept_reset{ctx.nodes};
   if (!(active->phase == state::Phase::switch_ && active->state == state::State::successful)) {
+    Ends ends = detail::open_ends(ctx, *active);
+    {
+      // What a killed earlier command left (its key line, directories) goes first, under the
+      // lease (a live command's link is never touched): installed after it, this command's key
+      // line comes out at the end with the newline it added, and the operator's file is as it
+      // was.
+      Operation lease(ctx, *active, "migrate");
+      ctx.nodes.remove_leftover_links(ctx, active->id, *ends.source, *ends.target);
+    }
     try {
-      Ends ends = detail::open_ends(ctx, *active);
       std::vector<std::string> datasets;
       for (const std::string& ds : ends.source->tree(detail::instance_roots(*active)).datasets) {
         datasets.push_back(ds);
@@ -379,6 +387,12 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     result.switched = switch_over(ctx, options.begin.vm_uuid);
   }
   if (options.finalize) {
+    // finalize sends nothing: the link goes first, so that nothing of it outlives the migration
+    // (a crash after finalize leaves no key line behind).
+    if (kept) {
+      kept->close();
+      ctx.nodes.kept_link = nullptr;
+    }
     ctx.reporter.phase_started("finalize", "");
     finalize(ctx, options.begin.vm_uuid);
     result.finalized = true;

@@ -302,13 +302,15 @@ void take_snapshot(SyncRun& r, nlohmann::json& d) {
   const bool resumable = r.src.caps().resume_tokens && r.dst.caps().resume_tokens;
   const int n = r.m().data.value("snap_n", 0) + 1;
   r.snap = zfs::migration_snap_name(r.m().id, n);
+  // The number is recorded before the snapshot exists: a process killed in between leaves a
+  // gap in the numbering, never a rerun that finds its snapshot name taken.
+  r.m().data["snap_n"] = n;
+  r.op.save();
   both([&] { r.src.snapshot_recursive(r.roots, r.snap); },
        [&] {
          r.dt = r.dst.tree(r.roots, resumable ? std::vector<std::string>{"receive_resume_token"}
                                               : std::vector<std::string>{});
        });
-  r.m().data["snap_n"] = n;
-  r.op.save();
   d["snapshot"] = r.snap;
 }
 

@@ -29,11 +29,13 @@
 #include <zmigrate/zfs/names.hpp>
 
 #include <atomic>
+#include <exception>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <unistd.h>
 #include <vector>
 
 #include <fmt/format.h>
@@ -279,6 +281,59 @@ public:
     };
   }
   void clear_step_fault() { ctx.settings.step_hook = {}; }
+
+  // --- crashes (kill -9 of the head node's process) ---
+  // What a killed process's code throws from the crash on. Not an Error, so no handler of the
+  // engine takes it for a node or API failure; a std::exception, so destructors and the
+  // log-and-go-on handlers let it pass (and everything they try throws it again).
+  struct Crash : std::exception {
+    const char* what() const noexcept override { return "killed (a simulated kill -9)"; }
+  };
+  bool crashed = false;
+  std::string crash_write; // the write the process died before
+  // Kill the process just before its `k`-th (1-based) state store write from now: that write
+  // and everything after it (writes, node, link and inventory calls) never happen; what came
+  // before happened in full.
+  void crash_at_write(int k) {
+    auto n = std::make_shared<int>(0);
+    crashed = false;
+    store.before_write = [this, n, k](const std::string& line) {
+      if (!crashed && ++*n == k) {
+        crashed = true;
+        crash_write = line;
+      }
+      if (crashed) {
+        throw Crash();
+      }
+    };
+    auto gate = [this](const std::string&) {
+      if (crashed) {
+        throw Crash();
+      }
+    };
+    for (FakeNode* nd : {cn1.get(), cn2.get(), cn3.get()}) {
+      nd->gate = gate;
+    }
+    nodes.gate = gate;
+    inv.before_call = gate;
+  }
+  // A new zmigrate process on the same head node: the dead one's lease is stale (its pid is
+  // gone, which try_acquire_lease checks; here the row is released for it), and none of its
+  // links is open in this process.
+  void restart_after_crash() {
+    store.before_write = {};
+    for (FakeNode* nd : {cn1.get(), cn2.get(), cn3.get()}) {
+      nd->gate = {};
+    }
+    nodes.gate = {};
+    inv.before_call = {};
+    crashed = false;
+    nodes.open_dirs.clear();
+    nodes.kept_link = nullptr;
+    if (has_record()) {
+      store.real().release_lease(record().id, static_cast<int>(::getpid()));
+    }
+  }
 
   // The journal steps begun since `from` (an index into store.writes), in order.
   std::vector<std::string> steps_since(std::size_t from) const {

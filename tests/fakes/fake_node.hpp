@@ -122,6 +122,8 @@ public:
   // root's authorized_keys, byte for byte (FakeLink appends and removes its key line here, as
   // DataPath does: a newline first when the file lacks a final one, recorded in the ledger).
   std::string authorized_keys;
+  // Called before every operation (reads too) with its call line; may throw.
+  std::function<void(const std::string& call)> gate;
   std::vector<std::string> calls;
   std::uint64_t txg = 1000;
   // Called after every successful vm_start (the world checks "never two running copies").
@@ -785,6 +787,9 @@ private:
 
   // Record the call, then throw when a fault matches it.
   void enter(const std::string& line) {
+    if (gate) {
+      gate(line); // a crashed process acts no more (EngineWorld::crash_at_write)
+    }
     calls.push_back(line);
     for (auto it = m_faults.begin(); it != m_faults.end(); ++it) {
       const std::string op = line.substr(0, line.find(' '));
@@ -1006,6 +1011,9 @@ public:
   }
   void remove_leftover_links(migration::Context& ctx, const std::string& migration_id,
                              migration::Node& source, migration::Node& target) override {
+    if (gate) {
+      gate("remove_leftover_links");
+    }
     calls.push_back("remove_leftover_links " + migration_id);
     for (const state::Artefact& a : ctx.store.live_artefacts(migration_id)) {
       const bool key = a.kind == "authorized_key";
@@ -1038,6 +1046,8 @@ public:
   }
 
   std::vector<std::string> calls; // "send <kind> <dataset> <from> -> <to>", "open", "close"
+  // Called before every link operation; may throw (a crashed process: EngineWorld).
+  std::function<void(const std::string& call)> gate;
   std::set<std::string> open_dirs;
   int links_made = 0;
 
@@ -1060,6 +1070,9 @@ inline FakeLink::~FakeLink() {
 }
 
 inline void FakeLink::open() {
+  if (m_access.gate) {
+    m_access.gate("open");
+  }
   m_access.calls.push_back("open " + m_spec.path_id);
   if (!m_access.m_open_fault.empty()) {
     const std::string why = std::exchange(m_access.m_open_fault, std::string());
@@ -1101,6 +1114,9 @@ inline void FakeLink::open() {
 }
 
 inline void FakeLink::close() {
+  if (m_access.gate) {
+    m_access.gate("close");
+  }
   m_access.calls.push_back("close " + m_spec.path_id);
   for (FakeNode* n : {&m_target, &m_source}) {
     const auto l = n->lock();
@@ -1123,6 +1139,9 @@ inline migration::TransferResult
 FakeLink::send(const migration::Stream& t, const remote::Argv&, bool,
                const std::function<void(std::uint64_t)>& on_bytes) {
   using migration::StreamKind;
+  if (m_access.gate) {
+    m_access.gate("send");
+  }
   m_access.calls.push_back(
       fmt::format("send {} {} {} -> {}", migration::to_string(t.kind), t.dataset, t.from, t.to));
   const std::string what = fmt::format("{}: zfs recv {}", m_target.host(), t.dataset);

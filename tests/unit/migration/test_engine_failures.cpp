@@ -66,6 +66,15 @@ Tally& tally() {
   return t;
 }
 
+struct CrashTally {
+  std::set<std::string> phases;
+  int points = 0; // crashes: one per world run
+};
+CrashTally& crash_tally() {
+  static CrashTally t;
+  return t;
+}
+
 // One step run to fail: its name and which run of it (a step may run once per stream).
 struct Target {
   std::string step;
@@ -164,6 +173,62 @@ void run_matrix(const Scenario& sc) {
         ++tally().injected;
       }
     }
+  }
+}
+
+// kill -9 of the process just before each state store write of `sc`'s phase (every one: journal
+// rows, record updates, ledger rows, leases; node acts between two writes happened in full),
+// then a new process reruns the same command (the scenario's first way on). Right after the
+// crash the invariants hold (ledger rows written ahead of an act that never came are allowed);
+// after the rerun the phase's end state is the happy path's: the same data on both sides, no
+// key, directory or snapshot left that the ledger does not account for.
+void run_crash_matrix(const Scenario& sc) {
+  int writes = 0;
+  {
+    EngineWorld w(sc.kind, sc.running);
+    sc.setup(w);
+    const std::size_t from = w.store.writes.size();
+    sc.phase(w);
+    writes = static_cast<int>(w.store.writes.size() - from);
+    REQUIRE(sc.end(w).empty());
+    REQUIRE(w.store.writes.back().rfind("release_lease ", 0) == 0);
+  }
+  REQUIRE(writes > 0);
+  crash_tally().phases.insert(sc.name);
+  const auto& [how, rerun] = sc.recoveries.front();
+  // The last write releases the lease: a crash there comes after the phase ended.
+  for (int k = 1; k < writes; ++k) {
+    EngineWorld w(sc.kind, sc.running);
+    sc.setup(w);
+    const EngineWorld::Baseline b = w.baseline();
+    w.crash_at_write(k);
+    bool killed = false;
+    std::string other;
+    try {
+      sc.phase(w);
+    } catch (const EngineWorld::Crash&) {
+      killed = true;
+    } catch (const std::exception& e) {
+      other = e.what();
+    }
+    INFO(sc.name << ": killed before write " << k << " of " << writes << " (" << w.crash_write
+                 << "), then " << how);
+    INFO("the phase threw instead: " << other);
+    CHECK(killed);
+    w.restart_after_crash();
+    std::vector<std::string> dangling;
+    const Problems now = w.invariants(b, sc.keep_base, &dangling);
+    INFO("right after the crash: " << joined(now));
+    CHECK(now.empty());
+    Problems later;
+    try {
+      later = rerun(w);
+    } catch (const std::exception& e) {
+      later.push_back(std::string("the rerun threw: ") + e.what());
+    }
+    INFO("after the rerun: " << joined(later));
+    CHECK(later.empty());
+    ++crash_tally().points;
   }
 }
 
@@ -269,7 +334,7 @@ Scenario migrate_scenario(EngineWorld::Kind kind = EngineWorld::Kind::zone) {
   sc.recoveries = {{"migrate again (finalize when it says so)", [](EngineWorld& w) {
                       // A failed finalize is finished by finalize: migrate refuses to sync and
                       // its error names that command.
-                      if (w.record().phase == state::Phase::finalize) {
+                      if (w.has_record() && w.record().phase == state::Phase::finalize) {
                         w.finalize();
                       } else {
                         w.migrate(true);
@@ -397,6 +462,46 @@ TEST_CASE("engine failure matrix: migrate --finalize", "[engine][matrix]") {
   run_matrix(migrate_scenario());
 }
 
+TEST_CASE("engine crash matrix: kill -9 before every state write, then rerun", "[engine][crash]") {
+  using K = EngineWorld::Kind;
+  SECTION("begin") {
+    run_crash_matrix(begin_scenario());
+  }
+  SECTION("first sync") {
+    run_crash_matrix(sync_scenario(true));
+  }
+  SECTION("incremental sync") {
+    run_crash_matrix(sync_scenario(false));
+  }
+  SECTION("switch of a running zone") {
+    run_crash_matrix(switch_scenario("switch (running zone)", K::zone, true));
+  }
+  SECTION("switch of a stopped zone") {
+    run_crash_matrix(switch_scenario("switch (stopped zone)", K::zone, false));
+  }
+  SECTION("switch of a running KVM instance") {
+    run_crash_matrix(switch_scenario("switch (running kvm)", K::kvm, true));
+  }
+  SECTION("rollback") {
+    run_crash_matrix(rollback_scenario(K::zone));
+  }
+  SECTION("abort") {
+    run_crash_matrix(abort_scenario(K::zone));
+  }
+  SECTION("finalize") {
+    run_crash_matrix(finalize_scenario());
+  }
+  SECTION("migrate --finalize") {
+    run_crash_matrix(migrate_scenario());
+  }
+  SECTION("bhyve") {
+    run_crash_matrix(begin_scenario(K::bhyve));
+    run_crash_matrix(switch_scenario("switch (running bhyve)", K::bhyve, true));
+    run_crash_matrix(rollback_scenario(K::bhyve));
+    run_crash_matrix(abort_scenario(K::bhyve));
+  }
+}
+
 TEST_CASE("engine failure matrix: totals", "[engine][matrix]") {
   const Tally& t = tally();
   WARN(fmt::format("engine failure matrix: {} phase scenarios, {} steps, {} failure points, {} "
@@ -405,4 +510,8 @@ TEST_CASE("engine failure matrix: totals", "[engine][matrix]") {
   if (!t.phases.empty()) {
     CHECK(t.points >= 2 * t.steps);
   }
+  const CrashTally& c = crash_tally();
+  WARN(fmt::format("engine crash matrix: {} phase scenarios, {} crashes (one before every state "
+                   "store write), each followed by a rerun",
+                   c.phases.size(), c.points));
 }
