@@ -75,6 +75,13 @@ std::vector<std::string> check_nodes(const inventory::Vm& vm, Node& source, Node
                                         "let vm-agent catch up and retry",
                                         source.server().hostname));
   }
+  // The zone config the switch copies carries vmadm's zonepath; the mount checks use VMAPI's.
+  if (const std::string zp = on_source->value("zonepath", ""); !zp.empty() && zp != vm.zonepath) {
+    throw PreconditionError(fmt::format("instance {}", vm.uuid),
+                            fmt::format("vmadm on {} says its zonepath is '{}', VMAPI says '{}'; "
+                                        "let vm-agent catch up and retry, or check the instance",
+                                        source.server().hostname, zp, vm.zonepath));
+  }
   std::vector<std::string> listed = inventory::instance_datasets(vm);
   listed.insert(listed.end(), vm.datasets.begin(), vm.datasets.end()); // children too
   const std::vector<std::string> roots = instance_roots(vm.uuid, *on_source, listed);
@@ -140,7 +147,9 @@ ImageNeeds image_needs(Node& source, Node& target, const std::vector<std::string
     out.origins.push_back(origin);
     const std::string origin_ds = origin.substr(0, origin.find('@'));
     const std::string image = origin_ds.substr(origin_ds.find('/') + 1);
-    if (std::find(out.imports.begin(), out.imports.end(), image) == out.imports.end() &&
+    // Only an image (<pool>/<image-uuid>) is imported; a clone of anything else is sent in full.
+    if (is_uuid(image) &&
+        std::find(out.imports.begin(), out.imports.end(), image) == out.imports.end() &&
         !target.dataset_exists(origin_ds)) {
       out.imports.push_back(image);
     }
