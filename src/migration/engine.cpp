@@ -348,14 +348,10 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   } kept_reset{ctx.nodes};
   if (!(active->phase == state::Phase::switch_ && active->state == state::State::successful)) {
     Ends ends = detail::open_ends(ctx, *active);
-    {
-      // What a killed earlier command left (its key line, directories) goes first, under the
-      // lease (a live command's link is never touched): installed after it, this command's key
-      // line comes out at the end with the newline it added, and the operator's file is as it
-      // was.
-      Operation lease(ctx, *active, "migrate");
-      ctx.nodes.remove_leftover_links(ctx, active->id, *ends.source, *ends.target);
-    }
+    // Under the lease: Link::open removes what earlier links of this migration left (a killed
+    // earlier command's key line and directories), and no live command's link may be among
+    // them.
+    Operation lease(ctx, *active, "migrate");
     try {
       std::vector<std::string> datasets;
       for (const std::string& ds : ends.source->tree(detail::instance_roots(*active)).datasets) {

@@ -33,7 +33,8 @@
 // not name (the real key's forced command does) and can be told to fail the next send. Its
 // data-path directories and the target's key line are in the ledger (kinds data_path_dir and
 // authorized_key, the exact line and whether a newline was added before it) while it is open,
-// as DataPath's; close and remove_leftover_links take out exactly that line.
+// as DataPath's; close and remove_leftover_links take out exactly that line, and open first
+// removes what earlier links of the migration left, as DataPath::open does.
 //
 // FakeNodeAccess hands out FakeNodes by server uuid and FakeLinks; there is no runner.
 
@@ -1081,6 +1082,7 @@ inline void FakeLink::open() {
   if (m_open) {
     return;
   }
+  m_access.remove_leftover_links(m_ctx, m_spec.migration_id, m_source, m_target); // as DataPath
   m_access.open_dirs.insert(dir());
   for (FakeNode* n : {&m_target, &m_source}) {
     state::Artefact a;

@@ -47,7 +47,9 @@ struct TransferResult {
 class Link {
 public:
   virtual ~Link() = default;
-  // Set the link up (key, pins, master); whatever it creates is in the ledger first.
+  // Remove what earlier links of this migration left (as NodeAccess::remove_leftover_links:
+  // the caller holds the lease), then set the link up (key, pins, master); whatever it creates
+  // is in the ledger first.
   virtual void open() = 0;
   // Send `stream` (its zfs argv built by the sending node: `zfs_send`). `on_bytes` gets the
   // running byte count about once a second. Throws when the stream did not arrive whole.
