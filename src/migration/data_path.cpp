@@ -43,13 +43,20 @@ zm_nap() {
   if sleep 0.1 2>/dev/null; then zm_i=$((zm_i + 1)); else sleep 1; zm_i=$((zm_i + 10)); fi
 }
 zm_lock() {
-  zm_i=0
+  zm_i=0; zm_gone=0
   mkdir -p "${1%/*}" || return 1
   while ! mkdir "$1" 2>/dev/null; do
     if [ ! -d "$1" ]; then
-      echo "zmigrate: cannot create the lock $1" >&2
-      return 1
+      # Released between the mkdir and this look (its holder just ended): try again at once;
+      # only a mkdir that keeps failing with no lock there cannot create it.
+      zm_gone=$((zm_gone + 1))
+      if [ "$zm_gone" -ge 20 ]; then
+        echo "zmigrate: cannot create the lock $1" >&2
+        return 1
+      fi
+      continue
     fi
+    zm_gone=0
     zm_p=$(cat "$1/pid" 2>/dev/null)
     if [ -n "$zm_p" ] && ! kill -0 "$zm_p" 2>/dev/null && mkdir "$1.break" 2>/dev/null; then
       [ "$(cat "$1/pid" 2>/dev/null)" = "$zm_p" ] && rm -rf "$1"

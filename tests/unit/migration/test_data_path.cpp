@@ -382,13 +382,16 @@ TEST_CASE("data path scripts: install and cleanup keep every operator byte", "[d
         NullLogger log;
         remote::LocalRunner runner(log);
         const std::string both =
-            "\"$1\" -c \"$2\" sh \"$3.a\" \"$4\" \"$5\" r \"$6\" > /dev/null & "
-            "\"$1\" -c \"$2\" sh \"$3.b\" \"$4\" \"$5\" r \"$7\" > /dev/null & wait";
+            "\"$1\" -c \"$2\" sh \"$3.a\" \"$4\" \"$5\" r \"$6\" > /dev/null & a=$!; "
+            "\"$1\" -c \"$2\" sh \"$3.b\" \"$4\" \"$5\" r \"$7\" > /dev/null & b=$!; "
+            "wait $a; ra=$?; wait $b; rb=$?; [ $ra = 0 ] && [ $rb = 0 ]";
         const remote::Result r = runner.run(remote::Command(
             {"sh", "-c", both, "sh", shell, scripts::install_target(), sc.dir().string(),
              sc.keys().string(), sc.lock().string(), mine, other}));
+        INFO("both installs exit 0: " << r.err);
         REQUIRE(r.ok());
         const std::string after = slurp(sc.keys());
+        INFO("authorized_keys after both: " << nlohmann::json(after).dump());
         CHECK(after.rfind(k_operator + "\n", 0) == 0);
         CHECK((after == k_operator + "\n" + mine + "\n" + other + "\n" ||
                after == k_operator + "\n" + other + "\n" + mine + "\n"));
