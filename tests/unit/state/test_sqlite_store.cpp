@@ -6,11 +6,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 #include <sqlite3.h>
 
 using namespace zmigrate;
@@ -805,6 +807,51 @@ TEST_CASE("state::SqliteStateStore on disk", "[state]") {
       CHECK_THAT(e.reason(), Catch::Contains("not a usable zmigrate state database"));
     }
   }
+}
+
+TEST_CASE("state::SqliteStateStore refuses a corrupt database and leaves it as it was", "[state]") {
+  TempDir dir;
+  StepClock clock;
+  const std::string path = dir.file("zmigrate.db");
+  {
+    SqliteStateStore store(path, clock);
+    for (int i = 0; i < 200; ++i) {
+      store.insert_migration(make_migration(fmt::format("m{:03}", i), fmt::format("vm{:03}", i),
+                                            "2026-01-01T00:00:00.000Z"));
+      Migration done = *store.find_migration(fmt::format("m{:03}", i));
+      done.archived = true; // one active migration per instance: end each
+      store.update_migration(done);
+    }
+  }
+  auto slurp = [](const std::string& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  std::string bytes = slurp(path);
+  REQUIRE(bytes.size() > 4 * 4096);
+  // Every page but the first (the header and the schema) overwritten with noise.
+  for (std::size_t i = 4096; i < bytes.size(); ++i) {
+    bytes[i] = static_cast<char>((i * 7919U) & 0xffU);
+  }
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+  fs::remove(path + "-wal");
+  fs::remove(path + "-shm");
+  bool refused = false;
+  try {
+    SqliteStateStore store(path, clock);
+    ListFilter all;
+    all.include_archived = true;
+    (void)store.list_migrations(all);
+    (void)store.find_active_for_vm("vm001");
+  } catch (const Error& e) {
+    refused = true;
+    INFO(e.what());
+    CHECK(e.exit_code() == ExitCode::state);
+    CHECK(e.subject() == path);
+    CHECK(std::string(e.what()).find('\n') == std::string::npos);
+  }
+  CHECK(refused);
+  CHECK(slurp(path) == bytes); // never "repaired" by zmigrate: the operator decides
 }
 
 TEST_CASE("state::SqliteStateStore crash safety", "[state]") {
