@@ -31,9 +31,10 @@ bool json_bool(const nlohmann::json& j, const char* key, bool def) {
   return def;
 }
 
-void restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot) {
+bool restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot) {
   std::vector<std::pair<std::string, std::string>> kv;
-  if (json_bool(vm, "do_not_inventory")) {
+  const bool hidden = json_bool(vm, "do_not_inventory");
+  if (hidden) {
     kv.emplace_back("do_not_inventory", "false");
   }
   if (json_bool(vm, "autoboot", !autoboot) != autoboot) {
@@ -42,6 +43,7 @@ void restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot) {
   if (!kv.empty()) {
     node.vm_update(vm.value("uuid", ""), kv);
   }
+  return hidden;
 }
 
 Ends open_ends(Context& ctx, const state::Migration& m) {

@@ -103,6 +103,8 @@ bool json_bool(const nlohmann::json& j, const char* key, bool def = false);
 
 // Make the instance `vm` (its `vmadm get` object on `node`) visible with `autoboot` again:
 // do_not_inventory=false and autoboot as given, each only when the node shows otherwise.
-void restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot);
+// Returns true when the instance was hidden (do_not_inventory): Triton's vm-agent had reported
+// it gone, and VMAPI shows it again only after the agent's next report (wait_vmapi).
+bool restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot);
 
 } // namespace zmigrate::migration::detail

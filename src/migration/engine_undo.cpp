@@ -391,13 +391,18 @@ void restore_source_after_abort(Context& ctx, Operation& op, Ends& ends, const i
     }
   }
   const auto src = ends.source->vm_get(vm.uuid);
-  if (src) {
-    detail::restore_visibility(*ends.source, *src, json_bool(m.data, "autoboot", true));
-  }
-  if (json_bool(sw, "was_running") && src && src->value("state", "") != "running") {
+  const bool unhidden =
+      src && detail::restore_visibility(*ends.source, *src, json_bool(m.data, "autoboot", true));
+  bool runs = src && src->value("state", "") == "running";
+  if (json_bool(sw, "was_running") && src && !runs) {
     ends.source->vm_start(vm.uuid);
+    runs = true;
   }
   detail::unreserve_ips(ctx, op);
+  if (unhidden) {
+    // Hidden, vm-agent had reported it gone: abort ends when VMAPI shows it on the source again.
+    detail::wait_vmapi(ctx, vm.uuid, ends.source_server.uuid, runs ? "running" : "stopped");
+  }
 }
 
 } // namespace

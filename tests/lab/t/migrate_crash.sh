@@ -13,7 +13,8 @@
 # web01 moves back and forth between cn1 and cn2, finalized after each switch:
 #   cn1->cn2: sync.send, sync.prune, sync.open_data_path, switch.stop_source
 #   cn2->cn1: switch.final_sync.send;  cn1->cn2: switch.hide_source
-#   cn2->cn1: switch.promote_target;   cn1->cn2: `migrate` killed at switch.start_target
+#   cn2->cn1: switch.promote_target;   cn1->cn2: `migrate` killed at switch.start_target;
+#   then three `migrate` runs killed -9 at random moments (seeded; the seed is printed)
 # Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns).
 set -euo pipefail
 # shellcheck source=lib_migrate.sh
@@ -103,6 +104,40 @@ note "--- cn1 -> cn2, migrate killed at switch.start_target"
 crash_and_rerun cn1 cn2 switch.start_target migrate -n cn2
 verify_switched "migrate/switch.start_target" "$WEB" cn1 cn2
 finalize_clean "migrate/switch.start_target" "$WEB" cn1 cn2
+
+# random_kill SRC DST SEED: `migrate -n DST` killed -9 at a moment a seeded generator picks
+# (within the few seconds a migration of web01 takes here; any moment is a valid test, so
+# this is no wait for an event), then rerun to the end: never two copies running, the rerun
+# converges, no key or private dir left, data intact, finalize clean.
+random_kill() {
+    local src=$1 dst=$2 seed=$3 delay pid label left both
+    delay=$(awk -v s="$seed" 'BEGIN { srand(s); printf "%.2f", 0.2 + rand() * 3 }')
+    label="migrate killed -9 after ${delay} s (seed $seed)"
+    note "--- $src -> $dst, $label"
+    mt_watch_start "$WEB"
+    (exec "$ZM" migrate -n "$dst" "$WEB" >>"$MT_WORK/zm.log" 2>&1 </dev/null) &
+    pid=$!
+    sleep "$delay"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    zm migrate -n "$dst" "$WEB"
+    if ((ZM_RC == 0)); then ok "$label: rerun converges (exit 0, ${ZM_SECS} s)"; else
+        fail "$label: rerun exited $ZM_RC"
+        zm_show
+    fi
+    both=$(mt_watch_stop)
+    check "$label: never two copies running over kill and rerun ($both overlapping moments)" test "$both" = 0
+    if left=$(keys_clean "$src" "$dst"); then ok "$label: no ephemeral key or private dir left on $src and $dst"; else
+        fail "$label: after the rerun: $left"
+    fi
+    verify_switched "$label" "$WEB" "$src" "$dst"
+    finalize_clean "$label" "$WEB" "$src" "$dst"
+}
+seed=${MT_CRASH_SEED:-20261202}
+note "random kills: seed $seed (MT_CRASH_SEED=$seed reruns the same moments)"
+random_kill cn2 cn1 "$seed"
+random_kill cn1 cn2 "$((seed + 1))"
+random_kill cn2 cn1 "$((seed + 2))"
 
 if hist=$(ips_never_free "$WEB"); then ok "web01's IPs were never free through all of it"; else fail "IP history: $hist"; fi
 zm --json list
