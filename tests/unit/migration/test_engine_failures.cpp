@@ -125,6 +125,16 @@ Problems right_after(EngineWorld& w, const EngineWorld::Baseline& b, const Scena
   return bad;
 }
 
+// A way on, run: its problems, or that it threw.
+Problems attempt(const std::function<Problems(EngineWorld&)>& way, EngineWorld& w,
+                 const char* what) {
+  try {
+    return way(w);
+  } catch (const std::exception& e) {
+    return {std::string(what) + " threw: " + e.what()};
+  }
+}
+
 // Run `sc`'s matrix: every failure point, each followed by every documented way on.
 void run_matrix(const Scenario& sc) {
   std::vector<std::string> steps;
@@ -162,12 +172,7 @@ void run_matrix(const Scenario& sc) {
         INFO("right after the failure: " << joined(now));
         CHECK(now.empty());
         w.clear_step_fault();
-        Problems later;
-        try {
-          later = recover(w);
-        } catch (const std::exception& e) {
-          later.push_back(std::string("recovery threw: ") + e.what());
-        }
+        const Problems later = attempt(recover, w, "recovery");
         INFO("after the recovery: " << joined(later));
         CHECK(later.empty());
         ++tally().injected;
@@ -220,12 +225,7 @@ void run_crash_matrix(const Scenario& sc) {
     const Problems now = w.invariants(b, sc.keep_base, &dangling);
     INFO("right after the crash: " << joined(now));
     CHECK(now.empty());
-    Problems later;
-    try {
-      later = rerun(w);
-    } catch (const std::exception& e) {
-      later.push_back(std::string("the rerun threw: ") + e.what());
-    }
+    const Problems later = attempt(rerun, w, "the rerun");
     INFO("after the rerun: " << joined(later));
     CHECK(later.empty());
     ++crash_tally().points;
@@ -371,34 +371,35 @@ Scenario sync_scenario(bool first) {
   return sc;
 }
 
-Scenario rollback_scenario(EngineWorld::Kind kind) {
+// A phase that throws one copy away on purpose (rollback, abort): after a failure, run it again.
+Scenario throw_away_scenario(const std::string& name, EngineWorld::Kind kind,
+                             void (*setup)(EngineWorld&),
+                             const std::function<void(EngineWorld&)>& phase,
+                             const std::function<Problems(EngineWorld&)>& end) {
   Scenario sc;
-  sc.name = kind == EngineWorld::Kind::bhyve ? "rollback (bhyve)" : "rollback";
+  sc.name = kind == EngineWorld::Kind::bhyve ? name + " (bhyve)" : name;
   sc.kind = kind;
-  sc.setup = to_switched;
-  sc.phase = [](EngineWorld& w) { w.rollback(); };
+  sc.setup = setup;
+  sc.phase = phase;
   sc.keep_base = false;
-  sc.end = [](EngineWorld& w) { return w.expect_rolled_back(); };
-  sc.recoveries = {{"rollback again", [](EngineWorld& w) {
-                      w.rollback();
-                      return w.expect_rolled_back();
+  sc.end = end;
+  sc.recoveries = {{name + " again", [phase, end](EngineWorld& w) {
+                      phase(w);
+                      return end(w);
                     }}};
   return sc;
 }
 
+Scenario rollback_scenario(EngineWorld::Kind kind) {
+  return throw_away_scenario(
+      "rollback", kind, to_switched, [](EngineWorld& w) { w.rollback(); },
+      [](EngineWorld& w) { return w.expect_rolled_back(); });
+}
+
 Scenario abort_scenario(EngineWorld::Kind kind) {
-  Scenario sc;
-  sc.name = kind == EngineWorld::Kind::bhyve ? "abort (bhyve)" : "abort";
-  sc.kind = kind;
-  sc.setup = to_synced;
-  sc.phase = [](EngineWorld& w) { w.abort(); };
-  sc.keep_base = false;
-  sc.end = [](EngineWorld& w) { return w.expect_aborted(); };
-  sc.recoveries = {{"abort again", [](EngineWorld& w) {
-                      w.abort();
-                      return w.expect_aborted();
-                    }}};
-  return sc;
+  return throw_away_scenario(
+      "abort", kind, to_synced, [](EngineWorld& w) { w.abort(); },
+      [](EngineWorld& w) { return w.expect_aborted(); });
 }
 
 } // namespace
