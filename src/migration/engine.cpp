@@ -257,17 +257,18 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   spec.steps.push_back({"remove_quota", "",
                         [&](nlohmann::json& d) {
                           d["quota"] = quota["quota"];
-                          if (removed_quota(ctx, m.id, vm.zfs_filesystem)) {
-                            return; // a failed attempt removed it and could not put it back
+                          // An earlier attempt's row (its removal may not have happened, or
+                          // not been put back) already holds the original: no second row.
+                          if (!removed_quota(ctx, m.id, vm.zfs_filesystem)) {
+                            state::Artefact a;
+                            a.migration_id = m.id;
+                            a.kind = "quota_removed";
+                            a.host = "source";
+                            a.name = vm.zfs_filesystem;
+                            a.details = {{"quota", quota["quota"]}};
+                            a.created = iso8601(ctx.clock.wall_now());
+                            ctx.store.record_artefact(a);
                           }
-                          state::Artefact a;
-                          a.migration_id = m.id;
-                          a.kind = "quota_removed";
-                          a.host = "source";
-                          a.name = vm.zfs_filesystem;
-                          a.details = {{"quota", quota["quota"]}};
-                          a.created = iso8601(ctx.clock.wall_now());
-                          ctx.store.record_artefact(a);
                           source.set_property(vm.zfs_filesystem, "quota", "none");
                         },
                         [&] {

@@ -324,3 +324,29 @@ TEST_CASE("engine: finalize that failed after its cleanup finishes on a rerun",
   w.finalize();
   CHECK_NONE(w.expect_finalized());
 }
+
+TEST_CASE("engine: a begin retry lifts a bhyve quota whose removal an earlier attempt only "
+          "recorded",
+          "[engine][begin]") {
+  EngineWorld w(EngineWorld::Kind::bhyve);
+  w.cn1->fail_always("set_property"); // the removal fails, and so does its undo
+  CHECK_THROWS(w.begin());
+  const state::Migration failed = w.record();
+  int live = 0;
+  for (const state::Artefact& a : w.store.live_artefacts(failed.id)) {
+    live += a.kind == "quota_removed" ? 1 : 0;
+  }
+  CHECK(live == 1); // the ledger still holds the original quota
+  CHECK(w.cn1->prop_of(w.root(), "quota") == std::to_string(EngineWorld::k_bhyve_quota));
+  w.cn1->clear_faults();
+  w.begin();
+  CHECK_NONE(w.expect_begun()); // lifted now
+  live = 0;
+  for (const state::Artefact& a : w.store.live_artefacts(failed.id)) {
+    live += a.kind == "quota_removed" ? 1 : 0;
+  }
+  CHECK(live == 1); // one row, not two
+  w.sync();
+  w.switch_over();
+  CHECK_NONE(w.expect_switched()); // the quota is back at the reservation on both copies
+}
