@@ -46,6 +46,27 @@ bool restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot) {
   return hidden;
 }
 
+void put_source_back(Context& ctx, const state::Migration& m, Ends& ends, const inventory::Vm& vm,
+                     const std::function<void()>& on_start) {
+  const auto src = ends.source->vm_get(vm.uuid);
+  if (!src) {
+    return;
+  }
+  const bool unhidden = restore_visibility(*ends.source, *src, json_bool(m.data, "autoboot", true));
+  bool runs = src->value("state", "") == "running";
+  if (json_bool(m.data.value("switch", nlohmann::json::object()), "was_running") && !runs) {
+    if (on_start) {
+      on_start();
+    }
+    ends.source->vm_start(vm.uuid);
+    runs = true;
+  }
+  if (unhidden) {
+    // vm-agent reports a hidden instance gone: done when VMAPI shows it on the source again.
+    wait_vmapi(ctx, vm.uuid, ends.source_server.uuid, runs ? "running" : "stopped");
+  }
+}
+
 Ends open_ends(Context& ctx, const state::Migration& m) {
   Ends e;
   e.source_server = ctx.inventory.resolve_server(m.source_server_uuid);

@@ -107,4 +107,11 @@ bool json_bool(const nlohmann::json& j, const char* key, bool def = false);
 // it gone, and VMAPI shows it again only after the agent's next report (wait_vmapi).
 bool restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot);
 
+// The source as it was before a switch that did not pass its point of no return (its undo, and
+// abort): visible with its autoboot again, started when it ran before (switch.was_running), and,
+// when it had been hidden, shown by VMAPI on the source again (wait_vmapi). `on_start` runs
+// just before a start (the operator's line).
+void put_source_back(Context& ctx, const state::Migration& m, Ends& ends, const inventory::Vm& vm,
+                     const std::function<void()>& on_start = {});
+
 } // namespace zmigrate::migration::detail

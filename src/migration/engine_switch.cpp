@@ -146,19 +146,8 @@ void stop_source(SwitchRun& r, nlohmann::json& d) {
 // interrupted earlier attempt, may have changed do_not_inventory or autoboot), and start it
 // when it ran before the switch.
 void restore_source(SwitchRun& r) {
-  const auto src = r.src().vm_get(r.vm.uuid);
-  const bool unhidden =
-      src && detail::restore_visibility(r.src(), *src, json_bool(r.m().data, "autoboot", true));
-  bool runs = src && src->value("state", "") == "running";
-  if (json_bool(r.sw(), "was_running") && src && !runs) {
-    r.ctx.reporter.step("starting the original instance");
-    r.src().vm_start(r.vm.uuid);
-    runs = true;
-  }
-  if (unhidden) {
-    // vm-agent had reported the hidden source gone: back in VMAPI before the undo is done.
-    detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.source_server.uuid, runs ? "running" : "stopped");
-  }
+  detail::put_source_back(r.ctx, r.m(), r.ends, r.vm,
+                          [&r] { r.ctx.reporter.step("starting the original instance"); });
 }
 
 void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::json& d) {

@@ -382,7 +382,6 @@ namespace {
 // snapshots and the removed quota go.
 void restore_source_after_abort(Context& ctx, Operation& op, Ends& ends, const inventory::Vm& vm) {
   state::Migration& m = op.record();
-  const nlohmann::json sw = m.data.value("switch", nlohmann::json::object());
   detail::prune_snapshots(ctx, *ends.source, m.id, detail::instance_roots(m), "");
   for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
     if (a.kind == "quota_removed") {
@@ -390,19 +389,8 @@ void restore_source_after_abort(Context& ctx, Operation& op, Ends& ends, const i
       ctx.store.mark_artefact_removed(a.id);
     }
   }
-  const auto src = ends.source->vm_get(vm.uuid);
-  const bool unhidden =
-      src && detail::restore_visibility(*ends.source, *src, json_bool(m.data, "autoboot", true));
-  bool runs = src && src->value("state", "") == "running";
-  if (json_bool(sw, "was_running") && src && !runs) {
-    ends.source->vm_start(vm.uuid);
-    runs = true;
-  }
+  detail::put_source_back(ctx, m, ends, vm);
   detail::unreserve_ips(ctx, op);
-  if (unhidden) {
-    // Hidden, vm-agent had reported it gone: abort ends when VMAPI shows it on the source again.
-    detail::wait_vmapi(ctx, vm.uuid, ends.source_server.uuid, runs ? "running" : "stopped");
-  }
 }
 
 } // namespace
