@@ -693,12 +693,26 @@ TransferResult DataPath::send(const Stream& stream, const remote::Argv& zfs_send
     while (!errors.empty() && errors.back() == '\n') {
       errors.pop_back();
     }
+    std::string text;
+    for (std::size_t at = 0; at < errors.size();) {
+      const std::size_t nl = std::min(errors.find('\n', at), errors.size());
+      if (nl > at) {
+        text += (text.empty() ? "" : "; ") + errors.substr(at, nl - at);
+      }
+      at = nl + 1;
+    }
+    // 255 is ssh's own failure (ssh(1)): the connection to the target broke or never came up.
+    const bool ssh_failed = r.exit_status == 255;
     throw TransientError(
-        ExitCode::zfs,
+        ssh_failed ? ExitCode::remote : ExitCode::zfs,
         fmt::format("{}: send {} to {}", m_source.host(), stream.dataset, m_target.host()),
-        fmt::format("exit status {}: {}; the next sync resumes from the last snapshot the "
+        fmt::format("{}exit status {}: {}; the next sync resumes from the last snapshot the "
                     "target confirmed",
-                    r.exit_status, errors.empty() ? std::string("no error text") : errors));
+                    ssh_failed ? fmt::format("the data path's ssh to {} failed or lost its "
+                                             "connection, ",
+                                             m_target.host())
+                               : "",
+                    r.exit_status, text.empty() ? std::string("no error text") : text));
   }
   return out;
 }

@@ -42,6 +42,7 @@ struct SwitchRun {
   std::optional<nlohmann::json> vmapi_now; // read in prepare; absent on the resume path
   std::string source_state;                // read in prepare
   std::uint64_t final_bytes = 0;
+  std::string vmapi_failed; // why update_vmapi could not tell VMAPI
 
   state::Migration& m() { return op.record(); }
   nlohmann::json& sw() { return op.record().data["switch"]; }
@@ -200,6 +201,46 @@ void start_target(SwitchRun& r, nlohmann::json& d) {
   r.op.save();
 }
 
+// VMAPI is told inside the window, but an outage of VMAPI must not keep the instance down: a
+// failed update is noted, the target starts, and wait_vmapi tries it once more (by then the
+// vm-agent of the target reports the instance too). On a rerun the target may already run.
+void update_vmapi(SwitchRun& r, nlohmann::json& d) {
+  const bool runs = r.plan.was_running && json_bool(r.sw(), "target_started", false);
+  try {
+    detail::put_vmapi_server(r.ctx, r.vm, r.ends.target_server.uuid, runs ? "running" : "stopped",
+                             r.vmapi_now);
+  } catch (const Error& e) {
+    if (e.exit_code() != ExitCode::inventory) {
+      throw;
+    }
+    r.vmapi_failed = e.what();
+    d["deferred"] = e.what();
+    r.ctx.log.warn("VMAPI not told inside the downtime window; starting the target anyway",
+                   {{"error", e.what()}});
+  }
+}
+
+// The update update_vmapi could not make; if VMAPI still fails, the switch ends with the
+// instance in place on the target and a rerun finishes VMAPI's part.
+void retry_vmapi(SwitchRun& r) {
+  if (r.vmapi_failed.empty()) {
+    return;
+  }
+  try {
+    detail::put_vmapi_server(r.ctx, r.vm, r.ends.target_server.uuid,
+                             r.plan.was_running ? "running" : "stopped", std::nullopt);
+  } catch (const Error& e) {
+    if (e.exit_code() != ExitCode::inventory) {
+      throw;
+    }
+    throw Error(ExitCode::inventory, e.subject(),
+                fmt::format("{}; the instance is in place{} on {}, but VMAPI does not know it "
+                            "yet: rerun \"zmigrate switch {}\" once VMAPI answers",
+                            e.reason(), r.plan.was_running ? " and running" : "", r.dst().host(),
+                            r.vm.uuid));
+  }
+}
+
 // The cores dataset is not synced (as Triton); the target gets its own, mounted where the
 // source's was, created after the start so it lands inside the mounted zone root.
 void create_cores(SwitchRun& r, nlohmann::json& d) {
@@ -311,13 +352,7 @@ std::vector<Step> forward_steps(SwitchRun& r) {
   const std::string autoboot = json_bool(r.m().data, "autoboot", true) ? "true" : "false";
   const std::vector<std::string> roots = detail::instance_roots(r.m());
   return {
-      {"update_vmapi",
-       "",
-       [&r](auto&) {
-         detail::put_vmapi_server(r.ctx, r.vm, r.ends.target_server.uuid, "stopped", r.vmapi_now);
-       },
-       {},
-       W::downtime},
+      {"update_vmapi", "", [&r](auto& d) { update_vmapi(r, d); }, {}, W::downtime},
       {"start_target",
        "starting the migrated instance",
        [&r](auto& d) { start_target(r, d); },
@@ -340,6 +375,7 @@ std::vector<Step> forward_steps(SwitchRun& r) {
       {"create_cores", "", [&r](auto& d) { create_cores(r, d); }},
       {"wait_vmapi", "waiting for VMAPI to show the instance on the target",
        [&r](auto&) {
+         retry_vmapi(r);
          detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.target_server.uuid,
                             r.plan.was_running ? "running" : "stopped");
        }},
@@ -379,7 +415,8 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   if (!m.data.contains("switch")) {
     m.data["switch"] = nlohmann::json::object();
   }
-  SwitchRun r{ctx, op, detail::open_ends(ctx, m), detail::recorded_vm(m), {}, {}, {}, {}, {}, 0};
+  SwitchRun r{ctx, op, detail::open_ends(ctx, m), detail::recorded_vm(m), {}, {}, {}, {}, {},
+              0,   {}};
   r.plan = plan_switch(m.data, r.vm, "", false); // the rest is decided in prepare
   if (r.plan.before_hide && ctx.nodes.kept_link == nullptr) {
     ctx.nodes.remove_leftover_links(ctx, op.id(), r.src(), r.dst());

@@ -234,6 +234,52 @@ TEST_CASE("engine: a target that will not start after the hide is finished by a 
   CHECK_NONE(w.expect_switched());
 }
 
+TEST_CASE("engine: VMAPI failing inside the downtime window never keeps the instance down",
+          "[engine][switch]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  int failures = 0;
+  const std::string put = std::string("put_vm ") + EngineWorld::k_vm;
+  SECTION("one failed update: the target starts, the update is made after the start") {
+    w.inv.before_call = [&](const std::string& call) {
+      if (call == put && failures++ == 0) {
+        throw TransientError(ExitCode::inventory,
+                             "VMAPI PUT /vms/" + std::string(EngineWorld::k_vm),
+                             "503 ServiceUnavailable");
+      }
+    };
+    w.switch_over();
+    w.inv.before_call = {};
+    CHECK(failures == 2);
+    CHECK_NONE(w.expect_switched());
+  }
+  SECTION("every update fails: exit 5, the instance runs on the target, a rerun finishes") {
+    w.inv.before_call = [&](const std::string& call) {
+      if (call == put) {
+        ++failures;
+        throw TransientError(ExitCode::inventory,
+                             "VMAPI PUT /vms/" + std::string(EngineWorld::k_vm),
+                             "503 ServiceUnavailable");
+      }
+    };
+    try {
+      w.switch_over();
+      FAIL("the switch succeeded although VMAPI never took the update");
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::inventory);
+      CHECK_THAT(e.what(), Catch::Contains("rerun \"zmigrate switch"));
+    }
+    w.inv.before_call = {};
+    CHECK(failures == 2);
+    CHECK(w.cn2->running(EngineWorld::k_vm));
+    CHECK_FALSE(w.cn1->running(EngineWorld::k_vm));
+    CHECK(w.record().phase == state::Phase::switch_);
+    w.switch_over();
+    CHECK_NONE(w.expect_switched());
+  }
+}
+
 TEST_CASE("engine: a received mountpoint outside the zonepath stops the switch before the hide",
           "[engine][switch][safety]") {
   EngineWorld w;
