@@ -347,7 +347,18 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     NodeAccess& nodes;
     ~KeptReset() { nodes.kept_link = nullptr; }
   } kept_reset{ctx.nodes};
-  if (!(active->phase == state::Phase::switch_ && active->state == state::State::successful)) {
+  // A finalize that an earlier `migrate --finalize` left half-way: only the finalize remains.
+  const bool finalizing = active->phase == state::Phase::finalize;
+  if (finalizing && !options.finalize) {
+    throw PreconditionError(
+        "migrate",
+        fmt::format("migration {} was finalizing when it stopped; run \"zmigrate finalize {}\" "
+                    "(or migrate --finalize) to finish it",
+                    active->id, options.begin.vm_uuid));
+  }
+  const bool switched = finalizing || (active->phase == state::Phase::switch_ &&
+                                       active->state == state::State::successful);
+  if (!switched) {
     Ends ends = detail::open_ends(ctx, *active);
     // Under the lease: Link::open removes what earlier links of this migration left (a killed
     // earlier command's key line and directories), and no live command's link may be among
@@ -368,7 +379,7 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
       kept.reset();
     }
   }
-  if (active->phase == state::Phase::switch_ && active->state == state::State::successful) {
+  if (switched) {
     // Nothing to sync: only finalize may remain.
   } else if (active->phase != state::Phase::switch_) {
     std::vector<std::uint64_t> incrementals;
@@ -387,8 +398,8 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
       }
     }
   }
-  const state::Migration now = load_active(ctx, options.begin.vm_uuid);
-  if (!(now.phase == state::Phase::switch_ && now.state == state::State::successful)) {
+  const state::Migration now = switched ? *active : load_active(ctx, options.begin.vm_uuid);
+  if (!switched && !(now.phase == state::Phase::switch_ && now.state == state::State::successful)) {
     ctx.reporter.phase_started("switch", "");
     result.switched = switch_over(ctx, options.begin.vm_uuid);
   }

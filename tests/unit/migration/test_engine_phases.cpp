@@ -371,6 +371,24 @@ TEST_CASE("engine: finalize that failed after its cleanup finishes on a rerun",
   CHECK_NONE(w.expect_finalized());
 }
 
+TEST_CASE("engine: migrate --finalize rerun after a failed finalize only finishes the finalize",
+          "[engine][migrate]") {
+  EngineWorld w;
+  w.fail_at_step("finalize.delete_source", 1, true);
+  CHECK_THROWS(w.migrate(true));
+  w.clear_step_fault();
+  CHECK(w.record().phase == state::Phase::finalize);
+  // Without --finalize the rerun refuses (it never deletes unasked) and changes nothing.
+  CHECK_THROWS_AS(w.migrate(false), PreconditionError);
+  CHECK(w.record().phase == state::Phase::finalize);
+  const int links = w.nodes.links_made;
+  const migration::MigrateResult r = w.migrate(true);
+  CHECK(r.finalized);
+  CHECK(r.syncs.empty()); // no sync, no switch: only the finalize was left
+  CHECK(w.nodes.links_made == links);
+  CHECK_NONE(w.expect_finalized());
+}
+
 TEST_CASE("engine: a begin retry lifts a bhyve quota whose removal an earlier attempt only "
           "recorded",
           "[engine][begin]") {
