@@ -112,7 +112,7 @@ bg_wait() {
         sleep 0.05
     done
     ZRC=0
-    wait "$ZPID" || ZRC=$?
+    wait "$ZPID" 2>/dev/null || ZRC=$? # (no "Killed" notice of the shell)
     kill "$ZDOG" 2>/dev/null || true
     wait "$ZDOG" 2>/dev/null || true
     {

@@ -127,6 +127,8 @@ mt_lab_up() {
     mkdir -p "$MT_WORK"
     ZM_OUT=$MT_WORK/zm.out
     ZM_ERR=$MT_WORK/zm.err
+    ZM_RC=0
+    ZM_SECS=0
     note "lab $LAB_NAME up ($*) in $((SECONDS - t0)) s; zmigrate: $ZM"
 }
 
