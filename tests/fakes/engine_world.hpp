@@ -122,6 +122,20 @@ public:
         inv.add_vm(raw);
       }
     };
+    // vm-agent reports a hidden instance as destroyed (it leaves the node's inventory) when
+    // VMAPI places it on that node; VMAPI shows it again only after the next report.
+    for (FakeNode* n : {cn1.get(), cn2.get(), cn3.get()}) {
+      n->after_hide = [this, n](const std::string& uuid) {
+        const auto it = inv.vms.find(uuid);
+        if (it == inv.vms.end() || it->second.server_uuid != n->server().uuid) {
+          return;
+        }
+        nlohmann::json raw = it->second.raw;
+        raw["state"] = "destroyed";
+        raw["zone_state"] = "destroyed";
+        inv.add_vm(raw);
+      };
+    }
   }
 
   // --- the instance ---

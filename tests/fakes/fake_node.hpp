@@ -129,6 +129,9 @@ public:
   std::uint64_t txg = 1000;
   // Called after every successful vm_start (the world checks "never two running copies").
   std::function<void(const std::string& uuid)> after_start;
+  // Called after a vm_update that hid an instance (do_not_inventory=true): the world's vm-agent
+  // reports it destroyed at once, as Triton's does; it reports it again only when asked.
+  std::function<void(const std::string& uuid)> after_hide;
 
   std::unique_lock<std::recursive_mutex> lock() const {
     return std::unique_lock<std::recursive_mutex>(m_mutex);
@@ -303,14 +306,21 @@ public:
     for (const auto& [k, v] : kv) {
       line += " " + k + "=" + v;
     }
-    enter(line);
-    nlohmann::json& vm = instance(uuid, "vmadm update");
-    for (const auto& [k, v] : kv) {
-      if (v == "true" || v == "false") {
-        vm[k] = v == "true";
-      } else {
-        vm[k] = v;
+    bool hidden = false;
+    {
+      enter(line);
+      nlohmann::json& vm = instance(uuid, "vmadm update");
+      for (const auto& [k, v] : kv) {
+        if (v == "true" || v == "false") {
+          vm[k] = v == "true";
+        } else {
+          vm[k] = v;
+        }
+        hidden = hidden || (k == "do_not_inventory" && v == "true");
       }
+    }
+    if (hidden && after_hide) {
+      after_hide(uuid);
     }
   }
 
