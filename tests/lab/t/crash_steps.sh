@@ -5,7 +5,9 @@
 # abort) journals its steps in the state database, and the test reads them from there, so a
 # step added to the engine is covered without touching this file. For each step S, zmigrate is
 # killed by the test-only fault hook (ZMIGRATE_FAULT_STEP=S: SIGKILL just before S), then the
-# same command is rerun. After each:
+# same command is rerun. web01 (a running zone) covers every step of its reference runs; lx01 (a
+# stopped lx zone) and bhyve01 (a running bhyve VM with two disks) then cover the steps only
+# they journal (mount_target, remove_quota, restore_quota, ...). After each:
 #  - never two copies of web01 running (a 50 ms watcher over the crash and the rerun)
 #  - the rerun converges (exit 0)
 #  - no key line or private dir of the migration on either node
@@ -39,11 +41,11 @@ EOF
 }
 
 # files_sum NODE: what must move intact, as one line: the sha256 of a 2 MiB random file in
-# web01's root (the rest of the root holds the zone's own configuration, which the migration
-# rewrites) and the zlab-sum of its delegated dataset.
+# the instance's root (the rest of the root dataset holds the zone's own configuration, which
+# the migration rewrites) and the zlab-sum of every dataset below the root (delegated, disks).
 files_sum() {
     on "$1" "sha256sum /zones/$WEB/root/var/tmp/zcrash.bin | cut -d' ' -f1" || return 1
-    probe "$1" "$WEB" sum && pj "$1" 'd.get("sums", {}).get("zones/'"$WEB"'/data")'
+    probe "$1" "$WEB" sum && pj "$1" 'sorted((k, v) for k, v in d.get("sums", {}).items() if k != "zones/'"$WEB"'")'
 }
 
 # after_crash LABEL: the checks common to every crash and rerun.
@@ -77,29 +79,57 @@ crash() {
 }
 
 CRASHES=0
-HERE=cn1
-on cn1 "head -c $((2 << 20)) /dev/urandom > /zones/$WEB/root/var/tmp/zcrash.bin && sync" || mt_die "filling web01"
 other() { [[ $1 == cn1 ]] && echo cn2 || echo cn1; }
+# marker NODE: a 2 MiB random file in web01's ($WEB's) root, written once.
+marker() { on "$1" "mkdir -p /zones/$WEB/root/var/tmp && head -c $((2 << 20)) /dev/urandom > /zones/$WEB/root/var/tmp/zcrash.bin && sync"; }
+
+# migrate_crashes WANT STEP...: for each STEP, `migrate --finalize` of $WEB from $HERE to the
+# other node killed at STEP and rerun; then the source copy is gone and the instance is on the
+# target in state WANT (running: with its writer file intact), its files hashed as before.
+migrate_crashes() {
+    local want=$1 step dst sum0 sum1
+    shift
+    for step in "$@"; do
+        dst=$(other "$HERE")
+        sum0=$(files_sum "$HERE" | tr '\n' ' ') || fail "probe $HERE"
+        if [[ $step == begin.import_image.* ]]; then
+            # The image stayed on the node the instance came from: delete it there, so that this
+            # migration imports it. Where another instance still uses it, go there first and
+            # come back to the node the image can leave.
+            if ! on "$dst" "imgadm delete ${step#begin.import_image.}" >/dev/null 2>&1; then
+                zm_ok "$step: move to $dst first (its image is in use there)" migrate --finalize -n "$dst" "$WEB" || mt_die "move"
+                HERE=$dst
+                dst=$(other "$HERE")
+                sum0=$(files_sum "$HERE" | tr '\n' ' ') || fail "probe $HERE"
+                on "$dst" "imgadm delete ${step#begin.import_image.}" >/dev/null || fail "imgadm delete on $dst"
+            fi
+        fi
+        crash "$step" migrate --finalize -n "$dst" "$WEB"
+        probe "$HERE" "$WEB" || true
+        check "kill -9 at $step: the source copy on $HERE is gone" test "$(pj "$HERE" 'd["vm"], sorted(d["datasets"])')" = '[null, []]'
+        probe "$dst" "$WEB" writer || true
+        if [[ $want == running ]]; then
+            check "kill -9 at $step: the instance runs on $dst, visible, its writer file intact" \
+                test "$(pj "$dst" '(d["vm"] or {}).get("state"), d["running"], bool((d["vm"] or {}).get("do_not_inventory")), (d.get("writer") or {}).get("verify_rc")')" = '["running", true, false, 0]'
+        else
+            check "kill -9 at $step: the instance is on $dst, stopped, visible" \
+                test "$(pj "$dst" '(d["vm"] or {}).get("state"), d["running"], bool((d["vm"] or {}).get("do_not_inventory"))')" = '["stopped", false, false]'
+        fi
+        sum1=$(files_sum "$dst" | tr '\n' ' ') || true
+        check "kill -9 at $step: its files on $dst hash as on $HERE before ($sum1 / $sum0)" test "$sum1" = "$sum0"
+        HERE=$dst
+    done
+}
 
 # --- migrate --finalize: begin, sync, switch and finalize -------------------------------------
+HERE=cn1
+marker cn1 || mt_die "filling web01"
 zm_ok "reference: migrate --finalize -n cn2" migrate --finalize -n cn2 "$WEB" || mt_die "reference migrate"
 HERE=cn2
 mapfile -t MIGRATE_STEPS < <(steps_of "$(mig_id "$WEB")" begin sync switch finalize)
 note "${#MIGRATE_STEPS[@]} journaled steps of migrate --finalize: ${MIGRATE_STEPS[*]}"
 ((${#MIGRATE_STEPS[@]} >= 20)) || fail "only ${#MIGRATE_STEPS[@]} steps journaled by migrate --finalize"
-for step in "${MIGRATE_STEPS[@]}"; do
-    dst=$(other "$HERE")
-    SUM0=$(files_sum "$HERE" | tr '\n' ' ') || fail "probe $HERE"
-    crash "$step" migrate --finalize -n "$dst" "$WEB"
-    probe "$HERE" "$WEB" || true
-    check "kill -9 at $step: the source copy on $HERE is gone" test "$(pj "$HERE" 'd["vm"], sorted(d["datasets"])')" = '[null, []]'
-    probe "$dst" "$WEB" writer || true
-    check "kill -9 at $step: web01 runs on $dst, visible, its writer file intact" \
-        test "$(pj "$dst" '(d["vm"] or {}).get("state"), d["running"], bool((d["vm"] or {}).get("do_not_inventory")), (d.get("writer") or {}).get("verify_rc")')" = '["running", true, false, 0]'
-    sum1=$(files_sum "$dst" | tr '\n' ' ') || true
-    check "kill -9 at $step: web01's files on $dst hash as on $HERE before ($sum1 / $SUM0)" test "$sum1" = "$SUM0"
-    HERE=$dst
-done
+migrate_crashes running "${MIGRATE_STEPS[@]}"
 
 # --- rollback ---------------------------------------------------------------------------------
 # to_switched DST: begin, sync and switch web01 to DST (not finalized).
@@ -136,6 +166,27 @@ for step in "${ABORT_STEPS[@]}"; do
     check "kill -9 at $step: $dst holds nothing of web01" test "$(pj "$dst" 'd["vm"], sorted(d["datasets"]), d["zm_snaps"]')" = '[null, [], []]'
     check "kill -9 at $step: web01 still runs on $HERE" running_now "$HERE" "$WEB"
 done
+
+# --- the steps only other kinds run: a stopped lx zone, a running bhyve VM -----------------------
+# (begin.remove_quota and switch.restore_quota for bhyve, switch.mount_target for a stopped
+# instance, ...): their reference runs journal them; each is crashed as above.
+EXTRA=0
+for kind in "$LX stopped cn1" "$BHYVE running cn2"; do
+    read -r WEB want HERE <<<"$kind"
+    marker "$HERE" || mt_die "filling $WEB"
+    dst=$(other "$HERE")
+    zm_ok "reference: migrate --finalize -n $dst $WEB" migrate --finalize -n "$dst" "$WEB" || mt_die "reference migrate of $WEB"
+    HERE=$dst
+    new=()
+    for step in $(steps_of "$(mig_id "$WEB")" begin sync switch finalize); do
+        [[ " ${MIGRATE_STEPS[*]} " == *" $step "* ]] || new+=("$step")
+    done
+    note "steps of $WEB ($want) that web01 does not run: ${new[*]:-none}"
+    migrate_crashes "$want" "${new[@]}"
+    MIGRATE_STEPS+=("${new[@]}")
+    EXTRA=$((EXTRA + ${#new[@]}))
+done
+((EXTRA >= 2)) || fail "only $EXTRA steps of lx01 and bhyve01 that web01 does not run"
 
 total=$((${#MIGRATE_STEPS[@]} + ${#ROLLBACK_STEPS[@]} + ${#ABORT_STEPS[@]}))
 check "killed at all $total journaled steps ($CRASHES SIGKILLs reached their step)" test "$CRASHES" = "$total"
