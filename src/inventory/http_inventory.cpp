@@ -259,12 +259,13 @@ std::optional<json> HttpInventory::call(const Service& service, const std::strin
     } catch (const json::exception&) {
       error_body = nullptr;
     }
-    if (error_body.is_object() && route_missing(error_body, path)) {
+    if (error_body.is_object() && route_missing(error_body, path) &&
+        missing != Missing::route_too) {
       throw Error(ExitCode::inventory, subject,
                   fmt::format("{}; check that {}_URL ({}) points at {}", why, service.name,
                               service.base, service.name));
     }
-    if (missing == Missing::is_nullopt) {
+    if (missing != Missing::is_error) {
       return std::nullopt;
     }
     throw NotFoundError(subject, why);
@@ -447,6 +448,19 @@ std::optional<Image> HttpInventory::find_image(const std::string& uuid) {
   Image image = parse_image(*body);
   require_same("IMGAPI GET /images/" + url_encode(uuid), "uuid", uuid, image.uuid);
   return image;
+}
+
+std::optional<json> HttpInventory::find_triton_migration(const std::string& vm_uuid) {
+  const std::string path = "/migrations/" + url_encode(vm_uuid) + "?format=raw";
+  std::optional<json> body = call(vmapi(), "GET", path, std::nullopt, Missing::route_too);
+  if (!body) {
+    return std::nullopt;
+  }
+  if (!body->is_object()) {
+    throw Error(ExitCode::inventory, "VMAPI GET " + path,
+                fmt::format("expected a migration object, got {}", body->type_name()));
+  }
+  return body;
 }
 
 } // namespace zmigrate::inventory

@@ -169,6 +169,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   // None, or a begin that failed or was interrupted: this one retries it on the same record.
   const std::optional<state::Migration> earlier = ctx.store.find_active_for_vm(vm.uuid);
   check_action(Action::begin, earlier);
+  detail::refuse_triton_migration(ctx, vm.uuid);
   result.source = ctx.inventory.resolve_server(vm.server_uuid);
   result.target = choose_target_of(ctx, vm, result.source,
                                    retry_target(ctx, vm, result.source, earlier, options.target));

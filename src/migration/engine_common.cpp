@@ -46,6 +46,35 @@ bool restore_visibility(Node& node, const nlohmann::json& vm, bool autoboot) {
   return hidden;
 }
 
+void refuse_triton_migration(Context& ctx, const std::string& vm_uuid) {
+  const std::optional<nlohmann::json> tm = ctx.inventory.find_triton_migration(vm_uuid);
+  if (!tm) {
+    return;
+  }
+  auto field = [&](const char* k) {
+    const auto it = tm->find(k);
+    return it != tm->end() && it->is_string() ? it->get<std::string>() : std::string("?");
+  };
+  const std::string phase = field("phase");
+  const std::string state = field("state");
+  if (state == "aborted") {
+    return; // legacy: an aborted record that VMAPI itself lets a new begin replace
+  }
+  const std::string what = fmt::format("instance {}", vm_uuid);
+  if (phase == "switch" && state == "successful") {
+    throw PreconditionError(
+        what, fmt::format("Triton's own migration {} (VMAPI; sdc-migrate or CloudAPI) switched it "
+                          "and waits for its finalize; run \"sdc-migrate finalize {}\" (or "
+                          "rollback) first",
+                          field("id"), vm_uuid));
+  }
+  throw PreconditionError(
+      what, fmt::format("Triton's own migration {} (VMAPI; sdc-migrate or CloudAPI) holds it: "
+                        "phase {}, state {}, since {}; let it finish, or end it with "
+                        "\"sdc-migrate abort {}\", before zmigrate moves the instance",
+                        field("id"), phase, state, field("created_timestamp"), vm_uuid));
+}
+
 void put_source_back(Context& ctx, const state::Migration& m, Ends& ends, const inventory::Vm& vm,
                      const std::function<void()>& on_start) {
   const auto src = ends.source->vm_get(vm.uuid);

@@ -85,6 +85,10 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
 
 // NAPI: reserve every NIC IP not already reserved; remember which ones (data.reserved_ips and the
 // ledger) so only those are unreserved later.
+// Refuses (exit 4) while Triton's own migration (VMAPI's record: sdc-migrate, CloudAPI) holds
+// the instance: two movers of one instance would fight over its datasets, IPs and VMAPI record.
+void refuse_triton_migration(Context& ctx, const std::string& vm_uuid);
+
 void reserve_ips(Context& ctx, Operation& op, const inventory::Vm& vm);
 void unreserve_ips(Context& ctx, Operation& op);
 

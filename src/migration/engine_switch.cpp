@@ -52,6 +52,9 @@ struct SwitchRun {
 
 // The instance as the source node and VMAPI show it now; decides the rest of the plan.
 void prepare(SwitchRun& r, nlohmann::json& d) {
+  if (r.plan.before_hide) {
+    detail::refuse_triton_migration(r.ctx, r.vm.uuid); // one may have begun since our begin
+  }
   if (const std::optional<inventory::Vm> now = r.ctx.inventory.find_vm(r.vm.uuid)) {
     r.vmapi_now = now->raw; // for the update inside the window (one read here)
   }

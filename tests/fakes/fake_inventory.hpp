@@ -212,6 +212,17 @@ public:
     return it->second;
   }
 
+  // Triton's own migration records by VM uuid (VMAPI /migrations), raw.
+  std::map<std::string, nlohmann::json> triton_migrations;
+  std::optional<nlohmann::json> find_triton_migration(const std::string& vm_uuid) override {
+    record("find_triton_migration " + vm_uuid);
+    const auto it = triton_migrations.find(vm_uuid);
+    if (it == triton_migrations.end()) {
+      return std::nullopt;
+    }
+    return it->second;
+  }
+
   std::optional<inventory::Image> find_image(const std::string& uuid) override {
     record("find_image " + uuid);
     const auto it = images.find(uuid);

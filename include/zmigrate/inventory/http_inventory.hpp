@@ -43,10 +43,12 @@ public:
   IpRecord set_ip_reserved(const std::string& network_uuid, const std::string& ip,
                            bool reserved) override;
   std::optional<Image> find_image(const std::string& uuid) override;
+  std::optional<nlohmann::json> find_triton_migration(const std::string& vm_uuid) override;
 
 private:
   struct Service;
-  enum class Missing { is_error, is_nullopt };
+  // What a 404 means: an error, "none", or "none" also when the route itself is missing.
+  enum class Missing { is_error, is_nullopt, route_too };
   std::optional<nlohmann::json> call(const Service& service, const std::string& method,
                                      const std::string& path,
                                      const std::optional<nlohmann::json>& body, Missing missing);

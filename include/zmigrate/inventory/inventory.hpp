@@ -37,6 +37,12 @@ public:
 
   // IMGAPI GET /images/:uuid. nullopt on 404.
   virtual std::optional<Image> find_image(const std::string& uuid) = 0;
+
+  // Triton's own migration record of an instance (VMAPI GET /migrations/:vm_uuid?format=raw;
+  // sdc-migrate, CloudAPI). nullopt when VMAPI answers 404 (none: finalize, and a successful
+  // abort or rollback, delete the record) or has no such route (a VMAPI from before
+  // migrations). Any other failure throws: "none" is never inferred from an error.
+  virtual std::optional<nlohmann::json> find_triton_migration(const std::string& vm_uuid) = 0;
 };
 
 // Resolved service base URLs (http://host[:port], no trailing slash); "" when not configured.

@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import time
+import uuid as uuidlib
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
@@ -199,6 +200,7 @@ class State:
                     with open(path, encoding="utf-8") as f:
                         d = json.load(f)
                     if d.get("version") == STATE_VERSION and d.get("seed_sha256") == seed_sum:
+                        d.setdefault("migrations", {})
                         self.d = d
                         log("state restored from %s (%d vms, %d ip-history entries)"
                             % (path, len(d["vms"]), len(d["ip_history"])))
@@ -237,7 +239,7 @@ class State:
             "seed_sha256": self._seed_sum(),
             "loaded_at": now_iso(),
             "servers": {}, "networks": {}, "images": {}, "vms": {}, "nics": {}, "ips": {},
-            "ip_history": [],
+            "ip_history": [], "migrations": {},
         }
         self.d = d
         for n in _as_list(seed.get("networks")):
@@ -257,6 +259,8 @@ class State:
                 rec = dict(rec)
                 rec.setdefault("network_uuid", n.get("uuid"))
                 self._seed_ip(rec, cause)
+        for m in _as_list(seed.get("migrations")):
+            self._put_migration(m)
         for v in _as_list(seed.get("vms")) + _as_list(seed.get("instances")):
             uuid = v.get("uuid") or v.get("zonename")
             if not is_uuid(uuid):
@@ -524,6 +528,68 @@ class State:
             if "*" not in fields:
                 out = {k: v for k, v in out.items() if k in fields}
         return out
+
+    # ------------------------------------------------------------------ VMAPI migrations
+    # Triton's own migration records (VMAPI lib/apis/moray.js, lib/vm-migration/*.js): one per
+    # VM uuid; finalize and a successful abort or rollback delete it.
+
+    def _put_migration(self, rec):
+        if not isinstance(rec, dict) or not is_uuid(rec.get("vm_uuid")):
+            raise ApiError(409, "InvalidArgument", "a migration needs a vm_uuid")
+        m = dict(rec)
+        m.setdefault("id", str(uuidlib.uuid4()))
+        m.setdefault("target_vm_uuid", m["vm_uuid"])
+        m.setdefault("action", "begin")
+        m.setdefault("automatic", False)
+        m.setdefault("created_timestamp", now_iso())
+        m.setdefault("phase", "begin")
+        m.setdefault("state", "running")
+        m.setdefault("num_sync_phases", 0)
+        m.setdefault("progress_history", [])
+        for side in ("source_process_details", "target_process_details"):
+            m.setdefault(side, {"pid": -1, "host": "", "port": -1})
+        m.setdefault("data_version", 1)
+        self.d["migrations"][m["vm_uuid"]] = m
+        return m
+
+    def put_migration(self, rec):
+        with self.lock:
+            m = self._put_migration(rec)
+            self._save()
+            return dict(m)
+
+    def delete_migration(self, vm_uuid):
+        with self.lock:
+            m = self.d["migrations"].pop(vm_uuid, None)
+            if m is not None:
+                self._save()
+            return m
+
+    def get_migration(self, vm_uuid):
+        with self.lock:
+            m = self.d["migrations"].get(vm_uuid)
+            return dict(m) if m is not None else None
+
+    def list_migrations(self, q):
+        with self.lock:
+            out = []
+            for m in self.d["migrations"].values():
+                if q.get("vm_uuid") and m.get("vm_uuid") != q["vm_uuid"]:
+                    continue
+                if q.get("owner_uuid") and m.get("owner_uuid") != q["owner_uuid"]:
+                    continue
+                if q.get("state") and q["state"] != "active" and m.get("state") != q["state"]:
+                    continue
+                if q.get("target_server_uuid") and m.get("target_server_uuid") != q["target_server_uuid"]:
+                    continue
+                src = q.get("source_server_uuid")
+                if src and not (m.get("source_server_uuid") == src or (
+                        m.get("target_server_uuid") == src and (
+                            m.get("state") == "successful"
+                            or (m.get("phase") == "rollback" and m.get("state") == "failed")))):
+                    continue
+                out.append(dict(m))
+            return sorted(out, key=lambda m: m.get("created_timestamp", ""), reverse=True)
 
     def get_vm(self, uuid, owner_uuid=None, fields=None):
         with self.lock:

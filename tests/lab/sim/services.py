@@ -127,6 +127,46 @@ def vmapi_statuses(app, req):
     return app.state.statuses(uuids)
 
 
+# The non-raw view of a migration (VMAPI translateVmMigration): only these fields.
+MIGRATION_VIEW = ("automatic", "created_timestamp", "duration_ms", "error", "finished_timestamp",
+                  "phase", "started_timestamp", "state", "vm_uuid", "progress_history")
+
+
+def _migration_view(m, req):
+    if req.query.get("format") == "raw":
+        return m
+    return {k: v for k, v in m.items() if k in MIGRATION_VIEW}
+
+
+def vmapi_list_migrations(app, req):
+    for key in ("owner_uuid", "vm_uuid", "source_server_uuid", "target_server_uuid"):
+        if req.query.get(key) and not is_uuid(req.query[key]):
+            raise vmapi_validation([{"field": key, "code": "Invalid", "message": "Invalid UUID"}])
+    return [_migration_view(m, req) for m in app.state.list_migrations(req.query)]
+
+
+def _migration_vm(app, req):
+    uuid = req.params["uuid"]
+    _vmapi_uuid(uuid)
+    if app.state.get_vm(uuid) is None:
+        raise ApiError(404, "ResourceNotFound", "VM not found")
+    return uuid
+
+
+def vmapi_get_migration(app, req):
+    m = app.state.get_migration(_migration_vm(app, req))
+    if m is None:
+        raise ApiError(404, "ResourceNotFound", "migration not found")
+    return _migration_view(m, req)
+
+
+def vmapi_delete_migration(app, req):
+    m = app.state.delete_migration(_migration_vm(app, req))
+    if m is None:
+        raise ApiError(404, "ResourceNotFound", "migration not found")
+    return {}
+
+
 def vmapi_routes():
     r = Router()
     r.add("GET", "/ping", ping)
@@ -135,6 +175,9 @@ def vmapi_routes():
     r.add("GET", "/vms/:uuid", vmapi_get_vm)
     r.add("PUT", "/vms/:uuid", vmapi_put_vm)
     r.add("GET", "/statuses", vmapi_statuses)
+    r.add("GET", "/migrations", vmapi_list_migrations)
+    r.add("GET", "/migrations/:uuid", vmapi_get_migration)
+    r.add("DELETE", "/migrations/:uuid", vmapi_delete_migration)
     return r
 
 
@@ -319,6 +362,10 @@ def imgapi_routes():
 
 # ---------------------------------------------------------------------------------- /_lab/
 
+def lab_put_migration(app, req):
+    return app.state.put_migration(req.body())
+
+
 def lab_add_fault(app, req):
     return app.faults.add(req.body())
 
@@ -382,6 +429,7 @@ def lab_sync_requests(app, req):
 
 def lab_routes():
     r = Router()
+    r.add("POST", "/_lab/migrations", lab_put_migration)
     r.add("POST", "/_lab/faults", lab_add_fault)
     r.add("GET", "/_lab/faults", lab_list_faults)
     r.add("DELETE", "/_lab/faults", lab_clear_faults)

@@ -854,9 +854,36 @@ def t_reset(sim):
           "reset restarts the ip history from the seed")
 
 
+def t_vmapi_migrations(sim):
+    st, _, body = sim.get("vmapi", "/migrations/%s" % Z1)
+    check(st == 404 and is_error_body(body, "ResourceNotFound", "migration not found"),
+          "GET /migrations/:vm none -> 404 migration not found")
+    st, _, body = sim.get("vmapi", "/migrations/%s" % MISSING)
+    check(st == 404 and is_error_body(body, "ResourceNotFound", "VM not found"),
+          "GET /migrations/:unknown vm -> 404 VM not found")
+    fix = fixture("vmapi-migration-raw.json")
+    rec = dict(fix, vm_uuid=Z1, target_vm_uuid=Z1)
+    st, _, made = sim.call("vmapi", "POST", "/_lab/migrations", rec)
+    check(st == 200 and made["id"] == fix["id"], "POST /_lab/migrations")
+    st, _, raw = sim.get("vmapi", "/migrations/%s?format=raw" % Z1)
+    check(st == 200 and sorted(raw) == sorted(fix) and raw["phase"] == "sync",
+          "GET /migrations/:vm?format=raw: the raw record's fields (%s)" % sorted(raw))
+    st, _, view = sim.get("vmapi", "/migrations/%s" % Z1)
+    check(st == 200 and "id" not in view and view["state"] == "paused"
+          and view["vm_uuid"] == Z1, "GET /migrations/:vm: the translated view (no id)")
+    _, _, lst = sim.get("vmapi", "/migrations?format=raw&vm_uuid=%s" % Z1)
+    check([m["id"] for m in lst] == [fix["id"]], "GET /migrations?vm_uuid=")
+    _, _, lst = sim.get("vmapi", "/migrations?source_server_uuid=%s" % CN2)
+    check(lst == [], "source_server_uuid matches the target only once successful")
+    st, _, _ = sim.call("vmapi", "DELETE", "/migrations/%s" % Z1)
+    check(st == 200, "DELETE /migrations/:vm")
+    st, _, _ = sim.get("vmapi", "/migrations/%s" % Z1)
+    check(st == 404, "gone after DELETE")
+
+
 TESTS = [t_ping_and_headers, t_routes_and_methods, t_vmapi_shapes, t_vmapi_list, t_cnapi,
          t_napi, t_imgapi, t_keepalive, t_put_new_vm, t_destroyed_reports_and_ips, t_sync,
-         t_faults, t_request_log, t_restart, t_reset]
+         t_faults, t_request_log, t_restart, t_reset, t_vmapi_migrations]
 
 
 def main():

@@ -443,3 +443,35 @@ TEST_CASE("inventory::url_encode", "[inventory]") {
   CHECK(url_encode("a,b") == "a%2Cb");
   CHECK(url_encode("a,b", ",") == "a,b");
 }
+
+TEST_CASE("inventory::HttpInventory::find_triton_migration", "[inventory]") {
+  FakeHttp http;
+  HttpInventory inv(http, endpoints());
+  const std::string url = "http://vmapi.test/migrations/" + k_vm + "?format=raw";
+  SECTION("200: the raw record") {
+    http.on("GET", url, 200, fixture_text("vmapi-migration-raw.json"));
+    const std::optional<json> m = inv.find_triton_migration(k_vm);
+    REQUIRE(m);
+    CHECK((*m)["id"] == "7d8a6e2c-1f4b-4c3e-9a5d-2b6c8e0f1a33");
+    CHECK((*m)["phase"] == "sync");
+  }
+  SECTION("404 migration not found: none") {
+    http.on_json("GET", url, 404,
+                 {{"code", "ResourceNotFound"}, {"message", "migration not found"}});
+    CHECK_FALSE(inv.find_triton_migration(k_vm));
+  }
+  SECTION("404 without the route (a VMAPI from before migrations): none") {
+    http.on_json("GET", url, 404,
+                 {{"code", "ResourceNotFound"}, {"message", "Route does not exist"}});
+    CHECK_FALSE(inv.find_triton_migration(k_vm));
+  }
+  SECTION("503: cannot tell, so an error (never taken for none)") {
+    http.on_json("GET", url, 503, {{"code", "ServiceUnavailable"}, {"message", "down"}});
+    CHECK_THROWS_AS(inv.find_triton_migration(k_vm), Error);
+  }
+  SECTION("not an object: an error") {
+    http.on("GET", url, 200, "[]");
+    CHECK_THROWS_WITH(inv.find_triton_migration(k_vm),
+                      Catch::Contains("expected a migration object"));
+  }
+}

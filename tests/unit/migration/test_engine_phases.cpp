@@ -280,6 +280,55 @@ TEST_CASE("engine: VMAPI failing inside the downtime window never keeps the inst
   }
 }
 
+TEST_CASE("engine: Triton's own migration of the instance blocks begin and switch",
+          "[engine][begin][switch]") {
+  EngineWorld w;
+  nlohmann::json tm = {{"id", "7d8a6e2c-1f4b-4c3e-9a5d-2b6c8e0f1a33"},
+                       {"vm_uuid", EngineWorld::k_vm},
+                       {"phase", "sync"},
+                       {"state", "paused"},
+                       {"created_timestamp", "2019-04-02T23:34:30.135Z"}};
+  SECTION("begin: refused before anything changes, naming the migration") {
+    w.inv.triton_migrations[EngineWorld::k_vm] = tm;
+    const auto calls1 = w.cn1->calls.size();
+    const auto calls2 = w.cn2->calls.size();
+    try {
+      w.begin();
+      FAIL("begin went ahead beside Triton's migration");
+    } catch (const PreconditionError& e) {
+      CHECK_THAT(e.what(), Catch::Contains("7d8a6e2c-1f4b-4c3e-9a5d-2b6c8e0f1a33") &&
+                               Catch::Contains("sdc-migrate abort"));
+    }
+    CHECK_FALSE(w.store.find_active_for_vm(EngineWorld::k_vm));
+    CHECK(w.cn1->calls.size() == calls1);
+    CHECK(w.cn2->calls.size() == calls2);
+  }
+  SECTION("begin: one that switched and waits for its finalize") {
+    tm["phase"] = "switch";
+    tm["state"] = "successful";
+    w.inv.triton_migrations[EngineWorld::k_vm] = tm;
+    CHECK_THROWS_WITH(w.begin(), Catch::Contains("sdc-migrate finalize"));
+  }
+  SECTION("begin: a legacy aborted record does not block") {
+    tm["state"] = "aborted";
+    w.inv.triton_migrations[EngineWorld::k_vm] = tm;
+    w.begin();
+    CHECK_NONE(w.expect_begun());
+  }
+  SECTION("switch: one begun since our begin stops it before the source stops") {
+    w.begin();
+    w.sync();
+    w.inv.triton_migrations[EngineWorld::k_vm] = tm;
+    CHECK_THROWS_AS(w.switch_over(), PreconditionError);
+    CHECK(w.cn1->running(EngineWorld::k_vm));
+    CHECK_FALSE(w.cn2->running(EngineWorld::k_vm));
+    CHECK(w.record().phase == state::Phase::sync);
+    w.inv.triton_migrations.clear();
+    w.switch_over();
+    CHECK_NONE(w.expect_switched());
+  }
+}
+
 TEST_CASE("engine: a received mountpoint outside the zonepath stops the switch before the hide",
           "[engine][switch][safety]") {
   EngineWorld w;
