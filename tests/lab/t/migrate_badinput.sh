@@ -4,7 +4,8 @@
 # code (include/zmigrate/util/error.hpp), with one "zmigrate: error: ..." line on stderr:
 #   unknown VM (3), unknown CN (3), no migration to sync (3), usage (2), same CN (4),
 #   no capacity (4: placement and -n), target not running (4), already migrating (4),
-#   switch before sync (4), finalize and rollback before switch (4), an API down (5),
+#   switch before sync (4), finalize and rollback before switch (4), Triton's own migration of
+#   the instance in VMAPI (4), an API down (5),
 #   host key mismatch (6).
 # "Nothing changed" is checked on the nodes (no dataset, zone or snapshot of the instance on the
 # targets, source still running and visible) and in the state store (list --all).
@@ -92,6 +93,17 @@ lab_server "$CN3" '{"status": "unknown"}'
 refused 4 "begin -n cn3 while cn3's status is unknown" begin -n cn3 "$WEB"
 lab_server "$CN3" '{"status": "running"}'
 unchanged "$WEB" cn1 0
+
+# Triton's own migration of the instance (sdc-migrate; VMAPI's record): begin and migrate refuse,
+# naming it; once VMAPI's record is gone (as finalize, abort and rollback leave it), nothing blocks.
+curl -fsS --max-time 10 -X POST -H 'Content-Type: application/json' \
+    -d "{\"id\": \"7d8a6e2c-1f4b-4c3e-9a5d-2b6c8e0f1a33\", \"vm_uuid\": \"$WEB\", \"source_server_uuid\": \"$CN1\", \"target_server_uuid\": \"$CN3\", \"phase\": \"sync\", \"state\": \"paused\"}" \
+    "$VMAPI_URL/_lab/migrations" >/dev/null || mt_die "cannot store a Triton migration in the simulator"
+refused 4 "begin beside Triton's own migration" begin -n cn2 "$WEB"
+check "  ...the error names it and sdc-migrate" grep -q '7d8a6e2c-1f4b-4c3e-9a5d-2b6c8e0f1a33.*sdc-migrate abort' "$ZM_ERR"
+refused 4 "migrate beside Triton's own migration" migrate -n cn2 "$WEB"
+unchanged "$WEB" cn1 0
+curl -fsS --max-time 10 -X DELETE "$VMAPI_URL/migrations/$WEB" >/dev/null || mt_die "cannot delete the Triton migration"
 
 # An API down: VMAPI on a closed port.
 refused 5 "begin with VMAPI unreachable (closed port)" --vmapi-url "http://$LAB_SUBNET.1:9" begin -n cn2 "$WEB"
