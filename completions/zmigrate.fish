@@ -90,7 +90,7 @@ complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l allow-older-pl
 
 # estimate.
 complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -s s -l server -x -d 'Every active instance on this node'
-complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l rate -x -d 'Transfer rate in MB/s'
+complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l rate -x -d 'Transfer rate in MiB/s'
 complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l parallel -x -d 'Concurrent streams'
 
 # list.

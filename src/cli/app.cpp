@@ -31,6 +31,14 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g, std::vector<CommandSpec>* 
       "zmigrate");
   app->require_subcommand(1);
   app->set_version_flag("--version", std::string("zmigrate ") + ZMIGRATE_VERSION);
+  // One error policy for the command line too: one line, as every other error.
+  app->failure_message([](const CLI::App*, const CLI::Error& e) {
+    std::string what = e.what();
+    while (!what.empty() && (what.back() == '\n' || what.back() == ' ')) {
+      what.pop_back();
+    }
+    return "zmigrate: error: " + what + " (see \"zmigrate --help\")\n";
+  });
   app->option_defaults()->always_capture_default(false);
   app->add_option("--config", g.config_file,
                   "Configuration file (default $ZMIGRATE_CONFIG or /etc/zmigrate/config.json)");

@@ -7,11 +7,36 @@
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
 
+#include <cmath>
 #include <memory>
+#include <string>
 
 #include <fmt/format.h>
 
 namespace zmigrate::cli {
+
+namespace {
+
+// A rate > 0 in MiB/s, named in the message (CLI::PositiveNumber prints a 300-digit bound).
+CLI::Validator positive_rate() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double v = 0;
+        std::size_t used = 0;
+        try {
+          v = std::stod(text, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != text.size() || !std::isfinite(v) || v <= 0) {
+          return "\"" + text + "\" is not a rate in MiB/s above 0 (e.g. 110 for a 1 Gbit/s link)";
+        }
+        return "";
+      },
+      "MiB/s > 0");
+}
+
+} // namespace
 
 namespace {
 
@@ -47,8 +72,9 @@ CommandSpec estimate_command() {
                 "-s,--server", o->server,
                 "Estimate every active instance on this compute node (UUID or hostname)");
             app.add_option("--rate", o->rate_mb_s,
-                           "Transfer rate in MB/s for the time estimate (default: config, else 20)")
-                ->check(CLI::PositiveNumber);
+                           "Transfer rate in MiB/s (1024^2 bytes) for the time estimate (default: "
+                           "config, else 20)")
+                ->check(positive_rate());
             app.add_option("--parallel", o->parallel,
                            "Concurrent streams for the server total (default 1)")
                 ->check(CLI::Range(1, 64));

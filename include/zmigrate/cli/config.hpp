@@ -21,7 +21,7 @@
 //   http.timeout_s                          30       whole-request timeout, 1..86400
 //   http.max_attempts                       4        tries of an idempotent request, 1..20
 //   http.ca_file                            ""       CA bundle for https URLs ("" = system's)
-//   rate_mb_s                               20       assumed send rate in MB/s (as
+//   rate_mb_s                               20       assumed send rate in MiB/s (as
 //                                                    mig-estimator) for `estimate` when none
 //                                                    was measured; > 0
 //   converge_bytes                          64 MiB   `migrate` switches once an incremental sync

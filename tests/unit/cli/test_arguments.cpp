@@ -154,3 +154,29 @@ TEST_CASE("cli: a --target that is neither a UUID nor a hostname is a usage erro
                Catch::StartsWith("zmigrate: error: --target \"cn2; id\": not a compute node"));
   }
 }
+
+TEST_CASE("cli: --version prints the version and exits 0", "[cli]") {
+  const Outcome o = run_cli({"--version"});
+  CHECK(o.rc == 0);
+  CHECK(o.out == std::string("zmigrate ") + ZMIGRATE_VERSION + "\n");
+  CHECK(o.err.empty());
+}
+
+TEST_CASE("cli: a bad --rate or an unknown option is one line and exit 2", "[cli]") {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"estimate", "--rate", "0", k_vm},
+                                             {"estimate", "--rate", "-3", k_vm},
+                                             {"estimate", "--rate", "fast", k_vm},
+                                             {"estimate", "--rate", "1e999", k_vm},
+                                             {"abort", "--yes", k_vm}}) {
+    INFO(args[1] << " " << args[2]);
+    const Outcome o = run_cli(args);
+    CHECK(o.rc == 2);
+    CHECK(lines(o.err) == 1);
+    CHECK_THAT(o.err, Catch::StartsWith("zmigrate: error: "));
+    CHECK(o.err.size() < 200); // no 300-digit bound
+    CHECK(o.out.empty());
+  }
+  CHECK_THAT(run_cli({"estimate", "--rate", "0", k_vm}).err,
+             Catch::Contains("--rate: \"0\" is not a rate in MiB/s above 0"));
+}
