@@ -178,6 +178,19 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   const std::vector<std::string> roots = check_nodes(vm, source, target, result.target);
   const ImageNeeds images = image_needs(source, target, roots);
   const std::vector<std::string>& imports = images.imports;
+  // imgadm on the target fetches each from IMGAPI: one that IMGAPI lacks fails here, before
+  // anything changes, not half-way through the begin.
+  for (const std::string& image : imports) {
+    const std::optional<inventory::Image> found = ctx.inventory.find_image(image);
+    if (!found || (found->state != "active" && found->state != "disabled")) {
+      throw PreconditionError(
+          fmt::format("image {}", image),
+          fmt::format("the instance's datasets are clones of it and {} lacks it, but IMGAPI {}; "
+                      "import it there by hand (imgadm import) or make it available in IMGAPI",
+                      result.target.hostname,
+                      found ? "has it in state " + found->state : "does not have it"));
+    }
+  }
   const nlohmann::json& origins = images.origins;
   std::map<std::string, std::string> quota;
   if (vm.brand == "bhyve") {

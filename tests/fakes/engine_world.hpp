@@ -81,6 +81,11 @@ public:
     ctx.settings.hostname = "headnode";
     catalog.images[k_image] = {fake_new_guid(), 40, "filesystem"};
     catalog.images[k_kvm_image] = {fake_new_guid(), 60, "volume"};
+    // IMGAPI knows both (begin checks an image it will import there first).
+    inv.add_image(
+        {{"uuid", k_image}, {"name", "base"}, {"state", "active"}, {"type", "zone-dataset"}});
+    inv.add_image(
+        {{"uuid", k_kvm_image}, {"name", "ubuntu"}, {"state", "active"}, {"type", "zvol"}});
     inv.add_server(k_cn1, "cn1", "10.99.0.11");
     inv.add_server(k_cn2, "cn2", "10.99.0.12");
     inv.add_server(k_cn3, "cn3", "10.99.0.13").unreserved_ram_mib = 4096; // placement: cn2

@@ -52,6 +52,23 @@ TEST_CASE("engine: begin imports the image on the target and changes nothing els
   CHECK(w.record().data.at("datasets") == nlohmann::json::array({w.root()}));
 }
 
+TEST_CASE("engine: begin refuses an image to import that IMGAPI lacks, before any change",
+          "[engine][begin]") {
+  EngineWorld w;
+  SECTION("not in IMGAPI") {
+    w.inv.images.erase(EngineWorld::k_image);
+  }
+  SECTION("in IMGAPI, but not active") {
+    w.inv.images[EngineWorld::k_image].state = "failed";
+  }
+  const auto calls = w.cn2->calls.size();
+  CHECK_THROWS_AS(w.begin(), PreconditionError);
+  CHECK_FALSE(w.store.find_active_for_vm(EngineWorld::k_vm));
+  for (std::size_t i = calls; i < w.cn2->calls.size(); ++i) {
+    CHECK(w.cn2->calls[i].rfind("image_import", 0) != 0); // nothing imported
+  }
+}
+
 TEST_CASE("engine: begin refuses a target that already has the instance's dataset",
           "[engine][begin]") {
   EngineWorld w;
