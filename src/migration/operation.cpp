@@ -195,9 +195,10 @@ void Operation::finish_phase(state::State st, const std::string& error,
 }
 
 void Operation::step(const std::string& name,
-                     const std::function<void(nlohmann::json& details)>& fn) {
+                     const std::function<void(nlohmann::json& details)>& fn,
+                     const std::string& message) {
   throw_if_interrupted();
-  journal(name, fn);
+  journal(name, fn, message);
 }
 
 void Operation::compensate(const std::string& name,
@@ -206,7 +207,8 @@ void Operation::compensate(const std::string& name,
 }
 
 void Operation::journal(const std::string& name,
-                        const std::function<void(nlohmann::json& details)>& fn) {
+                        const std::function<void(nlohmann::json& details)>& fn,
+                        const std::string& message) {
   throw_if_lease_lost();
   maybe_inject_fault(m_ctx.settings, name);
   state::Step s;
@@ -215,10 +217,16 @@ void Operation::journal(const std::string& name,
   s.name = name;
   s.status = "running";
   s.started = iso8601(m_ctx.clock.wall_now());
+  if (!message.empty()) {
+    s.details["message"] = message;
+  }
   const std::int64_t id = m_ctx.store.begin_step(s);
   m_ctx.store.heartbeat(m_record.id, m_pid);
+  if (!message.empty()) {
+    m_ctx.reporter.step(message); // after the journal: a watcher sees it as soon as this does
+  }
   const auto start = m_ctx.clock.now();
-  nlohmann::json details = nlohmann::json::object();
+  nlohmann::json details = s.details;
   try {
     if (m_ctx.settings.step_hook) {
       m_ctx.settings.step_hook(name, true);

@@ -39,16 +39,13 @@ PhaseReport run_steps(Context& ctx, Operation& op, const PhaseSpec& spec, PhaseR
       r.committed = r.committed || s.name == spec.commit_after;
       continue;
     }
-    if (!s.message.empty()) {
-      ctx.reporter.step(s.message);
-    }
     const auto t = ctx.clock.now();
     if (s.window == Window::downtime && !in_window) {
       window_start = t;
       in_window = true;
     }
     try {
-      op.step(spec.name + "." + s.name, s.run);
+      op.step(spec.name + "." + s.name, s.run, s.message);
     } catch (...) {
       if (!r.committed) {
         done.push_back(&s);

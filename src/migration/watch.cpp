@@ -166,6 +166,40 @@ void progress_event(const state::Migration& m, const std::optional<state::Progre
   }
 }
 
+// The step messages the running process prints ("stopping the instance"), from the journal, in
+// order, with the same words. At the first look those of the running phase run are shown (a
+// watch started mid-switch catches up with the switch), not those of earlier runs.
+void step_events(state::StateStore& store, const state::Migration& m, bool first, WatchState& st,
+                 std::vector<WatchEvent>& out) {
+  const state::PhaseRun* current =
+      !m.history.empty() && m.history.back().state == state::State::running ? &m.history.back()
+                                                                            : nullptr;
+  for (const state::Step& s : store.steps(m.id, st.last_step)) {
+    st.last_step = std::max(st.last_step, s.id);
+    const auto msg = s.details.is_object() ? s.details.find("message") : s.details.end();
+    if (!s.details.is_object() || msg == s.details.end() || !msg->is_string() ||
+        msg->get<std::string>().empty()) {
+      continue;
+    }
+    if (first && !(current != nullptr && s.phase_run_id == current->id)) {
+      continue;
+    }
+    std::string phase = current != nullptr ? state::to_string(current->phase) : "";
+    for (const state::PhaseRun& r : m.history) {
+      if (r.id == s.phase_run_id) {
+        phase = state::to_string(r.phase);
+      }
+    }
+    WatchEvent e;
+    e.type = WatchEvent::Type::progress;
+    e.kind = WatchEvent::Kind::milestone;
+    e.phase = phase;
+    e.state = "running";
+    e.message = msg->get<std::string>();
+    out.push_back(std::move(e));
+  }
+}
+
 // The end: nothing running and no live process holding the lease.
 void end_check(const state::Migration& m, const std::optional<LeaseStatus>& holder,
                const Clock& clock, bool first, WatchState& st, std::vector<WatchEvent>& out) {
@@ -239,6 +273,7 @@ std::vector<WatchEvent> watch_step(state::StateStore& store, const LeaseProbe& l
   const bool first = !st.started;
   st.started = true;
   run_events(*found, first, st, out);
+  step_events(store, *found, first, st, out);
   progress_event(*found, progress, st, out);
   end_check(*found, holder, clock, first, st, out);
   return out;

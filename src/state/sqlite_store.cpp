@@ -927,15 +927,15 @@ void SqliteStateStore::end_step(std::int64_t step_id, const std::string& status,
   tx.commit();
 }
 
-std::vector<Step> SqliteStateStore::steps(const std::string& migration_id) {
+std::vector<Step> SqliteStateStore::steps(const std::string& migration_id, std::int64_t after_id) {
   std::lock_guard lock(m_mutex);
   const std::string doing = fmt::format("cannot read the journal of migration {}", migration_id);
-  Statement st(
-      *m_db,
-      fmt::format("SELECT {} FROM steps WHERE migration_id = ?1 ORDER BY id", k_step_columns)
-          .c_str(),
-      doing);
-  st.text(1, migration_id);
+  Statement st(*m_db,
+               fmt::format("SELECT {} FROM steps WHERE migration_id = ?1 AND id > ?2 ORDER BY id",
+                           k_step_columns)
+                   .c_str(),
+               doing);
+  st.text(1, migration_id).integer(2, after_id);
   std::vector<Step> out;
   while (st.step()) {
     out.push_back(read_step(st));

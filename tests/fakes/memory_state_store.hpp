@@ -87,8 +87,9 @@ public:
     write(fmt::format("end_step {} {}", m_step_names[step_id], status));
     m_real.end_step(step_id, status, details);
   }
-  std::vector<state::Step> steps(const std::string& migration_id) override {
-    return m_real.steps(migration_id);
+  std::vector<state::Step> steps(const std::string& migration_id,
+                                 std::int64_t after_id = 0) override {
+    return m_real.steps(migration_id, after_id);
   }
   std::optional<state::Step> completed_step(std::int64_t phase_run_id,
                                             const std::string& name) override {

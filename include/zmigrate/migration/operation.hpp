@@ -58,7 +58,10 @@ public:
   // fn) or "failed" with the error. Refreshes the lease heartbeat (throws PreconditionError
   // before running anything when the lease was lost). A test-only fault hook
   // (Settings::fault_step) kills the process just before the named step runs.
-  void step(const std::string& name, const std::function<void(nlohmann::json& details)>& fn);
+  // `message` (e.g. "stopping the instance"), when given, is journaled with the step, so that
+  // `zmigrate watch` in another process shows it too, and then told to the reporter.
+  void step(const std::string& name, const std::function<void(nlohmann::json& details)>& fn,
+            const std::string& message = "");
   // Run `fn` as compensation step `name` (an undo after a failure): journaled like step(), but
   // not refused after an interrupt (the undo is what the interrupt asked for; remote commands
   // started after the interrupt run to their end). Still refused when the lease was lost.
@@ -75,7 +78,8 @@ private:
   void start_heartbeat();
   void stop_heartbeat() noexcept;
   void throw_if_lease_lost();
-  void journal(const std::string& name, const std::function<void(nlohmann::json& details)>& fn);
+  void journal(const std::string& name, const std::function<void(nlohmann::json& details)>& fn,
+               const std::string& message = "");
 
   Context& m_ctx;
   state::Migration m_record;

@@ -72,6 +72,7 @@ struct WatchState {
   std::int64_t bytes_run = 0;                // phase run the last byte progress belonged to
   std::uint64_t bytes_current = 0;           // last current_progress reported for bytes_run
   std::string progress_updated;              // `updated` of the last progress row reported
+  std::int64_t last_step = 0;                // journal row id of the last step looked at
   bool saw_activity = false;                 // a lease or a running phase was seen
   // Since when the store has looked finished (or abandoned) without it being certain; the end is
   // declared after k_watch_grace so a process between two phases is not taken for finished.

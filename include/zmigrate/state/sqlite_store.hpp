@@ -97,7 +97,7 @@ public:
   void end_step(std::int64_t step_id, const std::string& status,
                 const nlohmann::json& details) override;
   // Journal order (oldest first).
-  std::vector<Step> steps(const std::string& migration_id) override;
+  std::vector<Step> steps(const std::string& migration_id, std::int64_t after_id = 0) override;
   std::optional<Step> completed_step(std::int64_t phase_run_id, const std::string& name) override;
 
   // Idempotent: when a live artefact with the same migration, kind, host and name exists, its

@@ -45,7 +45,8 @@ public:
   virtual std::int64_t begin_step(const Step& s) = 0; // status "running"
   virtual void end_step(std::int64_t step_id, const std::string& status,
                         const nlohmann::json& details) = 0;
-  virtual std::vector<Step> steps(const std::string& migration_id) = 0;
+  // The journal of a migration in order; only the steps after `after_id` when given (watch).
+  virtual std::vector<Step> steps(const std::string& migration_id, std::int64_t after_id = 0) = 0;
   // The last step named `name` in `phase_run_id` with status ok, if any.
   virtual std::optional<Step> completed_step(std::int64_t phase_run_id,
                                              const std::string& name) = 0;

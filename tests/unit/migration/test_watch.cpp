@@ -331,6 +331,49 @@ TEST_CASE("migration::watch_step milestones", "[migration]") {
   CHECK(to_json(events[0])["message"] == "stopping the instance");
 }
 
+TEST_CASE("migration::watch_step shows every step message of the journal, in order",
+          "[migration]") {
+  World w;
+  const state::PhaseRun run = w.start(Phase::switch_, "switching instances");
+  auto journal = [&](const std::string& name, const std::string& message, bool done) {
+    state::Step s;
+    s.migration_id = w.m.id;
+    s.phase_run_id = run.id;
+    s.name = name;
+    s.started = w.clock.iso();
+    if (!message.empty()) {
+      s.details["message"] = message;
+    }
+    const std::int64_t id = w.store.begin_step(s);
+    if (done) {
+      w.store.end_step(id, "ok", s.details);
+    }
+  };
+  journal("switch.prepare", "", true);
+  journal("switch.reserve_ips", "reserving the IP addresses for the instance", true);
+  journal("switch.stage_target", "setting up the target instance (hidden)", false);
+  WatchState st = start_watch(w.store, k_vm);
+  // At the first look: the phase run, then its step messages so far (a watch started mid-switch
+  // catches up).
+  std::vector<WatchEvent> events = w.step(st);
+  REQUIRE(events.size() == 3);
+  CHECK(events[0].kind == WatchEvent::Kind::phase_run);
+  CHECK(events[1].kind == WatchEvent::Kind::milestone);
+  CHECK(events[1].message == "reserving the IP addresses for the instance");
+  CHECK(events[2].message == "setting up the target instance (hidden)");
+  // Three steps between two looks, one without a message: both messages, in order, once.
+  journal("switch.stop_source", "stopping the instance", true);
+  journal("switch.check_target", "", true);
+  journal("switch.hide_source", "hiding the original instance", true);
+  events = w.step(st);
+  REQUIRE(events.size() == 2);
+  CHECK(events[0].message == "stopping the instance");
+  CHECK(events[0].phase == "switch");
+  CHECK(events[1].message == "hiding the original instance");
+  CHECK(to_json(events[1])["message"] == "hiding the original instance");
+  CHECK(w.step(st).empty());
+}
+
 TEST_CASE("migration::end_line", "[migration]") {
   WatchEvent e;
   e.type = WatchEvent::Type::end;
