@@ -26,7 +26,7 @@ _zmigrate() {
     fi
     local globals="--config --state-dir --log-dir --vmapi-url --cnapi-url --napi-url --imgapi-url
         -j --json -q --quiet --no-color --no-ansi -v --verbose --take-over --version -h --help"
-    local commands="migrate begin sync switch rollback finalize abort evacuate watch estimate list get cleanup"
+    local commands="migrate begin sync pause switch rollback finalize abort evacuate watch estimate list get cleanup"
 
     # The subcommand is the first word that is neither an option nor an option's value; the
     # global options with a value are kept to reach the same state store when listing UUIDs.
@@ -101,7 +101,7 @@ _zmigrate() {
         return
     fi
     case $cmd in
-    sync | switch | rollback | finalize | abort)
+    sync | pause | switch | rollback | finalize | abort)
         _zmigrate_reply -W "$(_zmigrate_vms "${COMP_WORDS[0]}" active "${store_opts[@]}")" -- "$cur"
         ;;
     watch | get)

@@ -3,7 +3,7 @@
 # the state store. Install as /usr/share/fish/vendor_completions.d/zmigrate.fish.
 # tests/unit/cli/test_docs.cpp fails when a subcommand or long option is missing here.
 
-set -l zmigrate_commands migrate begin sync switch rollback finalize abort evacuate watch estimate list get cleanup
+set -l zmigrate_commands migrate begin sync pause switch rollback finalize abort evacuate watch estimate list get cleanup
 
 # Instance UUIDs of migrations (`zmigrate list`, first column); $argv[1] is "active" or "all".
 function __zmigrate_vms
@@ -50,6 +50,7 @@ complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands; or 
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a migrate -d 'Begin, sync until the delta converges, then switch'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a begin -d 'Validate an instance, choose the target, prepare'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a sync -d 'Copy the data to the target while it runs'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a pause -d 'Stop the running sync; sync or migrate goes on later'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a switch -d 'Stop, send the final delta, start on the target'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a rollback -d 'After a switch, make the original primary again'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a finalize -d 'After a switch, delete the original instance'
@@ -72,7 +73,7 @@ complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l finalize -d 'Fi
 complete -c zmigrate -n "__fish_seen_subcommand_from begin" -l dry-run -d 'Print the plan and change nothing'
 
 # Commands on an existing migration.
-complete -c zmigrate -n "__fish_seen_subcommand_from sync switch rollback finalize abort" -a '(__zmigrate_vms active)' -d 'Instance'
+complete -c zmigrate -n "__fish_seen_subcommand_from sync pause switch rollback finalize abort" -a '(__zmigrate_vms active)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from watch get" -a '(__zmigrate_vms all)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -l keep-changes -d 'First send the target changes back'
 complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -s y -l yes -d 'Do not ask for confirmation'

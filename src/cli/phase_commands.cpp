@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-// The migration phase subcommands: migrate, begin, sync, switch, rollback, finalize, abort.
+// The migration phase subcommands: migrate, begin, sync, pause, switch, rollback, finalize,
+// abort.
 #include <zmigrate/cli/commands.hpp>
 #include <zmigrate/cli/output.hpp>
 #include <zmigrate/cli/runtime.hpp>
@@ -272,9 +273,38 @@ CommandSpec rollback_command() {
           }};
 }
 
+CommandSpec pause_command() {
+  return vm_phase_command(
+      "pause", "Stop the running sync of the instance, from any shell; sync or migrate resumes",
+      [](migration::Context& ctx, const std::string& vm) -> PhaseOutput {
+        const migration::PauseResult r = migration::pause(ctx, vm);
+        nlohmann::json j{{"migration", r.migration}};
+        std::string line;
+        if (r.stopped) {
+          j["stopped"] = {{"operation", r.stopped->operation},
+                          {"pid", r.stopped->pid},
+                          {"host", r.stopped->host}};
+          line =
+              fmt::format("Migration paused: the {} (pid {}) stopped; it is now {}/{}",
+                          r.stopped->operation, r.stopped->pid, state::to_string(r.migration.phase),
+                          state::to_string(r.migration.state));
+        } else {
+          line =
+              fmt::format("Nothing was running on it; it stays {}/{} (a migrate that is "
+                          "between two syncs stops before its next one)",
+                          state::to_string(r.migration.phase), state::to_string(r.migration.state));
+        }
+        return {j,
+                {line, fmt::format("OK - \"zmigrate sync {0}\" or \"zmigrate migrate {0}\" "
+                                   "goes on from here",
+                                   vm)}};
+      });
+}
+
 CommandSpec abort_command() {
   return vm_phase_command("abort",
-                          "Before a switch, throw the target copy away; the source is untouched",
+                          "Before a switch, throw the target copy away; the source is untouched "
+                          "(a running sync is stopped first)",
                           [](migration::Context& ctx, const std::string& vm) -> PhaseOutput {
                             const state::Migration m = migration::abort(ctx, vm);
                             return {{{"migration", m}}, {"Migration was successfully aborted"}};

@@ -64,6 +64,8 @@ std::string hostname() {
 struct Runtime::Impl {
   std::optional<Config> config;
   SystemClock clock;
+  // When this command started: stop requests (abort/pause from another shell) made later stop it.
+  std::chrono::system_clock::time_point started = clock.wall_now();
   BunyanLogger log{"zmigrate"};
   std::unique_ptr<TerminalReporter> reporter;
   std::unique_ptr<http::CurlHttpClient> http;
@@ -148,6 +150,7 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.state_dir = config().state_dir;
     s.log_dir = config().log_dir;
     s.hostname = hostname();
+    s.command_started = m_impl->started;
     s.take_over_remote_lease = m_globals.take_over;
     // Test-only: honoured only by builds with -DZMIGRATE_FAULT_HOOKS=ON (the lab's).
     s.fault_step = fault_step_from_env();

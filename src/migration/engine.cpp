@@ -299,6 +299,11 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
     run_steps(ctx, op, spec);
     op.finish_phase(state::State::paused);
   } catch (const std::exception& e) {
+    if (const std::optional<state::StopRequest> r = op.stopped_by()) {
+      const Error stopped = op.stop_error(*r); // begin/failed: begin again, or abort
+      op.finish_phase(state::State::failed, stopped.what());
+      throw stopped;
+    }
     op.finish_phase(state::State::failed, e.what());
     throw;
   }
@@ -333,6 +338,14 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid) {
                      {"rate", result.rate_bytes_per_s},
                      {"snapshot", result.snapshot}});
   } catch (const std::exception& e) {
+    if (const std::optional<state::StopRequest> r = op.stopped_by()) {
+      // Stopped on request: a pause leaves sync/paused (the next sync goes on), an abort
+      // sync/failed (the abort that asked goes on).
+      const Error stopped = op.stop_error(*r);
+      op.finish_phase(r->kind == "pause" ? state::State::paused : state::State::failed,
+                      stopped.what());
+      throw stopped;
+    }
     op.finish_phase(state::State::failed, e.what());
     throw;
   }

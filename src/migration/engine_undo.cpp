@@ -9,8 +9,11 @@
 #include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
+#include <chrono>
 #include <cstdlib>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -395,7 +398,102 @@ void restore_source_after_abort(Context& ctx, Operation& op, Ends& ends, const i
 
 } // namespace
 
+namespace {
+
+// Ask the command running on `m` (if any) to stop, and wait until its lease is free. Returns
+// the command that was running, if one was.
+// The refusal while `h` runs a switch, rollback, abort or finalize of `m`.
+PreconditionError busy_unstoppable(const state::Migration& m, const state::Lease& h) {
+  return PreconditionError(
+      fmt::format("migration {} of {}", m.id, m.vm_uuid),
+      fmt::format("busy: '{}' is running it (pid {} on {}, last heartbeat {}), and a {} is not "
+                  "stopped half-way; wait for it to end (\"zmigrate watch {}\"), then {}",
+                  h.operation, h.pid, h.host, h.heartbeat, h.operation, m.vm_uuid,
+                  h.operation == "switch" ? "\"zmigrate rollback\" brings the source back"
+                                          : "run this again"));
+}
+
+// Refuses (busy_unstoppable) when a live command that cannot be stopped holds `m`'s lease, so
+// that the checks that follow are not made on a record that command is changing.
+void refuse_if_unstoppable(Context& ctx, const state::Migration& m) {
+  if (const std::optional<state::Lease> h = ctx.store.find_lease(m.id);
+      h && !operation_stoppable(h->operation)) {
+    throw busy_unstoppable(m, *h);
+  }
+}
+
+std::optional<state::Lease> stop_running_command(Context& ctx, const state::Migration& m,
+                                                 const std::string& kind) {
+  const std::string what = fmt::format("migration {} of {}", m.id, m.vm_uuid);
+  state::StopRequest r;
+  r.migration_id = m.id;
+  r.kind = kind;
+  r.pid = static_cast<int>(::getpid());
+  r.host = ctx.settings.hostname;
+  r.requested = iso8601(ctx.clock.wall_now());
+  const state::StopOutcome out = ctx.store.request_stop(r, unstoppable_operations());
+  if (!out.recorded) {
+    throw busy_unstoppable(m, *out.holder);
+  }
+  if (!out.holder || (out.holder->pid == r.pid && out.holder->host == r.host)) {
+    return std::nullopt;
+  }
+  const state::Lease holder = *out.holder;
+  ctx.reporter.step(fmt::format("asking the running {} (pid {} on {}) to stop", holder.operation,
+                                holder.pid, holder.host));
+  // The lease is free once the holder has cleaned up; taking it (re-entrant for us) also
+  // settles a holder that died without releasing it (its pid is gone).
+  state::Lease ours;
+  ours.migration_id = m.id;
+  ours.pid = r.pid;
+  ours.host = r.host;
+  ours.operation = kind;
+  const auto deadline = ctx.clock.now() + std::chrono::milliseconds(ctx.settings.stop_wait_ms);
+  while (true) {
+    if (!ctx.store.try_acquire_lease(ours, 0)) {
+      ctx.store.release_lease(m.id, r.pid);
+      break;
+    }
+    if (ctx.clock.now() >= deadline) {
+      throw PreconditionError(
+          what,
+          fmt::format("the running {} (pid {} on {}) did not stop within {} s; the request "
+                      "stays recorded, so it stops at its next step. Check that process, "
+                      "then run this again",
+                      holder.operation, holder.pid, holder.host, ctx.settings.stop_wait_ms / 1000));
+    }
+    throw_if_interrupted();
+    ctx.clock.sleep_for(std::chrono::milliseconds(100));
+  }
+  ctx.reporter.step(fmt::format("the {} (pid {}) stopped", holder.operation, holder.pid));
+  return holder;
+}
+
+} // namespace
+
+PauseResult pause(Context& ctx, const std::string& vm_uuid) {
+  const state::Migration m = load_active(ctx, vm_uuid);
+  refuse_if_unstoppable(ctx, m);
+  if (m.phase != state::Phase::begin && m.phase != state::Phase::sync) {
+    throw PreconditionError(
+        fmt::format("migration {} of {}", m.id, vm_uuid),
+        fmt::format("nothing to pause: it is {}/{}; pause stops a sync before the switch",
+                    state::to_string(m.phase), state::to_string(m.state)));
+  }
+  PauseResult result;
+  result.stopped = stop_running_command(ctx, m, "pause");
+  std::optional<state::Migration> now = ctx.store.find_migration(m.id);
+  result.migration = now ? *now : m;
+  return result;
+}
+
 state::Migration abort(Context& ctx, const std::string& vm_uuid) {
+  {
+    const state::Migration before = load_active(ctx, vm_uuid);
+    refuse_if_unstoppable(ctx, before);
+    check_action(Action::abort, before);
+    stop_running_command(ctx, before, "abort");
+  }
   Operation op(ctx, vm_uuid, Action::abort, "abort"); // lease, then re-read and check
   state::Migration& m = op.record();
   op.start_phase(state::Phase::abort, "aborting migration");
@@ -423,6 +521,9 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
         },
         ""};
     run_steps(ctx, op, spec);
+    if (const auto r = ctx.store.find_stop_request(m.id)) {
+      ctx.store.clear_stop_request(m.id, r->requested); // ours, or one left for this migration
+    }
     archive(ctx, op, state::Phase::abort);
   } catch (const std::exception& e) {
     op.finish_phase(state::State::failed,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/operation.hpp>
+#include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
 
@@ -15,6 +16,20 @@ namespace zmigrate::migration {
 
 namespace {
 constexpr int k_lease_stale_s = 300;
+
+std::chrono::system_clock::time_point to_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(t);
+}
+} // namespace
+
+const std::vector<std::string>& unstoppable_operations() {
+  static const std::vector<std::string> ops{"switch", "rollback", "abort", "finalize"};
+  return ops;
+}
+
+bool operation_stoppable(const std::string& operation) {
+  const auto& ops = unstoppable_operations();
+  return std::find(ops.begin(), ops.end(), operation) == ops.end();
 }
 
 void maybe_inject_fault(const Settings& settings, const std::string& step) {
@@ -27,6 +42,16 @@ Operation::Operation(Context& ctx, state::Migration migration, std::string opera
     : m_ctx(ctx), m_record(std::move(migration)), m_operation(std::move(operation)),
       m_pid(static_cast<int>(::getpid())) {
   acquire();
+  try {
+    check_stop_request();
+  } catch (...) {
+    try {
+      m_ctx.store.release_lease(m_lease_key, m_pid);
+    } catch (const std::exception& e) {
+      m_ctx.log.warn("could not release lease", {{"error", e.what()}});
+    }
+    throw;
+  }
   start_heartbeat();
 }
 
@@ -41,6 +66,7 @@ Operation::Operation(Context& ctx, const std::string& vm_uuid, Action action, st
     if (fresh && fresh->archived) {
       fresh.reset();
     }
+    check_stop_request();
     check_action(action, fresh);
     if (!fresh) { // begin on a migration that ended meanwhile: not this constructor's job
       throw NotFoundError(fmt::format("migration {} of {}", m_record.id, m_record.vm_uuid),
@@ -60,6 +86,9 @@ Operation::Operation(Context& ctx, const std::string& vm_uuid, Action action, st
 }
 
 void Operation::acquire() {
+  const auto configured = m_ctx.settings.command_started;
+  m_started = to_ms(configured == std::chrono::system_clock::time_point{} ? m_ctx.clock.wall_now()
+                                                                          : configured);
   if (m_ctx.on_migration) {
     m_ctx.on_migration(m_record.id, m_record.vm_uuid);
   }
@@ -92,19 +121,101 @@ void Operation::acquire() {
   m_ctx.log.info("lease taken", {{"operation", m_operation}, {"pid", m_pid}});
 }
 
+bool Operation::stops_us(const state::StopRequest& r) const {
+  if (r.pid == m_pid && (r.host == m_ctx.settings.hostname || m_ctx.settings.hostname.empty())) {
+    return false; // our own request (abort waits for the holder, then runs under the lease)
+  }
+  try {
+    return parse_iso8601(r.requested) >= m_started;
+  } catch (const Error&) {
+    return true; // an unreadable stamp: stopping is the safe reading
+  }
+}
+
+void Operation::check_stop_request() {
+  const std::optional<state::StopRequest> r = m_ctx.store.find_stop_request(m_record.id);
+  if (!r) {
+    return;
+  }
+  if (stops_us(*r)) {
+    {
+      const std::lock_guard lock(m_request_mutex);
+      m_request = r;
+    }
+    throw stop_error(*r);
+  }
+  if (r->pid != m_pid) {
+    // Made before this command started: the command it was for has stopped (or it would hold
+    // the lease), and this newer one goes on.
+    m_ctx.store.clear_stop_request(m_record.id, r->requested);
+    m_ctx.log.info("older stop request dropped", {{"kind", r->kind}, {"requested", r->requested}});
+  }
+}
+
+void Operation::poll_stop_request() noexcept {
+  try {
+    const std::optional<state::StopRequest> r = m_ctx.store.find_stop_request(m_lease_key);
+    if (!r || !stops_us(*r)) {
+      return;
+    }
+    {
+      const std::lock_guard lock(m_request_mutex);
+      if (m_request) {
+        return;
+      }
+      m_request = r;
+    }
+    note_stop_request(stop_error(*r).reason());
+    m_ctx.log.warn("stop requested by another command",
+                   {{"kind", r->kind}, {"pid", r->pid}, {"host", r->host}});
+  } catch (const std::exception&) {
+    // A busy database: the next poll looks again.
+  }
+}
+
+std::optional<state::StopRequest> Operation::stopped_by() const {
+  const std::lock_guard lock(m_request_mutex);
+  return m_request;
+}
+
+Error Operation::stop_error(const state::StopRequest& r) const {
+  const std::string by =
+      fmt::format("stopped by \"zmigrate {}\" from another shell (pid {} on {}, {})", r.kind, r.pid,
+                  r.host, r.requested);
+  const std::string next =
+      r.kind == "pause"
+          ? fmt::format("\"zmigrate sync {0}\" or \"zmigrate migrate {0}\" goes on from here",
+                        m_record.vm_uuid)
+          : std::string("that command goes on with the abort");
+  return Error(ExitCode::interrupted, fmt::format("{} of {}", m_operation, m_record.vm_uuid),
+               by + "; " + next);
+}
+
 void Operation::start_heartbeat() {
   const auto interval = std::chrono::milliseconds(std::max(1, m_ctx.settings.lease_heartbeat_ms));
-  m_beater = std::thread([this, interval] {
+  const bool stoppable = operation_stoppable(m_operation);
+  const auto poll =
+      stoppable
+          ? std::min(interval, std::chrono::milliseconds(std::max(1, m_ctx.settings.stop_poll_ms)))
+          : interval;
+  m_beater = std::thread([this, interval, poll, stoppable] {
     std::unique_lock lock(m_beat_mutex);
-    while (!m_beat_cv.wait_for(lock, interval, [this] { return m_stop; })) {
+    auto next_beat = std::chrono::steady_clock::now() + interval;
+    while (!m_beat_cv.wait_for(lock, poll, [this] { return m_stop; })) {
       lock.unlock();
+      if (stoppable) {
+        poll_stop_request();
+      }
       std::string lost;
-      try {
-        m_ctx.store.heartbeat(m_lease_key, m_pid);
-      } catch (const PreconditionError& e) {
-        lost = e.reason(); // taken over: stop beating; the main thread stops at its next step
-      } catch (const std::exception&) {
-        // Busy database or the like: the next beat tries again (the main thread beats too).
+      if (std::chrono::steady_clock::now() >= next_beat) {
+        next_beat = std::chrono::steady_clock::now() + interval;
+        try {
+          m_ctx.store.heartbeat(m_lease_key, m_pid);
+        } catch (const PreconditionError& e) {
+          lost = e.reason(); // taken over: stop beating; the main thread stops at its next step
+        } catch (const std::exception&) {
+          // Busy database or the like: the next beat tries again (the main thread beats too).
+        }
       }
       lock.lock();
       if (!lost.empty()) {

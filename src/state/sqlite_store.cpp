@@ -2,6 +2,7 @@
 #include <zmigrate/state/sqlite_store.hpp>
 #include <zmigrate/util/error.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -20,7 +21,7 @@ namespace {
 
 // Each entry moves the schema one version forward. Never edit a released entry: add a new one
 // (ALTER TABLE, or create-copy-drop-rename for changes ALTER cannot make).
-constexpr std::array<SchemaUpgrade, 2> k_upgrades{{
+constexpr std::array<SchemaUpgrade, 3> k_upgrades{{
     {1, R"sql(
 CREATE TABLE migrations (
   id                 TEXT PRIMARY KEY NOT NULL,
@@ -110,6 +111,16 @@ CREATE TABLE leases (
     // The optimistic lock of update_migration: bumped by every update, checked by the next.
     {2, R"sql(
 ALTER TABLE migrations ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+)sql"},
+    // abort and pause from another shell: at most one request per migration.
+    {3, R"sql(
+CREATE TABLE stop_requests (
+  migration_id TEXT PRIMARY KEY NOT NULL,
+  kind         TEXT NOT NULL,
+  pid          INTEGER NOT NULL,
+  host         TEXT NOT NULL,
+  requested    TEXT NOT NULL
+);
 )sql"},
 }};
 
@@ -1228,6 +1239,69 @@ void SqliteStateStore::release_lease(const std::string& migration_id, int pid) {
 std::optional<Lease> SqliteStateStore::find_lease(const std::string& key) {
   std::lock_guard lock(m_mutex);
   return read_lease(*m_db, key);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stop requests.
+
+StopOutcome SqliteStateStore::request_stop(const StopRequest& r,
+                                           const std::vector<std::string>& unstoppable) {
+  std::lock_guard lock(m_mutex);
+  const std::string doing =
+      fmt::format("cannot record the {} request of {}", r.kind, r.migration_id);
+  Transaction tx(*m_db, Transaction::Kind::write, Durability::full, doing);
+  StopOutcome out;
+  out.holder = read_lease(*m_db, r.migration_id);
+  if (out.holder && std::find(unstoppable.begin(), unstoppable.end(), out.holder->operation) !=
+                        unstoppable.end()) {
+    return out;
+  }
+  Statement st(*m_db,
+               "INSERT INTO stop_requests (migration_id, kind, pid, host, requested) "
+               "VALUES (?1, ?2, ?3, ?4, ?5) "
+               "ON CONFLICT (migration_id) DO UPDATE SET kind = excluded.kind, pid = excluded.pid, "
+               "host = excluded.host, requested = excluded.requested",
+               doing);
+  st.text(1, r.migration_id)
+      .text(2, r.kind)
+      .integer(3, r.pid != 0 ? r.pid : static_cast<int>(getpid()))
+      .text(4, r.host.empty() ? m_hostname : r.host)
+      .text(5, r.requested.empty() ? now() : r.requested);
+  st.run();
+  tx.commit();
+  out.recorded = true;
+  return out;
+}
+
+std::optional<StopRequest> SqliteStateStore::find_stop_request(const std::string& migration_id) {
+  std::lock_guard lock(m_mutex);
+  Statement st(*m_db,
+               "SELECT migration_id, kind, pid, host, requested FROM stop_requests "
+               "WHERE migration_id = ?1",
+               fmt::format("cannot read the stop request of {}", migration_id));
+  st.text(1, migration_id);
+  if (!st.step()) {
+    return std::nullopt;
+  }
+  StopRequest r;
+  r.migration_id = st.col_text(0);
+  r.kind = st.col_text(1);
+  r.pid = static_cast<int>(st.col_int(2));
+  r.host = st.col_text(3);
+  r.requested = st.col_text(4);
+  return r;
+}
+
+void SqliteStateStore::clear_stop_request(const std::string& migration_id,
+                                          const std::string& requested) {
+  std::lock_guard lock(m_mutex);
+  const std::string doing = fmt::format("cannot drop the stop request of {}", migration_id);
+  Transaction tx(*m_db, Transaction::Kind::write, Durability::normal, doing);
+  Statement st(*m_db, "DELETE FROM stop_requests WHERE migration_id = ?1 AND requested = ?2",
+               doing);
+  st.text(1, migration_id).text(2, requested);
+  st.run();
+  tx.commit();
 }
 
 } // namespace zmigrate::state

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -16,6 +17,10 @@ std::atomic<int> g_signal{0}; // the first signal that arrived
 std::atomic<int> g_count{0};
 
 constexpr int k_fatal_count = 3;
+
+// Never touched by the signal handler.
+std::mutex g_request_mutex;
+std::string g_request_text; // guarded by g_request_mutex
 
 extern "C" void on_signal(int sig) {
   if (note_interrupt(sig)) {
@@ -49,6 +54,26 @@ bool note_interrupt(int sig) {
 void reset_interrupts_for_tests() {
   g_signal = 0;
   g_count = 0;
+  const std::lock_guard lock(g_request_mutex);
+  g_request_text.clear();
+}
+
+void note_stop_request(const std::string& why) {
+  {
+    const std::lock_guard lock(g_request_mutex);
+    if (!g_request_text.empty()) {
+      return;
+    }
+    g_request_text = why;
+  }
+  int expected = 0;
+  g_signal.compare_exchange_strong(expected, SIGTERM);
+  g_count.fetch_add(1);
+}
+
+std::string stop_request_text() {
+  const std::lock_guard lock(g_request_mutex);
+  return g_request_text;
 }
 
 void install_interrupt_handlers() {
@@ -74,6 +99,9 @@ int interrupt_count() {
 
 void throw_if_interrupted() {
   if (g_count.load() != 0) {
+    if (std::string why = stop_request_text(); !why.empty()) {
+      throw Error(ExitCode::interrupted, "stopped on request", why);
+    }
     throw Error(ExitCode::interrupted, signal_text(g_signal.load()),
                 "stopped between steps; the journal records where. Rerun the same command to "
                 "go on, or abort");

@@ -136,6 +136,21 @@ public:
     write(fmt::format("release_lease {}", migration_id));
     m_real.release_lease(migration_id, pid);
   }
+  std::optional<state::Lease> find_lease(const std::string& migration_id) override {
+    return m_real.find_lease(migration_id);
+  }
+  state::StopOutcome request_stop(const state::StopRequest& r,
+                                  const std::vector<std::string>& unstoppable) override {
+    write(fmt::format("request_stop {} {}", r.migration_id, r.kind));
+    return m_real.request_stop(r, unstoppable);
+  }
+  std::optional<state::StopRequest> find_stop_request(const std::string& migration_id) override {
+    return m_real.find_stop_request(migration_id); // polled by Operation's thread: not a write
+  }
+  void clear_stop_request(const std::string& migration_id, const std::string& requested) override {
+    write(fmt::format("clear_stop_request {}", migration_id));
+    m_real.clear_stop_request(migration_id, requested);
+  }
 
 private:
   static std::string describe(const state::Migration& m) {

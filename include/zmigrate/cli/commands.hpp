@@ -18,6 +18,7 @@ namespace zmigrate::cli {
 CommandSpec migrate_command();
 CommandSpec begin_command();
 CommandSpec sync_command();
+CommandSpec pause_command();
 CommandSpec switch_command();
 CommandSpec rollback_command();
 CommandSpec abort_command();

@@ -10,6 +10,7 @@
 #include <zmigrate/util/log.hpp>
 #include <zmigrate/zfs/capabilities.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -121,6 +122,14 @@ struct Settings {
   bool take_over_remote_lease = false;
   // How often Operation's heartbeat thread refreshes the lease (tests make it short).
   int lease_heartbeat_ms = 10000;
+  // When this command started (wall clock): a stop request (abort/pause from another shell)
+  // made after it stops it; an older one is dropped. The epoch (unset) means "when its first
+  // Operation was made", which only tests rely on.
+  std::chrono::system_clock::time_point command_started{};
+  // How often a running command looks for a stop request, and how long abort/pause wait for the
+  // running command to stop before they give up.
+  int stop_poll_ms = 500;
+  int stop_wait_ms = 60000;
 };
 
 struct Context {

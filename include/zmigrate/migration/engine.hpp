@@ -103,7 +103,24 @@ BeginResult begin(Context& ctx, const BeginOptions& options);
 SyncResult sync(Context& ctx, const std::string& vm_uuid);
 SwitchResult switch_over(Context& ctx, const std::string& vm_uuid);
 RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes);
+// Abort. When another command is running a sync (or begin, or migrate before its switch) of the
+// migration, it is asked to stop first through the state store (StopRequest): that command
+// stops its transfer within a second or two, cleans up and exits 130; abort then goes on under
+// the lease. Refused (PreconditionError naming it) while a switch, rollback or finalize runs,
+// and when the running command has not stopped after Settings::stop_wait_ms.
 state::Migration abort(Context& ctx, const std::string& vm_uuid);
+
+struct PauseResult {
+  state::Migration migration;          // as the stopped command left it (sync/paused, or as it was)
+  std::optional<state::Lease> stopped; // the command that was running and stopped, if any
+};
+// Pause (Triton's `pause` action): the running sync of `vm_uuid` (or migrate, or begin) stops
+// at once with a resumable state (sync/paused; the partial receive stays, so the next sync
+// resumes it where the ZFS has a resume token); the next `sync` or `migrate` goes on. A
+// command that is between two phases (a `migrate` loop) stops at its next phase. Nothing
+// running: the request is still recorded for such a command and the migration is unchanged.
+// Refused before the switch has started only: during or after a switch, PreconditionError.
+PauseResult pause(Context& ctx, const std::string& vm_uuid);
 state::Migration finalize(Context& ctx, const std::string& vm_uuid);
 MigrateResult migrate(Context& ctx, const MigrateOptions& options);
 

@@ -11,14 +11,17 @@
 #include <zmigrate/migration/context.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/state/records.hpp>
+#include <zmigrate/util/error.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -69,6 +72,14 @@ public:
   // True when step `name` completed ok in an earlier run of the current phase (resume).
   bool step_done(const std::string& name);
 
+  // The stop request (zmigrate abort/pause from another shell) that stopped this command, if one
+  // did: noted by the heartbeat thread, which looks for one twice a second while a stoppable
+  // operation (operation_stoppable) runs, and by the constructor, which refuses to start for a
+  // request made after this command started (Settings::command_started).
+  std::optional<state::StopRequest> stopped_by() const;
+  // The error a command stopped by `r` ends with (exit 130), naming the request and what next.
+  Error stop_error(const state::StopRequest& r) const;
+
   // Live progress for `watch` (throttled by the caller).
   void progress(std::uint64_t current, std::uint64_t total, bool approximate, double rate,
                 const std::string& message = {});
@@ -78,6 +89,12 @@ private:
   void start_heartbeat();
   void stop_heartbeat() noexcept;
   void throw_if_lease_lost();
+  // Whether `r` stops this command: made by another command, after this one started.
+  bool stops_us(const state::StopRequest& r) const;
+  // In the constructor, under the lease: refuse (releasing nothing; the caller does) for a
+  // request that stops us; drop one that an older command left.
+  void check_stop_request();
+  void poll_stop_request() noexcept; // heartbeat thread
   void journal(const std::string& name, const std::function<void(nlohmann::json& details)>& fn,
                const std::string& message = "");
 
@@ -94,7 +111,17 @@ private:
   bool m_stop = false; // guarded by m_beat_mutex
   std::string m_lost;  // guarded by m_beat_mutex: why the lease was lost
   std::atomic<bool> m_lost_flag{false};
+  std::chrono::system_clock::time_point m_started; // the command's start (Settings)
+  mutable std::mutex m_request_mutex;
+  std::optional<state::StopRequest> m_request; // guarded by m_request_mutex
 };
+
+// Whether a command running `operation` may be stopped by abort or pause from another shell:
+// sync, begin and migrate's own short lease may; switch, rollback, abort and finalize may not
+// (they are not cut half-way; the requester refuses while one of them runs).
+bool operation_stoppable(const std::string& operation);
+// The operations that are not (StateStore::request_stop's `unstoppable`).
+const std::vector<std::string>& unstoppable_operations();
 
 // Kill this process with SIGKILL if `step` is the configured fault step (test hook).
 void maybe_inject_fault(const Settings& settings, const std::string& step);

@@ -110,6 +110,18 @@ struct Lease {
   bool stale_remote = false;
 };
 
+// A request, made by another command, that the commands already running on a migration stop:
+// `zmigrate abort` and `zmigrate pause` from a second shell (StateStore::request_stop). A
+// command that started before `requested` stops (at once when it is running, at its next phase
+// when it is between two); a command started later removes the request and goes on.
+struct StopRequest {
+  std::string migration_id;
+  std::string kind;      // "abort" or "pause"
+  int pid = 0;           // the requesting command (0: this process)
+  std::string host;      // its host ("": this host)
+  std::string requested; // ISO 8601, stamped by the store when empty
+};
+
 // JSON views for `--json` output, with the field names of Triton's raw records where a field maps.
 // Like Triton, fields that are not set yet (empty error or timestamps) are left out.
 //   PhaseRun: {type:"progress", id, phase, state, message, error?, started_timestamp,

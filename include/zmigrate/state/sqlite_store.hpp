@@ -41,7 +41,7 @@ std::span<const SchemaUpgrade> schema_upgrades();
 class SqliteStateStore final : public StateStore {
 public:
   // Schema version written by this binary (`PRAGMA user_version`); the last of schema_upgrades().
-  static constexpr int k_schema_version = 2;
+  static constexpr int k_schema_version = 3;
 
   // `<state_dir>/zmigrate.db`.
   static std::string default_path(const std::string& state_dir);
@@ -133,7 +133,12 @@ public:
   void release_lease(const std::string& migration_id, int pid) override;
 
   // The lease of `key`, whoever holds it (for `status` displays and tests).
-  std::optional<Lease> find_lease(const std::string& key);
+  std::optional<Lease> find_lease(const std::string& key) override;
+
+  StopOutcome request_stop(const StopRequest& r,
+                           const std::vector<std::string>& unstoppable) override;
+  std::optional<StopRequest> find_stop_request(const std::string& migration_id) override;
+  void clear_stop_request(const std::string& migration_id, const std::string& requested) override;
 
 private:
   void open(std::span<const SchemaUpgrade> upgrades);

@@ -12,6 +12,12 @@
 
 namespace zmigrate::state {
 
+// What StateStore::request_stop did: whether it recorded the request, and who held the lease.
+struct StopOutcome {
+  bool recorded = false;
+  std::optional<Lease> holder;
+};
+
 struct ListFilter {
   std::optional<State> state;
   std::string server_uuid; // source or target
@@ -77,6 +83,22 @@ public:
   }
   virtual void heartbeat(const std::string& migration_id, int pid) = 0;
   virtual void release_lease(const std::string& migration_id, int pid) = 0;
+  // The lease of `migration_id`, whoever holds it (std::nullopt when free).
+  virtual std::optional<Lease> find_lease(const std::string& migration_id) = 0;
+
+  // --- stop requests (abort and pause from another shell) ---
+  // In one transaction: read the lease of `r.migration_id`; when its holder runs one of the
+  // operations in `unstoppable` (a switch, a rollback, ...), record nothing and return
+  // {false, holder}; otherwise record `r` (replacing an earlier request of that migration) and
+  // return {true, holder or std::nullopt}. Taking the lease and reading the request are ordered
+  // by this transaction, so a holder either sees the request or was seen by it.
+  virtual StopOutcome request_stop(const StopRequest& r,
+                                   const std::vector<std::string>& unstoppable) = 0;
+  virtual std::optional<StopRequest> find_stop_request(const std::string& migration_id) = 0;
+  // Drop the request of `migration_id` if it is still the one stamped `requested` (a newer
+  // request stays).
+  virtual void clear_stop_request(const std::string& migration_id,
+                                  const std::string& requested) = 0;
 };
 
 } // namespace zmigrate::state

@@ -6,16 +6,19 @@
 #include "fakes/memory_state_store.hpp"
 
 #include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/operation.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 #include <zmigrate/util/log.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <stdexcept>
+#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
 
@@ -266,5 +269,176 @@ TEST_CASE("migration::Operation beats the lease from its own thread", "[migratio
       CHECK_THAT(e.reason(), Catch::Contains("lost the lease"));
     }
     CHECK_FALSE(ran);
+  }
+}
+
+namespace {
+
+// Stop requests set the process-wide interrupt flag: every test here leaves it as it found it.
+struct InterruptReset {
+  InterruptReset() { reset_interrupts_for_tests(); }
+  ~InterruptReset() { reset_interrupts_for_tests(); }
+};
+
+state::StopRequest request_from(World& w, const std::string& kind, int pid,
+                                const std::string& host) {
+  state::StopRequest r;
+  r.migration_id = k_id;
+  r.kind = kind;
+  r.pid = pid;
+  r.host = host;
+  r.requested = iso8601(w.clock.wall_now());
+  return r;
+}
+
+pid_t dead_pid() {
+  const pid_t p = fork();
+  if (p == 0) {
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(p, &status, 0);
+  return p;
+}
+
+} // namespace
+
+TEST_CASE("migration::Operation stops on a request from another command (abort, pause)",
+          "[migration][operation]") {
+  const InterruptReset reset;
+  World w;
+  w.ctx.settings.stop_poll_ms = 5;
+  w.ctx.settings.command_started = w.clock.wall_now();
+
+  SECTION("a request made while a sync runs stops it: the flag, the reason, the next step") {
+    Operation op(w.ctx, k_vm, Action::sync, "sync");
+    op.start_phase(Phase::sync, "syncing data");
+    REQUIRE(
+        w.store
+            .request_stop(request_from(w, "pause", 4242, "other-shell"), unstoppable_operations())
+            .recorded);
+    REQUIRE(eventually([] { return interrupt_requested(); }, std::chrono::seconds(10)));
+    REQUIRE(op.stopped_by());
+    CHECK(op.stopped_by()->kind == "pause");
+    bool ran = false;
+    try {
+      op.step("sync.send", [&](nlohmann::json&) { ran = true; });
+      FAIL("no exception");
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::interrupted);
+      CHECK_THAT(e.reason(), Catch::Contains("stopped by \"zmigrate pause\" from another shell "
+                                             "(pid 4242 on other-shell"));
+    }
+    CHECK_FALSE(ran);
+    const Error err = op.stop_error(*op.stopped_by());
+    CHECK_THAT(err.reason(), Catch::Contains("\"zmigrate sync " + k_vm +
+                                             "\" or \"zmigrate "
+                                             "migrate " +
+                                             k_vm + "\" goes on from here"));
+  }
+
+  SECTION("a command already running when the request was made cannot take its next phase") {
+    REQUIRE(
+        w.store
+            .request_stop(request_from(w, "abort", 4242, "other-shell"), unstoppable_operations())
+            .recorded);
+    try {
+      Operation op(w.ctx, k_vm, Action::switch_, "switch");
+      FAIL("no exception");
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::interrupted);
+      CHECK(e.subject() == "switch of " + k_vm);
+      CHECK_THAT(e.reason(), Catch::Contains("that command goes on with the abort"));
+    }
+    CHECK_FALSE(w.store.real().find_lease(k_id)); // given back
+    CHECK(w.store.find_stop_request(k_id));       // still there for the abort
+  }
+
+  SECTION("a command started after the request drops it and goes on") {
+    REQUIRE(
+        w.store
+            .request_stop(request_from(w, "pause", 4242, "other-shell"), unstoppable_operations())
+            .recorded);
+    w.clock.advance(std::chrono::seconds(1));
+    w.ctx.settings.command_started = w.clock.wall_now();
+    Operation op(w.ctx, k_vm, Action::sync, "sync");
+    CHECK_FALSE(w.store.find_stop_request(k_id));
+    CHECK_FALSE(interrupt_requested());
+  }
+
+  SECTION("the requester's own request does not stop it") {
+    REQUIRE(w.store
+                .request_stop(request_from(w, "abort", static_cast<int>(getpid()), ""),
+                              unstoppable_operations())
+                .recorded);
+    Operation op(w.ctx, k_vm, Action::abort, "abort");
+    CHECK(w.store.find_stop_request(k_id));
+  }
+
+  SECTION("nothing is recorded while a switch holds the lease") {
+    w.hold_lease("", static_cast<int>(getppid())); // a live "switch"
+    const state::StopOutcome out = w.store.request_stop(
+        request_from(w, "abort", 4242, "other-shell"), unstoppable_operations());
+    CHECK_FALSE(out.recorded);
+    REQUIRE(out.holder);
+    CHECK(out.holder->operation == "switch");
+    CHECK_FALSE(w.store.find_stop_request(k_id));
+  }
+}
+
+TEST_CASE("migration::pause and abort from another shell wait for the running command",
+          "[migration][operation]") {
+  const InterruptReset reset;
+  World w;
+  w.ctx.settings.command_started = w.clock.wall_now();
+  auto hold = [&](int pid, const std::string& operation) {
+    state::Lease l;
+    l.migration_id = k_id;
+    l.pid = pid;
+    l.operation = operation;
+    REQUIRE_FALSE(w.store.real().try_acquire_lease(l, 0));
+  };
+
+  SECTION("pause with nothing running: the request waits for a migrate between two phases") {
+    const PauseResult r = pause(w.ctx, k_vm);
+    CHECK_FALSE(r.stopped);
+    CHECK(r.migration.phase == Phase::sync);
+    REQUIRE(w.store.find_stop_request(k_id));
+    CHECK(w.store.find_stop_request(k_id)->kind == "pause");
+  }
+
+  SECTION("pause: a holder that is gone counts as stopped") {
+    const pid_t gone = dead_pid();
+    hold(static_cast<int>(gone), "sync");
+    const PauseResult r = pause(w.ctx, k_vm);
+    REQUIRE(r.stopped);
+    CHECK(r.stopped->pid == static_cast<int>(gone));
+    CHECK_FALSE(w.store.real().find_lease(k_id)); // the pause did not keep it
+  }
+
+  SECTION("abort: a running sync that does not stop in time is named, the request stays") {
+    hold(static_cast<int>(getppid()), "sync"); // alive, never lets go
+    w.ctx.settings.stop_wait_ms = 3000;        // the fake clock moves 100 ms a poll
+    try {
+      abort(w.ctx, k_vm);
+      FAIL("no exception");
+    } catch (const PreconditionError& e) {
+      CHECK_THAT(e.reason(), Catch::Contains("the running sync (pid " + std::to_string(getppid())));
+      CHECK_THAT(e.reason(), Catch::Contains("did not stop within 3 s"));
+    }
+    CHECK(w.store.find_stop_request(k_id));
+    CHECK(w.store.find_migration(k_id)->phase == Phase::sync); // nothing else changed
+  }
+
+  SECTION("abort and pause refuse while a switch runs, naming it") {
+    hold(static_cast<int>(getppid()), "switch");
+    CHECK_THROWS_WITH(pause(w.ctx, k_vm), Catch::Contains("busy: 'switch' is running it") &&
+                                              Catch::Contains("\"zmigrate rollback\""));
+    CHECK_FALSE(w.store.find_stop_request(k_id));
+  }
+
+  SECTION("pause after the switch: nothing to pause") {
+    w.change_record(Phase::switch_, State::successful);
+    CHECK_THROWS_WITH(pause(w.ctx, k_vm), Catch::Contains("nothing to pause"));
   }
 }

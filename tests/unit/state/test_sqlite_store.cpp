@@ -700,7 +700,7 @@ TEST_CASE("state::SqliteStateStore on disk", "[state]") {
 
     SECTION("version 2 adds the update counter, 0 for existing rows") {
       SqliteStateStore store(path, clock);
-      CHECK(store.schema_version() == 2);
+      CHECK(store.schema_version() == SqliteStateStore::k_schema_version);
       Migration m = *store.find_migration("m1");
       CHECK(m.version == 0);
       m.state = State::paused;
