@@ -362,6 +362,7 @@ CommandSpec migrate_command() {
     PlacementOptions place;
     SyncPolicyOptions policy;
     bool finalize = false;
+    bool offline = false;
   };
   auto o = std::make_shared<Opts>();
   return {
@@ -370,6 +371,9 @@ CommandSpec migrate_command() {
         add_placement_options(app, o->place);
         add_sync_policy_options(app, o->policy);
         app.add_flag("--finalize", o->finalize, "Finalize after a successful switch");
+        app.add_flag("--offline", o->offline,
+                     "Stop the instance first, copy it whole, start it on the target (the "
+                     "downtime is the whole copy; for instances that write faster than the link)");
         add_placement_flags(app, o->place);
       },
       [o](Runtime& rt) {
@@ -380,6 +384,7 @@ CommandSpec migrate_command() {
         std::tie(mo.max_syncs, mo.converge_bytes) =
             resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
         mo.finalize = o->finalize;
+        mo.offline = o->offline;
         const migration::MigrateResult r = migration::migrate(ctx, mo);
         TerminalReporter& out = rt.reporter();
         if (out.style().json) {
@@ -390,6 +395,9 @@ CommandSpec migrate_command() {
           out.json({{"migration", ctx.store.find_latest_for_vm(vm).value_or(state::Migration{})},
                     {"syncs", syncs},
                     {"switch", r.switched ? switch_json(*r.switched) : nlohmann::json()},
+                    {"offline_downtime_ms", r.offline_downtime
+                                                ? nlohmann::json(r.offline_downtime->count())
+                                                : nlohmann::json()},
                     {"finalized", r.finalized}});
         } else {
           for (const auto& s : r.syncs) {
@@ -397,6 +405,14 @@ CommandSpec migrate_command() {
           }
           if (r.switched) {
             out.result_line(downtime_summary(*r.switched));
+          }
+          if (r.offline_downtime) {
+            out.result_line(
+                r.switched && r.switched->was_running
+                    ? fmt::format("  downtime (offline): {}, from the stop before the copy to the "
+                                  "start on the target",
+                                  human_duration(*r.offline_downtime))
+                    : std::string("  downtime (offline): none, the instance was not running"));
           }
           out.result_line("OK - switch was successful");
           out.result_line(r.finalized ? "Done - the migration is finished."

@@ -311,13 +311,43 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   return result;
 }
 
-SyncResult sync(Context& ctx, const std::string& vm_uuid) {
+SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& options) {
   Operation op(ctx, vm_uuid, Action::sync, "sync"); // lease, then re-read and check
   op.start_phase(state::Phase::sync, "syncing data");
   SyncResult result;
   try {
     Ends ends = detail::open_ends(ctx, op.record());
     const inventory::Vm vm = detail::recorded_vm(op.record());
+    if (options.stop_first) {
+      op.step(
+          "stop_source",
+          [&](nlohmann::json& d) {
+            state::Migration& m = op.record();
+            const auto src = ends.source->vm_get(vm.uuid);
+            if (!src) {
+              throw Error(ExitCode::failure,
+                          fmt::format("{}: instance {}", ends.source->host(), vm.uuid),
+                          "is gone from the source node; check \"vmadm list\" there");
+            }
+            const bool runs = src->value("state", "") == "running";
+            if (!m.data.contains("switch")) {
+              m.data["switch"] = nlohmann::json::object();
+            }
+            // A rerun after a crash finds it stopped by us: what it was before counts.
+            if (!m.data["switch"].contains("was_running")) {
+              m.data["switch"]["was_running"] = runs;
+            }
+            if (!m.data.contains("offline")) {
+              m.data["offline"] = {{"stopped_at", iso8601(ctx.clock.wall_now())}};
+            }
+            op.save(); // before the stop: an abort after a crash here starts it again
+            if (src->value("state", "") != "stopped") {
+              ends.source->vm_stop(vm.uuid);
+            }
+            d["was_running"] = m.data["switch"]["was_running"];
+          },
+          "stopping the instance (offline: it stays stopped until it starts on the target)");
+    }
     if (ctx.nodes.kept_link == nullptr) {
       ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
     }
@@ -353,6 +383,28 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid) {
   result.sync_number = result.migration.num_sync_phases;
   return result;
 }
+
+namespace {
+
+// migrate --offline: from the stop before the copy to the start on the target, as recorded.
+std::chrono::milliseconds offline_downtime(const state::Migration& m) {
+  const nlohmann::json sw = m.data.value("switch", nlohmann::json::object());
+  const std::string stopped =
+      m.data.value("offline", nlohmann::json::object()).value("stopped_at", "");
+  const std::string started = sw.value("target_started_at", "");
+  if (!detail::json_bool(sw, "was_running") || stopped.empty() || started.empty()) {
+    return std::chrono::milliseconds(0);
+  }
+  try {
+    return std::max(std::chrono::milliseconds(0),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(parse_iso8601(started) -
+                                                                          parse_iso8601(stopped)));
+  } catch (const Error&) {
+    return std::chrono::milliseconds(0);
+  }
+}
+
+} // namespace
 
 MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   MigrateResult result;
@@ -413,14 +465,17 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     int syncs = active->num_sync_phases;
     while (true) {
       ctx.reporter.phase_started("sync", "");
-      SyncResult s = sync(ctx, options.begin.vm_uuid);
+      SyncOptions so;
+      so.stop_first = options.offline && syncs == active->num_sync_phases;
+      SyncResult s = sync(ctx, options.begin.vm_uuid, so);
       if (syncs > 0 || s.transfers.empty() || s.transfers.front().kind == "incremental") {
         incrementals.push_back(s.bytes);
       }
       ++syncs;
       result.syncs.push_back(std::move(s));
       const auto took = result.syncs.back().duration;
-      if (!should_sync_again(incrementals, options.converge_bytes, options.max_syncs, took)) {
+      if (options.offline || // stopped: nothing changes, one copy is the whole of it
+          !should_sync_again(incrementals, options.converge_bytes, options.max_syncs, took)) {
         break;
       }
     }
@@ -429,6 +484,9 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   if (!switched && !(now.phase == state::Phase::switch_ && now.state == state::State::successful)) {
     ctx.reporter.phase_started("switch", "");
     result.switched = switch_over(ctx, options.begin.vm_uuid);
+    if (options.offline) {
+      result.offline_downtime = offline_downtime(result.switched->migration);
+    }
   }
   if (options.finalize) {
     // finalize sends nothing: the link goes first, so that nothing of it outlives the migration

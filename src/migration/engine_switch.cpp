@@ -201,6 +201,9 @@ void start_target(SwitchRun& r, nlohmann::json& d) {
   // From here the target is the running instance: rollback starts the source only if the
   // target still runs then (an operator's stop of the target is respected).
   r.sw()["target_started"] = true;
+  if (!r.sw().contains("target_started_at")) {
+    r.sw()["target_started_at"] = iso8601(r.ctx.clock.wall_now()); // migrate --offline's downtime
+  }
   r.op.save();
 }
 

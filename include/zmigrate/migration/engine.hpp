@@ -90,6 +90,10 @@ struct MigrateOptions {
   int max_syncs = 6;
   std::uint64_t converge_bytes = 64ULL << 20;
   bool finalize = false;
+  // migrator.sh's full mode, for instances that write faster than the link: stop the instance
+  // first, copy it whole while it is stopped (one sync), switch, and start it on the target if
+  // it was running. The downtime is the whole copy (MigrateResult::offline_downtime).
+  bool offline = false;
 };
 
 struct MigrateResult {
@@ -97,10 +101,19 @@ struct MigrateResult {
   std::vector<SyncResult> syncs;
   std::optional<SwitchResult> switched;
   bool finalized = false;
+  // --offline: from the stop before the copy to the start on the target (0 when the instance
+  // was not running: nothing was down).
+  std::optional<std::chrono::milliseconds> offline_downtime;
 };
 
 BeginResult begin(Context& ctx, const BeginOptions& options);
-SyncResult sync(Context& ctx, const std::string& vm_uuid);
+struct SyncOptions {
+  // Stop the instance first (migrate --offline): journaled as step stop_source, which records
+  // whether it ran (data.switch.was_running, so switch starts it on the target and abort starts
+  // it again on the source) and when it stopped (data.offline.stopped_at).
+  bool stop_first = false;
+};
+SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& options = {});
 SwitchResult switch_over(Context& ctx, const std::string& vm_uuid);
 RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes);
 // Abort. When another command is running a sync (or begin, or migrate before its switch) of the

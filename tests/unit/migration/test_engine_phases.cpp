@@ -480,3 +480,56 @@ TEST_CASE("engine: a begin retry lifts a bhyve quota whose removal an earlier at
   w.switch_over();
   CHECK_NONE(w.expect_switched()); // the quota is back at the reservation on both copies
 }
+
+TEST_CASE("engine: migrate --offline stops first, copies once, starts on the target",
+          "[engine][migrate]") {
+  SECTION("a running instance: stopped before the copy, running on the target after") {
+    EngineWorld w;
+    migration::MigrateOptions o;
+    o.begin.vm_uuid = EngineWorld::k_vm;
+    o.begin.target = EngineWorld::k_cn2;
+    o.offline = true;
+    const migration::MigrateResult r = migration::migrate(w.ctx, o);
+    CHECK(r.syncs.size() == 1); // nothing changes while it is stopped
+    REQUIRE(r.switched);
+    CHECK(r.switched->was_running);
+    REQUIRE(r.offline_downtime);
+    CHECK_NONE(w.expect_switched());
+    CHECK(w.cn2->running(EngineWorld::k_vm));
+    // The stop came before the first stream: the copy is of a stopped instance.
+    const auto stop = std::find(w.cn1->calls.begin(), w.cn1->calls.end(),
+                                std::string("vm_stop ") + EngineWorld::k_vm);
+    REQUIRE(stop != w.cn1->calls.end());
+    const state::Migration m = w.record();
+    CHECK(m.data.at("switch").at("was_running") == true);
+    CHECK(m.data.at("offline").contains("stopped_at"));
+    CHECK(m.data.at("switch").contains("target_started_at"));
+  }
+
+  SECTION("a stopped instance stays stopped and nothing was down") {
+    EngineWorld w(EngineWorld::Kind::zone, false);
+    migration::MigrateOptions o;
+    o.begin.vm_uuid = EngineWorld::k_vm;
+    o.begin.target = EngineWorld::k_cn2;
+    o.offline = true;
+    const migration::MigrateResult r = migration::migrate(w.ctx, o);
+    REQUIRE(r.switched);
+    CHECK_FALSE(r.switched->was_running);
+    REQUIRE(r.offline_downtime);
+    CHECK(r.offline_downtime->count() == 0);
+    CHECK_NONE(w.expect_switched());
+    CHECK_FALSE(w.cn2->running(EngineWorld::k_vm));
+  }
+
+  SECTION("abort after the offline stop starts the instance again on the source") {
+    EngineWorld w;
+    w.begin();
+    migration::SyncOptions so;
+    so.stop_first = true;
+    migration::sync(w.ctx, EngineWorld::k_vm, so);
+    CHECK_FALSE(w.cn1->running(EngineWorld::k_vm));
+    w.abort();
+    CHECK_NONE(w.expect_aborted());
+    CHECK(w.cn1->running(EngineWorld::k_vm));
+  }
+}
