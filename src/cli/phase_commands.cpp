@@ -91,6 +91,54 @@ std::string downtime_summary(const migration::SwitchResult& s) {
                      s.was_running ? "" : " [instance was stopped]");
 }
 
+// The pre-flight summary of begin --dry-run and migrate --dry-run, in plain words.
+std::vector<std::string> preflight_lines(const migration::BeginResult& r) {
+  const nlohmann::json& p = r.plan;
+  std::vector<std::string> out;
+  out.push_back("Dry run - nothing was changed. The migration would move:");
+  out.push_back(fmt::format("  instance   {} ({}), {}, {}, owner {}", p.value("vm", ""),
+                            p.value("alias", "").empty() ? "-" : p.value("alias", ""),
+                            p.value("brand", ""), p.value("state", ""), p.value("owner_uuid", "")));
+  std::string ips;
+  for (const nlohmann::json& n : p.value("ips", nlohmann::json::array())) {
+    const std::string ip = n.value("ip", "");
+    ips += fmt::format("{}{} ({} {}{})", ips.empty() ? "" : ", ", ip.empty() ? "no IPv4" : ip,
+                       n.value("interface", ""), n.value("nic_tag", ""),
+                       n.value("primary", false) ? ", primary" : "");
+  }
+  out.push_back(fmt::format("  IPs        {}", ips.empty() ? "none" : ips));
+  out.push_back(fmt::format("  from       {} ({})", r.source.hostname, r.source.uuid));
+  out.push_back(fmt::format("  to         {} ({}): {}", r.target.hostname, r.target.uuid,
+                            p.value("target_reason", "")));
+  for (const nlohmann::json& d : p.value("sizes", nlohmann::json::array())) {
+    out.push_back(fmt::format("  dataset    {}  {}{} ({})", d.value("dataset", ""),
+                              d.value("exact", false) ? "" : "about ",
+                              human_bytes(d.value("bytes", std::uint64_t{0})),
+                              d.value("method", "")));
+  }
+  const nlohmann::json images = p.value("import_images", nlohmann::json::array());
+  std::string imgs;
+  for (const nlohmann::json& i : images) {
+    imgs += (imgs.empty() ? "" : ", ") + i.get<std::string>();
+  }
+  out.push_back(fmt::format(
+      "  images     {}",
+      imgs.empty() ? "none to import" : fmt::format("import on {}: {}", r.target.hostname, imgs)));
+  out.push_back(fmt::format(
+      "  first sync {}{}, about {} at {} ({})", p.value("bytes_exact", false) ? "" : "about ",
+      human_bytes(p.value("bytes", std::uint64_t{0})),
+      human_duration(std::chrono::milliseconds(
+          static_cast<std::int64_t>(p.value("estimated_sync_s", 0.0) * 1000))),
+      human_rate(p.value("rate_bytes_per_s", 0.0)), p.value("rate_basis", "")));
+  const nlohmann::json down = p.value("expected_downtime_ms", nlohmann::json());
+  out.push_back(fmt::format("  downtime   {} ({})",
+                            down.is_number() ? "about " + human_duration(std::chrono::milliseconds(
+                                                              down.get<std::int64_t>()))
+                                             : std::string("unknown"),
+                            p.value("downtime_basis", "")));
+  return out;
+}
+
 // Where a new migration goes and what it may move: begin's and migrate's options.
 struct PlacementOptions {
   VmOptions vm;
@@ -131,7 +179,8 @@ CommandSpec begin_command() {
   return {"begin", "Validate an instance, choose the target node and prepare a migration",
           [o](CLI::App& app) {
             add_placement_options(app, o->place);
-            app.add_flag("--dry-run", o->dry_run, "Print the plan and change nothing");
+            app.add_flag("--dry-run", o->dry_run,
+                         "Print the pre-flight summary and change nothing");
             add_placement_flags(app, o->place);
           },
           [o](Runtime& rt) {
@@ -140,17 +189,15 @@ CommandSpec begin_command() {
             out.phase_started("begin", "");
             const PlacementOptions& p = o->place;
             const migration::BeginResult r =
-                migration::begin(ctx, {p.vm.vm, p.target, o->dry_run, p.force_core, false});
+                migration::begin(ctx, {p.vm.vm, p.target, o->dry_run, p.force_core, false, true});
             if (out.style().json) {
               out.json({{"dry_run", r.dry_run},
                         {"plan", r.plan},
                         {"migration", r.dry_run ? nlohmann::json() : nlohmann::json(r.migration)}});
             } else if (r.dry_run) {
-              out.result_line(fmt::format("Dry run - would migrate {} ({}) from {} to {}; "
-                                          "nothing was changed",
-                                          r.migration.vm_uuid, r.plan.value("brand", ""),
-                                          r.source.hostname, r.target.hostname));
-              out.result_line(r.plan.dump(2));
+              for (const std::string& line : preflight_lines(r)) {
+                out.result_line(line);
+              }
             } else {
               out.result_line(fmt::format("  migration {}: {} -> {}", r.migration.id,
                                           r.source.hostname, r.target.hostname));
@@ -363,6 +410,7 @@ CommandSpec migrate_command() {
     SyncPolicyOptions policy;
     bool finalize = false;
     bool offline = false;
+    bool dry_run = false;
   };
   auto o = std::make_shared<Opts>();
   return {
@@ -371,6 +419,8 @@ CommandSpec migrate_command() {
         add_placement_options(app, o->place);
         add_sync_policy_options(app, o->policy);
         app.add_flag("--finalize", o->finalize, "Finalize after a successful switch");
+        app.add_flag("--dry-run", o->dry_run,
+                     "Print what the migration would do (the pre-flight summary); change nothing");
         app.add_flag("--offline", o->offline,
                      "Stop the instance first, copy it whole, start it on the target (the "
                      "downtime is the whole copy; for instances that write faster than the link)");
@@ -385,6 +435,36 @@ CommandSpec migrate_command() {
             resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
         mo.finalize = o->finalize;
         mo.offline = o->offline;
+        if (o->dry_run) {
+          migration::BeginOptions b = mo.begin;
+          b.dry_run = true;
+          b.summary = true;
+          rt.reporter().phase_started("migrate", "");
+          const migration::BeginResult br = migration::begin(ctx, b);
+          TerminalReporter& out = rt.reporter();
+          const std::string then =
+              fmt::format("{}; {}",
+                          mo.offline ? "then: stop it, copy it whole, switch and start "
+                                       "it on the target"
+                                     : fmt::format("then: sync until a delta is at most "
+                                                   "{} (at most {} syncs), switch",
+                                                   human_bytes(mo.converge_bytes), mo.max_syncs),
+                          mo.finalize ? "finalize" : "stop before finalize");
+          if (out.style().json) {
+            out.json({{"dry_run", true},
+                      {"plan", br.plan},
+                      {"offline", mo.offline},
+                      {"finalize", mo.finalize},
+                      {"max_syncs", mo.max_syncs},
+                      {"converge_bytes", mo.converge_bytes}});
+          } else {
+            for (const std::string& line : preflight_lines(br)) {
+              out.result_line(line);
+            }
+            out.result_line("  " + then);
+          }
+          return 0;
+        }
         const migration::MigrateResult r = migration::migrate(ctx, mo);
         TerminalReporter& out = rt.reporter();
         if (out.style().json) {

@@ -5,6 +5,7 @@
 
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/estimate.hpp>
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
@@ -159,6 +160,81 @@ ImageNeeds image_needs(Node& source, Node& target, const std::vector<std::string
 
 } // namespace
 
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+} // namespace
+
+nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory::Server& target,
+                         Node& source, const inventory::Server& source_server, bool named) {
+  nlohmann::json j;
+  j["owner_uuid"] = vm.owner_uuid;
+  j["state"] = vm.state;
+  nlohmann::json ips = nlohmann::json::array();
+  for (const inventory::Nic& n : vm.nics) {
+    ips.push_back({{"ip", n.ip},
+                   {"interface", n.interface},
+                   {"nic_tag", n.nic_tag},
+                   {"network_uuid", n.network_uuid},
+                   {"mac", n.mac},
+                   {"primary", n.primary}});
+  }
+  j["ips"] = ips;
+  j["target_reason"] =
+      named ? std::string("named with -n (checked: setup, running, not reserved, room, platform)")
+            : fmt::format("placement: the eligible node with the most unreserved RAM ({} MiB, "
+                          "{} MiB of disk)",
+                          target.unreserved_ram_mib, target.unreserved_disk_mib);
+  // What this head node measured before: the rate of its earlier syncs of at least 1 MiB and
+  // the downtime of its earlier switches of running instances.
+  std::vector<double> rates;
+  std::vector<double> downtimes;
+  state::ListFilter all;
+  all.include_archived = true;
+  for (const state::Migration& m : ctx.store.list_migrations(all)) {
+    for (const nlohmann::json& s : m.data.value("syncs", nlohmann::json::array())) {
+      if (s.value("bytes", std::uint64_t{0}) >= (1ULL << 20) && s.value("rate", 0.0) > 0) {
+        rates.push_back(s.value("rate", 0.0));
+      }
+    }
+    const nlohmann::json sw = m.data.value("switch", nlohmann::json::object());
+    if (sw.value("was_running", false) && sw.value("downtime_ms", 0) > 0) {
+      downtimes.push_back(sw.value("downtime_ms", 0));
+    }
+  }
+  const double rate = rates.empty() ? ctx.settings.rate_bytes_per_s : median(rates);
+  j["rate_bytes_per_s"] = rate;
+  j["rate_basis"] =
+      rates.empty() ? std::string("the configured rate (rate_mb_s)")
+                    : fmt::format("the median of {} earlier syncs on this head node", rates.size());
+  const InstanceEstimate e = estimate_vm(source, vm, source_server, rate);
+  nlohmann::json sizes = nlohmann::json::array();
+  for (const DatasetEstimate& d : e.datasets) {
+    sizes.push_back(d);
+  }
+  j["sizes"] = sizes;
+  j["bytes"] = e.bytes;
+  j["bytes_exact"] = e.exact;
+  j["estimated_sync_s"] = e.seconds;
+  if (vm.state != "running") {
+    j["expected_downtime_ms"] = 0;
+    j["downtime_basis"] = "the instance is not running";
+  } else if (downtimes.empty()) {
+    j["expected_downtime_ms"] = nullptr;
+    j["downtime_basis"] = "no earlier switch on this head node to go by; the switch measures it";
+  } else {
+    j["expected_downtime_ms"] = static_cast<std::int64_t>(median(downtimes));
+    j["downtime_basis"] =
+        fmt::format("the median of {} earlier switches on this head node", downtimes.size());
+  }
+  return j;
+}
+
 BeginResult begin(Context& ctx, const BeginOptions& options) {
   BeginResult result;
   result.dry_run = options.dry_run;
@@ -236,6 +312,10 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
                  {"datasets", roots},
                  {"import_images", imports},
                  {"remove_quota_for_sync", must_remove_quota}};
+  if (options.dry_run && options.summary) {
+    result.plan.update(preflight(ctx, vm, result.target, source, result.source,
+                                 !options.target.empty() || earlier.has_value()));
+  }
   if (options.dry_run) {
     return result;
   }
@@ -459,7 +539,14 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     }
   }
   if (switched) {
-    // Nothing to sync: only finalize may remain.
+    // Nothing to sync: only finalize may remain. An earlier migrate killed after its switch
+    // may have left its data path (a key line, private dirs): remove it under the lease now,
+    // as a sync or switch would, rather than leave it to finalize or cleanup.
+    if (!finalizing) {
+      Ends ends = detail::open_ends(ctx, *active);
+      Operation lease(ctx, *active, "migrate");
+      ctx.nodes.remove_leftover_links(ctx, active->id, *ends.source, *ends.target);
+    }
   } else if (active->phase != state::Phase::switch_) {
     std::vector<std::uint64_t> incrementals;
     int syncs = active->num_sync_phases;
@@ -487,6 +574,21 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     if (options.offline) {
       result.offline_downtime = offline_downtime(result.switched->migration);
     }
+  }
+  if (kept && !options.finalize) {
+    // Closed here rather than by its destructor, so that what goes wrong is seen: a node that
+    // cannot be reached keeps its ledger rows, which the next command or cleanup removes.
+    try {
+      kept->close();
+    } catch (const Error& e) {
+      ctx.log.warn("migrate: the data path was not removed; the next command or zmigrate "
+                   "cleanup removes it",
+                   {{"error", e.what()}});
+      ctx.reporter.note(fmt::format("the data path was not removed ({}); \"zmigrate cleanup\" "
+                                    "removes it",
+                                    e.what()));
+    }
+    ctx.nodes.kept_link = nullptr;
   }
   if (options.finalize) {
     // finalize sends nothing: the link goes first, so that nothing of it outlives the migration

@@ -56,6 +56,8 @@ std::uint64_t u64_prop(const std::map<std::string, std::string>& props, const st
   return v;
 }
 
+} // namespace
+
 InstanceEstimate estimate_vm(Node& node, const inventory::Vm& vm, const inventory::Server& server,
                              double rate) {
   InstanceEstimate e;
@@ -126,8 +128,6 @@ InstanceEstimate estimate_vm(Node& node, const inventory::Vm& vm, const inventor
   e.seconds = transfer_seconds(e.bytes, rate);
   return e;
 }
-
-} // namespace
 
 InstanceEstimate estimate_instance(Context& ctx, const std::string& vm_uuid, double rate) {
   const std::optional<inventory::Vm> vm = ctx.inventory.find_vm(vm_uuid);

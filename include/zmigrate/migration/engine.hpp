@@ -23,6 +23,9 @@ struct BeginOptions {
   bool dry_run = false;
   bool force_core = false;
   bool automatic = false;
+  // With dry_run: add the pre-flight summary to the plan (reads sizes on the source node and
+  // this head node's history; evacuate --dry-run leaves it out).
+  bool summary = false;
 };
 
 struct BeginResult {
@@ -106,7 +109,15 @@ struct MigrateResult {
   std::optional<std::chrono::milliseconds> offline_downtime;
 };
 
+// begin: validate, choose the target, import images, prepare. With dry_run, changes nothing and
+// adds the pre-flight summary (preflight) to the plan.
 BeginResult begin(Context& ctx, const BeginOptions& options);
+// The pre-flight summary of a migration of `vm` from `source` to `target`, read-only: owner,
+// state and IPs; why this target; each dataset's size (estimate_vm) and the first sync's time
+// at the median rate of this head node's earlier syncs (else the configured rate); the expected
+// downtime from its earlier switches (null when there is none to go by).
+nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory::Server& target,
+                         Node& source, const inventory::Server& source_server, bool named);
 struct SyncOptions {
   // Stop the instance first (migrate --offline): journaled as step stop_source, which records
   // whether it ran (data.switch.was_running, so switch starts it on the target and abort starts

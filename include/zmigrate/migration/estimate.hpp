@@ -51,6 +51,9 @@ double transfer_seconds(std::uint64_t bytes, double rate_bytes_per_s);
 double makespan_seconds(std::vector<std::uint64_t> sizes, int parallel, double rate_bytes_per_s);
 
 InstanceEstimate estimate_instance(Context& ctx, const std::string& vm_uuid, double rate);
+// The same for an instance already read, on its node.
+InstanceEstimate estimate_vm(Node& node, const inventory::Vm& vm, const inventory::Server& server,
+                             double rate);
 ServerEstimate estimate_server(Context& ctx, const std::string& server, double rate, int parallel);
 
 void to_json(nlohmann::json& j, const DatasetEstimate& e);

@@ -1,6 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: MPL-2.0
-# Lab test (issue 14, migrator.sh's modes): `migrate --offline`, on nodes of the smartos profile.
+# Lab test (issue 14, migrator.sh's modes and the pre-flight summary), smartos profile nodes.
+#  - `migrate --dry-run` (plain and --json) names web01's real IPs (VMAPI's), each dataset with
+#    its size as the node reports it, the target and why, and changes nothing (no record, no
+#    dataset on the target).
+# `migrate --offline`:
 #  - web01 (running, a writer inside) cn1 -> cn2: the instance is stopped before the first byte
 #    is sent (no zone of web01 runs anywhere while the copy goes), copied in one sync, started
 #    on cn2; the printed downtime (stop to start on the target) covers the whole copy; the data
@@ -12,10 +16,43 @@ set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/lib_migrate.sh"
 
 export LAB_PROFILE=smartos
-mt_setup zmt-off 10.96.21
+mt_setup zmt-modes 10.96.21
 # shellcheck source=lib_faults.sh
 source "$MT_T_DIR/lib_faults.sh" # recv_running: the receive in cn2's namespace only
 FT_SRC=cn1 FT_DST=cn2
+
+# --- pre-flight summary -----------------------------------------------------------------------
+label="pre-flight"
+zm --json migrate --dry-run -n cn2 "$WEB"
+if ((ZM_RC == 0)); then ok "$label: migrate --dry-run --json in $ZM_SECS s"; else fail "$label: rc $ZM_RC"; zm_show; fi
+want_ips=$(vmapi "$WEB" '",".join(sorted(n["ip"] for n in d["nics"]))')
+check "$label: the IPs are VMAPI's ($want_ips)" \
+    test "$(zm_json '",".join(sorted(n["ip"] for n in d["plan"]["ips"]))')" = "$want_ips"
+for ds in $(zm_json '" ".join(s["dataset"] for s in d["plan"]["sizes"])'); do
+    node_bytes=$(on cn1 "zfs get -Hp -o value referenced,usedbysnapshots $ds" | awk '{ s += $1 } END { print s }')
+    got=$(zm_json "[s['bytes'] for s in d['plan']['sizes'] if s['dataset'] == '$ds'][0]")
+    check "$label: $ds is $got bytes, as cn1 reports it ($node_bytes)" test "$got" = "$node_bytes"
+done
+check "$label: every dataset of web01 is listed (the roots and their children)" \
+    test "$(zm_json 'all(any(s["dataset"] == r for s in d["plan"]["sizes"]) for r in d["plan"]["datasets"]) and len(d["plan"]["sizes"]) == 2')" = true
+check "$label: the target and why" \
+    test "$(zm_json 'd["plan"]["target"]["hostname"] + ": " + d["plan"]["target_reason"][:10]')" = "cn2: named with"
+check "$label: a first sync time and a rate" \
+    python3 -c "import sys; sys.exit(not ($(zm_json 'd["plan"]["estimated_sync_s"]') >= 0 and $(zm_json 'd["plan"]["rate_bytes_per_s"]') > 0))"
+zm migrate --dry-run -n cn2 "$WEB"
+first_ip=${want_ips%%,*}
+if ((ZM_RC == 0)) && grep -q "IPs .*$first_ip" "$ZM_OUT" && grep -q "^ *first sync" "$ZM_OUT" && grep -q "^ *downtime" "$ZM_OUT"; then
+    ok "$label: the plain summary names $first_ip, the first sync and the downtime"
+    sed 's/^/#   /' "$ZM_OUT"
+else
+    fail "$label: plain migrate --dry-run (rc $ZM_RC)"
+    zm_show
+fi
+zm get "$WEB"
+check "$label: no migration was recorded (get exits 3, got $ZM_RC)" test "$ZM_RC" = 3
+if on cn2 "zfs list -H -o name zones/$WEB" >/dev/null 2>&1; then fail "$label: zones/$WEB appeared on cn2"; else
+    ok "$label: nothing was created on cn2"
+fi
 
 # --- web01: running ---------------------------------------------------------------------------
 label="offline web01"
