@@ -84,6 +84,7 @@ _zmigrate() {
     case $cmd in
     migrate) opts="-n --target --max-syncs --converge --finalize --offline --dry-run --force-core --allow-older-platform" ;;
     begin) opts="-n --target --dry-run --force-core --allow-older-platform" ;;
+    sync) opts="--every" ;;
     rollback) opts="--keep-changes -y --yes" ;;
     finalize) opts="-y --yes" ;;
     evacuate) opts="-n --target --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge" ;;

@@ -75,6 +75,7 @@ complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l dry-run -d 'Pri
 complete -c zmigrate -n "__fish_seen_subcommand_from begin" -l dry-run -d 'Print the plan and change nothing'
 
 # Commands on an existing migration.
+complete -c zmigrate -n "__fish_seen_subcommand_from sync" -l every -x -d 'Sync again after each such pause until switch takes over'
 complete -c zmigrate -n "__fish_seen_subcommand_from sync pause switch rollback finalize abort" -a '(__zmigrate_vms active)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from watch get" -a '(__zmigrate_vms all)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -l keep-changes -d 'First send the target changes back'

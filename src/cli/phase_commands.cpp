@@ -248,13 +248,71 @@ void confirm(const std::string& question, const std::string& command) {
 }
 
 CommandSpec sync_command() {
-  return vm_phase_command(
-      "sync", "Copy the instance's data to the target while it runs (repeatable)",
-      [](migration::Context& ctx, const std::string& vm) -> PhaseOutput {
-        const migration::SyncResult r = migration::sync(ctx, vm);
-        return {{{"sync", sync_json(r)}, {"migration", r.migration}},
-                {sync_summary(r), "OK - ready for migration sync or migration switch"}};
-      });
+  struct Opts {
+    VmOptions vm;
+    std::string every;
+  };
+  auto o = std::make_shared<Opts>();
+  return {"sync", "Copy the instance's data to the target while it runs (repeatable)",
+          [o](CLI::App& app) {
+            add_vm_arg(app, o->vm);
+            app.add_option("--every", o->every,
+                           "Sync again after each such pause (e.g. 60s, 5m) until interrupted, or "
+                           "until \"zmigrate switch\" from another shell takes over");
+          },
+          [o](Runtime& rt) {
+            // Checked before anything is read or changed: a bad value is a usage error.
+            const std::optional<std::chrono::milliseconds> every =
+                o->every.empty()
+                    ? std::nullopt
+                    : std::optional<std::chrono::milliseconds>(parse_duration(o->every));
+            migration::Context& ctx = start(rt, o->vm.vm);
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("sync", "");
+            if (!every) {
+              const migration::SyncResult r = migration::sync(ctx, o->vm.vm);
+              if (out.style().json) {
+                out.json({{"sync", sync_json(r)}, {"migration", r.migration}});
+              } else {
+                out.result_line(sync_summary(r));
+                out.result_line("OK - ready for migration sync or migration switch");
+              }
+              return 0;
+            }
+            const migration::SyncLoopResult r =
+                migration::sync_loop(ctx, o->vm.vm, *every, [&](const migration::SyncResult& s) {
+                  if (out.style().json) {
+                    out.json({{"sync", sync_json(s)}});
+                  } else {
+                    out.result_line(sync_summary(s));
+                    out.result_line(fmt::format("  next sync in {} (Ctrl-C ends the loop; "
+                                                "\"zmigrate switch {}\" takes over)",
+                                                human_duration(*every), o->vm.vm));
+                  }
+                });
+            const std::optional<state::Migration> m = ctx.store.find_latest_for_vm(o->vm.vm);
+            std::string line;
+            if (r.ended == "switch") {
+              line = r.switch_by ? fmt::format("Handed over to the switch (pid {} on {}) after {} "
+                                               "syncs",
+                                               r.switch_by->pid, r.switch_by->host, r.syncs.size())
+                                 : fmt::format("The migration was switched by another command "
+                                               "after {} syncs",
+                                               r.syncs.size());
+            } else {
+              line = fmt::format("Stopped after {} syncs; the migration is ready for sync or "
+                                 "switch",
+                                 r.syncs.size());
+            }
+            if (out.style().json) {
+              out.json({{"ended", r.ended},
+                        {"syncs", r.syncs.size()},
+                        {"migration", m ? nlohmann::json(*m) : nlohmann::json()}});
+            } else {
+              out.result_line(line);
+            }
+            return 0;
+          }};
 }
 
 CommandSpec switch_command() {

@@ -10,6 +10,7 @@
 #include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 #include <zmigrate/util/uuid.hpp>
 #include <zmigrate/zfs/names.hpp>
 
@@ -392,7 +393,7 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
 }
 
 SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& options) {
-  Operation op(ctx, vm_uuid, Action::sync, "sync"); // lease, then re-read and check
+  Operation op(ctx, vm_uuid, Action::sync, options.operation); // lease, re-read, check
   op.start_phase(state::Phase::sync, "syncing data");
   SyncResult result;
   try {
@@ -449,10 +450,11 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& opt
                      {"snapshot", result.snapshot}});
   } catch (const std::exception& e) {
     if (const std::optional<state::StopRequest> r = op.stopped_by()) {
-      // Stopped on request: a pause leaves sync/paused (the next sync goes on), an abort
-      // sync/failed (the abort that asked goes on).
+      // Stopped on request: a pause (or a switch taking over a sync --every loop) leaves
+      // sync/paused (the next sync or the switch goes on), an abort sync/failed (the abort that
+      // asked goes on).
       const Error stopped = op.stop_error(*r);
-      op.finish_phase(r->kind == "pause" ? state::State::paused : state::State::failed,
+      op.finish_phase(r->kind == "abort" ? state::State::failed : state::State::paused,
                       stopped.what());
       throw stopped;
     }
@@ -485,6 +487,85 @@ std::chrono::milliseconds offline_downtime(const state::Migration& m) {
 }
 
 } // namespace
+
+namespace {
+
+// Whether a switch from another command has taken the migration of `vm_uuid` over from a
+// sync --every loop (it holds the lease, asked the loop to stop, or has run).
+std::optional<state::Lease> switch_took_over(Context& ctx, const std::string& vm_uuid) {
+  const std::optional<state::Migration> m = ctx.store.find_active_for_vm(vm_uuid);
+  if (!m) {
+    return state::Lease{}; // ended (finalized or aborted after a switch): nothing to sync
+  }
+  if (std::optional<state::Lease> h = ctx.store.find_lease(m->id); h && h->operation == "switch") {
+    return h;
+  }
+  const auto r = ctx.store.find_stop_request(m->id);
+  bool newer = r.has_value();
+  if (r && ctx.settings.command_started != std::chrono::system_clock::time_point{}) {
+    try {
+      newer = parse_iso8601(r->requested) >= ctx.settings.command_started;
+    } catch (const Error&) {
+      newer = true;
+    }
+  }
+  if (r && newer && r->kind == "switch") {
+    state::Lease by;
+    by.pid = r->pid;
+    by.host = r->host;
+    by.operation = "switch";
+    return by;
+  }
+  if (m->phase != state::Phase::begin && m->phase != state::Phase::sync) {
+    return state::Lease{};
+  }
+  return std::nullopt;
+}
+
+} // namespace
+
+SyncLoopResult sync_loop(Context& ctx, const std::string& vm_uuid,
+                         std::chrono::milliseconds interval,
+                         const std::function<void(const SyncResult&)>& on_sync) {
+  SyncLoopResult out;
+  SyncOptions so;
+  so.operation = "sync-every";
+  while (true) {
+    try {
+      SyncResult s = sync(ctx, vm_uuid, so);
+      if (on_sync) {
+        on_sync(s);
+      }
+      out.syncs.push_back(std::move(s));
+    } catch (const Error&) {
+      if (std::optional<state::Lease> by = switch_took_over(ctx, vm_uuid)) {
+        out.ended = "switch";
+        if (by->pid != 0) {
+          out.switch_by = by;
+        }
+        return out;
+      }
+      throw;
+    }
+    const auto until = ctx.clock.now() + interval;
+    while (ctx.clock.now() < until) {
+      if (interrupt_requested()) {
+        out.ended = "interrupted";
+        return out;
+      }
+      if (std::optional<state::Lease> by = switch_took_over(ctx, vm_uuid)) {
+        out.ended = "switch";
+        if (by->pid != 0) {
+          out.switch_by = by;
+        }
+        return out;
+      }
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - ctx.clock.now());
+      ctx.clock.sleep_for(std::min(left, std::chrono::milliseconds(200)));
+    }
+  }
+}
 
 MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   MigrateResult result;

@@ -89,6 +89,14 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
 // the instance: two movers of one instance would fight over its datasets, IPs and VMAPI record.
 void refuse_triton_migration(Context& ctx, const std::string& vm_uuid);
 
+// abort, pause and a switch taking over a `sync --every` loop (engine_undo.cpp): refuse while a
+// live switch, rollback, abort or finalize holds `m`'s lease; ask the command holding it to stop
+// (a StopRequest of `kind`) and wait until the lease is free (Settings::stop_wait_ms), returning
+// that command, if one ran.
+void refuse_if_unstoppable(Context& ctx, const state::Migration& m);
+std::optional<state::Lease> stop_running_command(Context& ctx, const state::Migration& m,
+                                                 const std::string& kind);
+
 void reserve_ips(Context& ctx, Operation& op, const inventory::Vm& vm);
 void unreserve_ips(Context& ctx, Operation& op);
 

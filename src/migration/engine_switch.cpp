@@ -21,6 +21,8 @@
 #include <zmigrate/util/units.hpp>
 #include <zmigrate/zfs/names.hpp>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 namespace zmigrate::migration {
@@ -415,6 +417,36 @@ PhaseSpec switch_steps(SwitchRun& r) {
 } // namespace
 
 SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
+  // A `sync --every` loop keeps the copy fresh until a switch: take over from it at once (its
+  // running sync stops, cleanly) rather than refuse as busy.
+  std::optional<state::StopRequest> took_over;
+  if (const std::optional<state::Migration> active = ctx.store.find_active_for_vm(vm_uuid)) {
+    const std::optional<state::Lease> h = ctx.store.find_lease(active->id);
+    if (h && h->operation == "sync-every" && h->pid != static_cast<int>(::getpid())) {
+      if (active->num_sync_phases < 1) {
+        throw PreconditionError(
+            fmt::format("migration {} of {}", active->id, vm_uuid),
+            fmt::format("the sync --every loop (pid {} on {}) has not finished its first sync; "
+                        "switch once it has (\"zmigrate watch {}\" shows it)",
+                        h->pid, h->host, vm_uuid));
+      }
+      detail::stop_running_command(ctx, *active, "switch");
+      took_over = ctx.store.find_stop_request(active->id);
+    }
+  }
+  struct ClearRequest {
+    Context& ctx;
+    const std::optional<state::StopRequest>& r;
+    ~ClearRequest() {
+      if (r) {
+        try {
+          ctx.store.clear_stop_request(r->migration_id, r->requested);
+        } catch (const std::exception& e) {
+          ctx.log.warn("could not drop the stop request", {{"error", e.what()}});
+        }
+      }
+    }
+  } clear_request{ctx, took_over};
   Operation op(ctx, vm_uuid, Action::switch_, "switch"); // lease, then re-read and check
   state::Migration& m = op.record();
   op.start_phase(state::Phase::switch_, "switching instances");

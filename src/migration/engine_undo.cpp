@@ -398,10 +398,8 @@ void restore_source_after_abort(Context& ctx, Operation& op, Ends& ends, const i
 
 } // namespace
 
-namespace {
+namespace detail {
 
-// Ask the command running on `m` (if any) to stop, and wait until its lease is free. Returns
-// the command that was running, if one was.
 // The refusal while `h` runs a switch, rollback, abort or finalize of `m`.
 PreconditionError busy_unstoppable(const state::Migration& m, const state::Lease& h) {
   return PreconditionError(
@@ -422,6 +420,8 @@ void refuse_if_unstoppable(Context& ctx, const state::Migration& m) {
   }
 }
 
+// Ask the command running on `m` (if any) to stop, and wait until its lease is free. Returns
+// the command that was running, if one was.
 std::optional<state::Lease> stop_running_command(Context& ctx, const state::Migration& m,
                                                  const std::string& kind) {
   const std::string what = fmt::format("migration {} of {}", m.id, m.vm_uuid);
@@ -469,7 +469,10 @@ std::optional<state::Lease> stop_running_command(Context& ctx, const state::Migr
   return holder;
 }
 
-} // namespace
+} // namespace detail
+
+using detail::refuse_if_unstoppable;
+using detail::stop_running_command;
 
 PauseResult pause(Context& ctx, const std::string& vm_uuid) {
   const state::Migration m = load_active(ctx, vm_uuid);

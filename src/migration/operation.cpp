@@ -186,7 +186,7 @@ Error Operation::stop_error(const state::StopRequest& r) const {
       r.kind == "pause"
           ? fmt::format("\"zmigrate sync {0}\" or \"zmigrate migrate {0}\" goes on from here",
                         m_record.vm_uuid)
-          : std::string("that command goes on with the abort");
+          : fmt::format("that command goes on with the {}", r.kind);
   return Error(ExitCode::interrupted, fmt::format("{} of {}", m_operation, m_record.vm_uuid),
                by + "; " + next);
 }

@@ -51,6 +51,30 @@ std::string human_duration(std::chrono::milliseconds d) {
   return fmt::format("{}m{}s", m, s);
 }
 
+std::chrono::milliseconds parse_duration(const std::string& text) {
+  const char* begin = text.c_str();
+  char* end = nullptr;
+  const double v = std::strtod(begin, &end);
+  const std::string unit(end == nullptr ? "" : end);
+  double ms_per = 0;
+  if (unit.empty() || unit == "s") {
+    ms_per = 1000;
+  } else if (unit == "ms") {
+    ms_per = 1;
+  } else if (unit == "m") {
+    ms_per = 60'000;
+  } else if (unit == "h") {
+    ms_per = 3'600'000;
+  }
+  if (end == begin || !(v > 0) || std::isinf(v) || ms_per == 0 || v * ms_per > 1e12 ||
+      std::isspace(static_cast<unsigned char>(text.front()))) {
+    throw UsageError(fmt::format("duration '{}'", text),
+                     "expected a positive number with an optional unit: ms, s (the default), m "
+                     "or h, e.g. 500ms, 60s, 5m");
+  }
+  return std::chrono::milliseconds(static_cast<std::int64_t>(v * ms_per));
+}
+
 std::uint64_t parse_bytes(const std::string& text) {
   const char* begin = text.c_str();
   char* end = nullptr;

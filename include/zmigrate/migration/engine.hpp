@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -123,8 +124,25 @@ struct SyncOptions {
   // whether it ran (data.switch.was_running, so switch starts it on the target and abort starts
   // it again on the source) and when it stopped (data.offline.stopped_at).
   bool stop_first = false;
+  // The lease's operation: "sync", or "sync-every" for the loop of `sync --every`, which a
+  // `switch` from another shell may stop and take over.
+  std::string operation = "sync";
 };
 SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& options = {});
+
+struct SyncLoopResult {
+  std::vector<SyncResult> syncs;
+  std::string ended; // "switch": handed over; "interrupted": a signal while waiting
+  std::optional<state::Lease> switch_by; // the switch that took over, when known
+};
+// `sync --every`: sync, wait `interval`, sync again, ... (migrator.sh's incremental loop) until a
+// signal arrives while it waits (ended "interrupted"; a signal during a sync ends that sync as
+// usual, with its Error), or until `zmigrate switch` from another shell takes over (ended
+// "switch"): a sync of the loop that is running is stopped at once for it (its lease operation
+// is "sync-every"), and a waiting loop sees the switch and ends. `on_sync` is told each sync.
+SyncLoopResult sync_loop(Context& ctx, const std::string& vm_uuid,
+                         std::chrono::milliseconds interval,
+                         const std::function<void(const SyncResult&)>& on_sync);
 SwitchResult switch_over(Context& ctx, const std::string& vm_uuid);
 RollbackResult rollback(Context& ctx, const std::string& vm_uuid, bool keep_changes);
 // Abort. When another command is running a sync (or begin, or migrate before its switch) of the

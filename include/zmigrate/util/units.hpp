@@ -17,5 +17,8 @@ std::string human_rate(double bytes_per_second);
 std::string human_duration(std::chrono::milliseconds d);
 // Parse a size like "20MB", "1.5G", "512k", "1048576" (1024-based; B optional). Throws UsageError.
 std::uint64_t parse_bytes(const std::string& text);
+// Parse a duration like "500ms", "30s", "5m", "2h" or "90" (seconds). Throws UsageError naming
+// the text for anything else (no unit mix, no negative or zero-length value).
+std::chrono::milliseconds parse_duration(const std::string& text);
 
 } // namespace zmigrate

@@ -10,6 +10,9 @@
 #  3. pause while `migrate` runs its syncs: migrate exits 130 before any switch (web01 never
 #     stopped); a second `migrate` goes on and switches, with the data proven.
 #  4. abort is refused while a switch runs, naming it; the switch completes untouched.
+#  5. `sync --every` hands over to `switch` from another shell: a waiting loop ends (exit 0) when
+#     the switch starts; a loop whose sync is running stops that sync at once for the switch,
+#     which completes; web01 runs on cn2 with its data.
 # Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns, no tc, no nsenter).
 set -euo pipefail
 # shellcheck source=lib_migrate.sh
@@ -162,5 +165,81 @@ else
     bg_show
     bg_reap
 fi
+
+# --- 5. sync --every hands over to switch --------------------------------------------------------
+syncs_done() { mig_field "$WEB" 'd["num_sync_phases"]'; }
+at_least_syncs() { (($(syncs_done 2>/dev/null || echo 0) >= $1)); }
+loop_ended() { # LABEL T0: the loop exits 0 within 5 s of T0, saying it handed over
+    local label=$1 t0=$2 took
+    if bg_wait 30; then
+        took=$(since "$t0")
+        if ((ZRC == 0)) && grep -Eq "Handed over to the switch|switched by another command" "$MT_WORK/bg.out"; then
+            ok "$label: the loop ended with exit 0 $took s after the switch started: $(tail -n 1 "$MT_WORK/bg.out")"
+        else
+            fail "$label: the loop exited $ZRC"
+            bg_show
+            tail -n 3 "$MT_WORK/bg.out" | sed 's/^/#   /'
+        fi
+        check "$label: within 5 s ($took s)" awk -v t="$took" 'BEGIN { exit !(t < 5) }'
+    else
+        fail "$label: the loop still runs 30 s after the switch started"
+        bg_reap
+    fi
+}
+again_on_cn2() {
+    zm_ok "$1: rollback to cn1" rollback --yes "$WEB" || mt_die "rollback"
+    zm_ok "$1: begin again" begin -n cn2 "$WEB" || mt_die "begin"
+    MIG=$(mig_id "$WEB")
+}
+
+label="sync --every, waiting"
+note "--- $label"
+again_on_cn2 "$label"
+bg_zm sync --every 2s "$WEB"
+if wait_until 60 at_least_syncs 2; then
+    ok "$label: the loop has synced $(syncs_done) times"
+    t0=$(now)
+    zm switch "$WEB"
+    if ((ZM_RC == 0)); then ok "$label: switch completed in $ZM_SECS s"; else fail "$label: switch exited $ZM_RC"; zm_show; fi
+    loop_ended "$label" "$t0"
+    state_is "$label" switch/successful
+    check "$label: web01 runs on cn2" running_now cn2 "$WEB"
+else
+    fail "$label: the loop never completed two syncs"
+    bg_show
+    bg_reap
+fi
+
+label="sync --every, mid-sync"
+note "--- $label"
+again_on_cn2 "$label"
+bg_zm sync --every 1s "$WEB"
+if wait_until 60 at_least_syncs 1; then
+    fill cn1 5
+    throttle cn2
+    if wait_until 60 recv_running; then
+        t0=$(now)
+        ("$ZM" switch "$WEB" >"$MT_WORK/sw.out" 2>"$MT_WORK/sw.err" </dev/null; echo $? >"$MT_WORK/sw.rc") &
+        sw=$!
+        loop_ended "$label" "$t0"
+        check "$label: the loop's running sync was stopped for the switch (its phase run says so)" \
+            test "$(mig_field "$WEB" 'any(r["phase"] == "sync" and r["state"] == "paused" and "stopped by \"zmigrate switch\"" in r.get("error", "") for r in d["progress_history"])')" = true
+        unthrottle cn2
+        wait "$sw" || true
+        check "$label: the switch completed (exit $(cat "$MT_WORK/sw.rc"))" test "$(cat "$MT_WORK/sw.rc")" = 0
+        state_is "$label" switch/successful
+        check "$label: web01 runs on cn2" running_now cn2 "$WEB"
+        verify_switched "$label" "$WEB" cn1 cn2 running
+    else
+        fail "$label: the loop's next sync never reached cn2"
+        bg_show
+        bg_reap
+    fi
+else
+    fail "$label: the loop never completed a sync"
+    bg_show
+    bg_reap
+fi
+unthrottle cn2
 
 mt_finish

@@ -6,9 +6,12 @@
 #include "fakes/engine_world.hpp"
 
 #include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/operation.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
 #include <algorithm>
+#include <csignal>
 #include <string>
 #include <vector>
 
@@ -532,4 +535,63 @@ TEST_CASE("engine: migrate --offline stops first, copies once, starts on the tar
     CHECK_NONE(w.expect_aborted());
     CHECK(w.cn1->running(EngineWorld::k_vm));
   }
+}
+
+TEST_CASE("engine: sync --every keeps syncing until a switch takes over or a signal",
+          "[engine][sync]") {
+  reset_interrupts_for_tests();
+  EngineWorld w;
+  w.begin();
+  w.ctx.settings.command_started = w.clock.wall_now();
+
+  SECTION("a switch from another shell while the loop waits ends it, handed over") {
+    int n = 0;
+    const migration::SyncLoopResult r = migration::sync_loop(
+        w.ctx, EngineWorld::k_vm, std::chrono::seconds(60), [&](const migration::SyncResult&) {
+          if (++n == 2) { // another shell runs `zmigrate switch`, which asks first
+            state::StopRequest req;
+            req.migration_id = w.record().id;
+            req.kind = "switch";
+            req.pid = 4242;
+            req.host = "headnode";
+            req.requested = iso8601(w.clock.wall_now());
+            REQUIRE(w.store.request_stop(req, migration::unstoppable_operations()).recorded);
+          }
+        });
+    CHECK(r.ended == "switch");
+    CHECK(r.syncs.size() == 2);
+    REQUIRE(r.switch_by);
+    CHECK(r.switch_by->pid == 4242);
+    CHECK(w.record().phase == state::Phase::sync);
+    CHECK(w.record().state == state::State::paused);
+    CHECK(w.record().num_sync_phases == 2);
+    // The switch goes on from there (here a later command: the request is not its own).
+    w.clock.sleep_for(std::chrono::seconds(1));
+    w.ctx.settings.command_started = w.clock.wall_now();
+    w.switch_over();
+    CHECK_NONE(w.expect_switched());
+  }
+
+  SECTION("a signal while it waits ends it after the sync that completed") {
+    const migration::SyncLoopResult r =
+        migration::sync_loop(w.ctx, EngineWorld::k_vm, std::chrono::seconds(60),
+                             [&](const migration::SyncResult&) { note_interrupt(SIGINT); });
+    CHECK(r.ended == "interrupted");
+    CHECK(r.syncs.size() == 1);
+    CHECK(w.record().state == state::State::paused);
+  }
+
+  SECTION("a switch that already ran ends a waiting loop too") {
+    int n = 0;
+    const migration::SyncLoopResult r = migration::sync_loop(
+        w.ctx, EngineWorld::k_vm, std::chrono::seconds(60), [&](const migration::SyncResult&) {
+          if (++n == 1) {
+            w.switch_over();
+          }
+        });
+    CHECK(r.ended == "switch");
+    CHECK(r.syncs.size() == 1);
+    CHECK_NONE(w.expect_switched());
+  }
+  reset_interrupts_for_tests();
 }

@@ -32,3 +32,17 @@ TEST_CASE("util::parse_bytes", "[util]") {
   CHECK_THROWS_AS(parse_bytes("lots"), UsageError);
   CHECK_THROWS_AS(parse_bytes("5X"), UsageError);
 }
+
+TEST_CASE("util::parse_duration", "[util]") {
+  using std::chrono::milliseconds;
+  CHECK(parse_duration("90") == milliseconds(90'000));
+  CHECK(parse_duration("60s") == milliseconds(60'000));
+  CHECK(parse_duration("500ms") == milliseconds(500));
+  CHECK(parse_duration("5m") == milliseconds(300'000));
+  CHECK(parse_duration("1.5h") == milliseconds(5'400'000));
+  for (const char* bad : {"", "0", "-5s", "5 s", " 5s", "5x", "1m30s", "inf", "s", "1e300"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(parse_duration(bad), Catch::Contains(std::string("duration '") + bad + "'") &&
+                                               Catch::Contains("e.g. 500ms, 60s, 5m"));
+  }
+}
