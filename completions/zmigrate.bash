@@ -82,7 +82,7 @@ _zmigrate() {
 
     local opts=
     case $cmd in
-    migrate) opts="-n --target --max-syncs --converge --finalize --offline --dry-run --force-core --allow-older-platform" ;;
+    migrate) opts="-n --target --max-syncs --converge --finalize --offline --max-downtime --deadline --force-after-deadline --dry-run --force-core --allow-older-platform" ;;
     begin) opts="-n --target --dry-run --force-core --allow-older-platform" ;;
     sync) opts="--every" ;;
     rollback) opts="--keep-changes -y --yes" ;;

@@ -71,6 +71,9 @@ complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l max-syncs -x -d
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l converge -x -d 'Switch once a delta is at most this size'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l finalize -d 'Finalize after a successful switch'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l offline -d 'Stop first, copy whole, start on the target'
+complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l max-downtime -x -d 'Sync until the predicted downtime fits this budget'
+complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l deadline -x -d 'With --max-downtime: stop syncing after this long'
+complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l force-after-deadline -d 'With --max-downtime: switch anyway at the deadline'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l dry-run -d 'Print the pre-flight summary; change nothing'
 complete -c zmigrate -n "__fish_seen_subcommand_from begin" -l dry-run -d 'Print the plan and change nothing'
 

@@ -83,7 +83,10 @@ std::vector<std::string> run_details(const state::PhaseRun& r) {
         steps += fmt::format("{}{} {}", steps.empty() ? "" : ", ", it.key(), ms_text(it.value()));
       }
     }
-    out.push_back(fmt::format("downtime {}{}{}", ms_text(d["downtime_ms"]),
+    out.push_back(fmt::format("downtime {}{}{}{}", ms_text(d["downtime_ms"]),
+                              d.value("predicted_downtime_ms", 0) > 0
+                                  ? " (predicted " + ms_text(d["predicted_downtime_ms"]) + ")"
+                                  : std::string(),
                               steps.empty() ? "" : ": ", steps));
     if (d.contains("final_bytes") && d["final_bytes"].is_number()) {
       out.push_back(

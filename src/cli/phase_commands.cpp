@@ -469,6 +469,9 @@ CommandSpec migrate_command() {
     bool finalize = false;
     bool offline = false;
     bool dry_run = false;
+    std::string max_downtime;
+    std::string deadline;
+    bool force_after_deadline = false;
   };
   auto o = std::make_shared<Opts>();
   return {
@@ -477,6 +480,12 @@ CommandSpec migrate_command() {
         add_placement_options(app, o->place);
         add_sync_policy_options(app, o->policy);
         app.add_flag("--finalize", o->finalize, "Finalize after a successful switch");
+        app.add_option("--max-downtime", o->max_downtime,
+                       "Sync until the predicted switch downtime fits this budget (e.g. 500ms)");
+        app.add_option("--deadline", o->deadline,
+                       "With --max-downtime: stop syncing after this long (e.g. 2h)");
+        app.add_flag("--force-after-deadline", o->force_after_deadline,
+                     "With --max-downtime: switch anyway when the budget is not met in time");
         app.add_flag("--dry-run", o->dry_run,
                      "Print what the migration would do (the pre-flight summary); change nothing");
         app.add_flag("--offline", o->offline,
@@ -485,9 +494,29 @@ CommandSpec migrate_command() {
         add_placement_flags(app, o->place);
       },
       [o](Runtime& rt) {
+        // Bad values are usage errors, before anything is read.
+        std::optional<std::chrono::milliseconds> budget;
+        std::optional<std::chrono::milliseconds> deadline;
+        if (!o->max_downtime.empty()) {
+          budget = parse_duration(o->max_downtime);
+        }
+        if (!o->deadline.empty()) {
+          deadline = parse_duration(o->deadline);
+        }
+        if ((deadline || o->force_after_deadline) && !budget) {
+          throw UsageError("migrate", "--deadline and --force-after-deadline go with "
+                                      "--max-downtime");
+        }
+        if (budget && o->offline) {
+          throw UsageError("migrate", "--max-downtime and --offline exclude each other (offline, "
+                                      "the downtime is the whole copy)");
+        }
         migration::Context& ctx = start_placed(rt, o->place);
         const std::string& vm = o->place.vm.vm;
         migration::MigrateOptions mo;
+        mo.max_downtime = budget;
+        mo.deadline = deadline;
+        mo.force_after_deadline = o->force_after_deadline;
         mo.begin = {vm, o->place.target, false, o->place.force_core, true};
         std::tie(mo.max_syncs, mo.converge_bytes) =
             resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
@@ -533,6 +562,9 @@ CommandSpec migrate_command() {
           out.json({{"migration", ctx.store.find_latest_for_vm(vm).value_or(state::Migration{})},
                     {"syncs", syncs},
                     {"switch", r.switched ? switch_json(*r.switched) : nlohmann::json()},
+                    {"predicted_downtime_ms", r.predicted_downtime
+                                                  ? nlohmann::json(r.predicted_downtime->count())
+                                                  : nlohmann::json()},
                     {"offline_downtime_ms", r.offline_downtime
                                                 ? nlohmann::json(r.offline_downtime->count())
                                                 : nlohmann::json()},
@@ -543,6 +575,12 @@ CommandSpec migrate_command() {
           }
           if (r.switched) {
             out.result_line(downtime_summary(*r.switched));
+          }
+          if (r.switched && r.predicted_downtime) {
+            out.result_line(fmt::format("  predicted downtime {} (budget {}), measured {}",
+                                        human_duration(*r.predicted_downtime),
+                                        human_duration(*mo.max_downtime),
+                                        human_duration(r.switched->downtime)));
           }
           if (r.offline_downtime) {
             out.result_line(

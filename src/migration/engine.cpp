@@ -11,6 +11,7 @@
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
+#include <zmigrate/util/units.hpp>
 #include <zmigrate/util/uuid.hpp>
 #include <zmigrate/zfs/names.hpp>
 
@@ -440,7 +441,8 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& opt
                      {"snapshot", result.snapshot},
                      {"bytes", result.bytes},
                      {"duration_ms", result.duration.count()},
-                     {"rate", result.rate_bytes_per_s}});
+                     {"rate", result.rate_bytes_per_s},
+                     {"ended", iso8601(ctx.clock.wall_now())}});
     op.record().data["syncs"] = syncs;
     op.record().data["last_sync_end"] = iso8601(ctx.clock.wall_now());
     op.finish_phase(state::State::paused, {},
@@ -631,6 +633,9 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
   } else if (active->phase != state::Phase::switch_) {
     std::vector<std::uint64_t> incrementals;
     int syncs = active->num_sync_phases;
+    const auto syncing_since = ctx.clock.now();
+    const std::optional<std::chrono::milliseconds> fixed =
+        options.max_downtime ? detail::measured_switch_fixed(ctx) : std::nullopt;
     while (true) {
       ctx.reporter.phase_started("sync", "");
       SyncOptions so;
@@ -642,6 +647,42 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
       ++syncs;
       result.syncs.push_back(std::move(s));
       const auto took = result.syncs.back().duration;
+      if (options.max_downtime && !options.offline) {
+        const DowntimePrediction p = predict_downtime(
+            result.syncs.back().migration.data.value("syncs", nlohmann::json::array()), fixed);
+        result.predicted_downtime = p.total;
+        ctx.reporter.note(fmt::format(
+            "predicted downtime {} (fixed steps {}, final delta {} at {}; the instance writes "
+            "{}), budget {}",
+            human_duration(p.total), human_duration(p.fixed), human_bytes(p.delta_bytes),
+            human_rate(p.link_rate),
+            p.write_rate_known ? human_rate(p.write_rate) : std::string("an unknown rate yet"),
+            human_duration(*options.max_downtime)));
+        if (p.write_rate_known && p.total <= *options.max_downtime) {
+          break;
+        }
+        const bool out_of_time = options.deadline
+                                     ? ctx.clock.now() - syncing_since >= *options.deadline
+                                     : static_cast<int>(incrementals.size()) >= options.max_syncs;
+        if (out_of_time) {
+          if (options.force_after_deadline) {
+            ctx.reporter.note("the budget is not met, and --force-after-deadline switches anyway");
+            break;
+          }
+          throw Error(
+              ExitCode::failure, fmt::format("migrate {}", options.begin.vm_uuid),
+              fmt::format("the predicted downtime {} is above the budget {} after {} syncs "
+                          "({}): the instance writes {} and the final delta would go at {}. "
+                          "It is ready to switch: \"zmigrate switch {}\" when that downtime is "
+                          "acceptable, or rerun with --force-after-deadline",
+                          human_duration(p.total), human_duration(*options.max_downtime), syncs,
+                          options.deadline ? "the deadline passed"
+                                           : fmt::format("--max-syncs {}", options.max_syncs),
+                          p.write_rate_known ? human_rate(p.write_rate) : std::string("?"),
+                          human_rate(p.link_rate), options.begin.vm_uuid));
+        }
+        continue;
+      }
       if (options.offline || // stopped: nothing changes, one copy is the whole of it
           !should_sync_again(incrementals, options.converge_bytes, options.max_syncs, took)) {
         break;

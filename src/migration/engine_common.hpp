@@ -94,6 +94,10 @@ void refuse_triton_migration(Context& ctx, const std::string& vm_uuid);
 // (a StopRequest of `kind`) and wait until the lease is free (Settings::stop_wait_ms), returning
 // that command, if one ran.
 void refuse_if_unstoppable(Context& ctx, const state::Migration& m);
+
+// The switch's fixed steps as this head node measured them: the median, over earlier switches
+// of running instances, of their downtime minus their final sync (std::nullopt: none yet).
+std::optional<std::chrono::milliseconds> measured_switch_fixed(Context& ctx);
 std::optional<state::Lease> stop_running_command(Context& ctx, const state::Migration& m,
                                                  const std::string& kind);
 

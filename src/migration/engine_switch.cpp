@@ -459,6 +459,13 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   if (r.plan.before_hide && ctx.nodes.kept_link == nullptr) {
     ctx.nodes.remove_leftover_links(ctx, op.id(), r.src(), r.dst());
   }
+  if (r.plan.before_hide) {
+    // What the model expects, kept next to what the switch measures (zmigrate get shows both).
+    const DowntimePrediction p = predict_downtime(m.data.value("syncs", nlohmann::json::array()),
+                                                  detail::measured_switch_fixed(ctx));
+    r.sw()["predicted_downtime_ms"] = p.total.count();
+    op.save();
+  }
   const PhaseSpec spec = switch_steps(r);
   PhaseReport report;
   try {
@@ -492,12 +499,17 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   nlohmann::json dsteps = nlohmann::json::object();
   for (const TimedStep& s : result.downtime_steps) {
     dsteps[s.name] = s.duration.count();
+    if (s.name == "final_sync") {
+      r.sw()["final_sync_ms"] = s.duration.count();
+    }
   }
-  op.finish_phase(state::State::successful, {},
-                  {{"downtime_ms", result.downtime.count()},
-                   {"downtime_steps", dsteps},
-                   {"final_bytes", result.final_bytes},
-                   {"was_running", result.was_running}});
+  op.finish_phase(
+      state::State::successful, {},
+      {{"downtime_ms", result.downtime.count()},
+       {"downtime_steps", dsteps},
+       {"final_bytes", result.final_bytes},
+       {"predicted_downtime_ms", r.sw().value("predicted_downtime_ms", std::int64_t{0})},
+       {"was_running", result.was_running}});
   result.migration = op.record();
   return result;
 }

@@ -414,10 +414,25 @@ PreconditionError busy_unstoppable(const state::Migration& m, const state::Lease
 // Refuses (busy_unstoppable) when a live command that cannot be stopped holds `m`'s lease, so
 // that the checks that follow are not made on a record that command is changing.
 void refuse_if_unstoppable(Context& ctx, const state::Migration& m) {
-  if (const std::optional<state::Lease> h = ctx.store.find_lease(m.id);
-      h && !operation_stoppable(h->operation)) {
-    throw busy_unstoppable(m, *h);
+  const std::optional<state::Lease> h = ctx.store.find_lease(m.id);
+  const int pid = static_cast<int>(::getpid());
+  if (!h || operation_stoppable(h->operation) ||
+      (h->pid == pid && h->host == ctx.settings.hostname)) {
+    return;
   }
+  // Only a live holder counts: one killed mid-step (its pid gone on this host) left its lease
+  // row behind, and the rerun that finishes its work must not be refused. Taking the lease
+  // settles it (the store's rule for a dead holder) and giving it back leaves it free.
+  state::Lease ours;
+  ours.migration_id = m.id;
+  ours.pid = pid;
+  ours.host = ctx.settings.hostname;
+  ours.operation = "check";
+  if (!ctx.store.try_acquire_lease(ours, 0)) {
+    ctx.store.release_lease(m.id, pid);
+    return;
+  }
+  throw busy_unstoppable(m, *h);
 }
 
 // Ask the command running on `m` (if any) to stop, and wait until its lease is free. Returns
@@ -425,6 +440,7 @@ void refuse_if_unstoppable(Context& ctx, const state::Migration& m) {
 std::optional<state::Lease> stop_running_command(Context& ctx, const state::Migration& m,
                                                  const std::string& kind) {
   const std::string what = fmt::format("migration {} of {}", m.id, m.vm_uuid);
+  refuse_if_unstoppable(ctx, m); // and frees the lease a killed switch, abort, ... left
   state::StopRequest r;
   r.migration_id = m.id;
   r.kind = kind;

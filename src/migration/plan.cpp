@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/plan.hpp>
+#include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/names.hpp>
 
@@ -183,6 +184,77 @@ std::string hide_zone_config(const std::string& exported) {
     text += '\n';
   }
   return text;
+}
+
+DowntimePrediction predict_downtime(const nlohmann::json& syncs,
+                                    std::optional<std::chrono::milliseconds> fixed) {
+  DowntimePrediction p;
+  p.fixed = fixed.value_or(k_default_switch_fixed);
+  if (!syncs.is_array() || syncs.empty()) {
+    p.total = p.fixed;
+    return p;
+  }
+  auto bytes_of = [](const nlohmann::json& s) { return s.value("bytes", std::uint64_t{0}); };
+  auto ms_of = [](const nlohmann::json& s) { return s.value("duration_ms", std::int64_t{0}); };
+  double best_any = 0;
+  for (const nlohmann::json& s : syncs) {
+    if (ms_of(s) <= 0) {
+      continue;
+    }
+    const double rate = static_cast<double>(bytes_of(s)) * 1000.0 / static_cast<double>(ms_of(s));
+    best_any = std::max(best_any, rate);
+    if (bytes_of(s) >= (1ULL << 20)) {
+      p.link_rate = std::max(p.link_rate, rate);
+    }
+  }
+  if (p.link_rate == 0) {
+    p.link_rate = best_any;
+  }
+  // A stream's fixed cost (ssh, zfs starting up): the least time an incremental sync took beyond
+  // its bytes at the link's rate.
+  std::int64_t overhead = -1;
+  for (std::size_t i = 1; i < syncs.size(); ++i) {
+    const std::int64_t ms = ms_of(syncs[i]);
+    if (ms <= 0) {
+      continue;
+    }
+    const double moving =
+        p.link_rate > 0 ? static_cast<double>(bytes_of(syncs[i])) * 1000.0 / p.link_rate : 0;
+    const auto o = std::max<std::int64_t>(0, ms - static_cast<std::int64_t>(moving));
+    if (overhead < 0 || o < overhead) {
+      overhead = o;
+    }
+  }
+  overhead = std::max<std::int64_t>(overhead, 0);
+  const nlohmann::json& last = syncs.back();
+  if (syncs.size() >= 2) {
+    const nlohmann::json& prev = syncs[syncs.size() - 2];
+    try {
+      // A sync's snapshot is taken as it starts: its end minus its duration.
+      const auto snap = [&](const nlohmann::json& s) {
+        return parse_iso8601(s.value("ended", "")) - std::chrono::milliseconds(ms_of(s));
+      };
+      const auto between =
+          std::chrono::duration_cast<std::chrono::milliseconds>(snap(last) - snap(prev));
+      if (between.count() > 0) {
+        p.write_rate =
+            static_cast<double>(bytes_of(last)) * 1000.0 / static_cast<double>(between.count());
+        p.write_rate_known = true;
+      }
+    } catch (const Error&) {
+      p.write_rate_known = false; // older records have no end times
+    }
+  }
+  p.delta_bytes =
+      static_cast<std::uint64_t>(p.write_rate * static_cast<double>(ms_of(last)) / 1000.0);
+  std::int64_t final_ms = overhead;
+  if (p.link_rate > 0) {
+    final_ms +=
+        static_cast<std::int64_t>(static_cast<double>(p.delta_bytes) * 1000.0 / p.link_rate);
+  }
+  p.final_sync = std::chrono::milliseconds(final_ms);
+  p.total = p.fixed + p.final_sync;
+  return p;
 }
 
 bool should_sync_again(const std::vector<std::uint64_t>& incremental_bytes,

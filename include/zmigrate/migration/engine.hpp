@@ -98,6 +98,13 @@ struct MigrateOptions {
   // first, copy it whole while it is stopped (one sync), switch, and start it on the target if
   // it was running. The downtime is the whole copy (MigrateResult::offline_downtime).
   bool offline = false;
+  // A downtime budget (--max-downtime): keep syncing until the predicted switch downtime
+  // (predict_downtime) fits, then switch. Bounded by `deadline` (from the start of the syncs)
+  // when given, else by max_syncs incremental syncs; then it stops ready to switch with the
+  // prediction and why (Error, exit 1), or switches anyway with force_after_deadline.
+  std::optional<std::chrono::milliseconds> max_downtime;
+  std::optional<std::chrono::milliseconds> deadline;
+  bool force_after_deadline = false;
 };
 
 struct MigrateResult {
@@ -108,6 +115,8 @@ struct MigrateResult {
   // --offline: from the stop before the copy to the start on the target (0 when the instance
   // was not running: nothing was down).
   std::optional<std::chrono::milliseconds> offline_downtime;
+  // --max-downtime: the prediction the switch was started on.
+  std::optional<std::chrono::milliseconds> predicted_downtime;
 };
 
 // begin: validate, choose the target, import images, prepare. With dry_run, changes nothing and

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,28 @@ std::string hide_zone_config(const std::string& exported);
 // that took at most `k_quick_sync` ends the syncing at once: what was written meanwhile is a few
 // seconds of writes, which the switch's final delta carries anyway.
 inline constexpr std::chrono::milliseconds k_quick_sync{5000};
+
+// The downtime budget: what a switch right after the last sync will cost, from what the syncs
+// measured. The final delta is what the instance writes while the last sync runs (its write
+// rate: the bytes of the last incremental sync over the time between its snapshot and the one
+// before); it goes at the link's rate (the fastest sync of at least 1 MiB) plus a stream's fixed
+// cost (the least time an incremental sync took beyond its bytes at that rate); the switch's
+// fixed steps (stop,
+// hide, VMAPI, start) come from earlier switches on this head node, else k_default_switch_fixed.
+struct DowntimePrediction {
+  std::chrono::milliseconds total{0};
+  std::chrono::milliseconds fixed{0};
+  std::chrono::milliseconds final_sync{0};
+  std::uint64_t delta_bytes = 0;
+  double write_rate = 0; // bytes/s; 0 while unknown (fewer than two syncs)
+  double link_rate = 0;  // bytes/s
+  bool write_rate_known = false;
+};
+inline constexpr std::chrono::milliseconds k_default_switch_fixed{1500};
+// `syncs`: data.syncs of a migration ({bytes, duration_ms, ended (ISO 8601)}, oldest first);
+// `fixed`: the fixed steps' cost measured before, if any.
+DowntimePrediction predict_downtime(const nlohmann::json& syncs,
+                                    std::optional<std::chrono::milliseconds> fixed);
 bool should_sync_again(
     const std::vector<std::uint64_t>& incremental_bytes, std::uint64_t converge_bytes,
     int max_syncs, std::chrono::milliseconds last_sync_duration = std::chrono::milliseconds::max());

@@ -10,6 +10,12 @@
 #    on cn2; the printed downtime (stop to start on the target) covers the whole copy; the data
 #    and the writer's file are identical up to the stop; never two copies running.
 #  - lx01 (stopped) cn1 -> cn2: copied and switched, never started anywhere; "downtime: none".
+# `migrate --max-downtime` (web01, back on cn1 by rollback each time):
+#  - a budget that can be met (10 s): syncs until the prediction fits, switches; `get` shows the
+#    prediction next to the measured downtime;
+#  - one that cannot (1 ms) with --deadline 3s: exits 1 at "ready to switch" naming the
+#    prediction, web01 still runs on cn1, the migration is sync/paused; with
+#    --force-after-deadline (and --max-syncs 1) it switches anyway.
 # Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns).
 set -euo pipefail
 # shellcheck source=lib_migrate.sh
@@ -101,5 +107,37 @@ fi
 n=$(mt_watch_stop)
 check "$label: never started anywhere ($n moments with a copy running)" test "$n" = 0
 verify_switched "$label" "$LX" cn1 cn2 stopped
+
+# --- downtime budget ----------------------------------------------------------------------------
+label="budget met"
+zm_ok "$label: rollback web01 to cn1" rollback --yes "$WEB" || mt_die "rollback"
+zm --json migrate --max-downtime 10s -n cn2 "$WEB"
+if ((ZM_RC == 0)); then ok "$label: migrate --max-downtime 10s in $ZM_SECS s"; else fail "$label: rc $ZM_RC"; zm_show; fi
+pred=$(zm_json 'd["predicted_downtime_ms"]')
+meas=$(zm_json 'd["switch"]["downtime_ms"]')
+check "$label: at least two syncs before the switch ($(zm_json 'len(d["syncs"])'))" test "$(zm_json 'len(d["syncs"]) >= 2')" = true
+check "$label: the prediction ($pred ms) fit the budget" python3 -c "import sys; sys.exit(not (0 < int('$pred') <= 10000))"
+note "$label: predicted $pred ms, measured $meas ms"
+zm get "$WEB"
+if grep -q "downtime .*(predicted " "$ZM_OUT"; then ok "$label: get shows: $(grep -m1 'downtime .*(predicted ' "$ZM_OUT" | sed 's/^ *//')"; else
+    fail "$label: get shows no prediction next to the downtime"
+    zm_show
+fi
+verify_switched "$label" "$WEB" cn1 cn2 running
+
+label="budget missed"
+zm_ok "$label: rollback web01 to cn1" rollback --yes "$WEB" || mt_die "rollback"
+zm migrate --max-downtime 1ms --deadline 3s -n cn2 "$WEB"
+if err_line_ok 1 && grep -q "is above the budget 1ms" "$ZM_ERR" && grep -q "zmigrate switch $WEB" "$ZM_ERR"; then
+    ok "$label: exit 1 at ready to switch: $(cut -c1-220 "$ZM_ERR")"
+else
+    fail "$label: want exit 1 naming the prediction, got $ZM_RC"
+    zm_show
+fi
+state_now=$(mig_field "$WEB" '"%s/%s" % (d["phase"], d["state"])') || state_now="get failed"
+check "$label: the migration is ready to switch ($state_now)" test "$state_now" = sync/paused
+check "$label: web01 still runs on cn1" running_now cn1 "$WEB"
+zm_ok "$label: --force-after-deadline switches anyway" migrate --max-downtime 1ms --max-syncs 1 --force-after-deadline "$WEB" &&
+    verify_switched "$label" "$WEB" cn1 cn2 running
 
 mt_finish

@@ -437,6 +437,14 @@ TEST_CASE("migration::pause and abort from another shell wait for the running co
     CHECK_FALSE(w.store.find_stop_request(k_id));
   }
 
+  SECTION("the lease a killed abort left does not block its rerun or a pause") {
+    const pid_t gone = dead_pid();
+    hold(static_cast<int>(gone), "abort");
+    const PauseResult r = pause(w.ctx, k_vm);
+    CHECK_FALSE(r.stopped);
+    CHECK_FALSE(w.store.real().find_lease(k_id));
+  }
+
   SECTION("pause after the switch: nothing to pause") {
     w.change_record(Phase::switch_, State::successful);
     CHECK_THROWS_WITH(pause(w.ctx, k_vm), Catch::Contains("nothing to pause"));

@@ -239,3 +239,52 @@ TEST_CASE("plan_switch decides the switch's optional steps from the record", "[m
           std::vector<std::pair<std::string, std::string>>{{"indestructible_zoneroot", "true"}});
   }
 }
+
+TEST_CASE("migration::predict_downtime", "[migration][plan]") {
+  using std::chrono::milliseconds;
+  // A full sync of 100 MiB in 10 s (the link: 10 MiB/s), then an incremental one of 4 MiB whose
+  // snapshot came 20 s after the first one's: the instance writes about 200 KiB/s.
+  const nlohmann::json two = nlohmann::json::array(
+      {{{"bytes", 100ULL << 20}, {"duration_ms", 10000}, {"ended", "2026-12-01T00:00:10.000Z"}},
+       {{"bytes", 4ULL << 20}, {"duration_ms", 1000}, {"ended", "2026-12-01T00:00:21.000Z"}}});
+
+  SECTION("fixed steps from history plus the final delta at the link's rate") {
+    const DowntimePrediction p = predict_downtime(two, milliseconds(800));
+    CHECK(p.write_rate_known);
+    CHECK(p.write_rate == Approx((4ULL << 20) / 20.0).epsilon(0.001));
+    CHECK(p.link_rate == Approx((100ULL << 20) / 10.0).epsilon(0.001));
+    // The last sync ran 1 s: about 205 KiB written meanwhile, 20 ms at 10 MiB/s, plus a
+    // stream's fixed cost: that sync took 1 s for 400 ms of bytes, so 600 ms.
+    CHECK(p.delta_bytes == (4ULL << 20) / 20);
+    CHECK(p.final_sync.count() == Approx(620).margin(2));
+    CHECK(p.total.count() == Approx(1420).margin(2));
+  }
+
+  SECTION("no history: the default fixed cost") {
+    CHECK(predict_downtime(two, std::nullopt).fixed == k_default_switch_fixed);
+  }
+
+  SECTION("a writer faster than the link: the delta dominates") {
+    nlohmann::json fast = two;
+    fast[1]["bytes"] = 150ULL << 20; // 150 MiB written in 20 s, the last sync took 15 s
+    fast[1]["duration_ms"] = 15000;
+    fast[1]["ended"] = "2026-12-01T00:00:35.000Z";
+    const DowntimePrediction p = predict_downtime(fast, milliseconds(800));
+    CHECK(p.write_rate == Approx((150ULL << 20) / 20.0).epsilon(0.001));
+    // 7.5 MiB/s for 15 s = 112.5 MiB at 10 MiB/s = 11.25 s.
+    CHECK(p.final_sync.count() == Approx(11250).margin(2));
+  }
+
+  SECTION("one sync: the write rate is unknown") {
+    const DowntimePrediction p = predict_downtime(nlohmann::json::array({two[0]}), std::nullopt);
+    CHECK_FALSE(p.write_rate_known);
+    CHECK(p.delta_bytes == 0);
+  }
+
+  SECTION("older records without end times: unknown, no throw") {
+    nlohmann::json old = two;
+    old[0].erase("ended");
+    old[1].erase("ended");
+    CHECK_FALSE(predict_downtime(old, std::nullopt).write_rate_known);
+  }
+}
