@@ -461,6 +461,17 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& opt
       throw stopped;
     }
     op.finish_phase(state::State::failed, e.what());
+    const Error* err = dynamic_cast<const Error*>(&e);
+    if (options.stop_first && err != nullptr &&
+        detail::json_bool(op.record().data.value("switch", nlohmann::json::object()),
+                          "was_running")) {
+      // migrate --offline stopped it: say so, and how to go on, rather than leave it unsaid.
+      throw Error(err->exit_code(), err->subject(),
+                  fmt::format("{}. The instance is stopped for the offline migration: rerun "
+                              "\"zmigrate migrate --offline {}\" to go on, or \"zmigrate abort "
+                              "{}\" to start it again on the source",
+                              err->reason(), vm_uuid, vm_uuid));
+    }
     throw;
   }
   result.migration = op.record();

@@ -38,6 +38,14 @@ void maybe_inject_fault(const Settings& settings, const std::string& step) {
   }
 }
 
+void Operation::release_quietly() noexcept {
+  try {
+    m_ctx.store.release_lease(m_lease_key, m_pid);
+  } catch (const std::exception& e) {
+    m_ctx.log.warn("could not release lease", {{"error", e.what()}});
+  }
+}
+
 Operation::Operation(Context& ctx, state::Migration migration, std::string operation)
     : m_ctx(ctx), m_record(std::move(migration)), m_operation(std::move(operation)),
       m_pid(static_cast<int>(::getpid())) {
@@ -45,11 +53,7 @@ Operation::Operation(Context& ctx, state::Migration migration, std::string opera
   try {
     check_stop_request();
   } catch (...) {
-    try {
-      m_ctx.store.release_lease(m_lease_key, m_pid);
-    } catch (const std::exception& e) {
-      m_ctx.log.warn("could not release lease", {{"error", e.what()}});
-    }
+    release_quietly();
     throw;
   }
   start_heartbeat();
@@ -75,11 +79,7 @@ Operation::Operation(Context& ctx, const std::string& vm_uuid, Action action, st
     }
     m_record = std::move(*fresh);
   } catch (...) {
-    try {
-      m_ctx.store.release_lease(m_lease_key, m_pid);
-    } catch (const std::exception& e) {
-      m_ctx.log.warn("could not release lease", {{"error", e.what()}});
-    }
+    release_quietly();
     throw;
   }
   start_heartbeat();
@@ -249,11 +249,7 @@ void Operation::throw_if_lease_lost() {
 
 Operation::~Operation() {
   stop_heartbeat();
-  try {
-    m_ctx.store.release_lease(m_lease_key, m_pid);
-  } catch (const std::exception& e) {
-    m_ctx.log.warn("could not release lease", {{"error", e.what()}});
-  }
+  release_quietly();
 }
 
 void Operation::save() {

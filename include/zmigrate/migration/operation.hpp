@@ -86,6 +86,7 @@ public:
 
 private:
   void acquire();
+  void release_quietly() noexcept; // a failure to release is logged (the lease goes stale)
   void start_heartbeat();
   void stop_heartbeat() noexcept;
   void throw_if_lease_lost();

@@ -524,6 +524,24 @@ TEST_CASE("engine: migrate --offline stops first, copies once, starts on the tar
     CHECK_FALSE(w.cn2->running(EngineWorld::k_vm));
   }
 
+  SECTION("a copy that fails after the stop says the instance is stopped and how to go on") {
+    EngineWorld w;
+    migration::MigrateOptions o;
+    o.begin.vm_uuid = EngineWorld::k_vm;
+    o.begin.target = EngineWorld::k_cn2;
+    o.offline = true;
+    w.nodes.fail_next_send();
+    CHECK_THROWS_WITH(
+        migration::migrate(w.ctx, o),
+        Catch::Contains("The instance is stopped for the offline migration") &&
+            Catch::Contains("zmigrate migrate --offline " + std::string(EngineWorld::k_vm)) &&
+            Catch::Contains("zmigrate abort"));
+    CHECK_FALSE(w.cn1->running(EngineWorld::k_vm));
+    migration::migrate(w.ctx, o); // the rerun goes on
+    CHECK_NONE(w.expect_switched());
+    CHECK(w.cn2->running(EngineWorld::k_vm));
+  }
+
   SECTION("abort after the offline stop starts the instance again on the source") {
     EngineWorld w;
     w.begin();
