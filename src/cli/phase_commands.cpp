@@ -299,6 +299,10 @@ CommandSpec sync_command() {
                                  : fmt::format("The migration was switched by another command "
                                                "after {} syncs",
                                                r.syncs.size());
+            } else if (r.ended == "ended") {
+              line = fmt::format("The migration was ended by another command (abort) after {} "
+                                 "syncs",
+                                 r.syncs.size());
             } else {
               line = fmt::format("Stopped after {} syncs; the migration is ready for sync or "
                                  "switch",

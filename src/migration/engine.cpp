@@ -188,7 +188,8 @@ nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory:
   }
   j["ips"] = ips;
   j["target_reason"] =
-      named ? std::string("named with -n (checked: setup, running, not reserved, room, platform)")
+      named ? std::string("named with -n, or the target of the begin being retried (checked: "
+                          "setup, running, not reserved, room, platform)")
             : fmt::format("placement: the eligible node with the most unreserved RAM ({} MiB, "
                           "{} MiB of disk)",
                           target.unreserved_ram_mib, target.unreserved_disk_mib);
@@ -503,34 +504,40 @@ std::chrono::milliseconds offline_downtime(const state::Migration& m) {
 
 namespace {
 
-// Whether a switch from another command has taken the migration of `vm_uuid` over from a
-// sync --every loop (it holds the lease, asked the loop to stop, or has run).
-std::optional<state::Lease> switch_took_over(Context& ctx, const std::string& vm_uuid) {
+// Why a sync --every loop of `vm_uuid` ends, if it must: "switch" when a switch from another
+// command took over (it holds the lease, asked the loop to stop, or has run; `by` when known),
+// "ended" when the migration is no longer active (an abort from another shell ended it).
+struct LoopEnd {
+  std::string why;
+  std::optional<state::Lease> by;
+};
+std::optional<LoopEnd> loop_end(Context& ctx, const std::string& vm_uuid) {
   const std::optional<state::Migration> m = ctx.store.find_active_for_vm(vm_uuid);
   if (!m) {
-    return state::Lease{}; // ended (finalized or aborted after a switch): nothing to sync
+    return LoopEnd{"ended", std::nullopt};
   }
   if (std::optional<state::Lease> h = ctx.store.find_lease(m->id); h && h->operation == "switch") {
-    return h;
+    return LoopEnd{"switch", h};
   }
-  const auto r = ctx.store.find_stop_request(m->id);
-  bool newer = r.has_value();
-  if (r && ctx.settings.command_started != std::chrono::system_clock::time_point{}) {
-    try {
-      newer = parse_iso8601(r->requested) >= ctx.settings.command_started;
-    } catch (const Error&) {
-      newer = true;
+  if (const auto r = ctx.store.find_stop_request(m->id); r && r->kind == "switch") {
+    bool newer = true;
+    if (ctx.settings.command_started != std::chrono::system_clock::time_point{}) {
+      try {
+        newer = parse_iso8601(r->requested) >= ctx.settings.command_started;
+      } catch (const Error&) {
+        newer = true;
+      }
+    }
+    if (newer) {
+      state::Lease by;
+      by.pid = r->pid;
+      by.host = r->host;
+      by.operation = "switch";
+      return LoopEnd{"switch", by};
     }
   }
-  if (r && newer && r->kind == "switch") {
-    state::Lease by;
-    by.pid = r->pid;
-    by.host = r->host;
-    by.operation = "switch";
-    return by;
-  }
   if (m->phase != state::Phase::begin && m->phase != state::Phase::sync) {
-    return state::Lease{};
+    return LoopEnd{"switch", std::nullopt}; // switched meanwhile by another command
   }
   return std::nullopt;
 }
@@ -551,11 +558,9 @@ SyncLoopResult sync_loop(Context& ctx, const std::string& vm_uuid,
       }
       out.syncs.push_back(std::move(s));
     } catch (const Error&) {
-      if (std::optional<state::Lease> by = switch_took_over(ctx, vm_uuid)) {
-        out.ended = "switch";
-        if (by->pid != 0) {
-          out.switch_by = by;
-        }
+      if (std::optional<LoopEnd> end = loop_end(ctx, vm_uuid)) {
+        out.ended = end->why;
+        out.switch_by = end->by;
         return out;
       }
       throw;
@@ -566,11 +571,9 @@ SyncLoopResult sync_loop(Context& ctx, const std::string& vm_uuid,
         out.ended = "interrupted";
         return out;
       }
-      if (std::optional<state::Lease> by = switch_took_over(ctx, vm_uuid)) {
-        out.ended = "switch";
-        if (by->pid != 0) {
-          out.switch_by = by;
-        }
+      if (std::optional<LoopEnd> end = loop_end(ctx, vm_uuid)) {
+        out.ended = end->why;
+        out.switch_by = end->by;
         return out;
       }
       const auto left =

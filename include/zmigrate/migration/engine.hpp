@@ -141,7 +141,9 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& opt
 
 struct SyncLoopResult {
   std::vector<SyncResult> syncs;
-  std::string ended; // "switch": handed over; "interrupted": a signal while waiting
+  // "switch": handed over; "ended": no longer active (an abort from another shell ended it
+  // while the loop waited); "interrupted": a signal while waiting.
+  std::string ended;
   std::optional<state::Lease> switch_by; // the switch that took over, when known
 };
 // `sync --every`: sync, wait `interval`, sync again, ... (migrator.sh's incremental loop) until a

@@ -613,3 +613,17 @@ TEST_CASE("engine: sync --every keeps syncing until a switch takes over or a sig
   }
   reset_interrupts_for_tests();
 }
+
+TEST_CASE("engine: sync --every ends when an abort from another shell ended the migration",
+          "[engine][sync]") {
+  reset_interrupts_for_tests();
+  EngineWorld w;
+  w.begin();
+  const migration::SyncLoopResult r = migration::sync_loop(
+      w.ctx, EngineWorld::k_vm, std::chrono::seconds(60),
+      [&](const migration::SyncResult&) { w.abort(); }); // the abort runs while the loop waits
+  CHECK(r.ended == "ended");
+  CHECK(r.syncs.size() == 1);
+  CHECK_FALSE(r.switch_by);
+  CHECK_NONE(w.expect_aborted());
+}
