@@ -135,13 +135,16 @@ std::optional<state::Artefact> removed_quota(Context& ctx, const std::string& mi
 struct ImageNeeds {
   std::vector<std::string> imports;                 // images the target lacks
   nlohmann::json origins = nlohmann::json::array(); // every clone origin
+  std::string mark; // k_mark_property on the zone root ("" when unset), read in the same call
 };
 
 // Every dataset that is a clone of an image (zone roots, KVM disk0) needs that image on the
 // target, so the first sync can send only what differs from it, as Triton's ensure-image does.
-ImageNeeds image_needs(Node& source, Node& target, const std::vector<std::string>& roots) {
+ImageNeeds image_needs(Node& source, Node& target, const std::vector<std::string>& roots,
+                       const std::string& zone_root) {
   ImageNeeds out;
-  const DatasetTree src_tree = source.tree(roots, {"origin"});
+  const DatasetTree src_tree = source.tree(roots, {"origin", k_mark_property});
+  out.mark = src_tree.prop(zone_root, k_mark_property);
   for (const std::string& ds : src_tree.datasets) {
     const std::string origin = src_tree.prop(ds, "origin");
     if (origin.empty()) {
@@ -255,7 +258,15 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   Node& source = ctx.nodes.node(ctx, result.source);
   Node& target = ctx.nodes.node(ctx, result.target);
   const std::vector<std::string> roots = check_nodes(vm, source, target, result.target);
-  const ImageNeeds images = image_needs(source, target, roots);
+  const ImageNeeds images = image_needs(source, target, roots, vm.zfs_filesystem);
+  // Another zmigrate's migration of this instance (its mark on the zone root): refuse before
+  // anything changes. One of ours (a retried begin, or a stale mark of an ended one) goes on.
+  if (const std::string why =
+          mark_problem(vm.zfs_filesystem, source.host(), images.mark,
+                       images.mark.empty() || ctx.store.find_migration(images.mark).has_value());
+      !why.empty()) {
+    throw PreconditionError(fmt::format("instance {}", vm.uuid), why);
+  }
   const std::vector<std::string>& imports = images.imports;
   // imgadm on the target fetches each from IMGAPI: one that IMGAPI lacks fails here, before
   // anything changes, not half-way through the begin.
@@ -342,6 +353,12 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   // Each image import is kept on failure (an image is the node's, shared by its instances); the
   // removed quota is put back, so a failed begin leaves the source as it was.
   PhaseSpec spec{"begin", {}, ""};
+  // First, so another zmigrate sees the instance taken before anything else changes. Kept on a
+  // failed begin (the record stays active); abort, rollback and finalize remove it.
+  spec.steps.push_back({"mark_source", "", [&](nlohmann::json& d) {
+                          detail::mark_source(ctx, m, source, vm.zfs_filesystem);
+                          d["mark"] = m.id;
+                        }});
   for (const std::string& image : imports) {
     spec.steps.push_back({"import_image." + image,
                           fmt::format("importing image {} on {}", image, result.target.hostname),

@@ -75,6 +75,35 @@ void refuse_triton_migration(Context& ctx, const std::string& vm_uuid) {
                         field("id"), phase, state, field("created_timestamp"), vm_uuid));
 }
 
+void mark_source(Context& ctx, const state::Migration& m, Node& source, const std::string& ds) {
+  bool recorded = false;
+  for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+    recorded = recorded || (a.kind == "source_mark" && a.name == ds);
+  }
+  if (!recorded) {
+    state::Artefact a;
+    a.migration_id = m.id;
+    a.kind = "source_mark";
+    a.host = "source";
+    a.name = ds;
+    a.details = {{"property", k_mark_property}, {"value", m.id}};
+    a.created = iso8601(ctx.clock.wall_now());
+    ctx.store.record_artefact(a);
+  }
+  source.set_property(ds, k_mark_property, m.id);
+}
+
+void clear_mark(Context& ctx, const state::Migration& m, Node& node, const std::string& ds) {
+  if (node.dataset_exists(ds) && node.properties(ds, {k_mark_property})[k_mark_property] == m.id) {
+    node.inherit_property(ds, k_mark_property);
+  }
+  for (const state::Artefact& a : ctx.store.live_artefacts(m.id)) {
+    if (a.kind == "source_mark" && a.name == ds) {
+      ctx.store.mark_artefact_removed(a.id);
+    }
+  }
+}
+
 void put_source_back(Context& ctx, const state::Migration& m, Ends& ends, const inventory::Vm& vm,
                      const std::function<void()>& on_start) {
   const auto src = ends.source->vm_get(vm.uuid);

@@ -88,6 +88,12 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
 // Refuses (exit 4) while Triton's own migration (VMAPI's record: sdc-migrate, CloudAPI) holds
 // the instance: two movers of one instance would fight over its datasets, IPs and VMAPI record.
 void refuse_triton_migration(Context& ctx, const std::string& vm_uuid);
+// begin.mark_source: put k_mark_property=<migration id> on the source zone root, with its ledger
+// row first (one row per migration however often a begin is retried).
+void mark_source(Context& ctx, const state::Migration& m, Node& source, const std::string& ds);
+// Remove the mark of `m` from `ds` on `node` when it is there with m's id (a value someone else
+// set is left alone), then retire the ledger row. A missing dataset has no mark to remove.
+void clear_mark(Context& ctx, const state::Migration& m, Node& node, const std::string& ds);
 
 // abort, pause and a switch taking over a `sync --every` loop (engine_undo.cpp): refuse while a
 // live switch, rollback, abort or finalize holds `m`'s lease; ask the command holding it to stop

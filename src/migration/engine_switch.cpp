@@ -56,6 +56,18 @@ struct SwitchRun {
 void prepare(SwitchRun& r, nlohmann::json& d) {
   if (r.plan.before_hide) {
     detail::refuse_triton_migration(r.ctx, r.vm.uuid); // one may have begun since our begin
+    // Another zmigrate that began between our begin and now overwrote our mark (the two begins
+    // raced): neither may switch on the other's snapshots. No mark at all is a migration begun
+    // before marks existed.
+    const std::string mark =
+        r.src().properties(r.vm.zfs_filesystem, {k_mark_property})[k_mark_property];
+    if (!mark.empty() && mark != r.m().id) {
+      throw PreconditionError(
+          fmt::format("instance {}", r.vm.uuid),
+          fmt::format("{} on {} now carries {}={}, not this migration's {}: another zmigrate "
+                      "began migrating it too; end one of the two (zmigrate abort) first",
+                      r.vm.zfs_filesystem, r.src().host(), k_mark_property, mark, r.m().id));
+    }
   }
   if (const std::optional<inventory::Vm> now = r.ctx.inventory.find_vm(r.vm.uuid)) {
     r.vmapi_now = now->raw; // for the update inside the window (one read here)

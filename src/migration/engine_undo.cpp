@@ -268,6 +268,9 @@ void rollback_cleanup(RollbackRun& r) {
     const auto props = r.ends.source->properties(r.vm.zfs_filesystem, {"reservation"});
     r.ends.source->set_property(r.vm.zfs_filesystem, "quota", props.at("reservation"));
   }
+  // The source is the instance again; the reverse sync may have brought the target's copy of
+  // the mark back with it.
+  detail::clear_mark(r.ctx, r.m(), *r.ends.source, r.vm.zfs_filesystem);
   retire_ledger(r.ctx, r.m());
 }
 
@@ -394,6 +397,7 @@ void restore_source_after_abort(Context& ctx, Operation& op, Ends& ends, const i
   }
   detail::put_source_back(ctx, m, ends, vm);
   detail::unreserve_ips(ctx, op);
+  detail::clear_mark(ctx, m, *ends.source, vm.zfs_filesystem);
 }
 
 } // namespace
@@ -599,6 +603,8 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
              [&](auto&) {
                ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
                detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
+               // The received copy carries the source's mark (sent with its properties).
+               detail::clear_mark(ctx, m, *ends.target, vm.zfs_filesystem);
                retire_ledger(ctx, m);
              }},
         },

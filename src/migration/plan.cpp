@@ -54,6 +54,19 @@ std::uint64_t required_disk_mib(const inventory::Vm& vm) {
   return mib;
 }
 
+std::string mark_problem(const std::string& dataset, const std::string& host,
+                         const std::string& mark, bool known) {
+  if (mark.empty() || known) {
+    return {};
+  }
+  return fmt::format(
+      "{} on {} carries {}={}: migration {} of another zmigrate (another head node or state "
+      "directory; this state database does not know it) moves this instance; finish or abort it "
+      "there. If that migration is gone for good, remove the mark on {} with \"zfs inherit {} {}\" "
+      "and begin again",
+      dataset, host, k_mark_property, mark, mark, host, k_mark_property, dataset);
+}
+
 std::string target_problem(const inventory::Vm& vm, const inventory::Server& source,
                            const inventory::Server& target, bool allow_older_platform) {
   if (target.uuid == source.uuid) {

@@ -561,6 +561,11 @@ void SmartosNode::set_property(const std::string& ds, const std::string& prop,
                       ExitCode::zfs);
 }
 
+void SmartosNode::inherit_property(const std::string& ds, const std::string& prop) {
+  remote::run_checked(m_runner, remote::Command(zfs::build_inherit(checked_ds(ds), prop)), {},
+                      ExitCode::zfs);
+}
+
 void SmartosNode::create_dataset(const std::string& ds, const KeyValues& props) {
   remote::run_checked(m_runner,
                       remote::Command(zfs::build_create(checked_ds(ds), zfs::Parents::yes)), {},

@@ -763,6 +763,11 @@ remote::Argv build_set(const ObjectName& name, const std::string& property,
   return zfs_argv({"set", property + "=" + value, name.str()});
 }
 
+remote::Argv build_inherit(const ObjectName& name, const std::string& property) {
+  validate_property_name(property);
+  return zfs_argv({"inherit", property, name.str()});
+}
+
 remote::Argv build_mount(const DatasetName& dataset) {
   return zfs_argv({"mount", dataset.str()});
 }

@@ -24,6 +24,7 @@
 
 #include <zmigrate/migration/context.hpp>
 #include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/plan.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/log.hpp>
 #include <zmigrate/zfs/names.hpp>
@@ -494,6 +495,21 @@ public:
       }
       return nullptr;
     };
+    // Nothing the ledger does not know: our mark on a dataset has its live row (another
+    // zmigrate's mark is not ours to account for).
+    bool mark_row = false;
+    for (const state::Artefact& a : live) {
+      mark_row = mark_row || a.kind == "source_mark";
+    }
+    for (FakeNode* n : {cn1.get(), cn2.get(), cn3.get()}) {
+      for (const auto& [ds, d] : n->datasets) {
+        const auto p = d.props.find(migration::k_mark_property);
+        if (p != d.props.end() && p->second == m.id && !mark_row) {
+          bad.push_back(fmt::format("{}: {} carries the mark {} with no live ledger row", n->host(),
+                                    ds, p->second));
+        }
+      }
+    }
     std::vector<std::string> names_nothing;
     for (const state::Artefact& a : live) {
       bool exists = true;
@@ -514,6 +530,12 @@ public:
                  n->authorized_keys.find(a.details.value("line", "") + "\n") != std::string::npos;
       } else if (a.kind == "quota_removed") {
         exists = cn1->prop_of(a.name, "quota") == "0";
+      } else if (a.kind == "source_mark") {
+        exists = false;
+        for (FakeNode* n : {cn1.get(), cn2.get()}) {
+          exists =
+              exists || (n->has(a.name) && n->prop_of(a.name, migration::k_mark_property) == m.id);
+        }
       } else {
         bad.push_back("unknown ledger kind " + a.kind);
       }

@@ -663,6 +663,17 @@ public:
               (prop == "quota" || prop == "reservation") && value == "none" ? "0" : value);
   }
 
+  void inherit_property(const std::string& ds, const std::string& prop) override {
+    const auto l = lock();
+    enter("inherit_property " + ds + " " + prop);
+    if (datasets.count(ds) == 0) {
+      throw Error(ExitCode::zfs, fmt::format("{}: zfs inherit {} {}", host(), prop, ds),
+                  fmt::format("cannot open '{}': dataset does not exist", ds));
+    }
+    datasets.at(ds).props.erase(prop);
+    datasets.at(ds).prop_sources.erase(prop);
+  }
+
   void rollback_to(const std::string& full_name) override {
     const auto l = lock();
     enter("rollback_to " + full_name);

@@ -114,6 +114,8 @@ public:
   virtual void create_dataset(const std::string& ds, const KeyValues& props) = 0;
   virtual void set_property(const std::string& ds, const std::string& prop,
                             const std::string& value) = 0;
+  // `zfs inherit prop ds`: drop the local value of `prop` (a user property then has none).
+  virtual void inherit_property(const std::string& ds, const std::string& prop) = 0;
   // Roll `ds` back to its newest snapshot `full_name` (discarding changes made after it).
   virtual void rollback_to(const std::string& full_name) = 0;
   // The snapshot a resume token (read from the other node) resumes, decoded by this node's zfs

@@ -41,6 +41,17 @@ std::vector<std::string> instance_roots(const std::string& uuid, const nlohmann:
 std::string resume_token_problem(const std::string& dataset, const std::string& migration_id,
                                  const std::string& resumes);
 
+// The ZFS user property zmigrate sets on an instance's zone root on the source while one of its
+// migrations is active: its value is the migration id. A second zmigrate (another head node or
+// another state directory) reads it at begin and refuses; the received copy carries it too.
+inline constexpr const char* k_mark_property = "zmigrate:migration";
+
+// Why a begin must not go on when the source zone root `dataset` on `host` carries `mark`
+// (the k_mark_property value, "" when unset) and `known` says whether this state database holds
+// a migration of that id ("" when it may go on: no mark, or one of ours).
+std::string mark_problem(const std::string& dataset, const std::string& host,
+                         const std::string& mark, bool known);
+
 // MiB of disk the instance needs on a target (quota, or the disk sizes for HVMs).
 std::uint64_t required_disk_mib(const inventory::Vm& vm);
 

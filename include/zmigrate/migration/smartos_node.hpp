@@ -64,6 +64,7 @@ public:
   void create_dataset(const std::string& ds, const KeyValues& props) override;
   void set_property(const std::string& ds, const std::string& prop,
                     const std::string& value) override;
+  void inherit_property(const std::string& ds, const std::string& prop) override;
   void rollback_to(const std::string& full_name) override;
   // The partial-receive resume token of `ds`, "" when none (or unsupported).
   std::string resume_token(const std::string& ds);

@@ -289,6 +289,9 @@ remote::Argv build_rename(const SnapshotName& from, const SnapshotName& to);
 // property name or a value holding control characters.
 remote::Argv build_set(const ObjectName& name, const std::string& property,
                        const std::string& value);
+// `zfs inherit PROP NAME`: removes a local value (a user property so set is gone). Throws
+// UsageError on a bad property name.
+remote::Argv build_inherit(const ObjectName& name, const std::string& property);
 // `zfs mount DS`.
 remote::Argv build_mount(const DatasetName& dataset);
 // `zfs create [-p] [-o k=v]... DS`. Throws UsageError on bad property names or values.

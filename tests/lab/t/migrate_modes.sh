@@ -16,6 +16,14 @@
 #  - one that cannot (1 ms) with --deadline 3s: exits 1 at "ready to switch" naming the
 #    prediction, web01 still runs on cn1, the migration is sync/paused; with
 #    --force-after-deadline (and --max-syncs 1) it switches anyway.
+# The mark (zmigrate:migration on the zone root) and a second state directory:
+#  - the switched copy on cn2 carries the migration's id (received with the stream), the hidden
+#    source too; finalize leaves no mark on either node;
+#  - a begin from a second state directory while the first one's migration is active is refused
+#    (exit 4) naming that migration and `zfs inherit`, and changes nothing; after the first's
+#    abort the mark is gone and the second one may begin.
+# --quiet: a sync prints only its result (the sync line and the OK line) on stdout, no step
+#   message or progress, and nothing on stderr.
 # Exit 0 pass, 1 fail, 125 skip (not root, no /dev/fuse, no netns).
 set -euo pipefail
 # shellcheck source=lib_migrate.sh
@@ -139,5 +147,43 @@ check "$label: the migration is ready to switch ($state_now)" test "$state_now" 
 check "$label: web01 still runs on cn1" running_now cn1 "$WEB"
 zm_ok "$label: --force-after-deadline switches anyway" migrate --max-downtime 1ms --max-syncs 1 --force-after-deadline "$WEB" &&
     verify_switched "$label" "$WEB" cn1 cn2 running
+
+# --- the mark, and a second state directory --------------------------------------------------
+label="mark"
+mark_on() { on "$1" "zfs get -H -o value zmigrate:migration zones/$WEB" 2>/dev/null || echo gone; }
+id=$(mig_field "$WEB" 'd["id"]') || id="get failed"
+check "$label: cn2's copy carries the migration id $id ($(mark_on cn2))" test "$(mark_on cn2)" = "$id"
+check "$label: the hidden source on cn1 too ($(mark_on cn1))" test "$(mark_on cn1)" = "$id"
+zm_ok "$label: finalize" finalize --yes "$WEB" || mt_die "finalize"
+check "$label: no mark left on cn2 after finalize ($(mark_on cn2))" test "$(mark_on cn2)" = "-"
+other=$MT_WORK/other-state
+zm_ok "$label: begin back to cn1 (first state directory)" begin -n cn1 "$WEB" || mt_die "begin"
+id=$(mig_field "$WEB" 'd["id"]') || id="get failed"
+check "$label: the source cn2 is marked with $id" test "$(mark_on cn2)" = "$id"
+zm --state-dir "$other" begin -n cn1 "$WEB"
+if err_line_ok 4 && grep -q "$id" "$ZM_ERR" && grep -q "zfs inherit" "$ZM_ERR"; then
+    ok "$label: a second state directory's begin is refused: $(cut -c1-200 "$ZM_ERR")"
+else
+    fail "$label: second begin: want exit 4 naming $id, got $ZM_RC"
+    zm_show
+fi
+check "$label: the refusal changed nothing (mark $(mark_on cn2))" test "$(mark_on cn2)" = "$id"
+zm --state-dir "$other" get "$WEB"
+check "$label: the second state directory recorded nothing (get exits 3, got $ZM_RC)" test "$ZM_RC" = 3
+
+label="quiet"
+zm --quiet sync "$WEB"
+lines=$(grep -c . "$ZM_OUT" || true)
+if ((ZM_RC == 0)) && ((lines == 2)) && grep -q '^ *sync [0-9]*: ' "$ZM_OUT" && grep -q '^OK - ' "$ZM_OUT" && ! grep -q . "$ZM_ERR"; then
+    ok "$label: sync --quiet printed only its result: $(tr '\n' '|' <"$ZM_OUT")"
+else
+    fail "$label: sync --quiet: rc $ZM_RC, $lines stdout lines, stderr: $(head -c 200 "$ZM_ERR")"
+    zm_show
+fi
+
+label="mark"
+zm_ok "$label: abort in the first state directory" abort "$WEB" || mt_die "abort"
+check "$label: abort removed the mark from cn2 ($(mark_on cn2))" test "$(mark_on cn2)" = "-"
+zm_ok "$label: now the second state directory may begin (dry run)" --state-dir "$other" begin --dry-run -n cn1 "$WEB"
 
 mt_finish

@@ -349,6 +349,64 @@ TEST_CASE("engine: Triton's own migration of the instance blocks begin and switc
   }
 }
 
+TEST_CASE("engine: the mark on the source zone root keeps a second zmigrate out",
+          "[engine][begin][switch][safety]") {
+  EngineWorld w;
+  const std::string other = "5b0c1d2e-3f40-4a51-8b62-7c83d94e0f15"; // unknown to this store
+  SECTION("begin marks the source with the migration id; finalize leaves no mark anywhere") {
+    w.begin();
+    CHECK(w.cn1->prop_of(w.root(), migration::k_mark_property) == w.record().id);
+    w.sync();
+    w.switch_over();
+    CHECK(w.cn2->prop_of(w.root(), migration::k_mark_property) == w.record().id); // received
+    w.finalize();
+    CHECK(w.cn2->prop_of(w.root(), migration::k_mark_property).empty());
+    CHECK_NONE(w.expect_finalized());
+  }
+  SECTION("abort and rollback remove the mark from the source") {
+    w.begin();
+    w.sync();
+    SECTION("abort") {
+      w.abort();
+    }
+    SECTION("rollback") {
+      w.switch_over();
+      w.rollback();
+    }
+    CHECK(w.cn1->prop_of(w.root(), migration::k_mark_property).empty());
+    CHECK_FALSE(w.cn2->has(w.root()));
+  }
+  SECTION("begin refuses a mark this store does not know, before anything changes") {
+    w.cn1->set_local(w.root(), migration::k_mark_property, other);
+    CHECK_THROWS_WITH(w.begin(), Catch::Contains(other) && Catch::Contains("zfs inherit"));
+    CHECK_FALSE(w.store.find_active_for_vm(EngineWorld::k_vm));
+    CHECK(w.cn1->prop_of(w.root(), migration::k_mark_property) == other);
+    for (const std::string& call : w.cn1->calls) { // read, never written
+      CHECK_FALSE(call.starts_with("set_property"));
+    }
+    CHECK(w.cn2->datasets.count(w.root()) == 0);
+  }
+  SECTION("a mark of an ended migration of this store is stale: begin takes it over") {
+    w.begin();
+    const std::string first = w.record().id;
+    w.abort();
+    w.cn1->set_local(w.root(), migration::k_mark_property, first); // as if the clear was lost
+    w.begin();
+    CHECK(w.cn1->prop_of(w.root(), migration::k_mark_property) == w.record().id);
+  }
+  SECTION("switch refuses when another zmigrate overwrote the mark since our begin") {
+    w.begin();
+    w.sync();
+    w.cn1->set_local(w.root(), migration::k_mark_property, other);
+    CHECK_THROWS_WITH(w.switch_over(), Catch::Contains(other));
+    CHECK(w.cn1->running(EngineWorld::k_vm));
+    CHECK(w.record().phase == state::Phase::sync);
+    // Not ours to clear: abort ends our migration and leaves the other's mark alone.
+    w.abort();
+    CHECK(w.cn1->prop_of(w.root(), migration::k_mark_property) == other);
+  }
+}
+
 TEST_CASE("engine: a received mountpoint outside the zonepath stops the switch before the hide",
           "[engine][switch][safety]") {
   EngineWorld w;
@@ -462,7 +520,10 @@ TEST_CASE("engine: a begin retry lifts a bhyve quota whose removal an earlier at
           "recorded",
           "[engine][begin]") {
   EngineWorld w(EngineWorld::Kind::bhyve);
-  w.cn1->fail_always("set_property"); // the removal fails, and so does its undo
+  // The removal fails, and so does its undo (the mark, also a set_property, goes through).
+  w.cn1->fail_when([](const std::string& call) {
+    return call.starts_with("set_property") && call.find(" quota=") != std::string::npos;
+  });
   CHECK_THROWS(w.begin());
   const state::Migration failed = w.record();
   int live = 0;

@@ -288,3 +288,11 @@ TEST_CASE("migration::predict_downtime", "[migration][plan]") {
     CHECK_FALSE(predict_downtime(old, std::nullopt).write_rate_known);
   }
 }
+
+TEST_CASE("migration::mark_problem", "[migration]") {
+  CHECK(mark_problem("zones/a", "cn1", "", false).empty());
+  CHECK(mark_problem("zones/a", "cn1", "m-1", true).empty());
+  const std::string why = mark_problem("zones/a", "cn1", "m-1", false);
+  CHECK_THAT(why, Catch::Contains("zones/a on cn1 carries zmigrate:migration=m-1") &&
+                      Catch::Contains("zfs inherit zmigrate:migration zones/a"));
+}
