@@ -88,7 +88,7 @@ _zmigrate() {
     rollback) opts="--keep-changes -y --yes" ;;
     finalize) opts="-y --yes" ;;
     evacuate) opts="-n --target --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge" ;;
-    estimate) opts="-s --server --rate --parallel" ;;
+    estimate) opts="-s --server --rate --parallel --measure -n --target --measure-size" ;;
     list) opts="-s --state -n --server -a --all -l --long" ;;
     cleanup) opts="--dry-run" ;;
     esac

@@ -99,6 +99,9 @@ complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l allow-older-pl
 complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -s s -l server -x -d 'Every active instance on this node'
 complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l rate -x -d 'Transfer rate in MiB/s'
 complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l parallel -x -d 'Concurrent streams'
+complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l measure -d 'Time a short real transfer to the node of -n'
+complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -s n -l target -x -d 'With --measure: the node to measure to'
+complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l measure-size -x -d 'With --measure: MiB to send'
 
 # list.
 complete -c zmigrate -n "__fish_seen_subcommand_from list" -s s -l state -x -a 'running paused failed successful' -d 'Only migrations in this state'

@@ -4,11 +4,14 @@
 #include <zmigrate/cli/output.hpp>
 #include <zmigrate/cli/runtime.hpp>
 #include <zmigrate/migration/estimate.hpp>
+#include <zmigrate/migration/measure.hpp>
+#include <zmigrate/util/arguments.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
 
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -62,65 +65,129 @@ CommandSpec estimate_command() {
     std::string server;
     double rate_mb_s = 0;
     int parallel = 1;
+    bool measure = false;
+    std::string target;
+    std::uint64_t measure_mib = 64;
   };
   auto o = std::make_shared<Opts>();
-  return {"estimate",
-          "Bytes and time a full sync of an instance, or of every instance on a node, needs",
-          [o](CLI::App& app) {
-            app.add_option("VM", o->vm, "Instance UUID");
-            app.add_option(
-                "-s,--server", o->server,
-                "Estimate every active instance on this compute node (UUID or hostname)");
-            app.add_option("--rate", o->rate_mb_s,
-                           "Transfer rate in MiB/s (1024^2 bytes) for the time estimate (default: "
-                           "config, else 20)")
-                ->check(positive_rate());
-            app.add_option("--parallel", o->parallel,
-                           "Concurrent streams for the server total (default 1)")
-                ->check(CLI::Range(1, 64));
-          },
-          [o](Runtime& rt) {
-            if (o->vm.empty() == o->server.empty()) {
-              throw UsageError("estimate", "give either an instance UUID or --server CN");
+  return {
+      "estimate",
+      "Bytes and time a full sync of an instance, or of every instance on a node, needs",
+      [o](CLI::App& app) {
+        app.add_option("VM", o->vm, "Instance UUID");
+        app.add_option("-s,--server", o->server,
+                       "Estimate every active instance on this compute node (UUID or hostname)");
+        app.add_option("--rate", o->rate_mb_s,
+                       "Transfer rate in MiB/s (1024^2 bytes) for the time estimate (default: "
+                       "config, else 20)")
+            ->check(positive_rate());
+        app.add_option("--parallel", o->parallel,
+                       "Concurrent streams for the server total (default 1)")
+            ->check(CLI::Range(1, 64));
+        app.add_flag("--measure", o->measure,
+                     "Time a short real transfer from the instance's node (or --server) to "
+                     "the node named with -n over the data path, and estimate at that rate");
+        app.add_option("-n,--target", o->target,
+                       "With --measure: the compute node to measure the link to (UUID or "
+                       "hostname)");
+        app.add_option("--measure-size", o->measure_mib, "With --measure: MiB to send (default 64)")
+            ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{4096}));
+      },
+      [o](Runtime& rt) {
+        if (o->vm.empty() == o->server.empty()) {
+          throw UsageError("estimate", "give either an instance UUID or --server CN");
+        }
+        if (o->measure && o->target.empty()) {
+          throw UsageError("estimate --measure",
+                           "name the compute node to measure the link to with -n CN");
+        }
+        if (!o->measure && !o->target.empty()) {
+          throw UsageError("estimate -n " + o->target, "-n names the node of --measure; "
+                                                       "add --measure or leave -n out");
+        }
+        if (o->measure && o->rate_mb_s > 0) {
+          throw UsageError("estimate --rate", "--measure measures the rate; give one of "
+                                              "--rate and --measure");
+        }
+        if (!o->vm.empty()) {
+          require_vm_argument(o->vm);
+        }
+        if (!o->server.empty()) {
+          require_node_argument("--server", o->server);
+        }
+        if (!o->target.empty()) {
+          require_node_argument("-n", o->target);
+        }
+        migration::Context& ctx = rt.context({Service::vmapi, Service::cnapi});
+        double rate = o->rate_mb_s > 0 ? o->rate_mb_s * 1024 * 1024 : ctx.settings.rate_bytes_per_s;
+        TerminalReporter& out = rt.reporter();
+        std::optional<migration::LinkMeasurement> measured;
+        if (o->measure) {
+          inventory::Server source;
+          if (!o->vm.empty()) {
+            const std::optional<inventory::Vm> vm = ctx.inventory.find_vm(o->vm);
+            if (!vm || vm->state == "destroyed") {
+              throw NotFoundError(fmt::format("instance {}", o->vm), "VMAPI has no such instance");
             }
-            migration::Context& ctx = rt.context({Service::vmapi, Service::cnapi});
-            const double rate =
-                o->rate_mb_s > 0 ? o->rate_mb_s * 1024 * 1024 : ctx.settings.rate_bytes_per_s;
-            TerminalReporter& out = rt.reporter();
-            if (!o->vm.empty()) {
-              const migration::InstanceEstimate e = migration::estimate_instance(ctx, o->vm, rate);
-              if (out.style().json) {
-                nlohmann::json j = e;
-                j["rate_bytes_per_second"] = rate;
-                out.json(j);
-              } else {
-                print_instance(out, e);
-                out.result_line(fmt::format("total {}{} at {} = {}{}", human_bytes(e.bytes),
-                                            e.exact ? "" : " (approximate)", human_rate(rate),
-                                            seconds_text(e.seconds),
-                                            e.exact ? "" : "  (~ marks approximate figures)"));
-              }
-              return 0;
+            source = ctx.inventory.resolve_server(vm->server_uuid);
+          } else {
+            source = ctx.inventory.resolve_server(o->server);
+          }
+          const inventory::Server target = ctx.inventory.resolve_server(o->target);
+          measured = migration::measure_link(ctx, source, target, o->vm, o->measure_mib);
+          rate = measured->rate_bytes_per_s;
+          if (!out.style().json) {
+            out.result_line(fmt::format(
+                "measured {} -> {}: {} in {} ({} of it the cost of a stream with no data) = {}",
+                measured->source_hostname, measured->target_hostname, human_bytes(measured->bytes),
+                human_duration(measured->full), human_duration(measured->empty), human_rate(rate)));
+          }
+          if (rate <= 0) {
+            throw Error(ExitCode::failure, "estimate --measure",
+                        "the transfer took no measurable time; measure with a larger "
+                        "--measure-size");
+          }
+        }
+        if (!o->vm.empty()) {
+          const migration::InstanceEstimate e = migration::estimate_instance(ctx, o->vm, rate);
+          if (out.style().json) {
+            nlohmann::json j = e;
+            j["rate_bytes_per_second"] = rate;
+            if (measured) {
+              j["measurement"] = *measured;
             }
-            const migration::ServerEstimate e =
-                migration::estimate_server(ctx, o->server, rate, o->parallel);
-            if (out.style().json) {
-              nlohmann::json j = e;
-              j["rate_bytes_per_second"] = rate;
-              out.json(j);
-            } else {
-              out.result_line(fmt::format("{} ({}): {} active instances", e.server_hostname,
-                                          e.server_uuid, e.instances.size()));
-              for (const migration::InstanceEstimate& i : e.instances) {
-                print_instance(out, i);
-              }
-              out.result_line(fmt::format("purge total {}{} at {} with {} stream{} = {}",
-                                          human_bytes(e.bytes), e.exact ? "" : " (approximate)",
-                                          human_rate(rate), e.parallel, e.parallel == 1 ? "" : "s",
-                                          seconds_text(e.seconds)));
-            }
-            return 0;
-          }};
+            out.json(j);
+          } else {
+            print_instance(out, e);
+            out.result_line(fmt::format("total {}{} at {} = {}{}", human_bytes(e.bytes),
+                                        e.exact ? "" : " (approximate)", human_rate(rate),
+                                        seconds_text(e.seconds),
+                                        e.exact ? "" : "  (~ marks approximate figures)"));
+          }
+          return 0;
+        }
+        const migration::ServerEstimate e =
+            migration::estimate_server(ctx, o->server, rate, o->parallel);
+        if (out.style().json) {
+          nlohmann::json j = e;
+          j["rate_bytes_per_second"] = rate;
+          if (measured) {
+            j["measurement"] = *measured;
+          }
+          out.json(j);
+        } else {
+          out.result_line(fmt::format("{} ({}): {} active instances", e.server_hostname,
+                                      e.server_uuid, e.instances.size()));
+          for (const migration::InstanceEstimate& i : e.instances) {
+            print_instance(out, i);
+          }
+          out.result_line(fmt::format("purge total {}{} at {} with {} stream{} = {}",
+                                      human_bytes(e.bytes), e.exact ? "" : " (approximate)",
+                                      human_rate(rate), e.parallel, e.parallel == 1 ? "" : "s",
+                                      seconds_text(e.seconds)));
+        }
+        return 0;
+      }};
 }
 
 } // namespace zmigrate::cli

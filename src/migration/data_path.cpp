@@ -426,6 +426,10 @@ std::string recv_script(const DataPathSpec& spec) {
     const zfs::DatasetName name(ds); // validated: no quotes, spaces or metacharacters
     cases += fmt::format("'recv {0}') ds='{0}' ;;\n", name.str());
   }
+  if (spec.measure) {
+    // Counts and discards: the count goes back on stdout for the sender to compare.
+    cases += "'measure') wc -c; rc=$?; exit $rc ;;\n";
+  }
   const std::string recv_flags = spec.resumable ? "-u -s" : "-u";
   const std::string reader =
       spec.watchdog ? fmt::format("mbuffer -q -s 128k -m 16M -W {} | ", spec.watchdog_s) : "";
@@ -504,6 +508,15 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
   }
   remote::Argv ssh = source_ssh_argv(spec, {"recv", name.str()});
   // ControlMaster=no: use the master when it is up, connect directly when it is not.
+  ssh.insert(ssh.begin() + k_ssh_options_at, {"-o", "ControlMaster=no"});
+  cmd.pipe(ssh);
+  return cmd;
+}
+
+remote::Command measure_pipeline(const DataPathSpec& spec, std::uint64_t mib) {
+  remote::Command cmd({"sh", "-c", "exec dd if=/dev/zero bs=1048576 count=\"$1\" 2>/dev/null", "sh",
+                       std::to_string(mib)});
+  remote::Argv ssh = source_ssh_argv(spec, {"measure"});
   ssh.insert(ssh.begin() + k_ssh_options_at, {"-o", "ControlMaster=no"});
   cmd.pipe(ssh);
   return cmd;
@@ -714,6 +727,38 @@ TransferResult DataPath::send(const Stream& stream, const remote::Argv& zfs_send
                                : "",
                     r.exit_status, text.empty() ? std::string("no error text") : text));
   }
+  return out;
+}
+
+MeasureResult DataPath::measure(std::uint64_t mib) {
+  if (!m_spec.measure) {
+    throw Error(ExitCode::failure, "data path " + m_spec.path_id,
+                "measure on a link not opened for a measurement");
+  }
+  remote::RunOptions opts;
+  opts.timeout = remote::k_no_timeout; // an interrupt ends it; a dead link by ServerAlive
+  const auto start = m_ctx.clock.now();
+  remote::Result r;
+  try {
+    r = m_source.run(measure_pipeline(m_spec, mib), opts);
+  } catch (...) {
+    kill_processes();
+    throw;
+  }
+  MeasureResult out;
+  out.duration = std::chrono::duration_cast<std::chrono::milliseconds>(m_ctx.clock.now() - start);
+  const std::optional<std::uint64_t> count = parse_pv_line(r.out.substr(0, r.out.find('\n')));
+  const std::uint64_t sent = mib * 1024 * 1024;
+  if (!r.ok() || !count || *count != sent) {
+    kill_processes();
+    throw TransientError(
+        ExitCode::remote,
+        fmt::format("{}: measure the data path to {}", m_source.host(), m_target.host()),
+        fmt::format("exit status {}, {} of {} bytes counted on the target{}", r.exit_status,
+                    count ? std::to_string(*count) : std::string("no count"), sent,
+                    r.err.empty() ? std::string() : ": " + r.err));
+  }
+  out.bytes = *count;
   return out;
 }
 

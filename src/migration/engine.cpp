@@ -6,6 +6,7 @@
 #include <zmigrate/migration/data_path.hpp>
 #include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/estimate.hpp>
+#include <zmigrate/migration/measure.hpp>
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
@@ -213,11 +214,22 @@ nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory:
       downtimes.push_back(sw.value("downtime_ms", 0));
     }
   }
-  const double rate = rates.empty() ? ctx.settings.rate_bytes_per_s : median(rates);
+  // The link between these two nodes measured by `estimate --measure` goes first: it is this
+  // very path; then what earlier syncs achieved; then the configured guess.
+  const std::optional<LinkMeasurement> link =
+      latest_measurement(ctx, source_server.uuid, target.uuid);
+  double rate = ctx.settings.rate_bytes_per_s;
+  std::string basis = "the configured rate (rate_mb_s)";
+  if (link) {
+    rate = link->rate_bytes_per_s;
+    basis = fmt::format("the link from {} to {} measured by estimate --measure at {}",
+                        source_server.hostname, target.hostname, link->measured);
+  } else if (!rates.empty()) {
+    rate = median(rates);
+    basis = fmt::format("the median of {} earlier syncs on this head node", rates.size());
+  }
   j["rate_bytes_per_s"] = rate;
-  j["rate_basis"] =
-      rates.empty() ? std::string("the configured rate (rate_mb_s)")
-                    : fmt::format("the median of {} earlier syncs on this head node", rates.size());
+  j["rate_basis"] = basis;
   const InstanceEstimate e = estimate_vm(source, vm, source_server, rate);
   nlohmann::json sizes = nlohmann::json::array();
   for (const DatasetEstimate& d : e.datasets) {

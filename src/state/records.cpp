@@ -112,6 +112,9 @@ void to_json(nlohmann::json& j, const Migration& m) {
   j = nlohmann::json::object();
   j["id"] = m.id;
   j["vm_uuid"] = m.vm_uuid;
+  if (m.kind != "migration") {
+    j["kind"] = m.kind;
+  }
   j["source_server_uuid"] = m.source_server_uuid;
   put_if_set(j, "target_server_uuid", m.target_server_uuid);
   j["phase"] = to_string(m.phase);

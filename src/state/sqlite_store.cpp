@@ -21,7 +21,7 @@ namespace {
 
 // Each entry moves the schema one version forward. Never edit a released entry: add a new one
 // (ALTER TABLE, or create-copy-drop-rename for changes ALTER cannot make).
-constexpr std::array<SchemaUpgrade, 3> k_upgrades{{
+constexpr std::array<SchemaUpgrade, 4> k_upgrades{{
     {1, R"sql(
 CREATE TABLE migrations (
   id                 TEXT PRIMARY KEY NOT NULL,
@@ -121,6 +121,11 @@ CREATE TABLE stop_requests (
   host         TEXT NOT NULL,
   requested    TEXT NOT NULL
 );
+)sql"},
+    // estimate --measure: a link measurement is a record of its own kind (its data-path rows
+    // need a record), never shown as a migration of its instance.
+    {4, R"sql(
+ALTER TABLE migrations ADD COLUMN kind TEXT NOT NULL DEFAULT 'migration';
 )sql"},
 }};
 
@@ -424,7 +429,7 @@ private:
 
 constexpr const char* k_migration_columns =
     "id, vm_uuid, source_server_uuid, target_server_uuid, phase, state, automatic, archived, "
-    "num_sync_phases, created, finished, error, data, version";
+    "num_sync_phases, created, finished, error, data, version, kind";
 
 Migration read_migration(const Statement& st) {
   Migration m;
@@ -442,6 +447,7 @@ Migration read_migration(const Statement& st) {
   m.error = st.col_text(11);
   m.data = st.col_json(12);
   m.version = st.col_int(13);
+  m.kind = st.col_text(14);
   return m;
 }
 
@@ -459,7 +465,8 @@ void bind_migration(Statement& st, const Migration& m, const std::string& create
       .text(11, m.finished)
       .text(12, m.error)
       .json(13, m.data)
-      .integer(14, m.version);
+      .integer(14, m.version)
+      .text(15, m.kind);
 }
 
 void load_history(Connection& c, Migration& m) {
@@ -710,8 +717,8 @@ void SqliteStateStore::insert_migration(const Migration& m) {
     Statement st(*m_db,
                  "INSERT INTO migrations (id, vm_uuid, source_server_uuid, target_server_uuid, "
                  "phase, state, automatic, archived, num_sync_phases, created, finished, error, "
-                 "data, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
-                 "?14)",
+                 "data, version, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                 "?13, ?14, ?15)",
                  doing);
     bind_migration(st, m, m.created.empty() ? now() : m.created);
     const int rc = st.try_run();
@@ -747,7 +754,7 @@ void SqliteStateStore::update_migration(Migration& m) {
                  "target_server_uuid = ?4, phase = ?5, state = ?6, automatic = ?7, "
                  "archived = ?8, num_sync_phases = ?9, "
                  "created = COALESCE(NULLIF(?10, ''), created), finished = ?11, error = ?12, "
-                 "data = ?13, version = version + 1 WHERE id = ?1 AND version = ?14",
+                 "data = ?13, kind = ?15, version = version + 1 WHERE id = ?1 AND version = ?14",
                  doing);
     bind_migration(st, m, m.created);
     const int rc = st.try_run();
@@ -780,7 +787,8 @@ void SqliteStateStore::update_migration(Migration& m) {
 }
 
 std::optional<Migration> SqliteStateStore::find_active_unlocked(const std::string& vm_uuid) {
-  return select_one_migration(*m_db, "vm_uuid = ?1 AND archived = 0", vm_uuid,
+  return select_one_migration(*m_db, "vm_uuid = ?1 AND archived = 0 AND kind = 'migration'",
+                              vm_uuid,
                               fmt::format("cannot read the migrations of instance {}", vm_uuid));
 }
 
@@ -806,7 +814,8 @@ std::optional<Migration> SqliteStateStore::find_latest_for_vm(const std::string&
   std::lock_guard lock(m_mutex);
   const std::string doing = fmt::format("cannot read the migrations of instance {}", vm_uuid);
   Transaction tx(*m_db, Transaction::Kind::read, Durability::normal, doing);
-  std::optional<Migration> m = select_one_migration(*m_db, "vm_uuid = ?1", vm_uuid, doing);
+  std::optional<Migration> m =
+      select_one_migration(*m_db, "vm_uuid = ?1 AND kind = 'migration'", vm_uuid, doing);
   tx.commit();
   return m;
 }
@@ -820,6 +829,7 @@ std::vector<Migration> SqliteStateStore::list_migrations(const ListFilter& filte
                            "WHERE (?1 IS NULL OR state = ?1) "
                            "AND (?2 = '' OR source_server_uuid = ?2 OR target_server_uuid = ?2) "
                            "AND (?3 OR archived = 0) "
+                           "AND kind = ?4 "
                            "ORDER BY created DESC, rowid DESC",
                            k_migration_columns)
                    .c_str(),
@@ -829,7 +839,7 @@ std::vector<Migration> SqliteStateStore::list_migrations(const ListFilter& filte
   } else {
     st.null(1);
   }
-  st.text(2, filter.server_uuid).integer(3, filter.include_archived ? 1 : 0);
+  st.text(2, filter.server_uuid).integer(3, filter.include_archived ? 1 : 0).text(4, filter.kind);
   std::vector<Migration> out = query_migrations(*m_db, st);
   tx.commit();
   return out;

@@ -981,6 +981,9 @@ public:
   migration::TransferResult send(const migration::Stream& stream, const remote::Argv& zfs_send,
                                  bool use_pv,
                                  const std::function<void(std::uint64_t)>& on_bytes) override;
+  // A modelled link: 20 ms to set a stream up, then 100 MiB/s (time passes on the context's
+  // clock, a ManualClock in engine tests).
+  migration::MeasureResult measure(std::uint64_t mib) override;
   void close() override;
   bool serves(const std::string& migration_id, const migration::Node& source,
               const migration::Node& target,
@@ -1134,6 +1137,24 @@ inline void FakeLink::open() {
   m_rows.push_back(m_ctx.store.record_artefact(k));
   m_joined = fake_add_key_line(m_target.authorized_keys, m_line);
   m_open = true;
+}
+
+inline migration::MeasureResult FakeLink::measure(std::uint64_t mib) {
+  if (m_access.gate) {
+    m_access.gate("measure");
+  }
+  m_access.calls.push_back(fmt::format("measure {}", mib));
+  const std::string what =
+      fmt::format("{}: measure the data path to {}", m_source.host(), m_target.host());
+  if (!m_open || !m_spec.measure) {
+    throw Error(ExitCode::remote, what, "the link is not open for a measurement");
+  }
+  if (!m_access.m_send_fault.empty()) {
+    throw Error(ExitCode::remote, what, std::exchange(m_access.m_send_fault, std::string()));
+  }
+  const std::chrono::milliseconds took(20 + static_cast<long long>(mib) * 10);
+  m_ctx.clock.sleep_for(took);
+  return {mib * 1024 * 1024, took};
 }
 
 inline void FakeLink::close() {

@@ -39,8 +39,11 @@ struct DataPathSpec {
   std::string
       target_host_key; // "ssh-ed25519 AAAA..." read from the target over the operator session
   std::vector<std::string> datasets; // validated dataset names the key may receive into
-  bool resumable = false;            // target zfs supports recv -s
-  bool watchdog = false;             // target has mbuffer: receiver aborts when the stream stalls
+  // A measurement's key (estimate --measure): its forced command also accepts `measure`, which
+  // counts the bytes it is sent, prints the count and keeps nothing.
+  bool measure = false;
+  bool resumable = false; // target zfs supports recv -s
+  bool watchdog = false;  // target has mbuffer: receiver aborts when the stream stalls
   int watchdog_s = 60;
   // ssh ConnectTimeout of the source's connection to the target (ssh.connect_timeout_s); the
   // commands that install the key and start the master may take max(30 s, 3x this).
@@ -98,6 +101,8 @@ remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::st
 // zfs send run through `sh -c` with SIGHUP and SIGPIPE ignored (it ends by its output breaking).
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
                               const std::string& dataset, bool use_pv);
+// The measurement pipeline run on the source: `mib` MiB of zeros from dd into ssh ... measure.
+remote::Command measure_pipeline(const DataPathSpec& spec, std::uint64_t mib);
 // Parses one line of `pv -n -b` output (a byte count); nullopt for any other stderr line.
 std::optional<std::uint64_t> parse_pv_line(std::string_view line);
 
@@ -116,6 +121,7 @@ public:
   // fails or throws, this path's processes on both nodes are ended (best effort) first.
   TransferResult send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
                       const std::function<void(std::uint64_t)>& on_bytes) override;
+  MeasureResult measure(std::uint64_t mib) override;
   // Remove the key, the known_hosts pin, the forced command and the master. Idempotent.
   void close() override;
   // True when this path is open for `migration_id`, from `source` to `target`, and its forced

@@ -44,6 +44,12 @@ struct TransferResult {
   std::chrono::milliseconds duration{0};
 };
 
+// What one timed measurement stream brought (Link::measure).
+struct MeasureResult {
+  std::uint64_t bytes = 0; // counted on the target
+  std::chrono::milliseconds duration{0};
+};
+
 class Link {
 public:
   virtual ~Link() = default;
@@ -55,6 +61,10 @@ public:
   // running byte count about once a second. Throws when the stream did not arrive whole.
   virtual TransferResult send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
                               const std::function<void(std::uint64_t)>& on_bytes) = 0;
+  // Send `mib` MiB of zeros to the target's byte counter and time it, for a link opened for a
+  // measurement (DataPathSpec::measure; a migration's link refuses). Throws when the count that
+  // arrived is not what was sent.
+  virtual MeasureResult measure(std::uint64_t mib) = 0;
   // Remove what open() set up. Idempotent; never leaves a ledger row for something removed.
   virtual void close() = 0;
   // True when this link is open for `migration_id`, from `source` to `target`, and accepts

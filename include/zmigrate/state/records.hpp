@@ -57,6 +57,9 @@ struct Migration {
   // before another process wrote the record fails instead of silently undoing that write.
   // Internal: not in the JSON view.
   std::int64_t version = 0;
+  // "migration", or "measurement": a link measurement of `estimate --measure` (the record its
+  // data-path ledger rows belong to; archived from the start, never listed with migrations).
+  std::string kind = "migration";
 };
 
 // Journal: one row per step, written before (state running) and after (ok/failed) it runs.

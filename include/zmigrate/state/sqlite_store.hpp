@@ -41,7 +41,7 @@ std::span<const SchemaUpgrade> schema_upgrades();
 class SqliteStateStore final : public StateStore {
 public:
   // Schema version written by this binary (`PRAGMA user_version`); the last of schema_upgrades().
-  static constexpr int k_schema_version = 3;
+  static constexpr int k_schema_version = 4;
 
   // `<state_dir>/zmigrate.db`.
   static std::string default_path(const std::string& state_dir);

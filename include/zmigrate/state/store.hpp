@@ -22,6 +22,7 @@ struct ListFilter {
   std::optional<State> state;
   std::string server_uuid; // source or target
   bool include_archived = false;
+  std::string kind = "migration"; // or "measurement" (Migration::kind)
 };
 
 class StateStore {

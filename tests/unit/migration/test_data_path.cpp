@@ -463,6 +463,59 @@ TEST_CASE("data path scripts: the kill script ends a stale receiver and sender",
   }
 }
 
+TEST_CASE("data path scripts: a measurement's forced command counts and keeps nothing",
+          "[data_path]") {
+  for (const std::string& shell : shells()) {
+    DYNAMIC_SECTION(shell) {
+      Scratch sc;
+      fs::create_directories(sc.dir());
+      // A receiver that would leave a trace: the measurement must never reach it.
+      const fs::path touched = sc.root / "zfs-ran";
+      sc.shim("zfs", "touch " + touched.string());
+      NullLogger log;
+      remote::LocalRunner runner(log);
+      auto forced = [&](const DataPathSpec& s, const std::string& request,
+                        const std::string& input) {
+        spit(sc.dir() / "recv", recv_script(s));
+        remote::RunOptions opts;
+        opts.timeout = std::chrono::seconds(60);
+        opts.stdin_data = input;
+        return runner.run(remote::Command({"env", "SSH_ORIGINAL_COMMAND=" + request,
+                                           "PATH=" + (sc.root / "bin").string() + ":/usr/bin:/bin",
+                                           shell, (sc.dir() / "recv").string()}),
+                          opts);
+      };
+      DataPathSpec m = spec();
+      m.datasets.clear();
+      m.measure = true;
+      m.zfs_path = (sc.root / "bin" / "zfs").string();
+      // The bytes the sender's producer makes: exactly N MiB (and none for N = 0).
+      DataPathSpec local = m;
+      const remote::Command producer = measure_pipeline(local, 3);
+      REQUIRE(producer.pipeline.size() == 2);
+      CHECK(producer.pipeline[1][producer.pipeline[1].size() - 1] == "measure");
+      remote::RunOptions popts;
+      popts.timeout = std::chrono::seconds(60);
+      const remote::Result made = runner.run(remote::Command(producer.pipeline[0]), popts);
+      REQUIRE(made.ok());
+      CHECK(made.out.size() == 3u << 20);
+      const remote::Result counted = forced(m, "measure", made.out);
+      CHECK(counted.ok());
+      CHECK(parse_pv_line(counted.out.substr(0, counted.out.find('\n'))) == std::uint64_t{3} << 20);
+      const remote::Result empty = forced(m, "measure", "");
+      CHECK(empty.ok());
+      CHECK(parse_pv_line(empty.out.substr(0, empty.out.find('\n'))) == std::uint64_t{0});
+      // A measurement's key receives nothing; a migration's key does not measure.
+      CHECK(forced(m, "recv zones/u1", "x").exit_status == 126);
+      DataPathSpec mig = spec();
+      mig.zfs_path = m.zfs_path;
+      CHECK(forced(mig, "measure", "x").exit_status == 126);
+      CHECK(recv_script(mig).find("measure") == std::string::npos);
+      CHECK_FALSE(fs::exists(touched));
+    }
+  }
+}
+
 // ---- DataPath over fake nodes: what goes into the ledger and which exact line is removed -----
 
 namespace {
