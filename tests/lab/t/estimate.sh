@@ -60,6 +60,66 @@ assert j["parallel"] == 2 and j["seconds"] <= j["size"] / (10 * 1024 * 1024) + 0
 PY
 "$zm" estimate --server cn1 | grep -q "purge total" && ok "human server output" || bad "human server output"
 
+# estimate --measure: a real transfer cn1 -> cn2 over a measurement's own data path.
+AK=/root/.ssh/authorized_keys
+ak_sum() { "$lab" exec "$1" sha256sum "$AK" | cut -d' ' -f1; }
+leftovers() { # node: what any data path left in the run directory
+  "$lab" exec "$1" sh -c 'ls -A /var/run/zmigrate 2>/dev/null | grep -v "^authorized_keys.lock$" || true'
+}
+last_doc() { # the last of the JSON documents on stdin (progress lines come first)
+  python3 -c '
+import json, sys
+text, dec, docs, i = sys.stdin.read(), json.JSONDecoder(), [], 0
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    obj, i = dec.raw_decode(text, i)
+    docs.append(obj)
+print(json.dumps(docs[-1]))'
+}
+sum0=$(ak_sum cn2)
+j=$("$zm" --json estimate --measure -n cn2 --measure-size 32 $web | last_doc)
+python3 - "$j" <<'PY' && ok "measure: 32 MiB counted on cn2, rate from the difference to an empty stream" || bad "measure json: $j"
+import json, sys
+j = json.loads(sys.argv[1])
+m = j["measurement"]
+assert m["bytes"] == 32 << 20, m
+assert m["source_hostname"] == "cn1" and m["target_hostname"] == "cn2", m
+assert 0 <= m["empty_stream_ms"] < m["stream_ms"], m
+rate = m["rate_bytes_per_second"]
+assert abs(rate - m["bytes"] / ((m["stream_ms"] - m["empty_stream_ms"]) / 1000)) <= 0.01 * rate, m
+assert 1 << 20 < rate < 100 << 30, m
+assert j["rate_bytes_per_second"] == rate
+assert abs(j["seconds"] - j["size"] / rate) <= 0.01 * j["seconds"] + 0.001, j
+print("measured", m["stream_ms"], "ms for 32 MiB,", m["empty_stream_ms"], "ms empty:", round(rate / 2**20), "MiB/s")
+PY
+[ "$(ak_sum cn2)" = "$sum0" ] && ok "measure: cn2's authorized_keys byte-identical afterwards" || bad "measure changed cn2's authorized_keys"
+[ -z "$(leftovers cn1)$(leftovers cn2)" ] && ok "measure: no data-path directory left on either node" || bad "measure left: cn1 [$(leftovers cn1)] cn2 [$(leftovers cn2)]"
+"$zm" list --all --json | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin) == [] else 1)' &&
+  ok "measure: not listed as a migration" || bad "measure shows in list --all"
+rc=0; "$zm" get $web >/dev/null 2>&1 || rc=$?
+[ "$rc" = 3 ] && ok "measure: get VM finds no migration (exit 3)" || bad "get VM after a measurement: exit $rc"
+"$zm" estimate --measure -n cn2 --measure-size 8 $web | grep -q "^measured cn1 -> cn2: 8.0MB in .* = .*/s$" &&
+  ok "measure: human output names the link, the size and the times" || bad "measure human output: $("$zm" estimate --measure -n cn2 --measure-size 8 $web 2>&1)"
+"$zm" --json begin --dry-run -n cn2 $web | last_doc | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+p = j["plan"]
+sys.exit(0 if "measured by estimate --measure" in p["rate_basis"] else 1)' &&
+  ok "measure: begin --dry-run goes by the measured link" || bad "begin --dry-run rate basis: $("$zm" --json begin --dry-run -n cn2 $web 2>&1 | grep -o '"rate_basis"[^,]*')"
+# Killed mid-measurement: the key stays in the ledger, and cleanup removes exactly it.
+rc=0; ZMIGRATE_FAULT_STEP=measure.full "$zm" estimate --measure -n cn2 $web >/dev/null 2>&1 || rc=$?
+if [ "$rc" = 137 ]; then
+  [ "$(ak_sum cn2)" != "$sum0" ] && ok "measure killed: its key line is on cn2" || bad "measure killed before its key was installed"
+  "$zm" cleanup >/dev/null && ok "cleanup after a killed measurement" || bad "cleanup after a killed measurement failed"
+  [ "$(ak_sum cn2)" = "$sum0" ] && [ -z "$(leftovers cn1)$(leftovers cn2)" ] &&
+    ok "cleanup: cn2's authorized_keys byte-identical, no directory left" || bad "cleanup left: cn1 [$(leftovers cn1)] cn2 [$(leftovers cn2)]"
+else
+  bad "ZMIGRATE_FAULT_STEP=measure.full did not kill the measurement (exit $rc; a build without ZMIGRATE_FAULT_HOOKS?)"
+fi
+
 expect() { # code description cmd...
   local want=$1 what=$2; shift 2
   local out rc=0
@@ -74,6 +134,12 @@ expect() { # code description cmd...
 expect 3 "unknown VM" "$zm" estimate 00000000-0000-4000-8000-0000000000ff
 expect 3 "unknown CN" "$zm" estimate --server nosuchnode
 expect 2 "no VM and no server" "$zm" estimate
+expect 2 "measure without -n" "$zm" estimate --measure $web
+expect 2 "measure to its own node" "$zm" estimate --measure -n cn1 $web
+expect 2 "measure and a rate" "$zm" estimate --measure -n cn2 --rate 10 $web
+expect 2 "-n without measure" "$zm" estimate -n cn2 $web
+expect 2 "a VM that is no UUID" "$zm" estimate --measure -n cn2 web01
+expect 3 "measure to an unknown node" "$zm" estimate --measure -n nosuchnode $web
 expect 5 "API down" env VMAPI_URL=http://127.0.0.1:9 "$zm" estimate $web
 cfg=/var/tmp/zmt-est-config.json
 sed "s#$LAB_DIR/known_hosts#/var/tmp/zmt-est-known_hosts#" "$LAB_DIR/zmigrate.json" > "$cfg"
