@@ -532,6 +532,7 @@ void send_stream(SyncRun& r, const Stream& t, nlohmann::json& d) {
   dtr.estimated_bytes = t.estimate;
   dtr.estimate_exact = t.exact;
   dtr.bytes = tr.bytes_counted ? tr.bytes : t.estimate;
+  dtr.counted = tr.bytes_counted;
   dtr.duration = tr.duration;
   r.done += dtr.bytes;
   r.result.transfers.push_back(dtr);

@@ -21,6 +21,7 @@
 #include <zmigrate/util/units.hpp>
 #include <zmigrate/zfs/names.hpp>
 
+#include <algorithm>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -44,7 +45,8 @@ struct SwitchRun {
   std::optional<nlohmann::json> vmapi_now; // read in prepare; absent on the resume path
   std::string source_state;                // read in prepare
   std::uint64_t final_bytes = 0;
-  std::string vmapi_failed; // why update_vmapi could not tell VMAPI
+  std::string vmapi_failed;         // why update_vmapi could not tell VMAPI
+  bool final_bytes_counted = false; // the final delta's bytes counted (pv), not estimated
 
   state::Migration& m() { return op.record(); }
   nlohmann::json& sw() { return op.record().data["switch"]; }
@@ -180,6 +182,8 @@ void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::jso
   d["bytes"] = s.bytes;
   if (final) {
     r.final_bytes = s.bytes;
+    r.final_bytes_counted = std::all_of(s.transfers.begin(), s.transfers.end(),
+                                        [](const DatasetTransfer& t) { return t.counted; });
   }
 }
 
@@ -465,8 +469,8 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   if (!m.data.contains("switch")) {
     m.data["switch"] = nlohmann::json::object();
   }
-  SwitchRun r{ctx, op, detail::open_ends(ctx, m), detail::recorded_vm(m), {}, {}, {}, {}, {},
-              0,   {}};
+  SwitchRun r{ctx, op,   detail::open_ends(ctx, m), detail::recorded_vm(m), {}, {}, {}, {}, {}, 0,
+              {},  false};
   r.plan = plan_switch(m.data, r.vm, "", false); // the rest is decided in prepare
   if (r.plan.before_hide && ctx.nodes.kept_link == nullptr) {
     ctx.nodes.remove_leftover_links(ctx, op.id(), r.src(), r.dst());
@@ -476,6 +480,14 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
     const DowntimePrediction p = predict_downtime(m.data.value("syncs", nlohmann::json::array()),
                                                   detail::measured_switch_fixed(ctx));
     r.sw()["predicted_downtime_ms"] = p.total.count();
+    // Its parts, to be checked one by one against what the switch measures (final_bytes,
+    // final_sync_ms, downtime_ms minus final_sync_ms).
+    r.sw()["prediction"] = {
+        {"fixed_ms", p.fixed.count()},
+        {"final_sync_ms", p.final_sync.count()},
+        {"delta_bytes", p.delta_bytes},
+        {"write_rate", p.write_rate_known ? nlohmann::json(p.write_rate) : nlohmann::json()},
+        {"link_rate", p.link_rate}};
     op.save();
   }
   const PhaseSpec spec = switch_steps(r);
@@ -508,6 +520,9 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   result.steps = report.steps;
   result.final_bytes = r.final_bytes;
   r.sw()["downtime_ms"] = result.downtime.count();
+  // Without pv on the source (SmartOS has none) the final delta goes unestimated and uncounted.
+  r.sw()["final_bytes"] =
+      r.final_bytes_counted ? nlohmann::json(result.final_bytes) : nlohmann::json();
   nlohmann::json dsteps = nlohmann::json::object();
   for (const TimedStep& s : result.downtime_steps) {
     dsteps[s.name] = s.duration.count();
@@ -520,7 +535,9 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
       {{"downtime_ms", result.downtime.count()},
        {"downtime_steps", dsteps},
        {"final_bytes", result.final_bytes},
+       {"final_bytes_counted", r.final_bytes_counted},
        {"predicted_downtime_ms", r.sw().value("predicted_downtime_ms", std::int64_t{0})},
+       {"prediction", r.sw().value("prediction", nlohmann::json())},
        {"was_running", result.was_running}});
   result.migration = op.record();
   return result;

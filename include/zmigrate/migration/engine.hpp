@@ -45,6 +45,7 @@ struct DatasetTransfer {
   std::uint64_t estimated_bytes = 0;
   bool estimate_exact = false;
   std::uint64_t bytes = 0;
+  bool counted = false; // `bytes` counted on the pipe (pv), not the estimate
   std::chrono::milliseconds duration{0};
 };
 
@@ -125,7 +126,8 @@ BeginResult begin(Context& ctx, const BeginOptions& options);
 // The pre-flight summary of a migration of `vm` from `source` to `target`, read-only: owner,
 // state and IPs; why this target; each dataset's size (estimate_vm) and the first sync's time
 // at the median rate of this head node's earlier syncs (else the configured rate); the expected
-// downtime from its earlier switches (null when there is none to go by).
+// downtime from its earlier switches (null when there is none to go by). The rate is the newest
+// `estimate --measure` of the two nodes when there is one (measure.hpp).
 nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory::Server& target,
                          Node& source, const inventory::Server& source_server, bool named);
 struct SyncOptions {
