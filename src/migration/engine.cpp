@@ -166,15 +166,7 @@ ImageNeeds image_needs(Node& source, Node& target, const std::vector<std::string
 
 } // namespace
 
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-} // namespace
+namespace {} // namespace
 
 nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory::Server& target,
                          Node& source, const inventory::Server& source_server, bool named) {
@@ -201,9 +193,10 @@ nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory:
   // the downtime of its earlier switches of running instances.
   std::vector<double> rates;
   std::vector<double> downtimes;
-  state::ListFilter all;
-  all.include_archived = true;
-  for (const state::Migration& m : ctx.store.list_migrations(all)) {
+  state::ListFilter recent;
+  recent.include_archived = true;
+  recent.limit = k_history_window;
+  for (const state::Migration& m : ctx.store.list_migrations(recent)) {
     for (const nlohmann::json& s : m.data.value("syncs", nlohmann::json::array())) {
       if (s.value("bytes", std::uint64_t{0}) >= (1ULL << 20) && s.value("rate", 0.0) > 0) {
         rates.push_back(s.value("rate", 0.0));

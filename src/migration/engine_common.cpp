@@ -126,22 +126,23 @@ void put_source_back(Context& ctx, const state::Migration& m, Ends& ends, const 
 }
 
 std::optional<std::chrono::milliseconds> measured_switch_fixed(Context& ctx) {
-  std::vector<std::int64_t> fixed;
-  state::ListFilter all;
-  all.include_archived = true;
-  for (const state::Migration& m : ctx.store.list_migrations(all)) {
+  std::vector<double> fixed;
+  state::ListFilter recent;
+  recent.include_archived = true;
+  recent.limit = k_history_window;
+  for (const state::Migration& m : ctx.store.list_migrations(recent)) {
     const nlohmann::json sw = m.data.value("switch", nlohmann::json::object());
     if (sw.value("was_running", false) && sw.contains("downtime_ms") &&
         sw.contains("final_sync_ms")) {
-      fixed.push_back(std::max<std::int64_t>(0, sw.value("downtime_ms", std::int64_t{0}) -
-                                                    sw.value("final_sync_ms", std::int64_t{0})));
+      fixed.push_back(static_cast<double>(
+          std::max<std::int64_t>(0, sw.value("downtime_ms", std::int64_t{0}) -
+                                        sw.value("final_sync_ms", std::int64_t{0}))));
     }
   }
   if (fixed.empty()) {
     return std::nullopt;
   }
-  std::sort(fixed.begin(), fixed.end());
-  return std::chrono::milliseconds(fixed[fixed.size() / 2]);
+  return std::chrono::milliseconds(static_cast<std::int64_t>(median(fixed)));
 }
 
 Ends open_ends(Context& ctx, const state::Migration& m) {

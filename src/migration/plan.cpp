@@ -199,6 +199,15 @@ std::string hide_zone_config(const std::string& exported) {
   return text;
 }
 
+double median(std::vector<double> v) {
+  if (v.empty()) {
+    return 0;
+  }
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 DowntimePrediction predict_downtime(const nlohmann::json& syncs,
                                     std::optional<std::chrono::milliseconds> fixed) {
   DowntimePrediction p;

@@ -830,7 +830,7 @@ std::vector<Migration> SqliteStateStore::list_migrations(const ListFilter& filte
                            "AND (?2 = '' OR source_server_uuid = ?2 OR target_server_uuid = ?2) "
                            "AND (?3 OR archived = 0) "
                            "AND kind = ?4 "
-                           "ORDER BY created DESC, rowid DESC",
+                           "ORDER BY created DESC, rowid DESC LIMIT ?5",
                            k_migration_columns)
                    .c_str(),
                doing);
@@ -839,7 +839,10 @@ std::vector<Migration> SqliteStateStore::list_migrations(const ListFilter& filte
   } else {
     st.null(1);
   }
-  st.text(2, filter.server_uuid).integer(3, filter.include_archived ? 1 : 0).text(4, filter.kind);
+  st.text(2, filter.server_uuid)
+      .integer(3, filter.include_archived ? 1 : 0)
+      .text(4, filter.kind)
+      .integer(5, filter.limit == 0 ? -1 : static_cast<std::int64_t>(filter.limit));
   std::vector<Migration> out = query_migrations(*m_db, st);
   tx.commit();
   return out;

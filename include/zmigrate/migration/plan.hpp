@@ -97,6 +97,11 @@ struct DowntimePrediction {
   bool write_rate_known = false;
 };
 inline constexpr std::chrono::milliseconds k_default_switch_fixed{1500};
+// How many of this head node's newest migrations the figures of earlier syncs and switches
+// (pre-flight rate and downtime, the switch's fixed steps) are taken from.
+inline constexpr std::size_t k_history_window = 100;
+// The median of `v` (the mean of the middle two for an even count); 0 for none.
+double median(std::vector<double> v);
 // `syncs`: data.syncs of a migration ({bytes, duration_ms, ended (ISO 8601)}, oldest first);
 // `fixed`: the fixed steps' cost measured before, if any.
 DowntimePrediction predict_downtime(const nlohmann::json& syncs,

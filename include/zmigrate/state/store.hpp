@@ -23,6 +23,7 @@ struct ListFilter {
   std::string server_uuid; // source or target
   bool include_archived = false;
   std::string kind = "migration"; // or "measurement" (Migration::kind)
+  std::size_t limit = 0;          // the newest `limit` only (0: all)
 };
 
 class StateStore {

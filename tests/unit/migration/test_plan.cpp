@@ -296,3 +296,10 @@ TEST_CASE("migration::mark_problem", "[migration]") {
   CHECK_THAT(why, Catch::Contains("zones/a on cn1 carries zmigrate:migration=m-1") &&
                       Catch::Contains("zfs inherit zmigrate:migration zones/a"));
 }
+
+TEST_CASE("plan::median", "[plan]") {
+  CHECK(median({}) == 0);
+  CHECK(median({3}) == 3);
+  CHECK(median({5, 1, 3}) == 3);
+  CHECK(median({4, 1, 3, 2}) == Approx(2.5));
+}

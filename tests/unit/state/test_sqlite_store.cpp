@@ -910,3 +910,35 @@ TEST_CASE("state::SqliteStateStore crash safety", "[state]") {
   p.migration_id = "m1";
   store.put_progress(p);
 }
+
+TEST_CASE("state::SqliteStateStore: measurements are their own kind; a limit keeps the newest",
+          "[state]") {
+  StepClock clock;
+  SqliteStateStore store(":memory:", clock);
+  store.insert_migration(make_migration("m1", "vm1", "2026-11-22T00:00:01.000Z"));
+  store.insert_migration(make_migration("m2", "vm2", "2026-11-22T00:00:02.000Z"));
+  Migration probe = make_migration("x1", "vm1", "2026-11-22T00:00:03.000Z");
+  probe.kind = "measurement";
+  probe.archived = true;
+  store.insert_migration(probe);
+  // The instance's migration is still m1: a measurement is never found or listed as one.
+  CHECK(store.find_active_for_vm("vm1")->id == "m1");
+  CHECK(store.find_latest_for_vm("vm1")->id == "m1");
+  ListFilter all;
+  all.include_archived = true;
+  CHECK(ids(store.list_migrations(all)) == std::vector<std::string>{"m2", "m1"});
+  all.limit = 1;
+  CHECK(ids(store.list_migrations(all)) == std::vector<std::string>{"m2"});
+  ListFilter measurements;
+  measurements.include_archived = true;
+  measurements.kind = "measurement";
+  const std::vector<Migration> found = store.list_migrations(measurements);
+  REQUIRE(ids(found) == std::vector<std::string>{"x1"});
+  CHECK(found[0].kind == "measurement");
+  // The kind survives an update, and a migration's does too.
+  Migration again = *store.find_migration("x1");
+  again.state = State::successful;
+  store.update_migration(again);
+  CHECK(store.find_migration("x1")->kind == "measurement");
+  CHECK(store.find_migration("m1")->kind == "migration");
+}
