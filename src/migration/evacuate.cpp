@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/evacuate.hpp>
 #include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
 
@@ -86,8 +87,16 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
   std::vector<inventory::Vm> placeable;
   std::map<std::string, std::pair<std::string, std::string>> invalid; // uuid: what, why
   std::map<std::string, inventory::Vm> traits_of_image;               // one IMGAPI read per image
+  std::map<std::string, state::Migration> continuing; // past begin: keeps its target
   for (const inventory::Vm& vm : vms) {
     if (std::binary_search(excluded.begin(), excluded.end(), vm.uuid)) {
+      continue;
+    }
+    // An instance whose begin is done goes on to the node it was begun to (migrate resumes
+    // it); its promise there is already among the active ones. A failed begin is placed anew.
+    if (const std::optional<state::Migration> m = ctx.store.find_active_for_vm(vm.uuid);
+        m && !is_retry(Action::begin, *m) && !m->target_server_uuid.empty()) {
+      continuing[vm.uuid] = *m;
       continue;
     }
     try {
@@ -139,7 +148,13 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
     }
     const Placement* placement = plan.find(vm.uuid);
     std::string target = options.target;
-    if (placement != nullptr) {
+    if (const auto c = continuing.find(vm.uuid); c != continuing.end()) {
+      target = c->second.target_server_uuid;
+      item.target =
+          c->second.data.value("target", nlohmann::json::object()).value("hostname", target);
+      item.reason =
+          fmt::format("its migration {} goes on to the node it was begun to", c->second.id);
+    } else if (placement != nullptr) {
       item.reason = placement->reason;
       item.rejected = placement->rejected;
       if (placement->placed) {
@@ -162,7 +177,9 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
         throw PreconditionError(fmt::format("placement of {}", vm.uuid),
                                 why + ". Free capacity, widen --to, or --exclude it");
       }
-      if (options.dry_run) {
+      if (options.dry_run && continuing.count(vm.uuid) > 0) {
+        item.outcome = "planned"; // migrate would resume it; nothing to begin
+      } else if (options.dry_run) {
         BeginOptions b{vm.uuid, target, true, options.force_core, true};
         const BeginResult r = begin(ctx, b);
         item.target = r.target.hostname;

@@ -59,7 +59,8 @@ struct EvacuateResult {
 std::vector<inventory::Vm> evacuation_order(std::vector<inventory::Vm> vms, bool include_stopped);
 
 // Lists the active instances on `options.server` (VMAPI), plans them all (plan_placement;
-// options.target makes it the only node), and migrates each to its planned node. `dry_run`
+// options.target makes it the only node), and migrates each to its planned node; an instance
+// whose migration is begun already goes on to its recorded target (not planned anew). `dry_run`
 // plans every instance (target or every rejected node, validation) and changes nothing. Throws
 // UsageError for a `to` or `exclude` entry that matches nothing. Throws only for what stops the
 // whole evacuation before it starts (an unknown server, the inventory unreachable). An interrupt

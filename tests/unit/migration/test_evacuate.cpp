@@ -109,6 +109,22 @@ TEST_CASE("migration::evacuate plans every instance at once", "[migration][place
     o.to = {"cn9"};
     CHECK_THROWS_WITH(evacuate(w.ctx, o), Catch::Contains("--to cn9"));
   }
+  SECTION("an instance whose migration is past begin keeps its target, and its promise") {
+    w.inv.servers[1].unreserved_ram_mib = 200; // cn2 has room only for what it was promised
+    BeginOptions b;
+    b.vm_uuid = EngineWorld::k_vm;
+    b.target = EngineWorld::k_cn2;
+    begin(w.ctx, b);
+    o.exclude = {big};
+    const EvacuateResult r = evacuate(w.ctx, o);
+    for (const EvacuationItem& i : r.items) {
+      if (i.vm_uuid == EngineWorld::k_vm) {
+        CHECK(i.outcome == "planned");
+        CHECK(i.target == "cn2");
+        CHECK_THAT(i.reason, Catch::Contains("goes on"));
+      }
+    }
+  }
   SECTION("--to limits the nodes") {
     o.exclude = {big};
     o.to = {"cn3"};
