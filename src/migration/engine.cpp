@@ -38,7 +38,19 @@ state::Migration load_active(Context& ctx, const std::string& vm_uuid) {
 
 inventory::Vm with_image_traits(Context& ctx, inventory::Vm vm) {
   if (!vm.image_uuid.empty()) {
-    if (const std::optional<inventory::Image> image = ctx.inventory.find_image(vm.image_uuid)) {
+    std::optional<inventory::Image> image;
+    try {
+      image = ctx.inventory.find_image(vm.image_uuid);
+    } catch (const Error& e) {
+      if (e.exit_code() == ExitCode::interrupted) {
+        throw;
+      }
+      // IMGAPI is needed only when an image is to be imported; an instance whose image traits
+      // cannot be read is placed on its own and its package's traits, as before they counted.
+      ctx.log.warn("placement: image traits unknown",
+                   {{"image_uuid", vm.image_uuid}, {"error", e.what()}});
+    }
+    if (image) {
       const auto it = image->raw.find("traits");
       if (it != image->raw.end() && it->is_object()) {
         vm.image_traits = *it;

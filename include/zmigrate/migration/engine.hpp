@@ -126,7 +126,8 @@ struct MigrateResult {
 PromiseLedger active_promises(Context& ctx, const std::string& except_vm = "");
 
 // `vm` as placement sees it: with its image's traits (IMGAPI manifest `traits`, read when the
-// image is known; a malformed one becomes a placement problem).
+// image is known; a malformed one becomes a placement problem). IMGAPI failing is logged and
+// leaves the image's traits out; only an interrupt is thrown.
 inventory::Vm with_image_traits(Context& ctx, inventory::Vm vm);
 
 // begin: validate, choose the target, import images, prepare. With dry_run, changes nothing and
