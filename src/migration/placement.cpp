@@ -180,7 +180,8 @@ std::vector<Problem> problems_with(const inventory::Vm& vm, const inventory::Ser
     out.push_back({"inventory", "its CNAPI record cannot be read for placement: " + p});
   }
   for (const std::string& p : vm.placement_problems) {
-    out.push_back({"instance", "the instance's VMAPI record cannot be read for placement: " + p});
+    out.push_back(
+        {"instance", "the instance's inventory record cannot be read for placement: " + p});
   }
   check_nics(vm, target, out);
   check_traits(vm, target, out);
