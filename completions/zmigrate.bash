@@ -60,7 +60,7 @@ _zmigrate() {
         return
         ;;
     --vmapi-url | --cnapi-url | --napi-url | --imgapi-url | --max-syncs | --converge | --rate | \
-        --parallel | -n | --target | --server)
+        --parallel | -n | --target | --server | --to | --exclude)
         return
         ;;
     -s | --state)
@@ -87,7 +87,7 @@ _zmigrate() {
     sync) opts="--every" ;;
     rollback) opts="--keep-changes -y --yes" ;;
     finalize) opts="-y --yes" ;;
-    evacuate) opts="-n --target --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge" ;;
+    evacuate) opts="-n --target --to --exclude --separate-owners --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge" ;;
     estimate) opts="-s --server --rate --parallel --measure -n --target --measure-size" ;;
     list) opts="-s --state -n --server -a --all -l --long" ;;
     cleanup) opts="--dry-run" ;;

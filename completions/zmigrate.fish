@@ -87,6 +87,9 @@ complete -c zmigrate -n "__fish_seen_subcommand_from finalize" -s y -l yes -d 'D
 
 # evacuate.
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -s n -l target -x -d 'Target compute node for every instance'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l to -x -d 'Place instances only on this compute node'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l exclude -x -d 'Leave this instance where it is'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l separate-owners -d 'Prefer targets with fewest instances of the owner'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l dry-run -d 'Show the plan; change nothing'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l finalize -d 'Finalize each instance after its switch'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l running-only -d 'Leave stopped instances on the node'

@@ -2,11 +2,12 @@
 """Bookkeeping for bench/run: records measurements as JSON lines, then reports them.
 
   bench.py last-doc FILE                 print the last JSON document of zmigrate --json output
-  bench.py record JSONL FIG [k=v ...] [--zm FILE] [--time-v FILE]
+  bench.py record JSONL FIG [k=v ...] [--zm FILE] [--time-v FILE] [--json-file FILE]
                                          append one measurement; v is parsed as JSON when it can
                                          be (numbers), else kept as a string; --zm adds the sync /
                                          switch object of a zmigrate --json run, --time-v the peak
-                                         RSS of a /usr/bin/time -v report
+                                         RSS of a /usr/bin/time -v report, --json-file the keys of
+                                         a JSON object (zmigrate_plan_bench's output)
   bench.py report JSONL OUT              compute the figures, write OUT (JSON), print a table
 
 No figure is judged pass/fail: targets are printed beside the measured values."""
@@ -73,6 +74,10 @@ def cmd_record(argv):
             for key in ('sync', 'switch', 'syncs', 'rollback'):
                 if key in d:
                     rec['zm_' + key] = d[key]
+            i += 2
+        elif a == '--json-file':
+            with open(argv[i + 1]) as f:
+                rec.update(json.load(f))
             i += 2
         elif a == '--time-v':
             rec['peak_rss_kib'] = peak_rss_kib(argv[i + 1])
@@ -211,6 +216,19 @@ def build(records):
         'delta_sync_kib': stats([r.get('peak_rss_kib') for r in zs]),
         'target_kib_max': 64 * 1024,
     }
+
+    # 6. placement planning
+    pl = by.get('placement', [])
+    last = pl[-1] if pl else {}
+    res['placement'] = {
+        'instances': last.get('instances'),
+        'nodes': last.get('nodes'),
+        'plan_ms': stats([v for r in pl for v in r.get('plan_ms', [])]),
+        'placed': last.get('placed'),
+        'unplaced': last.get('unplaced'),
+        'rejections': last.get('rejections'),
+        'target_ms_max': 1000,
+    }
     return res
 
 
@@ -305,6 +323,15 @@ def table(res):
                                               fmt_kib(rss['full_sync_kib'])),
         '   during a delta sync (%s)   %s' % (fmt_bytes(m.get('delta_bytes')),
                                                fmt_kib(rss['delta_sync_kib'])),
+    ]
+    pm = res['placement']
+    lines += [
+        '',
+        '6. placement planning, %s instances over %s nodes (target <= 1000 ms)'
+        % (pm['instances'] or '?', pm['nodes'] or '?'),
+        '   plan_placement                  %s' % fmt_ms(pm['plan_ms']),
+        '   placed / unplaced               %s / %s (%s node rejections with reasons)'
+        % (pm['placed'], pm['unplaced'], pm['rejections']),
     ]
     if res['notes']:
         lines += ['', 'notes:'] + ['  - ' + n for n in res['notes']]

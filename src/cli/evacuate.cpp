@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
-// zmigrate evacuate CN: migrate every instance off a compute node, one after the other.
+// zmigrate evacuate CN: plan every instance off a compute node at once, then migrate them one
+// after the other.
 #include <zmigrate/cli/commands.hpp>
 #include <zmigrate/cli/output.hpp>
 #include <zmigrate/cli/runtime.hpp>
@@ -14,6 +15,19 @@
 
 namespace zmigrate::cli {
 
+namespace {
+
+// Why the plan chose an instance's node, and the nodes it refused (each with every reason).
+nlohmann::json rejected_json(const migration::EvacuationItem& i) {
+  nlohmann::json rejected = nlohmann::json::array();
+  for (const migration::RejectedNode& n : i.rejected) {
+    rejected.push_back({{"uuid", n.uuid}, {"hostname", n.hostname}, {"problems", n.problems}});
+  }
+  return {{"reason", i.reason}, {"rejected", rejected}};
+}
+
+} // namespace
+
 CommandSpec evacuate_command() {
   struct Opts {
     std::string server;
@@ -23,6 +37,9 @@ CommandSpec evacuate_command() {
     bool force_core = false;
     bool allow_older = false;
     bool running_only = false;
+    std::vector<std::string> to;
+    std::vector<std::string> exclude;
+    bool separate_owners = false;
     SyncPolicyOptions policy;
   };
   auto o = std::make_shared<Opts>();
@@ -33,7 +50,18 @@ CommandSpec evacuate_command() {
         app.add_option("-n,--target", o->target,
                        "Target compute node for every instance (default: placement per "
                        "instance)");
-        app.add_flag("--dry-run", o->dry_run, "Show which instance would go where; change nothing");
+        app.add_option("--to", o->to,
+                       "Place instances only on these compute nodes (UUID or hostname; "
+                       "repeatable)")
+            ->delimiter(',');
+        app.add_option("--exclude", o->exclude,
+                       "Leave this instance where it is (UUID or alias; repeatable)")
+            ->delimiter(',');
+        app.add_flag("--separate-owners", o->separate_owners,
+                     "Prefer targets with the fewest instances of the same owner");
+        app.add_flag("--dry-run", o->dry_run,
+                     "Show which instance would go where, or why no node can take it; change "
+                     "nothing");
         app.add_flag("--finalize", o->finalize,
                      "Finalize each instance after its successful switch");
         app.add_flag("--running-only", o->running_only, "Leave stopped instances where they are");
@@ -49,6 +77,9 @@ CommandSpec evacuate_command() {
         migration::EvacuateOptions eo;
         eo.server = o->server;
         eo.target = o->target;
+        eo.to = o->to;
+        eo.exclude = o->exclude;
+        eo.separate_owners = o->separate_owners;
         eo.dry_run = o->dry_run;
         eo.finalize = o->finalize;
         eo.force_core = o->force_core;
@@ -77,7 +108,8 @@ CommandSpec evacuate_command() {
                              {"outcome", i.outcome},
                              {"error", i.error},
                              {"downtime_ms", i.downtime.count()},
-                             {"bytes", i.bytes}});
+                             {"bytes", i.bytes},
+                             {"placement", rejected_json(i)}});
           }
           out.json({{"server", {{"uuid", r.server.uuid}, {"hostname", r.server.hostname}}},
                     {"dry_run", o->dry_run},
@@ -93,12 +125,22 @@ CommandSpec evacuate_command() {
           }
           for (const auto& i : r.items) {
             const bool moved = i.outcome == "migrated" || i.outcome == "finalized";
+            // An instance no node takes: every node and why, one line each, below its row.
+            const bool unplaced = i.target.empty() && !i.rejected.empty();
             out.result_line(fmt::format(
                 "{:<36}  {:<14} {:<8} {:<11} {:<10} {:>9}  {}", i.vm_uuid,
                 (i.alias.empty() ? std::string("-") : i.alias).substr(0, 14), i.state, i.outcome,
                 i.target.empty() ? "-" : i.target,
                 moved && i.state == "running" ? human_duration(i.downtime) : "-",
-                i.error.empty() ? (moved ? human_bytes(i.bytes) + " sent" : "") : i.error));
+                unplaced
+                    ? std::string("no compute node can take it:")
+                    : (i.error.empty() ? (moved ? human_bytes(i.bytes) + " sent" : "") : i.error)));
+            if (unplaced) {
+              for (const migration::RejectedNode& n : i.rejected) {
+                out.result_line(fmt::format("    {} ({}): {}", n.hostname, n.uuid,
+                                            migration::describe(n.problems)));
+              }
+            }
           }
         }
         if (r.interrupted) {

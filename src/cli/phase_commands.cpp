@@ -110,6 +110,16 @@ std::vector<std::string> preflight_lines(const migration::BeginResult& r) {
   out.push_back(fmt::format("  from       {} ({})", r.source.hostname, r.source.uuid));
   out.push_back(fmt::format("  to         {} ({}): {}", r.target.hostname, r.target.uuid,
                             p.value("target_reason", "")));
+  // Automatic placement: every other node it considered and why it refused each.
+  const nlohmann::json placement = p.value("placement", nlohmann::json::object());
+  for (const nlohmann::json& n : placement.value("rejected", nlohmann::json::array())) {
+    std::string why;
+    for (const nlohmann::json& problem : n.value("problems", nlohmann::json::array())) {
+      why += (why.empty() ? "" : "; ") + problem.value("text", "");
+    }
+    out.push_back(
+        fmt::format("  not        {} ({}): {}", n.value("hostname", ""), n.value("uuid", ""), why));
+  }
   for (const nlohmann::json& d : p.value("sizes", nlohmann::json::array())) {
     out.push_back(fmt::format("  dataset    {}  {}{} ({})", d.value("dataset", ""),
                               d.value("exact", false) ? "" : "about ",

@@ -138,6 +138,73 @@ const json& array_or_empty(const json& j, const std::string& key, const std::str
   return *v;
 }
 
+// The placement fields are read leniently: a malformed value must not make every command that
+// reads the object fail, only the placement that needs it. `problems` collects why.
+template <typename F>
+auto lenient(std::vector<std::string>& problems, F&& read) -> decltype(read()) {
+  try {
+    return read();
+  } catch (const Error& e) {
+    problems.push_back(e.what());
+    return {};
+  }
+}
+
+std::optional<std::uint32_t> small_count(const json& j, const std::string& key,
+                                         const std::string& what) {
+  const std::optional<double> d = number(j, key, what);
+  if (!d) {
+    return std::nullopt;
+  }
+  if (*d < 0 || *d > 1e9 || std::floor(*d) != *d) {
+    malformed(what, key, j.at(key), "a whole number");
+  }
+  return static_cast<std::uint32_t>(*d);
+}
+
+void add_unique(std::vector<std::string>& v, const std::string& s) {
+  if (!s.empty() && std::find(v.begin(), v.end(), s) == v.end()) {
+    v.push_back(s);
+  }
+}
+
+// The strings of a sysinfo list ("NIC Names", "Overlay Nic Tags"): an array of strings, or one
+// comma-separated string as older platforms wrote it. Anything else throws.
+std::vector<std::string> string_list(const json& j, const std::string& key,
+                                     const std::string& what) {
+  std::vector<std::string> out;
+  const json* v = field(j, key);
+  if (v == nullptr) {
+    return out;
+  }
+  if (v->is_string()) {
+    const std::string text = v->get<std::string>();
+    std::size_t start = 0;
+    while (start <= text.size()) {
+      const std::size_t comma = text.find(',', start);
+      std::string item = text.substr(start, comma == std::string::npos ? comma : comma - start);
+      item.erase(0, item.find_first_not_of(' '));
+      item.erase(item.find_last_not_of(' ') + 1);
+      add_unique(out, item);
+      if (comma == std::string::npos) {
+        break;
+      }
+      start = comma + 1;
+    }
+    return out;
+  }
+  if (!v->is_array()) {
+    malformed(what, key, *v, "an array of strings");
+  }
+  for (const json& item : *v) {
+    if (!item.is_string()) {
+      malformed(what, key, *v, "an array of strings");
+    }
+    add_unique(out, item.get<std::string>());
+  }
+  return out;
+}
+
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;
 }
@@ -250,7 +317,7 @@ std::string ipv4_from_ips(const json& ips, const std::string& what) {
   return first;
 }
 
-Nic parse_nic_at(const json& j, const std::string& what) {
+Nic parse_nic_at(const json& j, const std::string& what, std::vector<std::string>& problems) {
   require_object(j, what);
   Nic nic;
   nic.mac = str(j, "mac", what);
@@ -263,6 +330,9 @@ Nic parse_nic_at(const json& j, const std::string& what) {
   nic.nic_tag = str(j, "nic_tag", what);
   nic.interface = str(j, "interface", what);
   nic.primary = boolean(j, "primary", what, false);
+  nic.vlan_id = lenient(problems, [&] { return small_count(j, "vlan_id", what); });
+  nic.fabric = lenient(problems, [&] { return boolean(j, "fabric", what, false); }) ||
+               nic.nic_tag.find('/') != std::string::npos;
   return nic;
 }
 
@@ -294,7 +364,24 @@ Disk parse_disk(const json& j, const Vm& vm, const std::string& zpool, std::size
 } // namespace
 
 Nic parse_nic(const json& j) {
-  return parse_nic_at(j, "NIC");
+  std::vector<std::string> ignored;
+  return parse_nic_at(j, "NIC", ignored);
+}
+
+std::string Nic::required_nic_tag() const {
+  return fabric ? nic_tag.substr(0, nic_tag.find('/')) : nic_tag;
+}
+
+bool Server::has_nic_tag(const std::string& tag) const {
+  return std::binary_search(nic_tags.begin(), nic_tags.end(), tag);
+}
+
+bool Server::fabric(const std::string& overlay) const {
+  if (overlay_nic_tags.empty()) {
+    return has_nic_tag(k_underlay_nic_tag);
+  }
+  return overlay.empty() || std::find(overlay_nic_tags.begin(), overlay_nic_tags.end(), overlay) !=
+                                overlay_nic_tags.end();
 }
 
 bool Vm::is_core() const {
@@ -366,7 +453,8 @@ Vm parse_vm(const json& j) {
 
   const json& nics = array_or_empty(j, "nics", what);
   for (std::size_t i = 0; i < nics.size(); ++i) {
-    vm.nics.push_back(parse_nic_at(nics[i], fmt::format("{} nics[{}]", what, i)));
+    vm.nics.push_back(
+        parse_nic_at(nics[i], fmt::format("{} nics[{}]", what, i), vm.placement_problems));
   }
   const json& disks = array_or_empty(j, "disks", what);
   for (std::size_t i = 0; i < disks.size(); ++i) {
@@ -401,10 +489,97 @@ Vm parse_vm(const json& j) {
     vm.image_uuid = uuid_str(j, "dataset_uuid", what); // pre-IMGAPI name of the same field
   }
 
+  vm.cpu_cap = lenient(vm.placement_problems, [&] { return size(j, "cpu_cap", what); });
+  if (vm.cpu_cap && *vm.cpu_cap == 0) {
+    vm.cpu_cap.reset(); // 0 is vmadm's "no cap"
+  }
+  vm.vcpus =
+      lenient(vm.placement_problems, [&] { return small_count(j, "vcpus", what); }).value_or(0);
+  vm.traits = lenient(vm.placement_problems, [&] { return object_or_empty(j, "traits", what); });
+  if (vm.traits.is_null() || vm.traits.empty()) {
+    vm.traits = lenient(vm.placement_problems, [&] {
+      const json* pkg = field(j, "package");
+      return pkg != nullptr && pkg->is_object() ? object_or_empty(*pkg, "traits", what + " package")
+                                                : json::object();
+    });
+  }
+  if (vm.traits.is_null()) {
+    vm.traits = json::object();
+  }
+
   vm.tags = object_or_empty(j, "tags", what);
   vm.raw = j;
   return vm;
 }
+
+namespace {
+
+// The sysinfo fields placement needs, read leniently (Server::placement_problems).
+void read_placement_sysinfo(Server& s, const json& j, const std::string& what) {
+  const json* sysinfo = field(j, "sysinfo");
+  if (sysinfo == nullptr || !sysinfo->is_object()) {
+    return; // object_or_empty already refused a sysinfo that is not an object
+  }
+  std::vector<std::string>& problems = s.placement_problems;
+  s.vm_capable = lenient(problems, [&] { return boolean(*sysinfo, "VM Capable", what, false); });
+  s.bhyve_capable =
+      lenient(problems, [&] { return boolean(*sysinfo, "Bhyve Capable", what, false); });
+  s.bhyve_max_vcpus =
+      lenient(problems, [&] { return small_count(*sysinfo, "Bhyve Max Vcpus", what); });
+  for (const std::string& t :
+       lenient(problems, [&] { return string_list(*sysinfo, "Overlay Nic Tags", what); })) {
+    add_unique(s.overlay_nic_tags, t);
+  }
+  std::vector<std::string> down;
+  for (const char* group : {"Network Interfaces", "Virtual Network Interfaces"}) {
+    const json* interfaces = field(*sysinfo, group);
+    if (interfaces == nullptr) {
+      continue;
+    }
+    if (!interfaces->is_object()) {
+      problems.push_back(fmt::format("{}: field \"{}\" is {}, expected an object", what, group,
+                                     interfaces->type_name()));
+      continue;
+    }
+    const bool vnics = std::string(group) == "Virtual Network Interfaces";
+    for (const auto& [name, nic] : interfaces->items()) {
+      const std::string nic_what = fmt::format("{} {} {}", what, group, quoted_text(name));
+      if (!nic.is_object()) {
+        problems.push_back(fmt::format("{}: is {}, expected an object", nic_what, nic.type_name()));
+        continue;
+      }
+      std::vector<std::string> tags =
+          lenient(problems, [&] { return string_list(nic, "NIC Names", nic_what); });
+      if (vnics && tags.empty()) {
+        // A vnic is named after its tag: sdc_underlay0 carries sdc_underlay.
+        const std::size_t end = name.find_last_not_of("0123456789");
+        if (end != std::string::npos && end + 1 < name.size()) {
+          tags.push_back(name.substr(0, end + 1));
+        }
+      }
+      for (const std::string& t :
+           lenient(problems, [&] { return string_list(nic, "Overlay Nic Tags", nic_what); })) {
+        add_unique(s.overlay_nic_tags, t);
+      }
+      const std::string link = lenient(problems, [&] { return str(nic, "Link Status", nic_what); });
+      // A vnic without a link status rides on its host interface: counted as up.
+      const bool up = link == "up" || (vnics && link.empty());
+      for (const std::string& t : tags) {
+        add_unique(up ? s.nic_tags : down, t);
+      }
+    }
+  }
+  std::sort(s.nic_tags.begin(), s.nic_tags.end());
+  for (const std::string& t : down) {
+    if (!s.has_nic_tag(t)) {
+      s.down_nic_tags.push_back(t);
+    }
+  }
+  std::sort(s.down_nic_tags.begin(), s.down_nic_tags.end());
+  std::sort(s.overlay_nic_tags.begin(), s.overlay_nic_tags.end());
+}
+
+} // namespace
 
 Server parse_server(const json& j) {
   require_object(j, "CNAPI server");
@@ -441,6 +616,8 @@ Server parse_server(const json& j) {
   s.unreserved_ram_mib = size(j, "unreserved_ram", what).value_or(0);
   s.unreserved_disk_mib = size(j, "unreserved_disk", what).value_or(0);
   s.traits = object_or_empty(j, "traits", what);
+  s.unreserved_cpu = lenient(s.placement_problems, [&] { return size(j, "unreserved_cpu", what); });
+  read_placement_sysinfo(s, j, sys_what);
   // The address zmigrate connects to (ssh, the data path): an IP literal and nothing else. The
   // hostname is only ever displayed.
   s.admin_ip = admin_ip_from_sysinfo(sysinfo);

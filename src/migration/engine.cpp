@@ -7,6 +7,7 @@
 #include <zmigrate/migration/engine.hpp>
 #include <zmigrate/migration/estimate.hpp>
 #include <zmigrate/migration/measure.hpp>
+#include <zmigrate/migration/placement.hpp>
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/migration/steps.hpp>
 #include <zmigrate/migration/transitions.hpp>
@@ -36,6 +37,59 @@ state::Migration load_active(Context& ctx, const std::string& vm_uuid) {
   return *m;
 }
 
+inventory::Vm with_image_traits(Context& ctx, inventory::Vm vm) {
+  if (!vm.image_uuid.empty()) {
+    std::optional<inventory::Image> image;
+    try {
+      image = ctx.inventory.find_image(vm.image_uuid);
+    } catch (const Error& e) {
+      if (e.exit_code() == ExitCode::interrupted) {
+        throw;
+      }
+      // IMGAPI is needed only when an image is to be imported; an instance whose image traits
+      // cannot be read is placed on its own and its package's traits, as before they counted.
+      ctx.log.warn("placement: image traits unknown",
+                   {{"image_uuid", vm.image_uuid}, {"error", e.what()}});
+    }
+    if (image) {
+      const auto it = image->raw.find("traits");
+      if (it != image->raw.end() && it->is_object()) {
+        vm.image_traits = *it;
+      } else if (it != image->raw.end() && !it->is_null()) {
+        vm.placement_problems.push_back(
+            fmt::format("IMGAPI image {}: field \"traits\" is {}, expected an object", image->uuid,
+                        it->type_name()));
+      }
+    }
+  }
+  return vm;
+}
+
+PromiseLedger active_promises(Context& ctx, const std::string& except_vm) {
+  PromiseLedger out;
+  for (const state::Migration& m : ctx.store.list_migrations(state::ListFilter{})) {
+    if (m.archived || m.vm_uuid == except_vm || m.target_server_uuid.empty()) {
+      continue;
+    }
+    const bool on_source =
+        m.phase == state::Phase::begin || m.phase == state::Phase::sync ||
+        (m.phase == state::Phase::switch_ && m.state != state::State::successful);
+    if (!on_source) {
+      continue;
+    }
+    try {
+      out.add(promise_for(detail::recorded_vm(m), m.target_server_uuid));
+    } catch (const Error&) {
+      // A record whose instance cannot be read promises nothing we could size.
+      Promise p;
+      p.node = m.target_server_uuid;
+      p.vm = m.vm_uuid;
+      out.add(p);
+    }
+  }
+  return out;
+}
+
 namespace {
 
 nlohmann::json server_json(const inventory::Server& s) {
@@ -52,18 +106,24 @@ inventory::Vm require_vm(Context& ctx, const std::string& vm_uuid) {
   return *vm;
 }
 
-// The target the operator named (checked), or the best one placement finds.
+PlacementOptions placement_options(Context& ctx) {
+  PlacementOptions o;
+  o.allow_older_platform = ctx.settings.allow_older_platform;
+  return o;
+}
+
+// The target the operator named (checked, with what active migrations promised there), or the
+// best one placement finds (`placement` says why, and which nodes it rejected).
 inventory::Server choose_target_of(Context& ctx, const inventory::Vm& vm,
-                                   const inventory::Server& source, const std::string& named) {
+                                   const inventory::Server& source, const std::string& named,
+                                   Placement* placement) {
+  const PromiseLedger promises = active_promises(ctx, vm.uuid);
   if (named.empty()) {
-    return choose_target(vm, source, ctx.inventory.list_servers(),
-                         ctx.settings.allow_older_platform);
+    return choose_placement(vm, source, ctx.inventory.list_servers(), promises,
+                            placement_options(ctx), placement);
   }
   inventory::Server target = ctx.inventory.resolve_server(named);
-  const std::string problem = target_problem(vm, source, target, ctx.settings.allow_older_platform);
-  if (!problem.empty()) {
-    throw PreconditionError(fmt::format("target {} ({})", target.hostname, target.uuid), problem);
-  }
+  check_named_target(vm, source, target, promises, placement_options(ctx));
   return target;
 }
 
@@ -113,7 +173,8 @@ std::string retry_target(Context& ctx, const inventory::Vm& vm, const inventory:
   }
   try {
     const inventory::Server t = ctx.inventory.resolve_server(earlier->target_server_uuid);
-    if (target_problem(vm, source, t, ctx.settings.allow_older_platform).empty()) {
+    if (placement_problems(vm, source, t, active_promises(ctx, vm.uuid), placement_options(ctx))
+            .empty()) {
       return t.uuid;
     }
   } catch (const NotFoundError&) {
@@ -166,10 +227,9 @@ ImageNeeds image_needs(Node& source, Node& target, const std::vector<std::string
 
 } // namespace
 
-namespace {} // namespace
-
 nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory::Server& target,
-                         Node& source, const inventory::Server& source_server, bool named) {
+                         Node& source, const inventory::Server& source_server, bool named,
+                         const Placement* placement) {
   nlohmann::json j;
   j["owner_uuid"] = vm.owner_uuid;
   j["state"] = vm.state;
@@ -184,11 +244,15 @@ nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory:
   }
   j["ips"] = ips;
   j["target_reason"] =
-      named ? std::string("named with -n, or the target of the begin being retried (checked: "
-                          "setup, running, not reserved, room, platform)")
-            : fmt::format("placement: the eligible node with the most unreserved RAM ({} MiB, "
-                          "{} MiB of disk)",
-                          target.unreserved_ram_mib, target.unreserved_disk_mib);
+      named || placement == nullptr
+          ? fmt::format("named with -n, or the target of the begin being retried ({} checked: "
+                        "setup, running, not reserved, NIC tags, traits, CPU, room after "
+                        "promises, HVM, platform)",
+                        target.hostname)
+          : placement->reason;
+  if (placement != nullptr && !named) {
+    j["placement"] = *placement;
+  }
   // What this head node measured before: the rate of its earlier syncs of at least 1 MiB and
   // the downtime of its earlier switches of running instances.
   std::vector<double> rates;
@@ -258,8 +322,13 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
   check_action(Action::begin, earlier);
   detail::refuse_triton_migration(ctx, vm.uuid);
   result.source = ctx.inventory.resolve_server(vm.server_uuid);
-  result.target = choose_target_of(ctx, vm, result.source,
-                                   retry_target(ctx, vm, result.source, earlier, options.target));
+  Placement placement;
+  {
+    const inventory::Vm placed = with_image_traits(ctx, vm);
+    result.target = choose_target_of(
+        ctx, placed, result.source,
+        retry_target(ctx, placed, result.source, earlier, options.target), &placement);
+  }
   Node& source = ctx.nodes.node(ctx, result.source);
   Node& target = ctx.nodes.node(ctx, result.target);
   const std::vector<std::string> roots = check_nodes(vm, source, target, result.target);
@@ -332,8 +401,10 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
                  {"import_images", imports},
                  {"remove_quota_for_sync", must_remove_quota}};
   if (options.dry_run && options.summary) {
-    result.plan.update(preflight(ctx, vm, result.target, source, result.source,
-                                 !options.target.empty() || earlier.has_value()));
+    // Named with -n, or the retried begin's node: placement did not run.
+    const bool named = !placement.placed;
+    result.plan.update(preflight(ctx, vm, result.target, source, result.source, named,
+                                 placement.placed ? &placement : nullptr));
   }
   if (options.dry_run) {
     return result;

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/evacuate.hpp>
+#include <zmigrate/migration/plan.hpp>
+#include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
 
 #include <algorithm>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -43,8 +46,10 @@ std::vector<inventory::Vm> evacuation_order(std::vector<inventory::Vm> vms, bool
 EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
   EvacuateResult result;
   result.server = ctx.inventory.resolve_server(options.server);
+  std::string named_uuid;
   if (!options.target.empty()) {
     const inventory::Server t = ctx.inventory.resolve_server(options.target);
+    named_uuid = t.uuid;
     if (t.uuid == result.server.uuid) {
       throw PreconditionError(fmt::format("target {}", t.hostname),
                               "is the server being evacuated; choose another with -n, or none "
@@ -53,6 +58,78 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
   }
   const std::vector<inventory::Vm> vms = evacuation_order(
       ctx.inventory.list_vms(result.server.uuid, "active"), options.include_stopped);
+
+  // One plan for all of them, before any moves: the instances begin would refuse (core zones,
+  // unsupported brands) take no room in it.
+  PlacementOptions popts;
+  popts.allow_older_platform = ctx.settings.allow_older_platform;
+  popts.to = options.to;
+  if (!named_uuid.empty()) {
+    popts.to = {named_uuid};
+  }
+  popts.separate_owners = options.separate_owners;
+  // --exclude names any instance on the node (a typo is refused by plan_placement); those that
+  // are not placed anyway (core zones, ...) are left out here.
+  std::vector<std::string> excluded;
+  for (const std::string& name : options.exclude) {
+    bool seen = false;
+    for (const inventory::Vm& vm : vms) {
+      if (name == vm.uuid || (!vm.alias.empty() && name == vm.alias)) {
+        excluded.push_back(vm.uuid);
+        seen = true;
+      }
+    }
+    if (!seen) {
+      popts.exclude.push_back(name); // plan_placement names it as a typo
+    }
+  }
+  std::sort(excluded.begin(), excluded.end());
+  std::vector<inventory::Vm> placeable;
+  std::map<std::string, std::pair<std::string, std::string>> invalid; // uuid: what, why
+  std::map<std::string, inventory::Vm> traits_of_image;               // one IMGAPI read per image
+  std::map<std::string, state::Migration> continuing; // past begin: keeps its target
+  for (const inventory::Vm& vm : vms) {
+    if (std::binary_search(excluded.begin(), excluded.end(), vm.uuid)) {
+      continue;
+    }
+    // An instance whose begin is done goes on to the node it was begun to (migrate resumes
+    // it); its promise there is already among the active ones. A failed begin is placed anew.
+    if (const std::optional<state::Migration> m = ctx.store.find_active_for_vm(vm.uuid);
+        m && !is_retry(Action::begin, *m) && !m->target_server_uuid.empty()) {
+      continuing[vm.uuid] = *m;
+      continue;
+    }
+    try {
+      validate_instance(vm, options.force_core);
+    } catch (const PreconditionError& e) {
+      invalid[vm.uuid] = {e.subject(), e.reason()};
+      continue;
+    }
+    inventory::Vm placed = vm;
+    const auto cached = traits_of_image.find(vm.image_uuid);
+    if (cached != traits_of_image.end()) {
+      placed.image_traits = cached->second.image_traits;
+      placed.placement_problems.insert(placed.placement_problems.end(),
+                                       cached->second.placement_problems.begin(),
+                                       cached->second.placement_problems.end());
+    } else {
+      inventory::Vm probe;
+      probe.image_uuid = vm.image_uuid;
+      probe = with_image_traits(ctx, probe);
+      traits_of_image[vm.image_uuid] = probe;
+      placed.image_traits = probe.image_traits;
+      placed.placement_problems.insert(placed.placement_problems.end(),
+                                       probe.placement_problems.begin(),
+                                       probe.placement_problems.end());
+    }
+    placeable.push_back(std::move(placed));
+  }
+  const PlacementPlan plan = plan_placement(placeable, result.server, ctx.inventory.list_servers(),
+                                            active_promises(ctx), popts);
+  ctx.log.info("evacuate: placement planned", {{"server", result.server.uuid},
+                                               {"instances", plan.placements.size()},
+                                               {"complete", plan.complete()}});
+
   for (const inventory::Vm& vm : vms) {
     if (interrupt_requested()) {
       result.interrupted = true;
@@ -63,18 +140,53 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
     item.alias = vm.alias;
     item.brand = vm.brand;
     item.state = vm.state;
+    if (std::binary_search(excluded.begin(), excluded.end(), vm.uuid)) {
+      item.outcome = "excluded";
+      item.error = "left where it is (--exclude)";
+      result.items.push_back(std::move(item));
+      continue;
+    }
+    const Placement* placement = plan.find(vm.uuid);
+    std::string target = options.target;
+    if (const auto c = continuing.find(vm.uuid); c != continuing.end()) {
+      target = c->second.target_server_uuid;
+      item.target =
+          c->second.data.value("target", nlohmann::json::object()).value("hostname", target);
+      item.reason =
+          fmt::format("its migration {} goes on to the node it was begun to", c->second.id);
+    } else if (placement != nullptr) {
+      item.reason = placement->reason;
+      item.rejected = placement->rejected;
+      if (placement->placed) {
+        target = placement->target_uuid;
+        item.target = placement->target_hostname;
+      }
+    }
     ctx.reporter.phase_started(
         "evacuate",
         fmt::format("{} ({}, {})", vm.uuid, vm.alias.empty() ? "-" : vm.alias, vm.state));
     try {
-      if (options.dry_run) {
-        BeginOptions b{vm.uuid, options.target, true, options.force_core, true};
+      if (const auto bad = invalid.find(vm.uuid); bad != invalid.end()) {
+        throw PreconditionError(bad->second.first, bad->second.second);
+      }
+      if (placement != nullptr && !placement->placed) {
+        std::string why = "no compute node can take it";
+        for (const RejectedNode& r : placement->rejected) {
+          why += fmt::format("; {} ({}): {}", r.hostname, r.uuid, describe(r.problems));
+        }
+        throw PreconditionError(fmt::format("placement of {}", vm.uuid),
+                                why + ". Free capacity, widen --to, or --exclude it");
+      }
+      if (options.dry_run && continuing.count(vm.uuid) > 0) {
+        item.outcome = "planned"; // migrate would resume it; nothing to begin
+      } else if (options.dry_run) {
+        BeginOptions b{vm.uuid, target, true, options.force_core, true};
         const BeginResult r = begin(ctx, b);
         item.target = r.target.hostname;
         item.outcome = "planned";
       } else {
         MigrateOptions mo;
-        mo.begin = {vm.uuid, options.target, false, options.force_core, true};
+        mo.begin = {vm.uuid, target, false, options.force_core, true};
         mo.max_syncs = options.max_syncs;
         mo.converge_bytes = options.converge_bytes;
         mo.finalize = options.finalize;

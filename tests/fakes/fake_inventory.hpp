@@ -63,7 +63,8 @@ public:
     vms[uuid] = std::move(vm);
     return vms[uuid];
   }
-  // Store a server. Missing fields get lab-like defaults (setup, running, 64 GiB free).
+  // Store a server. Missing fields get lab-like defaults (setup, running, 64 GiB free, NIC tags
+  // admin, external and internal on links that are up, KVM and bhyve capable).
   inventory::Server& add_server(const std::string& uuid, const std::string& hostname,
                                 const std::string& admin_ip) {
     inventory::Server s;
@@ -76,6 +77,9 @@ public:
     s.unreserved_ram_mib = 65536;
     s.unreserved_disk_mib = 1 << 20;
     s.current_platform = "20240101T000000Z";
+    s.nic_tags = {"admin", "external", "internal"};
+    s.vm_capable = true;
+    s.bhyve_capable = true;
     s.raw = {{"uuid", uuid}, {"hostname", hostname}};
     servers.push_back(std::move(s));
     return servers.back();

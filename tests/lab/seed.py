@@ -257,6 +257,7 @@ def sysinfo_for(k, subnet, shape, platform):
         'Datacenter Name': 'lab', 'SDC Version': '7.0', 'Manufacturer': 'zmigrate lab',
         'Product': 'Lab Node', 'Serial Number': 'LAB-CN%d' % k, 'SKU Number': '',
         'HW Version': 'None', 'HW Family': '', 'Setup': 'true', 'VM Capable': True,
+        'Bhyve Capable': True,
         'CPU Type': 'Lab CPU', 'CPU Virtualization': 'vmx', 'CPU Physical Cores': cores // 2,
         'UUID': server_uuid(k), 'Hostname': 'cn%d' % k, 'CPU Total Cores': cores,
         'MiB of Memory': str(ram), 'Zpool': 'zones', 'Zpool Disks': 'c1t0d0',

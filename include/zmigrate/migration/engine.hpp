@@ -5,6 +5,7 @@
 // decisions (placement, what to send, which phase comes next) are pure functions in plan.hpp.
 
 #include <zmigrate/migration/context.hpp>
+#include <zmigrate/migration/placement.hpp>
 #include <zmigrate/state/records.hpp>
 
 #include <chrono>
@@ -120,6 +121,16 @@ struct MigrateResult {
   std::optional<std::chrono::milliseconds> predicted_downtime;
 };
 
+// What the active migrations of this state store promised on their targets and CNAPI does not
+// count yet (the instance is still on its source: phases begin and sync, or a switch that has
+// not succeeded), except instance `except_vm`'s own. Reads the store only.
+PromiseLedger active_promises(Context& ctx, const std::string& except_vm = "");
+
+// `vm` as placement sees it: with its image's traits (IMGAPI manifest `traits`, read when the
+// image is known; a malformed one becomes a placement problem). IMGAPI failing is logged and
+// leaves the image's traits out; only an interrupt is thrown.
+inventory::Vm with_image_traits(Context& ctx, inventory::Vm vm);
+
 // begin: validate, choose the target, import images, prepare. With dry_run, changes nothing and
 // adds the pre-flight summary (preflight) to the plan.
 BeginResult begin(Context& ctx, const BeginOptions& options);
@@ -127,9 +138,12 @@ BeginResult begin(Context& ctx, const BeginOptions& options);
 // state and IPs; why this target; each dataset's size (estimate_vm) and the first sync's time
 // at the median rate of this head node's earlier syncs (else the configured rate); the expected
 // downtime from its earlier switches (null when there is none to go by). The rate is the newest
-// `estimate --measure` of the two nodes when there is one (measure.hpp).
+// `estimate --measure` of the two nodes when there is one (measure.hpp). `placement` is what
+// automatic placement decided (the chosen node's reason and every node it rejected, added as
+// "placement"); nullptr when the target was named or retried.
 nlohmann::json preflight(Context& ctx, const inventory::Vm& vm, const inventory::Server& target,
-                         Node& source, const inventory::Server& source_server, bool named);
+                         Node& source, const inventory::Server& source_server, bool named,
+                         const Placement* placement = nullptr);
 struct SyncOptions {
   // Stop the instance first (migrate --offline): journaled as step stop_source, which records
   // whether it ran (data.switch.was_running, so switch starts it on the target and abort starts

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
-// Pure decisions over plain data: placement, validation of an instance, zone-config rewriting,
+// Pure decisions over plain data: validation of an instance, zone-config rewriting,
 // convergence of `migrate`. No I/O; unit-tested directly.
 
 #include <zmigrate/inventory/types.hpp>
@@ -55,20 +55,7 @@ std::string mark_problem(const std::string& dataset, const std::string& host,
 // MiB of disk the instance needs on a target (quota, or the disk sizes for HVMs).
 std::uint64_t required_disk_mib(const inventory::Vm& vm);
 
-struct Rejection {
-  std::string server; // hostname (uuid)
-  std::string reason;
-};
-
-// Why `target` cannot take `vm` from `source` ("" when it can).
-std::string target_problem(const inventory::Vm& vm, const inventory::Server& source,
-                           const inventory::Server& target, bool allow_older_platform);
-
-// Placement: the eligible server with the most unreserved RAM (ties: most disk, then hostname).
-// Throws PreconditionError listing each rejected server and why when none fits.
-inventory::Server choose_target(const inventory::Vm& vm, const inventory::Server& source,
-                                const std::vector<inventory::Server>& servers,
-                                bool allow_older_platform);
+// Which node may take an instance, and plans for many: placement.hpp.
 
 // Rewrite `zonecfg export` output so the zone arrives hidden: autoboot=false and a
 // do-not-inventory=true attr (any existing one replaced).

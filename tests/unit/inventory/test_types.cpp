@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 using nlohmann::json;
 using namespace zmigrate;
@@ -381,6 +382,94 @@ TEST_CASE("inventory::parse_server", "[inventory]") {
     CHECK_THROWS_WITH(
         parse_server(json{{"uuid", "564d0000-0000-4000-8000-000000000001"}, {"traits", "x"}}),
         Catch::Contains("\"traits\""));
+  }
+}
+
+TEST_CASE("inventory::parse_server placement fields", "[inventory][placement]") {
+  SECTION("NIC tags of up links and vnics, down links apart") {
+    json j = fixture("cnapi-server.json");
+    json& sys = j["sysinfo"];
+    sys["Network Interfaces"]["e1000g2"] = {{"MAC Address", "00:50:56:34:60:4d"},
+                                            {"Link Status", "down"},
+                                            {"NIC Names", {"internal", "external"}}};
+    sys["Virtual Network Interfaces"]["sdc_underlay0"] = {{"Host Interface", "e1000g1"},
+                                                          {"Link Status", "up"},
+                                                          {"Overlay Nic Tags", {"sdc_overlay"}}};
+    sys["Bhyve Capable"] = true;
+    sys["Bhyve Max Vcpus"] = "32";
+    const Server s = parse_server(j);
+    CHECK(s.placement_problems.empty());
+    CHECK(s.nic_tags == std::vector<std::string>{"admin", "external", "sdc_underlay"});
+    CHECK(s.down_nic_tags == std::vector<std::string>{"internal"});
+    CHECK(s.overlay_nic_tags == std::vector<std::string>{"sdc_overlay"});
+    CHECK(s.has_nic_tag("external"));
+    CHECK_FALSE(s.has_nic_tag("internal"));
+    CHECK(s.fabric("sdc_overlay"));
+    CHECK_FALSE(s.fabric("other"));
+    CHECK(s.unreserved_cpu == 200);
+    CHECK(s.vm_capable);
+    CHECK(s.bhyve_capable);
+    CHECK(s.bhyve_max_vcpus == 32);
+  }
+  SECTION("fabric without overlay tags listed: the underlay tag") {
+    json j = fixture("cnapi-server.json");
+    CHECK_FALSE(parse_server(j).fabric());
+    j["sysinfo"]["Virtual Network Interfaces"]["sdc_underlay0"] = {{"Host Interface", "e1000g1"}};
+    CHECK(parse_server(j).fabric());
+  }
+  SECTION("malformed entries never throw: they make the node unplaceable") {
+    json j = fixture("cnapi-server.json");
+    json& sys = j["sysinfo"];
+    sys["Network Interfaces"]["e1000g0"]["NIC Names"] = 7;
+    sys["Network Interfaces"]["bad0"] = "not an object";
+    sys["Virtual Network Interfaces"] = json::array();
+    sys["Overlay Nic Tags"] = {{"x", 1}};
+    sys["Bhyve Capable"] = json::object();
+    j["unreserved_cpu"] = "lots";
+    Server s;
+    REQUIRE_NOTHROW(s = parse_server(j));
+    CHECK(s.admin_ip == "10.99.99.7"); // the rest of the record as before
+    CHECK(s.placement_problems.size() == 6);
+    CHECK_FALSE(s.has_nic_tag("external")); // its entry could not be read
+    CHECK(s.has_nic_tag("admin"));
+    CHECK_FALSE(s.unreserved_cpu);
+    const std::string all = fmt::format("{}", fmt::join(s.placement_problems, " | "));
+    CHECK_THAT(all, Catch::Contains("NIC Names") && Catch::Contains("bad0") &&
+                        Catch::Contains("unreserved_cpu") && Catch::Contains("Bhyve Capable"));
+  }
+}
+
+TEST_CASE("inventory::parse_vm placement fields", "[inventory][placement]") {
+  json j = fixture("vmapi-vm-joyent-zone.json");
+  SECTION("cpu_cap, traits, fabric NICs") {
+    j["cpu_cap"] = 350;
+    j["package"] = {{"traits", {{"ssd", true}}}};
+    j["nics"][0]["nic_tag"] = "sdc_overlay/7654321";
+    j["nics"][0]["vlan_id"] = 12;
+    const Vm vm = parse_vm(j);
+    CHECK(vm.placement_problems.empty());
+    CHECK(vm.cpu_cap == 350);
+    CHECK(vm.traits == json{{"ssd", true}});
+    CHECK(vm.nics[0].fabric);
+    CHECK(vm.nics[0].vlan_id == 12);
+    CHECK(vm.nics[0].required_nic_tag() == "sdc_overlay");
+    j["traits"] = {{"gpu", "a100"}}; // the VM's own win over the package's
+    CHECK(parse_vm(j).traits == json{{"gpu", "a100"}});
+    j["cpu_cap"] = 0; // vmadm's "no cap"
+    CHECK_FALSE(parse_vm(j).cpu_cap);
+  }
+  SECTION("malformed placement fields never throw") {
+    j["cpu_cap"] = "a lot";
+    j["traits"] = "ssd";
+    j["vcpus"] = -2;
+    j["nics"][0]["vlan_id"] = "twelve";
+    j["nics"][0]["fabric"] = {1, 2};
+    Vm vm;
+    REQUIRE_NOTHROW(vm = parse_vm(j));
+    CHECK(vm.placement_problems.size() == 5);
+    CHECK_FALSE(vm.cpu_cap);
+    CHECK(vm.traits == json::object());
+    CHECK(vm.nics.size() == j["nics"].size());
   }
 }
 

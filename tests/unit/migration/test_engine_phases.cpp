@@ -688,3 +688,55 @@ TEST_CASE("engine: sync --every ends when an abort from another shell ended the 
   CHECK_FALSE(r.switch_by);
   CHECK_NONE(w.expect_aborted());
 }
+
+TEST_CASE("engine: begin places with what active migrations promised, checks -n, and its dry "
+          "run says why",
+          "[engine][begin][placement]") {
+  EngineWorld w;
+  migration::BeginOptions o;
+  o.vm_uuid = EngineWorld::k_vm;
+  o.dry_run = true;
+  o.summary = true;
+
+  SECTION("the dry run names the chosen node's reason and every rejected node") {
+    w.inv.servers[2].reserved = true;
+    const migration::BeginResult r = migration::begin(w.ctx, o);
+    CHECK(r.target.uuid == EngineWorld::k_cn2);
+    CHECK_THAT(r.plan.at("target_reason").get<std::string>(),
+               Catch::Contains("most unreserved RAM"));
+    const nlohmann::json& rejected = r.plan.at("placement").at("rejected");
+    REQUIRE(rejected.size() == 1);
+    CHECK(rejected[0]["hostname"] == "cn3");
+    CHECK(rejected[0]["problems"][0]["rule"] == "reserved");
+    CHECK_FALSE(w.store.find_active_for_vm(EngineWorld::k_vm));
+  }
+  SECTION("a node named with -n is checked, not trusted") {
+    w.inv.servers[2].reserved = true;
+    o.target = "cn3";
+    CHECK_THROWS_AS(migration::begin(w.ctx, o), PreconditionError);
+    CHECK_THROWS_WITH(migration::begin(w.ctx, o),
+                      Catch::Contains("cn3") && Catch::Contains("reserved"));
+  }
+  SECTION("an active migration's promise counts against its target") {
+    state::Migration other;
+    other.id = "0a0a0a0a-0000-4000-8000-000000000001";
+    other.vm_uuid = "0b0b0b0b-0000-4000-8000-000000000001";
+    other.source_server_uuid = EngineWorld::k_cn3;
+    other.target_server_uuid = EngineWorld::k_cn2;
+    other.phase = state::Phase::sync;
+    other.state = state::State::paused;
+    other.created = "2026-01-01T00:00:00Z";
+    other.data = {{"vm", {{"uuid", other.vm_uuid}, {"ram", 65536}, {"brand", "joyent"}}}};
+    w.store.insert_migration(other);
+    const migration::BeginResult r = migration::begin(w.ctx, o);
+    CHECK(r.target.uuid == EngineWorld::k_cn3); // cn2's RAM is promised
+    CHECK(migration::active_promises(w.ctx).on(EngineWorld::k_cn2).ram_mib == 65536);
+    CHECK(migration::active_promises(w.ctx, other.vm_uuid).on(EngineWorld::k_cn2).count == 0);
+  }
+  SECTION("the image's traits must match the node's") {
+    w.inv.images[EngineWorld::k_image].raw["traits"] = {{"ssd", true}};
+    CHECK_THROWS_WITH(migration::begin(w.ctx, o), Catch::Contains("missing trait ssd") &&
+                                                      Catch::Contains("cn2") &&
+                                                      Catch::Contains("cn3"));
+  }
+}

@@ -20,19 +20,6 @@ inventory::Vm make_vm() {
   return vm;
 }
 
-inventory::Server make_server(const std::string& name, std::uint64_t ram, std::uint64_t disk) {
-  inventory::Server s;
-  s.uuid = "uuid-" + name;
-  s.hostname = name;
-  s.status = "running";
-  s.setup = true;
-  s.admin_ip = "10.0.0.1";
-  s.current_platform = "20240101T000000Z";
-  s.unreserved_ram_mib = ram;
-  s.unreserved_disk_mib = disk;
-  return s;
-}
-
 } // namespace
 
 TEST_CASE("migration::validate_instance", "[migration]") {
@@ -52,33 +39,6 @@ TEST_CASE("migration::validate_instance", "[migration]") {
     CHECK_NOTHROW(validate_instance(vm, true));
     vm.tags["smartdc_role"] = "nat";
     CHECK_NOTHROW(validate_instance(vm, false));
-  }
-}
-
-TEST_CASE("migration::choose_target", "[migration]") {
-  const inventory::Vm vm = make_vm();
-  const inventory::Server src = make_server("cn1", 4096, 100000);
-  std::vector<inventory::Server> servers{src, make_server("cn2", 2048, 50000),
-                                         make_server("cn3", 8192, 50000)};
-  SECTION("most unreserved RAM wins, never the source") {
-    CHECK(choose_target(vm, src, servers, false).hostname == "cn3");
-  }
-  SECTION("capacity, status, reservation and platform rule nodes out") {
-    servers[2].unreserved_ram_mib = 100;
-    servers[1].current_platform = "20200101T000000Z";
-    CHECK_THROWS_WITH(choose_target(vm, src, servers, false),
-                      Catch::Contains("not enough unreserved RAM") &&
-                          Catch::Contains("older than the source"));
-    CHECK(choose_target(vm, src, servers, true).hostname == "cn2");
-    servers[1].reserved = true;
-    CHECK_THROWS_AS(choose_target(vm, src, servers, true), PreconditionError);
-  }
-  SECTION("target_problem names the same CN") {
-    CHECK(target_problem(vm, src, src, false) == "it is the instance's current server");
-  }
-  SECTION("disk") {
-    servers[2].unreserved_disk_mib = 10;
-    CHECK(target_problem(vm, src, servers[2], false).find("disk") != std::string::npos);
   }
 }
 
