@@ -70,6 +70,20 @@ void prepare(SwitchRun& r, nlohmann::json& d) {
                       "began migrating it too; end one of the two (zmigrate abort) first",
                       r.vm.zfs_filesystem, r.src().host(), k_mark_property, mark, r.m().id));
     }
+    // The target was checked at begin; its state and room may have changed since (CNAPI read
+    // afresh by open_ends). Refused here, before anything is stopped or hidden.
+    PlacementOptions popts;
+    popts.allow_older_platform = r.ctx.settings.allow_older_platform;
+    const std::vector<Problem> problems = switch_problems(
+        r.vm, r.ends.source_server, r.ends.target_server, active_promises(r.ctx, r.vm.uuid), popts);
+    if (!problems.empty()) {
+      throw PreconditionError(
+          fmt::format("switch {} to {} ({})", r.vm.uuid, r.ends.target_server.hostname,
+                      r.ends.target_server.uuid),
+          fmt::format("the target cannot take the instance now: {}. Nothing was stopped; switch "
+                      "when the node can take it, or abort and begin to another node",
+                      describe(problems)));
+    }
   }
   if (const std::optional<inventory::Vm> now = r.ctx.inventory.find_vm(r.vm.uuid)) {
     r.vmapi_now = now->raw; // for the update inside the window (one read here)

@@ -337,6 +337,20 @@ std::vector<Problem> placement_problems(const inventory::Vm& vm, const inventory
                        true);
 }
 
+std::vector<Problem> switch_problems(const inventory::Vm& vm, const inventory::Server& source,
+                                     const inventory::Server& target, const PromiseLedger& promises,
+                                     const PlacementOptions& options) {
+  static const std::set<std::string> k_settled = {"disk",   "traits", "platform",
+                                                  "source", "to",     "headnode"};
+  std::vector<Problem> out;
+  for (Problem& p : placement_problems(vm, source, target, promises, options)) {
+    if (k_settled.count(p.rule) == 0) {
+      out.push_back(std::move(p));
+    }
+  }
+  return out;
+}
+
 std::string describe(const std::vector<Problem>& problems) {
   std::string out;
   for (const Problem& p : problems) {

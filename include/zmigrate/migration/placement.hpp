@@ -88,6 +88,13 @@ std::vector<Problem> placement_problems(const inventory::Vm& vm, const inventory
                                         const PromiseLedger& promises,
                                         const PlacementOptions& options);
 
+// The reasons that still decide when the switch comes (capacity and the node can change between
+// begin and switch): placement_problems() without the rules that the begin settled or that the
+// migration itself changed since: disk (the received copy already fills it), traits (the image's
+// are not in the record), platform, source, to and headnode. Empty when the switch may go on.
+std::vector<Problem> switch_problems(const inventory::Vm& vm, const inventory::Server& source,
+                                     const inventory::Server& target, const PromiseLedger& promises,
+                                     const PlacementOptions& options);
 // The problems joined into one sentence ("a; b; c").
 std::string describe(const std::vector<Problem>& problems);
 

@@ -740,3 +740,55 @@ TEST_CASE("engine: begin places with what active migrations promised, checks -n,
                                                       Catch::Contains("cn3"));
   }
 }
+
+TEST_CASE("engine: switch checks the target again and refuses one that can no longer take the "
+          "instance, before anything stops",
+          "[engine][switch][placement]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.clock.advance(std::chrono::minutes(5));
+  auto cn2 = std::find_if(w.inv.servers.begin(), w.inv.servers.end(),
+                          [](const inventory::Server& s) { return s.uuid == EngineWorld::k_cn2; });
+  REQUIRE(cn2 != w.inv.servers.end());
+  const inventory::Server before = *cn2;
+  SECTION("the node filled up since begin") {
+    cn2->unreserved_ram_mib = 1;
+    try {
+      w.switch_over();
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.exit_code() == ExitCode::precondition);
+      CHECK_THAT(e.what(), Catch::Contains("not enough unreserved RAM"));
+      CHECK_THAT(e.what(), Catch::Contains("Nothing was stopped"));
+    }
+  }
+  SECTION("the node went down since begin") {
+    cn2->status = "unknown";
+    CHECK_THROWS_WITH(w.switch_over(), Catch::Contains("status is 'unknown'"));
+  }
+  // Nothing changed: still running on the source, the migration ready to switch again.
+  CHECK(w.cn1->running(EngineWorld::k_vm));
+  CHECK(w.cn2->instances.count(EngineWorld::k_vm) == 0);
+  *cn2 = before;
+  CHECK(w.switch_over().was_running);
+  CHECK_NONE(w.expect_switched());
+}
+
+TEST_CASE("placement: switch_problems keeps what can change, leaves what begin settled",
+          "[placement]") {
+  EngineWorld w;
+  const inventory::Vm vm = *w.inv.find_vm(EngineWorld::k_vm);
+  const inventory::Server cn1 = w.inv.resolve_server(EngineWorld::k_cn1);
+  inventory::Server cn2 = w.inv.resolve_server(EngineWorld::k_cn2);
+  migration::PlacementOptions o;
+  CHECK(migration::switch_problems(vm, cn1, cn2, {}, o).empty());
+  // The received copy already takes its disk: not counted again.
+  cn2.unreserved_disk_mib = 0;
+  CHECK(migration::switch_problems(vm, cn1, cn2, {}, o).empty());
+  CHECK_FALSE(migration::placement_problems(vm, cn1, cn2, {}, o).empty());
+  cn2.reserved = true;
+  const std::vector<migration::Problem> p = migration::switch_problems(vm, cn1, cn2, {}, o);
+  REQUIRE(p.size() == 1);
+  CHECK(p[0].rule == "reserved");
+}
