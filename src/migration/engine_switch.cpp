@@ -80,7 +80,8 @@ void prepare(SwitchRun& r, nlohmann::json& d) {
       throw PreconditionError(
           fmt::format("switch {} to {} ({})", r.vm.uuid, r.ends.target_server.hostname,
                       r.ends.target_server.uuid),
-          fmt::format("the target cannot take the instance now: {}. Nothing was stopped; switch "
+          fmt::format("the target cannot take the instance now: {}. Nothing was switched: the "
+                      "instance is left on the source as it was before the migration; switch "
                       "when the node can take it, or abort and begin to another node",
                       describe(problems)));
     }

@@ -603,6 +603,32 @@ TEST_CASE("engine: migrate --offline stops first, copies once, starts on the tar
     CHECK(w.cn2->running(EngineWorld::k_vm));
   }
 
+  SECTION("a target that fills up during the copy: refused, the source started again") {
+    EngineWorld w;
+    migration::MigrateOptions o;
+    o.begin.vm_uuid = EngineWorld::k_vm;
+    o.begin.target = EngineWorld::k_cn2;
+    o.offline = true;
+    auto cn2 = std::find_if(w.inv.servers.begin(), w.inv.servers.end(),
+                            [](const auto& s) { return s.uuid == EngineWorld::k_cn2; });
+    REQUIRE(cn2 != w.inv.servers.end());
+    const std::uint64_t ram = cn2->unreserved_ram_mib;
+    w.ctx.settings.step_hook = [&](const std::string& name, bool before) {
+      if (name.rfind("sync.", 0) == 0 && before) {
+        cn2->unreserved_ram_mib = 1; // another provision took the room while it copied
+      }
+    };
+    CHECK_THROWS_WITH(migration::migrate(w.ctx, o), Catch::Contains("not enough unreserved RAM") &&
+                                                        Catch::Contains("Nothing was switched"));
+    CHECK(w.cn1->running(EngineWorld::k_vm)); // the switch's undo: as before the offline stop
+    CHECK(w.cn2->instances.count(EngineWorld::k_vm) == 0);
+    w.ctx.settings.step_hook = nullptr;
+    cn2->unreserved_ram_mib = ram;
+    migration::migrate(w.ctx, o); // the rerun goes on
+    CHECK_NONE(w.expect_switched());
+    CHECK(w.cn2->running(EngineWorld::k_vm));
+  }
+
   SECTION("abort after the offline stop starts the instance again on the source") {
     EngineWorld w;
     w.begin();
@@ -760,7 +786,7 @@ TEST_CASE("engine: switch checks the target again and refuses one that can no lo
     } catch (const Error& e) {
       CHECK(e.exit_code() == ExitCode::precondition);
       CHECK_THAT(e.what(), Catch::Contains("not enough unreserved RAM"));
-      CHECK_THAT(e.what(), Catch::Contains("Nothing was stopped"));
+      CHECK_THAT(e.what(), Catch::Contains("Nothing was switched"));
     }
   }
   SECTION("the node went down since begin") {
