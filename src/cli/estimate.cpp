@@ -47,6 +47,16 @@ std::string seconds_text(double s) {
   return human_duration(std::chrono::milliseconds(static_cast<long long>(s * 1000)));
 }
 
+// An estimate's JSON with the rate it was made at and the measurement that gave the rate.
+nlohmann::json with_rate(nlohmann::json j, double rate,
+                         const std::optional<migration::LinkMeasurement>& measured) {
+  j["rate_bytes_per_second"] = rate;
+  if (measured) {
+    j["measurement"] = *measured;
+  }
+  return j;
+}
+
 void print_instance(TerminalReporter& out, const migration::InstanceEstimate& e) {
   out.result_line(fmt::format("{}  {:<14} {:<8} {:<8} {:>9}{}  {}", e.vm_uuid,
                               e.alias.substr(0, 14), e.brand, e.state, human_bytes(e.bytes),
@@ -151,12 +161,7 @@ CommandSpec estimate_command() {
         if (!o->vm.empty()) {
           const migration::InstanceEstimate e = migration::estimate_instance(ctx, o->vm, rate);
           if (out.style().json) {
-            nlohmann::json j = e;
-            j["rate_bytes_per_second"] = rate;
-            if (measured) {
-              j["measurement"] = *measured;
-            }
-            out.json(j);
+            out.json(with_rate(e, rate, measured));
           } else {
             print_instance(out, e);
             out.result_line(fmt::format("total {}{} at {} = {}{}", human_bytes(e.bytes),
@@ -169,12 +174,7 @@ CommandSpec estimate_command() {
         const migration::ServerEstimate e =
             migration::estimate_server(ctx, o->server, rate, o->parallel);
         if (out.style().json) {
-          nlohmann::json j = e;
-          j["rate_bytes_per_second"] = rate;
-          if (measured) {
-            j["measurement"] = *measured;
-          }
-          out.json(j);
+          out.json(with_rate(e, rate, measured));
         } else {
           out.result_line(fmt::format("{} ({}): {} active instances", e.server_hostname,
                                       e.server_uuid, e.instances.size()));

@@ -66,19 +66,7 @@ ak_sum() { "$lab" exec "$1" sha256sum "$AK" | cut -d' ' -f1; }
 leftovers() { # node: what any data path left in the run directory
   "$lab" exec "$1" sh -c 'ls -A /var/run/zmigrate 2>/dev/null | grep -v "^authorized_keys.lock$" || true'
 }
-last_doc() { # the last of the JSON documents on stdin (progress lines come first)
-  python3 -c '
-import json, sys
-text, dec, docs, i = sys.stdin.read(), json.JSONDecoder(), [], 0
-while True:
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text):
-        break
-    obj, i = dec.raw_decode(text, i)
-    docs.append(obj)
-print(json.dumps(docs[-1]))'
-}
+last_doc() { python3 "$src/tests/lab/last_doc.py"; } # the result after the progress lines
 sum0=$(ak_sum cn2)
 j=$("$zm" --json estimate --measure -n cn2 --measure-size 32 $web | last_doc)
 python3 - "$j" <<'PY' && ok "measure: 32 MiB counted on cn2, rate from the difference to an empty stream" || bad "measure json: $j"
