@@ -133,18 +133,7 @@ CommandSpec estimate_command() {
         TerminalReporter& out = rt.reporter();
         std::optional<migration::LinkMeasurement> measured;
         if (o->measure) {
-          inventory::Server source;
-          if (!o->vm.empty()) {
-            const std::optional<inventory::Vm> vm = ctx.inventory.find_vm(o->vm);
-            if (!vm || vm->state == "destroyed") {
-              throw NotFoundError(fmt::format("instance {}", o->vm), "VMAPI has no such instance");
-            }
-            source = ctx.inventory.resolve_server(vm->server_uuid);
-          } else {
-            source = ctx.inventory.resolve_server(o->server);
-          }
-          const inventory::Server target = ctx.inventory.resolve_server(o->target);
-          measured = migration::measure_link(ctx, source, target, o->vm, o->measure_mib);
+          measured = migration::measure_from(ctx, o->vm, o->server, o->target, o->measure_mib);
           rate = measured->rate_bytes_per_s;
           if (!out.style().json) {
             out.result_line(fmt::format(

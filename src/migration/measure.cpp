@@ -6,6 +6,7 @@
 #include <zmigrate/migration/measure.hpp>
 #include <zmigrate/migration/node.hpp>
 #include <zmigrate/migration/operation.hpp>
+#include <zmigrate/migration/plan.hpp>
 #include <zmigrate/state/records.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/error.hpp>
@@ -119,6 +120,21 @@ LinkMeasurement measure_link(Context& ctx, const inventory::Server& source,
   return out;
 }
 
+LinkMeasurement measure_from(Context& ctx, const std::string& vm_uuid, const std::string& server,
+                             const std::string& target, std::uint64_t mib) {
+  inventory::Server source;
+  if (!vm_uuid.empty()) {
+    const std::optional<inventory::Vm> vm = ctx.inventory.find_vm(vm_uuid);
+    if (!vm || vm->state == "destroyed") {
+      throw NotFoundError(fmt::format("instance {}", vm_uuid), "VMAPI has no such instance");
+    }
+    source = ctx.inventory.resolve_server(vm->server_uuid);
+  } else {
+    source = ctx.inventory.resolve_server(server);
+  }
+  return measure_link(ctx, source, ctx.inventory.resolve_server(target), vm_uuid, mib);
+}
+
 std::optional<LinkMeasurement> latest_measurement(Context& ctx, const std::string& source_uuid,
                                                   const std::string& target_uuid) {
   state::ListFilter f;
@@ -126,6 +142,7 @@ std::optional<LinkMeasurement> latest_measurement(Context& ctx, const std::strin
   f.include_archived = true;
   f.state = state::State::successful;
   f.server_uuid = source_uuid;
+  f.limit = k_history_window; // the newest measurements from or to the source are enough
   for (const state::Migration& m : ctx.store.list_migrations(f)) { // newest first
     if (m.source_server_uuid == source_uuid && m.target_server_uuid == target_uuid &&
         m.data.contains("measurement")) {

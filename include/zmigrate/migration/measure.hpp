@@ -50,6 +50,12 @@ LinkMeasurement measure_link(Context& ctx, const inventory::Server& source,
                              const inventory::Server& target, const std::string& vm_uuid,
                              std::uint64_t mib);
 
+// The same from the node of instance `vm_uuid`, or from node `server` when `vm_uuid` is empty,
+// to node `target` (UUIDs or hostnames): resolves them in VMAPI and CNAPI (NotFoundError for an
+// unknown instance or node), then measure_link.
+LinkMeasurement measure_from(Context& ctx, const std::string& vm_uuid, const std::string& server,
+                             const std::string& target, std::uint64_t mib);
+
 // The newest successful measurement from `source_uuid` to `target_uuid` in the store.
 std::optional<LinkMeasurement> latest_measurement(Context& ctx, const std::string& source_uuid,
                                                   const std::string& target_uuid);

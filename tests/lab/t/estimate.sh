@@ -22,7 +22,17 @@ kvm=5eed0000-0000-4000-8000-000000000201 bhyve=5eed0000-0000-4000-8000-000000000
 # Stop the writers so the data holds still between the estimate and the measured send.
 for v in $web $min; do "$lab" ssh cn1 vmadm update $v zlab_write_rate=0 >/dev/null 2>&1; done
 for v in $kvm $bhyve; do "$lab" ssh cn2 vmadm update $v zlab_write_rate=0 >/dev/null 2>&1; done
-sleep 1
+still() { # node vm: the writer's last sequence stops moving (two reads agree), within 10 s
+  local a b deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)); do
+    a=$("$lab" ssh "$1" zlab-verify "$2" 2>/dev/null) || a=x
+    b=$("$lab" ssh "$1" zlab-verify "$2" 2>/dev/null) || b=y
+    [ "$a" = "$b" ] && return 0
+  done
+  return 1
+}
+for v in $web $min; do still cn1 $v || bad "the writer of $v did not stop"; done
+for v in $kvm $bhyve; do still cn2 $v || bad "the writer of $v did not stop"; done
 
 check_vm() { # vm node
   local vm=$1 node=$2 json
@@ -97,6 +107,14 @@ j = json.load(sys.stdin)
 p = j["plan"]
 sys.exit(0 if "measured by estimate --measure" in p["rate_basis"] else 1)' &&
   ok "measure: begin --dry-run goes by the measured link" || bad "begin --dry-run rate basis: $("$zm" --json begin --dry-run -n cn2 $web 2>&1 | grep -o '"rate_basis"[^,]*')"
+j=$("$zm" --json estimate --measure -n cn2 --measure-size 8 --server cn1 | last_doc)
+python3 - "$j" <<'PY' && ok "measure --server: the node total at the measured rate" || bad "measure --server json: $j"
+import json, sys
+j = json.loads(sys.argv[1])
+m = j["measurement"]
+assert m["source_hostname"] == "cn1" and m["bytes"] == 8 << 20, m
+assert j["rate_bytes_per_second"] == m["rate_bytes_per_second"] > 0 and len(j["instances"]) >= 3, j
+PY
 # Killed mid-measurement: the key stays in the ledger, and cleanup removes exactly it.
 rc=0; ZMIGRATE_FAULT_STEP=measure.full "$zm" estimate --measure -n cn2 $web >/dev/null 2>&1 || rc=$?
 if [ "$rc" = 137 ]; then
@@ -135,7 +153,9 @@ ssh-keygen -q -t ed25519 -N '' -f /var/tmp/zmt-est-fake <<<y >/dev/null 2>&1 || 
 awk -v k="$(cut -d' ' -f1,2 /var/tmp/zmt-est-fake.pub)" '{print $1, k}' "$LAB_DIR/known_hosts" > /var/tmp/zmt-est-known_hosts
 expect 6 "host key mismatch" env ZMIGRATE_CONFIG=$cfg "$zm" estimate $web
 "$lab" exec cn1 pkill -x sshd || true
-sleep 0.5
+refused() { ! python3 -c "import socket, sys; socket.create_connection(('$1', 22), 1)" 2>/dev/null; }
+deadline=$((SECONDS + 10))
+until refused "$LAB_SUBNET.11" || ((SECONDS >= deadline)); do :; done
 expect 6 "ssh refused" "$zm" estimate $web
 rm -f "$cfg" /var/tmp/zmt-est-known_hosts /var/tmp/zmt-est-fake /var/tmp/zmt-est-fake.pub /var/tmp/zmt-est-ds.txt
 exit $fail

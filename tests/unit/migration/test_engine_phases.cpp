@@ -545,14 +545,22 @@ TEST_CASE("engine: a begin retry lifts a bhyve quota whose removal an earlier at
   CHECK_NONE(w.expect_switched()); // the quota is back at the reservation on both copies
 }
 
+namespace {
+// migrate --offline of the world's instance to cn2.
+migration::MigrateOptions offline_to_cn2() {
+  migration::MigrateOptions o;
+  o.begin.vm_uuid = EngineWorld::k_vm;
+  o.begin.target = EngineWorld::k_cn2;
+  o.offline = true;
+  return o;
+}
+} // namespace
+
 TEST_CASE("engine: migrate --offline stops first, copies once, starts on the target",
           "[engine][migrate]") {
   SECTION("a running instance: stopped before the copy, running on the target after") {
     EngineWorld w;
-    migration::MigrateOptions o;
-    o.begin.vm_uuid = EngineWorld::k_vm;
-    o.begin.target = EngineWorld::k_cn2;
-    o.offline = true;
+    const migration::MigrateOptions o = offline_to_cn2();
     const migration::MigrateResult r = migration::migrate(w.ctx, o);
     CHECK(r.syncs.size() == 1); // nothing changes while it is stopped
     REQUIRE(r.switched);
@@ -572,10 +580,7 @@ TEST_CASE("engine: migrate --offline stops first, copies once, starts on the tar
 
   SECTION("a stopped instance stays stopped and nothing was down") {
     EngineWorld w(EngineWorld::Kind::zone, false);
-    migration::MigrateOptions o;
-    o.begin.vm_uuid = EngineWorld::k_vm;
-    o.begin.target = EngineWorld::k_cn2;
-    o.offline = true;
+    const migration::MigrateOptions o = offline_to_cn2();
     const migration::MigrateResult r = migration::migrate(w.ctx, o);
     REQUIRE(r.switched);
     CHECK_FALSE(r.switched->was_running);
@@ -587,10 +592,7 @@ TEST_CASE("engine: migrate --offline stops first, copies once, starts on the tar
 
   SECTION("a copy that fails after the stop says the instance is stopped and how to go on") {
     EngineWorld w;
-    migration::MigrateOptions o;
-    o.begin.vm_uuid = EngineWorld::k_vm;
-    o.begin.target = EngineWorld::k_cn2;
-    o.offline = true;
+    const migration::MigrateOptions o = offline_to_cn2();
     w.nodes.fail_next_send();
     CHECK_THROWS_WITH(
         migration::migrate(w.ctx, o),
@@ -605,10 +607,7 @@ TEST_CASE("engine: migrate --offline stops first, copies once, starts on the tar
 
   SECTION("a target that fills up during the copy: refused, the source started again") {
     EngineWorld w;
-    migration::MigrateOptions o;
-    o.begin.vm_uuid = EngineWorld::k_vm;
-    o.begin.target = EngineWorld::k_cn2;
-    o.offline = true;
+    const migration::MigrateOptions o = offline_to_cn2();
     auto cn2 = std::find_if(w.inv.servers.begin(), w.inv.servers.end(),
                             [](const auto& s) { return s.uuid == EngineWorld::k_cn2; });
     REQUIRE(cn2 != w.inv.servers.end());

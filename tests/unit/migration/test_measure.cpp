@@ -12,6 +12,16 @@ using namespace zmigrate::migration;
 using fakes::EngineWorld;
 using std::chrono::milliseconds;
 
+namespace {
+// Every measurement record in the world's store, newest first.
+std::vector<state::Migration> measurements(EngineWorld& w) {
+  state::ListFilter f;
+  f.kind = "measurement";
+  f.include_archived = true;
+  return w.store.list_migrations(f);
+}
+} // namespace
+
 TEST_CASE("measure: the rate is the size over what it added to an empty stream", "[measure]") {
   CHECK(link_rate(100ULL << 20, milliseconds(20), milliseconds(1020)) == Approx(100.0 * (1 << 20)));
   // The difference vanished in the noise: the whole stream counts.
@@ -91,10 +101,7 @@ TEST_CASE("measure: a link that fails mid-way leaves no key and a failed record"
                     Catch::Contains("Connection reset by peer"));
   CHECK(w.store.all_live_artefacts("").empty());
   CHECK(w.cn2->authorized_keys == w.operator_keys);
-  state::ListFilter f;
-  f.kind = "measurement";
-  f.include_archived = true;
-  const std::vector<state::Migration> recs = w.store.list_migrations(f);
+  const std::vector<state::Migration> recs = measurements(w);
   REQUIRE(recs.size() == 1);
   CHECK(recs[0].state == state::State::failed);
   CHECK_THAT(recs[0].error, Catch::Contains("Connection reset by peer"));
@@ -122,8 +129,5 @@ TEST_CASE("measure: one node, or a node that is not running, is refused before a
     CHECK_THAT(e.what(), Catch::Contains("CNAPI reports it unknown"));
   }
   CHECK(w.nodes.calls.empty());
-  state::ListFilter f;
-  f.kind = "measurement";
-  f.include_archived = true;
-  CHECK(w.store.list_migrations(f).empty());
+  CHECK(measurements(w).empty());
 }
