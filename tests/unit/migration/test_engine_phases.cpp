@@ -800,6 +800,44 @@ TEST_CASE("engine: switch checks the target again and refuses one that can no lo
   CHECK_NONE(w.expect_switched());
 }
 
+TEST_CASE("engine: switch counts what another active migration promised on its target",
+          "[engine][switch][placement]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.clock.advance(std::chrono::minutes(5));
+  auto cn2 = std::find_if(w.inv.servers.begin(), w.inv.servers.end(),
+                          [](const inventory::Server& s) { return s.uuid == EngineWorld::k_cn2; });
+  REQUIRE(cn2 != w.inv.servers.end());
+  const state::Migration ours = w.record();
+  const std::uint64_t ram =
+      migration::promise_for(w.inv.find_vm(EngineWorld::k_vm).value(), EngineWorld::k_cn2).ram_mib;
+  REQUIRE(ram > 0);
+  // Room for this instance alone: it switches only while nothing else is headed there.
+  cn2->unreserved_ram_mib = 2 * ram - 1;
+  state::Migration other = ours;
+  other.id = "0ddba11c-0000-4000-8000-000000000001";
+  other.vm_uuid = "0ddba11c-0000-4000-8000-0000000000a1";
+  other.data["vm"] = {{"uuid", other.vm_uuid},
+                      {"brand", "joyent"},
+                      {"state", "running"},
+                      {"server_uuid", EngineWorld::k_cn1},
+                      {"owner_uuid", "930896af-bf8c-48d4-885c-6573a94b1853"},
+                      {"ram", ram},
+                      {"quota", 1}};
+  other.phase = state::Phase::sync;
+  other.state = state::State::paused;
+  other.history.clear();
+  other.version = 0;
+  w.store.insert_migration(other);
+  REQUIRE(migration::active_promises(w.ctx, EngineWorld::k_vm).on(EngineWorld::k_cn2).ram_mib ==
+          ram);
+  CHECK_THROWS_WITH(w.switch_over(), Catch::Contains("not enough unreserved RAM"));
+  CHECK(w.cn1->running(EngineWorld::k_vm));
+  cn2->unreserved_ram_mib = 2 * ram;
+  CHECK(w.switch_over().was_running);
+}
+
 TEST_CASE("placement: switch_problems keeps what can change, leaves what begin settled",
           "[placement]") {
   EngineWorld w;
