@@ -26,7 +26,7 @@ _zmigrate() {
     fi
     local globals="--config --state-dir --log-dir --vmapi-url --cnapi-url --napi-url --imgapi-url
         -j --json -q --quiet --no-color --no-ansi -v --verbose --take-over --version -h --help"
-    local commands="migrate begin sync pause switch rollback finalize abort evacuate watch estimate list get cleanup"
+    local commands="migrate begin sync pause switch rollback finalize abort evacuate restore watch estimate list get cleanup"
 
     # The subcommand is the first word that is neither an option nor an option's value; the
     # global options with a value are kept to reach the same state store when listing UUIDs.
@@ -82,12 +82,13 @@ _zmigrate() {
 
     local opts=
     case $cmd in
-    migrate) opts="-n --target --max-syncs --converge --finalize --offline --max-downtime --deadline --force-after-deadline --dry-run --force-core --allow-older-platform" ;;
+    migrate) opts="-n --target --max-syncs --converge --finalize --offline --max-downtime --deadline --force-after-deadline --bwlimit --dry-run --force-core --allow-older-platform" ;;
     begin) opts="-n --target --dry-run --force-core --allow-older-platform" ;;
-    sync) opts="--every" ;;
+    sync) opts="--every --bwlimit --all" ;;
     rollback) opts="--keep-changes -y --yes" ;;
     finalize) opts="-y --yes" ;;
-    evacuate) opts="-n --target --to --exclude --separate-owners --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge" ;;
+    evacuate) opts="-n --target --to --exclude --separate-owners --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge --parallel --per-node --bwlimit" ;;
+    restore) opts="--dry-run --finalize --max-syncs --converge --parallel --bwlimit" ;;
     estimate) opts="-s --server --rate --parallel --measure -n --target --measure-size" ;;
     list) opts="-s --state -n --server -a --all -l --long" ;;
     cleanup) opts="--dry-run" ;;

@@ -3,7 +3,7 @@
 # the state store. Install as /usr/share/fish/vendor_completions.d/zmigrate.fish.
 # tests/unit/cli/test_docs.cpp fails when a subcommand or long option is missing here.
 
-set -l zmigrate_commands migrate begin sync pause switch rollback finalize abort evacuate watch estimate list get cleanup
+set -l zmigrate_commands migrate begin sync pause switch rollback finalize abort evacuate restore watch estimate list get cleanup
 
 # Instance UUIDs of migrations (`zmigrate list`, first column); $argv[1] is "active" or "all".
 function __zmigrate_vms
@@ -57,6 +57,7 @@ complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a 
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a abort -d 'Before a switch, throw the target copy away'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a watch -d 'Follow the running operation of a migration'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a evacuate -d 'Migrate every instance off a compute node'
+complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a restore -d 'Move back what an evacuation took off a node'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a estimate -d 'Bytes and time a full sync needs'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a list -d 'List migrations'
 complete -c zmigrate -n "not __fish_seen_subcommand_from $zmigrate_commands" -a get -d 'Show a migration in detail'
@@ -74,10 +75,12 @@ complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l offline -d 'Sto
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l max-downtime -x -d 'Sync until the predicted downtime fits this budget'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l deadline -x -d 'With --max-downtime: stop syncing after this long'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l force-after-deadline -d 'With --max-downtime: switch anyway at the deadline'
+complete -c zmigrate -n "__fish_seen_subcommand_from migrate sync" -l bwlimit -x -d 'Bytes per second at most'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l dry-run -d 'Print the pre-flight summary; change nothing'
 complete -c zmigrate -n "__fish_seen_subcommand_from begin" -l dry-run -d 'Print the plan and change nothing'
 
 # Commands on an existing migration.
+complete -c zmigrate -n "__fish_seen_subcommand_from sync" -l all -d 'Sync every migration waiting between begin and switch'
 complete -c zmigrate -n "__fish_seen_subcommand_from sync" -l every -x -d 'Sync again after each such pause until switch takes over'
 complete -c zmigrate -n "__fish_seen_subcommand_from sync pause switch rollback finalize abort" -a '(__zmigrate_vms active)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from watch get" -a '(__zmigrate_vms all)' -d 'Instance'
@@ -97,6 +100,15 @@ complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l max-syncs -x -
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l converge -x -d 'Switch once a delta is at most this size'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l force-core -d 'Also move Triton core instances'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l allow-older-platform -d 'Allow targets with an older platform'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l per-node -x -d 'At most this many into any one target node'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate restore" -l parallel -x -d 'Instances migrated at once'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate restore" -l bwlimit -x -d 'Bytes per second shared by all transfers'
+
+# restore.
+complete -c zmigrate -n "__fish_seen_subcommand_from restore" -l dry-run -d 'Show which instances would go back; change nothing'
+complete -c zmigrate -n "__fish_seen_subcommand_from restore" -l finalize -d 'Finalize each instance after its switch back'
+complete -c zmigrate -n "__fish_seen_subcommand_from restore" -l max-syncs -x -d 'Incremental syncs at most per instance'
+complete -c zmigrate -n "__fish_seen_subcommand_from restore" -l converge -x -d 'Switch once a delta is at most this size'
 
 # estimate.
 complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -s s -l server -x -d 'Every active instance on this node'

@@ -217,6 +217,20 @@ def build(records):
         'target_kib_max': 64 * 1024,
     }
 
+    # 7. evacuation, --parallel 1 vs 3
+    ev = {r.get('parallel'): r for r in by.get('evacuate', [])}
+    rs = {r.get('parallel'): r for r in by.get('restore', [])}
+    p1, p3 = ev.get(1, {}), ev.get(3, {})
+    res['evacuate'] = {
+        'instances': p1.get('instances'),
+        'bytes': p1.get('bytes'),
+        'parallel_1_wall_ms': p1.get('wall_ms'),
+        'parallel_3_wall_ms': p3.get('wall_ms'),
+        'speedup': ratio(p1.get('wall_ms'), p3.get('wall_ms')),
+        'restore_parallel_1_wall_ms': rs.get(1, {}).get('wall_ms'),
+        'restore_parallel_3_wall_ms': rs.get(3, {}).get('wall_ms'),
+    }
+
     # 6. placement planning
     pl = by.get('placement', [])
     last = pl[-1] if pl else {}
@@ -333,6 +347,20 @@ def table(res):
         '   placed / unplaced               %s / %s (%s node rejections with reasons)'
         % (pm['placed'], pm['unplaced'], pm['rejections']),
     ]
+    ev = res.get('evacuate') or {}
+    if ev.get('parallel_1_wall_ms') is not None:
+        def ms(v):
+            return 'n/a' if v is None else '%.0f ms' % v
+        lines += [
+            '',
+            '7. evacuate cn1 -> cn2, %s instances (%s sent), the same ones twice'
+            % (ev['instances'], fmt_bytes(ev['bytes'])),
+            '   --parallel 1                    %s (restore %s)'
+            % (ms(ev['parallel_1_wall_ms']), ms(ev['restore_parallel_1_wall_ms'])),
+            '   --parallel 3                    %s (restore %s)'
+            % (ms(ev['parallel_3_wall_ms']), ms(ev['restore_parallel_3_wall_ms'])),
+            '   speed-up                        %s' % fmt_ratio(ev['speedup']),
+        ]
     if res['notes']:
         lines += ['', 'notes:'] + ['  - ' + n for n in res['notes']]
     return '\n'.join(lines)

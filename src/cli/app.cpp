@@ -18,8 +18,8 @@ namespace {
 std::vector<CommandSpec> command_table() {
   return {migrate_command(),  begin_command(),    sync_command(),     pause_command(),
           switch_command(),   rollback_command(), finalize_command(), abort_command(),
-          evacuate_command(), estimate_command(), watch_command(),    list_command(),
-          get_command(),      cleanup_command()};
+          evacuate_command(), restore_command(),  estimate_command(), watch_command(),
+          list_command(),     get_command(),      cleanup_command()};
 }
 
 } // namespace

@@ -258,6 +258,9 @@ const std::vector<KeySpec>& key_specs() {
                    c.max_syncs = static_cast<int>(as_int("max_syncs", r, 1, 1000));
                  },
                  [](const Config& c) { return json(c.max_syncs); }});
+    v.push_back({"bwlimit", nullptr,
+                 [](Config& c, const Raw& r) { c.bwlimit = as_size("bwlimit", r); },
+                 [](const Config& c) { return json(c.bwlimit); }});
     return v;
   }();
   return specs;

@@ -5,6 +5,7 @@
 #include <zmigrate/cli/output.hpp>
 #include <zmigrate/cli/runtime.hpp>
 #include <zmigrate/migration/engine.hpp>
+#include <zmigrate/migration/evacuate.hpp>
 #include <zmigrate/util/arguments.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
@@ -257,18 +258,82 @@ void confirm(const std::string& question, const std::string& command) {
   }
 }
 
+// sync --all: one sync of each waiting migration, a table, exit 1 when one failed.
+static int run_sync_all(Runtime& rt, std::optional<std::uint64_t> bwlimit) {
+  migration::Context& ctx = rt.context(k_all_services);
+  if (bwlimit) {
+    ctx.settings.bwlimit = *bwlimit;
+  }
+  const migration::SyncAllResult r = migration::sync_all(ctx);
+  TerminalReporter& out = rt.reporter();
+  std::vector<std::string> failed;
+  for (const migration::SyncAllItem& i : r.items) {
+    if (i.outcome == "failed") {
+      failed.push_back(i.vm_uuid);
+    }
+  }
+  if (out.style().json) {
+    nlohmann::json items = nlohmann::json::array();
+    for (const migration::SyncAllItem& i : r.items) {
+      items.push_back({{"vm_uuid", i.vm_uuid},
+                       {"alias", i.alias},
+                       {"migration_id", i.migration_id},
+                       {"outcome", i.outcome},
+                       {"error", i.error},
+                       {"bytes", i.bytes},
+                       {"duration_ms", i.duration.count()}});
+    }
+    out.json({{"interrupted", r.interrupted}, {"migrations", items}});
+  } else {
+    out.result_line(
+        fmt::format("{} migration(s) waiting between begin and switch", r.items.size()));
+    if (!r.items.empty()) {
+      out.result_line(fmt::format("{:<36}  {:<14} {:<11} {:>9} {:>8}  {}", "UUID", "ALIAS",
+                                  "RESULT", "SENT", "TIME", "NOTE"));
+    }
+    for (const migration::SyncAllItem& i : r.items) {
+      const bool synced = i.outcome == "synced";
+      out.result_line(fmt::format("{:<36}  {:<14} {:<11} {:>9} {:>8}  {}", i.vm_uuid,
+                                  (i.alias.empty() ? std::string("-") : i.alias).substr(0, 14),
+                                  i.outcome, synced ? human_bytes(i.bytes) : "-",
+                                  synced ? human_duration(i.duration) : "-", i.error));
+    }
+  }
+  if (r.interrupted) {
+    throw Error(ExitCode::interrupted, "sync --all",
+                "interrupted; the migrations not listed were not synced. Run it again to go on");
+  }
+  if (!failed.empty()) {
+    throw Error(ExitCode::failure, "sync --all",
+                fmt::format("{} of {} sync(s) failed ({}); see \"zmigrate get VM\"", failed.size(),
+                            r.items.size(), fmt::join(failed, ", ")));
+  }
+  if (!out.style().json) {
+    out.result_line("OK - every waiting migration synced or skipped");
+  }
+  return 0;
+}
+
 CommandSpec sync_command() {
   struct Opts {
     VmOptions vm;
     std::string every;
+    std::string bwlimit;
+    bool all = false;
   };
   auto o = std::make_shared<Opts>();
   return {"sync", "Copy the instance's data to the target while it runs (repeatable)",
           [o](CLI::App& app) {
-            add_vm_arg(app, o->vm);
+            app.add_option("VM", o->vm.vm, "Instance UUID (or --all)");
+            app.add_flag("--all", o->all,
+                         "Sync every migration waiting between begin and switch, one after the "
+                         "other (for cron)");
             app.add_option("--every", o->every,
                            "Sync again after each such pause (e.g. 60s, 5m) until interrupted, or "
                            "until \"zmigrate switch\" from another shell takes over");
+            add_bwlimit_option(app, o->bwlimit,
+                               "Send at most this many bytes per second (e.g. 50M; default: the "
+                               "configuration's bwlimit, else unlimited)");
           },
           [o](Runtime& rt) {
             // Checked before anything is read or changed: a bad value is a usage error.
@@ -276,7 +341,22 @@ CommandSpec sync_command() {
                 o->every.empty()
                     ? std::nullopt
                     : std::optional<std::chrono::milliseconds>(parse_duration(o->every));
+            const std::uint64_t bwlimit = resolve_bwlimit(o->bwlimit, 0);
+            if (o->all) {
+              if (!o->vm.vm.empty() || every) {
+                throw UsageError("sync --all", "takes no VM and no --every: it syncs every "
+                                               "waiting migration once (run it from cron)");
+              }
+              return run_sync_all(rt, o->bwlimit.empty() ? std::nullopt
+                                                         : std::optional<std::uint64_t>(bwlimit));
+            }
+            if (o->vm.vm.empty()) {
+              throw UsageError("sync", "needs the instance's UUID, or --all");
+            }
             migration::Context& ctx = start(rt, o->vm.vm);
+            if (!o->bwlimit.empty()) {
+              ctx.settings.bwlimit = bwlimit;
+            }
             TerminalReporter& out = rt.reporter();
             out.phase_started("sync", "");
             if (!every) {
@@ -470,6 +550,27 @@ void add_sync_policy_options(CLI::App& app, SyncPolicyOptions& o) {
                  "Switch once a delta is at most this size (default 64M)");
 }
 
+void add_bwlimit_option(CLI::App& app, std::string& rate, const std::string& help) {
+  app.add_option("--bwlimit", rate, help);
+}
+
+std::uint64_t resolve_bwlimit(const std::string& rate, std::uint64_t config_bwlimit) {
+  if (rate.empty()) {
+    return config_bwlimit;
+  }
+  std::string text = rate;
+  if (text.ends_with("/s")) {
+    text.resize(text.size() - 2);
+  }
+  try {
+    return parse_bytes(text);
+  } catch (const UsageError&) {
+    throw UsageError(fmt::format("--bwlimit {}", rate),
+                     "is not a rate: give bytes per second like 50M (50 MiB/s), 512k or 0 for "
+                     "no limit");
+  }
+}
+
 std::pair<int, std::uint64_t> resolve_sync_policy(const SyncPolicyOptions& o, int config_max_syncs,
                                                   std::uint64_t config_converge) {
   return {o.max_syncs > 0 ? o.max_syncs : config_max_syncs,
@@ -486,6 +587,8 @@ CommandSpec migrate_command() {
     std::string max_downtime;
     std::string deadline;
     bool force_after_deadline = false;
+    std::string bwlimit;
+    std::string evacuation;
   };
   auto o = std::make_shared<Opts>();
   return {
@@ -500,6 +603,11 @@ CommandSpec migrate_command() {
                        "With --max-downtime: stop syncing after this long (e.g. 2h)");
         app.add_flag("--force-after-deadline", o->force_after_deadline,
                      "With --max-downtime: switch anyway when the budget is not met in time");
+        add_bwlimit_option(app, o->bwlimit,
+                           "Send at most this many bytes per second, final delta included (e.g. "
+                           "50M; default: the configuration's bwlimit, else unlimited)");
+        // evacuate's children only: the node being emptied, recorded for `restore`.
+        app.add_option("--evacuation", o->evacuation)->group("");
         app.add_flag("--dry-run", o->dry_run,
                      "Print what the migration would do (the pre-flight summary); change nothing");
         app.add_flag("--offline", o->offline,
@@ -525,7 +633,11 @@ CommandSpec migrate_command() {
           throw UsageError("migrate", "--max-downtime and --offline exclude each other (offline, "
                                       "the downtime is the whole copy)");
         }
+        const std::uint64_t bwlimit = resolve_bwlimit(o->bwlimit, 0);
         migration::Context& ctx = start_placed(rt, o->place);
+        if (!o->bwlimit.empty()) {
+          ctx.settings.bwlimit = bwlimit;
+        }
         const std::string& vm = o->place.vm.vm;
         migration::MigrateOptions mo;
         mo.max_downtime = budget;
@@ -535,6 +647,7 @@ CommandSpec migrate_command() {
         std::tie(mo.max_syncs, mo.converge_bytes) =
             resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
         mo.finalize = o->finalize;
+        mo.begin.evacuation = o->evacuation;
         mo.offline = o->offline;
         if (o->dry_run) {
           migration::BeginOptions b = mo.begin;

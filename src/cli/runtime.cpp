@@ -144,6 +144,7 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.rate_bytes_per_s = config().rate_mb_s * 1024.0 * 1024.0;
     s.converge_bytes = config().converge_bytes;
     s.max_syncs = config().max_syncs;
+    s.bwlimit = config().bwlimit;
     s.ssh_connect_timeout_s = config().ssh.connect_timeout_s;
     s.ssh_user = config().ssh.user;
     s.ssh_port = config().ssh.port;

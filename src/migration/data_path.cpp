@@ -503,7 +503,11 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
   remote::Argv send{"sh", "-c", k_send_wrapper, "sh"};
   send.insert(send.end(), zfs_send.begin(), zfs_send.end());
   remote::Command cmd(send);
-  if (use_pv) {
+  if (spec.rate_limit > 0 && !spec.throttle_node.empty()) {
+    cmd.pipe({spec.throttle_node, "-e", throttle_script(), std::to_string(spec.rate_limit)});
+  } else if (spec.rate_limit > 0) {
+    cmd.pipe({"pv", "-n", "-b", "-i", "1", "-L", std::to_string(spec.rate_limit)});
+  } else if (use_pv) {
     cmd.pipe({"pv", "-n", "-b", "-i", "1"});
   }
   remote::Argv ssh = source_ssh_argv(spec, {"recv", name.str()});
@@ -511,6 +515,29 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
   ssh.insert(ssh.begin() + k_ssh_options_at, {"-o", "ControlMaster=no"});
   cmd.pipe(ssh);
   return cmd;
+}
+
+bool pipeline_counts(const DataPathSpec& spec, bool use_pv) {
+  return use_pv || spec.rate_limit > 0;
+}
+
+const std::string& throttle_script() {
+  // A fixed constant (the rate arrives as argv[1]). Each chunk is written, then input pauses
+  // until the time at which the bytes so far are due; a write that fills the pipe waits for
+  // 'drain'. A broken output ends it with status 1 (node ignores SIGPIPE).
+  static const std::string script =
+      "const r=Number(process.argv[1]),i=process.stdin,o=process.stdout,e=process.stderr;"
+      "if(!(r>0)){e.write(\"zmigrate throttle: bad rate\\n\");process.exit(2);}"
+      "let n=0,t0=Date.now();"
+      "const tick=setInterval(()=>e.write(n+\"\\n\"),1000);"
+      "o.on(\"error\",()=>process.exit(1));"
+      "i.on(\"data\",c=>{i.pause();n+=c.length;"
+      "const go=()=>{let a=n*1000/r-(Date.now()-t0);"
+      "if(a<-100){t0=Date.now()-n*1000/r-100;a=-100;}"
+      "setTimeout(()=>i.resume(),Math.max(0,a));};"
+      "if(o.write(c))go();else o.once(\"drain\",go);});"
+      "i.on(\"end\",()=>{clearInterval(tick);e.write(n+\"\\n\");o.end();});";
+  return script;
 }
 
 remote::Command measure_pipeline(const DataPathSpec& spec, std::uint64_t mib) {
@@ -673,6 +700,7 @@ void DataPath::kill_processes() noexcept {
 TransferResult DataPath::send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
                               const std::function<void(std::uint64_t)>& on_bytes) {
   const remote::Command cmd = send_pipeline(m_spec, zfs_send, stream.dataset, use_pv);
+  const bool counts = pipeline_counts(m_spec, use_pv);
   TransferResult out;
   std::string errors;
   remote::RunOptions opts;
@@ -680,7 +708,7 @@ TransferResult DataPath::send(const Stream& stream, const remote::Argv& zfs_send
   // ServerAlive probes on the source; an interrupt (Ctrl-C) ends it at once.
   opts.timeout = remote::k_no_timeout;
   opts.on_stderr_line = [&](std::string_view line) {
-    if (auto n = use_pv ? parse_pv_line(line) : std::nullopt) {
+    if (auto n = counts ? parse_pv_line(line) : std::nullopt) {
       out.bytes = *n;
       out.bytes_counted = true;
       if (on_bytes) {

@@ -392,6 +392,9 @@ BeginResult begin(Context& ctx, const BeginOptions& options) {
              {{"must_remove", must_remove_quota},
               {"quota", quota["quota"]},
               {"reservation", quota["reservation"]}}}};
+  if (!options.evacuation.empty()) {
+    m.data["evacuation"] = {{"server", options.evacuation}};
+  }
   result.plan = {{"vm", vm.uuid},
                  {"alias", vm.alias},
                  {"brand", vm.brand},

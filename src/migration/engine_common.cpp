@@ -349,6 +349,16 @@ void hold_on_both(Ends& ends, const std::string& migration_id,
   both([&] { hold(*ends.source); }, [&] { hold(*ends.target); });
 }
 
+void check_rate_limit(Context& ctx, Node& sender) {
+  if (ctx.settings.bwlimit > 0 && sender.caps().node.empty() && !sender.caps().has_pv) {
+    throw PreconditionError(
+        fmt::format("--bwlimit {}/s on {}", human_bytes(ctx.settings.bwlimit), sender.host()),
+        "the sending node has neither node.js (/usr/node/bin/node, as every SmartOS global "
+        "zone) nor pv to limit the rate with; nothing was changed. Run without --bwlimit (and "
+        "without the configuration's bwlimit), or install one of them there");
+  }
+}
+
 DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, Node& dst,
                             const std::vector<std::string>& datasets) {
   DataPathSpec spec;
@@ -365,6 +375,9 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, 
   spec.connect_timeout_s = ctx.settings.ssh_connect_timeout_s;
   spec.target_user = ctx.settings.ssh_user;
   spec.target_port = ctx.settings.ssh_port;
+  check_rate_limit(ctx, src);
+  spec.rate_limit = ctx.settings.bwlimit;
+  spec.throttle_node = src.caps().node;
   return spec;
 }
 
@@ -588,6 +601,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
   r.do_prune = options.prune;
   const auto started = ctx.clock.now();
   both([&] { r.src.caps(); }, [&] { r.dst.caps(); }); // once per node per command, at once
+  check_rate_limit(ctx, r.src);
 
   // Forward only: a sync that fails leaves what it received; the next one resumes from the
   // newest snapshot both sides hold (by GUID), so a rerun converges.

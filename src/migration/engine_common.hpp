@@ -75,6 +75,10 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
                          const SyncOptions& options = {});
 
 // The data path spec between `src` and `dst` for this instance's datasets.
+// With a bandwidth limit (settings.bwlimit), refuses a sending node that can enforce none
+// (neither node.js nor pv): PreconditionError naming it. Called before anything changes (sync
+// before its snapshot, switch in prepare, before anything stops).
+void check_rate_limit(Context& ctx, Node& sender);
 DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, Node& dst,
                             const std::vector<std::string>& datasets);
 

@@ -70,6 +70,7 @@ void prepare(SwitchRun& r, nlohmann::json& d) {
                       "began migrating it too; end one of the two (zmigrate abort) first",
                       r.vm.zfs_filesystem, r.src().host(), k_mark_property, mark, r.m().id));
     }
+    detail::check_rate_limit(r.ctx, r.src());
     // The target was checked at begin; its state and room may have changed since (CNAPI read
     // afresh by open_ends). Refused here, before anything is stopped or hidden.
     PlacementOptions popts;

@@ -43,10 +43,189 @@ std::vector<inventory::Vm> evacuation_order(std::vector<inventory::Vm> vms, bool
   return out;
 }
 
+void summarize_record(const state::Migration& m, EvacuationItem& item) {
+  item.bytes = 0;
+  item.downtime = std::chrono::milliseconds(0);
+  for (const state::PhaseRun& r : m.history) {
+    if (r.state != state::State::successful || !r.details.is_object()) {
+      continue;
+    }
+    if (r.phase == state::Phase::sync && r.details.contains("bytes") &&
+        r.details["bytes"].is_number_integer() && r.details["bytes"].get<std::int64_t>() >= 0) {
+      item.bytes += r.details["bytes"].get<std::uint64_t>();
+    }
+    if (r.phase == state::Phase::switch_) {
+      if (r.details.contains("downtime_ms") && r.details["downtime_ms"].is_number()) {
+        item.downtime = std::chrono::milliseconds(r.details["downtime_ms"].get<long long>());
+      }
+      if (r.details.contains("final_bytes") && r.details["final_bytes"].is_number_integer() &&
+          r.details["final_bytes"].get<std::int64_t>() >= 0) {
+        item.bytes += r.details["final_bytes"].get<std::uint64_t>();
+      }
+    }
+  }
+  if (const nlohmann::json t = m.data.value("target", nlohmann::json::object());
+      t.is_object() && t.contains("hostname") && t["hostname"].is_string()) {
+    item.target = t["hostname"].get<std::string>();
+  }
+}
+
+std::optional<std::size_t> next_to_start(const std::vector<QueuedMigration>& queue,
+                                         const std::vector<std::string>& running_targets,
+                                         int parallel, int per_node) {
+  if (static_cast<int>(running_targets.size()) >= std::max(1, parallel)) {
+    return std::nullopt;
+  }
+  for (std::size_t i = 0; i < queue.size(); ++i) {
+    const auto on_target =
+        std::count(running_targets.begin(), running_targets.end(), queue[i].target_uuid);
+    if (per_node <= 0 || on_target < per_node) {
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
+void InProcessLauncher::start(const MigrationRequest& request) {
+  MigrateOptions mo;
+  mo.begin = {request.vm_uuid, request.target_uuid, false, request.force_core, true};
+  mo.begin.evacuation = request.evacuation;
+  mo.max_syncs = request.max_syncs;
+  mo.converge_bytes = request.converge_bytes;
+  mo.finalize = request.finalize;
+  const Settings saved = m_ctx.settings;
+  m_ctx.settings.allow_older_platform = request.allow_older_platform;
+  if (request.bwlimit > 0) {
+    m_ctx.settings.bwlimit = request.bwlimit;
+  }
+  MigrationExit done;
+  done.vm_uuid = request.vm_uuid;
+  try {
+    migrate(m_ctx, mo);
+  } catch (const Error& e) {
+    done.exit_status = static_cast<int>(e.exit_code());
+    done.error = e.what();
+  } catch (const std::exception& e) {
+    done.exit_status = static_cast<int>(ExitCode::failure);
+    done.error = e.what();
+  }
+  m_ctx.settings = saved;
+  m_done.push_back(std::move(done));
+}
+
+std::optional<MigrationExit> InProcessLauncher::wait_any() {
+  if (m_done.empty()) {
+    return std::nullopt;
+  }
+  MigrationExit done = std::move(m_done.front());
+  m_done.erase(m_done.begin());
+  return done;
+}
+
+namespace {
+
+// Starts the queued migrations within the limits and waits for them; fills their items.
+void run_queue(Context& ctx, const EvacuateOptions& options, std::vector<QueuedMigration> queue,
+               std::vector<EvacuationItem>& items, EvacuateResult& result) {
+  InProcessLauncher local(ctx);
+  MigrationLauncher& launcher = options.launcher != nullptr ? *options.launcher : local;
+  const int parallel = options.launcher != nullptr ? std::max(1, options.parallel) : 1;
+  std::uint64_t share = 0;
+  if (options.bwlimit > 0) {
+    share = std::max<std::uint64_t>(1, options.bwlimit / static_cast<std::uint64_t>(parallel));
+  }
+  const auto item_of = [&items](const std::string& vm) -> EvacuationItem& {
+    return *std::find_if(items.begin(), items.end(),
+                         [&vm](const EvacuationItem& i) { return i.vm_uuid == vm; });
+  };
+  std::vector<std::string> running_vms;
+  std::vector<std::string> running_targets;
+  bool stopping = false;
+  for (;;) {
+    while (!stopping && !interrupt_requested()) {
+      const std::optional<std::size_t> at =
+          next_to_start(queue, running_targets, parallel, options.per_node);
+      if (!at) {
+        break;
+      }
+      const QueuedMigration q = queue[*at];
+      queue.erase(queue.begin() + static_cast<std::ptrdiff_t>(*at));
+      EvacuationItem& item = item_of(q.vm_uuid);
+      item.outcome = "running";
+      MigrationRequest req;
+      req.vm_uuid = q.vm_uuid;
+      req.target_uuid = q.target_uuid;
+      req.max_syncs = options.max_syncs;
+      req.converge_bytes = options.converge_bytes;
+      req.finalize = options.finalize;
+      req.force_core = options.force_core;
+      req.allow_older_platform = ctx.settings.allow_older_platform;
+      req.bwlimit = share;
+      req.evacuation = options.restore ? std::string() : result.server.uuid;
+      ctx.log.info("evacuate: migration started", {{"vm_uuid", q.vm_uuid},
+                                                   {"target", q.target_uuid},
+                                                   {"running", running_vms.size() + 1},
+                                                   {"queued", queue.size()},
+                                                   {"bwlimit", share}});
+      running_vms.push_back(q.vm_uuid);
+      running_targets.push_back(q.target_uuid);
+      ctx.reporter.phase_started("evacuate",
+                                 fmt::format("{} ({}, {}) to {}", item.vm_uuid,
+                                             item.alias.empty() ? "-" : item.alias, item.state,
+                                             item.target.empty() ? q.target_uuid : item.target));
+      launcher.start(req);
+    }
+    if (interrupt_requested() && !stopping) {
+      stopping = true;
+      result.interrupted = true;
+      launcher.stop_all();
+    }
+    const std::optional<MigrationExit> done = launcher.wait_any();
+    if (!done) {
+      if (running_vms.empty()) {
+        break;
+      }
+      continue; // a signal ended the wait: stop the others (above), then wait for them
+    }
+    const auto at = std::find(running_vms.begin(), running_vms.end(), done->vm_uuid);
+    if (at != running_vms.end()) {
+      running_targets.erase(running_targets.begin() + (at - running_vms.begin()));
+      running_vms.erase(at);
+    }
+    EvacuationItem& item = item_of(done->vm_uuid);
+    item.error = done->error;
+    if (done->exit_status == 0) {
+      const std::optional<state::Migration> m = ctx.store.find_latest_for_vm(done->vm_uuid);
+      if (m) {
+        summarize_record(*m, item);
+      }
+      item.outcome = options.finalize ? "finalized" : "migrated";
+    } else if (done->exit_status == static_cast<int>(ExitCode::interrupted)) {
+      item.outcome = "interrupted";
+      result.interrupted = true;
+      stopping = true;
+    } else if (done->exit_status == static_cast<int>(ExitCode::precondition) &&
+               !ctx.store.find_active_for_vm(done->vm_uuid)) {
+      item.outcome = "skipped"; // refused before anything changed
+    } else {
+      item.outcome = "failed";
+    }
+    ctx.log.info("evacuate: migration ended", {{"vm_uuid", done->vm_uuid},
+                                               {"exit_status", done->exit_status},
+                                               {"outcome", item.outcome},
+                                               {"running", running_vms.size()}});
+    if (running_vms.empty() && (stopping || queue.empty())) {
+      break;
+    }
+  }
+}
+
+} // namespace
+
 EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
   EvacuateResult result;
   result.server = ctx.inventory.resolve_server(options.server);
-  std::string named_uuid;
+  std::string named_uuid; // -n: the only target
   if (!options.target.empty()) {
     const inventory::Server t = ctx.inventory.resolve_server(options.target);
     named_uuid = t.uuid;
@@ -130,6 +309,9 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
                                                {"instances", plan.placements.size()},
                                                {"complete", plan.complete()}});
 
+  // Each instance's item, in the order evacuation_order gave; those that move are queued.
+  std::vector<EvacuationItem> items;
+  std::vector<QueuedMigration> queue;
   for (const inventory::Vm& vm : vms) {
     if (interrupt_requested()) {
       result.interrupted = true;
@@ -143,12 +325,13 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
     if (std::binary_search(excluded.begin(), excluded.end(), vm.uuid)) {
       item.outcome = "excluded";
       item.error = "left where it is (--exclude)";
-      result.items.push_back(std::move(item));
+      items.push_back(std::move(item));
       continue;
     }
     const Placement* placement = plan.find(vm.uuid);
-    std::string target = options.target;
-    if (const auto c = continuing.find(vm.uuid); c != continuing.end()) {
+    std::string target = named_uuid;
+    const auto c = continuing.find(vm.uuid);
+    if (c != continuing.end()) {
       target = c->second.target_server_uuid;
       item.target =
           c->second.data.value("target", nlohmann::json::object()).value("hostname", target);
@@ -162,9 +345,6 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
         item.target = placement->target_hostname;
       }
     }
-    ctx.reporter.phase_started(
-        "evacuate",
-        fmt::format("{} ({}, {})", vm.uuid, vm.alias.empty() ? "-" : vm.alias, vm.state));
     try {
       if (const auto bad = invalid.find(vm.uuid); bad != invalid.end()) {
         throw PreconditionError(bad->second.first, bad->second.second);
@@ -177,39 +357,26 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
         throw PreconditionError(fmt::format("placement of {}", vm.uuid),
                                 why + ". Free capacity, widen --to, or --exclude it");
       }
-      if (options.dry_run && continuing.count(vm.uuid) > 0) {
+      if (!options.dry_run) {
+        item.outcome = "queued";
+        queue.push_back({vm.uuid, target});
+      } else if (c != continuing.end()) {
         item.outcome = "planned"; // migrate would resume it; nothing to begin
-      } else if (options.dry_run) {
+      } else {
+        ctx.reporter.phase_started(
+            "evacuate",
+            fmt::format("{} ({}, {})", vm.uuid, vm.alias.empty() ? "-" : vm.alias, vm.state));
         BeginOptions b{vm.uuid, target, true, options.force_core, true};
         const BeginResult r = begin(ctx, b);
         item.target = r.target.hostname;
         item.outcome = "planned";
-      } else {
-        MigrateOptions mo;
-        mo.begin = {vm.uuid, target, false, options.force_core, true};
-        mo.max_syncs = options.max_syncs;
-        mo.converge_bytes = options.converge_bytes;
-        mo.finalize = options.finalize;
-        const MigrateResult r = migrate(ctx, mo);
-        const std::optional<state::Migration> m = ctx.store.find_latest_for_vm(vm.uuid);
-        item.target = m ? m->data.value("target", nlohmann::json::object()).value("hostname", "")
-                        : std::string();
-        for (const SyncResult& s : r.syncs) {
-          item.bytes += s.bytes;
-        }
-        if (r.switched) {
-          item.downtime = r.switched->downtime;
-          item.bytes += r.switched->final_bytes;
-        }
-        item.outcome = r.finalized ? "finalized" : "migrated";
       }
     } catch (const Error& e) {
       item.error = e.what();
       if (e.exit_code() == ExitCode::interrupted) {
         item.outcome = "interrupted";
         result.interrupted = true;
-      } else if (dynamic_cast<const PreconditionError*>(&e) != nullptr &&
-                 (options.dry_run || !ctx.store.find_active_for_vm(vm.uuid))) {
+      } else if (dynamic_cast<const PreconditionError*>(&e) != nullptr) {
         // Refused before anything changed (core zone, no capacity, ...).
         item.outcome = options.dry_run ? "refused" : "skipped";
       } else {
@@ -219,11 +386,146 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
       item.outcome = "failed";
       item.error = e.what();
     }
+    items.push_back(std::move(item));
+    if (result.interrupted) {
+      break;
+    }
+  }
+  if (!result.interrupted && !queue.empty()) {
+    run_queue(ctx, options, queue, items, result);
+  }
+  for (EvacuationItem& item : items) {
+    if (item.outcome == "queued") {
+      continue; // never started: the message says to run the command again
+    }
     ctx.log.info("evacuate: instance done",
-                 {{"vm_uuid", vm.uuid}, {"outcome", item.outcome}, {"error", item.error}});
+                 {{"vm_uuid", item.vm_uuid}, {"outcome", item.outcome}, {"error", item.error}});
+    result.items.push_back(std::move(item));
+  }
+  return result;
+}
+
+SyncAllResult sync_all(Context& ctx) {
+  SyncAllResult result;
+  std::vector<state::Migration> waiting;
+  for (state::Migration& m : ctx.store.list_migrations(state::ListFilter{})) {
+    const std::vector<Action> allowed = allowed_actions(m);
+    if (!m.archived && std::find(allowed.begin(), allowed.end(), Action::sync) != allowed.end()) {
+      waiting.push_back(std::move(m));
+    }
+  }
+  std::sort(waiting.begin(), waiting.end(),
+            [](const state::Migration& a, const state::Migration& b) {
+              return a.created != b.created ? a.created < b.created : a.id < b.id;
+            });
+  for (const state::Migration& m : waiting) {
+    if (interrupt_requested()) {
+      result.interrupted = true;
+      break;
+    }
+    SyncAllItem item;
+    item.vm_uuid = m.vm_uuid;
+    item.alias = m.data.value("alias", std::string());
+    item.migration_id = m.id;
+    ctx.reporter.phase_started(
+        "sync", fmt::format("{} ({})", m.vm_uuid, item.alias.empty() ? "-" : item.alias));
+    try {
+      const SyncResult r = sync(ctx, m.vm_uuid);
+      item.outcome = "synced";
+      item.bytes = r.bytes;
+      item.duration = r.duration;
+    } catch (const Error& e) {
+      item.error = e.what();
+      if (e.exit_code() == ExitCode::interrupted) {
+        item.outcome = "interrupted";
+        result.interrupted = true;
+      } else if (dynamic_cast<const PreconditionError*>(&e) != nullptr ||
+                 dynamic_cast<const NotFoundError*>(&e) != nullptr) {
+        item.outcome = "skipped"; // busy, or changed since the list was read
+      } else {
+        item.outcome = "failed";
+      }
+    } catch (const std::exception& e) {
+      item.outcome = "failed";
+      item.error = e.what();
+    }
+    ctx.log.info("sync --all: migration done",
+                 {{"vm_uuid", item.vm_uuid}, {"outcome", item.outcome}, {"error", item.error}});
     result.items.push_back(std::move(item));
     if (result.interrupted) {
       break;
+    }
+  }
+  return result;
+}
+
+EvacuateResult restore(Context& ctx, const RestoreOptions& options) {
+  EvacuateResult result;
+  result.server = ctx.inventory.resolve_server(options.server);
+  state::ListFilter filter;
+  filter.include_archived = true;
+  filter.server_uuid = result.server.uuid;
+  std::map<std::string, state::Migration> newest; // per instance, of those naming the server
+  for (state::Migration& m : ctx.store.list_migrations(filter)) {
+    auto at = newest.find(m.vm_uuid);
+    if (at == newest.end() || at->second.created < m.created) {
+      newest[m.vm_uuid] = std::move(m);
+    }
+  }
+  std::vector<EvacuationItem> items;
+  std::vector<QueuedMigration> queue;
+  for (auto& [vm_uuid, candidate] : newest) {
+    // The instance's newest migration of all, not only of those naming this server.
+    const std::optional<state::Migration> m = ctx.store.find_latest_for_vm(vm_uuid);
+    if (!m || m->id != candidate.id || m->source_server_uuid != result.server.uuid) {
+      continue;
+    }
+    const nlohmann::json ev = m->data.value("evacuation", nlohmann::json::object());
+    if (!ev.is_object() || ev.value("server", std::string()) != result.server.uuid) {
+      continue; // moved away by hand, not by an evacuation of this node
+    }
+    const std::optional<inventory::Vm> vm = ctx.inventory.find_vm(vm_uuid);
+    if (!vm || vm->server_uuid != m->target_server_uuid || vm->state == "destroyed" ||
+        vm->state == "failed") {
+      continue; // gone, or moved on since
+    }
+    EvacuationItem item;
+    item.vm_uuid = vm_uuid;
+    item.alias = vm->alias;
+    item.brand = vm->brand;
+    item.state = vm->state;
+    item.target = result.server.hostname;
+    item.reason = fmt::format("evacuated by migration {}", m->id);
+    const bool finalized =
+        m->phase == state::Phase::finalize && m->state == state::State::successful;
+    if (!finalized) {
+      item.outcome = options.dry_run ? "refused" : "skipped";
+      item.error = fmt::format("migration {} is not finalized: its source copy is still on {}; "
+                               "\"zmigrate rollback {}\" brings it back",
+                               m->id, result.server.hostname, vm_uuid);
+    } else if (options.dry_run) {
+      item.outcome = "planned";
+    } else {
+      item.outcome = "queued";
+      queue.push_back({vm_uuid, result.server.uuid});
+    }
+    items.push_back(std::move(item));
+  }
+  if (!queue.empty()) {
+    EvacuateOptions eo;
+    eo.server = result.server.uuid;
+    eo.finalize = options.finalize;
+    eo.max_syncs = options.max_syncs;
+    eo.converge_bytes = options.converge_bytes;
+    eo.parallel = options.parallel;
+    eo.bwlimit = options.bwlimit;
+    eo.launcher = options.launcher;
+    eo.restore = true;
+    run_queue(ctx, eo, queue, items, result);
+  }
+  for (EvacuationItem& item : items) {
+    if (item.outcome != "queued") {
+      result.items.push_back(std::move(item));
     }
   }
   return result;

@@ -41,7 +41,8 @@ echo '@@zfs-list-p'
 zfs list -Hp -o name -d 0 >/dev/null 2>&1
 echo "exit $?"
 echo '@@tools'
-for t in pv mbuffer zfs-fuse; do command -v "$t" 2>/dev/null; done
+for t in pv mbuffer zfs-fuse node; do command -v "$t" 2>/dev/null; done
+if [ -x /usr/node/bin/node ]; then echo /usr/node/bin/node; fi
 echo '@@end'
 )PROBE";
 
@@ -188,6 +189,7 @@ void to_json(nlohmann::json& j, const Capabilities& c) {
       {"zvols", c.zvols},
       {"has_pv", c.has_pv},
       {"has_mbuffer", c.has_mbuffer},
+      {"node", c.node},
   };
 }
 
@@ -211,6 +213,7 @@ void from_json(const nlohmann::json& j, Capabilities& c) {
   c.zvols = j.value("zvols", false);
   c.has_pv = j.value("has_pv", false);
   c.has_mbuffer = j.value("has_mbuffer", false);
+  c.node = j.value("node", std::string());
 }
 
 Capabilities stream_capabilities(const Capabilities& sender, const Capabilities& receiver) {
@@ -249,6 +252,11 @@ Capabilities parse_capabilities(std::string_view output) {
     c.has_pv = c.has_pv || tool == "pv";
     c.has_mbuffer = c.has_mbuffer || tool == "mbuffer";
     has_zfs_fuse = has_zfs_fuse || tool == "zfs-fuse";
+    // SmartOS's own node (vmadm runs on it) wins over one found on PATH.
+    if (tool == "node" && trim(line).front() == '/' &&
+        (c.node.empty() || trim(line) == "/usr/node/bin/node")) {
+      c.node = trim(line);
+    }
   }
   for (const std::string& line : section(s, "zfs-version")) {
     const std::string t = trim(line);

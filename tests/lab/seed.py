@@ -35,6 +35,12 @@ zones/<uuid>.
 | debian-12      | 1a9e0000-0000-4000-8000-000000000003 | lx-dataset   | cn1         |
 | ubuntu-24.04   | 1a9e0000-0000-4000-8000-000000000004 | zvol         | cn2         |
 
+LAB_LAYOUT=evacuate (5 nodes and more; `lab up 5`) makes a node to empty with real choices: it
+seeds two more running joyent instances on cn1, app01 (admin NIC only) and app02 (asks for trait
+ssd=true), and makes the targets differ: cn3 has no `external` NIC tag (only app01 may go
+there), cn4 has trait ssd=true (kept for app02, as DAPI does), and the last node runs an older
+platform (as always). With LAB_SEED_VMS=...,kvm01@1,bhyve01@1 cn1 holds every brand.
+
 Networks: admin ae700000-0000-4000-8000-000000000001 (S.0/24, nic_tag admin),
 external ae700000-0000-4000-8000-000000000002 (198.51.100.0/24, gateway .1, nic_tag external).
 Servers: cnK = 564d0000-0000-4000-8000-0000000000KK at S.(10+K).
@@ -118,6 +124,19 @@ VMS = [
      'disks': [{'image_uuid': IMG_UBUNTU, 'boot': True, 'size': 16}, {'size': 8}],
      'nics': [('external', 22, True)], 'tags': {'role': 'app'},
      'write_rate': 8192, 'fill': {'disk0/fill.bin': 2 << 20, 'disk1/fill.bin': 1 << 20}},
+]
+
+# LAB_LAYOUT=evacuate: more instances on cn1, each a small running joyent zone with a writer.
+EVACUATE_VMS = [
+    {'uuid': '5eed0000-0000-4000-8000-000000000111', 'alias': 'app01', 'brand': 'joyent',
+     'node': 1, 'state': 'running', 'image_uuid': IMG_BASE, 'ram': 256, 'quota': 1,
+     'create_timestamp': '2024-03-06T10:00:00.000Z', 'nics': [('admin', 111, True)],
+     'tags': {'role': 'app'}, 'write_rate': 8192, 'fill': {'root/var/db/zlab-fill.bin': 1 << 20}},
+    {'uuid': '5eed0000-0000-4000-8000-000000000112', 'alias': 'app02', 'brand': 'joyent',
+     'node': 1, 'state': 'running', 'image_uuid': IMG_BASE, 'ram': 256, 'quota': 1,
+     'create_timestamp': '2024-03-07T10:00:00.000Z', 'nics': [('external', 112, True)],
+     'traits': {'ssd': True}, 'tags': {'role': 'app'}, 'write_rate': 8192,
+     'fill': {'root/var/db/zlab-fill.bin': 1 << 20}},
 ]
 
 SERVER_SHAPES = [  # (ram MiB, unreserved_ram, unreserved_disk MiB, cores)
@@ -215,6 +234,8 @@ def vm_object(vm, subnet, nodes):
         o['datasets'] = []
     if vm.get('indestructible_zoneroot'):
         o['indestructible_zoneroot'] = True
+    if vm.get('traits'):
+        o['traits'] = vm['traits']
     if vm['brand'] == 'lx':
         o['kernel_version'] = vm.get('kernel_version', '4.3.0')
     return o
@@ -287,11 +308,16 @@ def selected_vms():
         if node and not node.isdigit():
             die('LAB_SEED_VMS: %r: the node after @ is a number (cn3 is @3)' % item)
         only[alias] = int(node) if node else None
-    unknown = sorted(set(only) - {vm['alias'] for vm in VMS})
+    layout = os.environ.get('LAB_LAYOUT', '')
+    if layout not in ('', 'evacuate'):
+        die('LAB_LAYOUT is "evacuate" or unset, not %r' % layout)
+    known = VMS + (EVACUATE_VMS if layout == 'evacuate' else [])
+    unknown = sorted(set(only) - {vm['alias'] for vm in known})
     if unknown:
         die('LAB_SEED_VMS names no seed instance: %s (known: %s)'
-            % (', '.join(unknown), ', '.join(vm['alias'] for vm in VMS)))
+            % (', '.join(unknown), ', '.join(vm['alias'] for vm in known)))
     vms = [dict(vm) for vm in VMS if not only or vm['alias'] in only]
+    vms += [dict(vm) for vm in known[len(VMS):]]
     for vm in vms:
         if only.get(vm['alias']):
             vm['node'] = only[vm['alias']]
@@ -324,6 +350,9 @@ def generate(nodes, subnet):
             'rack_identifier': '', 'comments': '',
             'sysinfo': sysinfo_for(k, subnet, shape, platform),
         })
+    if os.environ.get('LAB_LAYOUT', '') == 'evacuate' and nodes >= 4:
+        servers[2]['sysinfo']['Network Interfaces']['e1000g1']['NIC Names'] = []
+        servers[3]['traits'] = {'ssd': True}
     networks = [
         {'uuid': ADMIN_NET, 'name': 'admin', 'subnet': '%s.0/24' % subnet,
          'netmask': '255.255.255.0', 'gateway': '%s.1' % subnet, 'nic_tag': 'admin',
@@ -346,8 +375,14 @@ def generate(nodes, subnet):
              'files': [{'compression': 'none'}]}
         if img.get('image_size'):
             m['image_size'] = img['image_size']
-        # An image no seeded instance uses is in IMGAPI but imported nowhere (LAB_SEED_VMS).
-        present = image_nodes(img, nodes) if img['uuid'] in used_images else []
+        # An image no seeded instance uses is in IMGAPI but imported nowhere (LAB_SEED_VMS); one
+        # that is used is imported on its nodes and on every node of an instance using it.
+        present = []
+        if img['uuid'] in used_images:
+            users = {vm_node(vm, nodes) for vm in seed_vms
+                     if img['uuid'] in {vm.get('image_uuid')} |
+                     {d.get('image_uuid') for d in vm.get('disks', [])}}
+            present = sorted(set(image_nodes(img, nodes)) | users)
         images.append({'manifest': m, 'present_on': ['cn%d' % k for k in present]})
     vms = [vm_object(vm, subnet, nodes) for vm in seed_vms]
     lab = {

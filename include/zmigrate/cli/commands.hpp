@@ -25,6 +25,7 @@ CommandSpec abort_command();
 CommandSpec finalize_command();
 CommandSpec estimate_command();
 CommandSpec evacuate_command();
+CommandSpec restore_command();
 CommandSpec watch_command();
 CommandSpec list_command();
 CommandSpec get_command();
@@ -40,6 +41,12 @@ void add_sync_policy_options(CLI::App& app, SyncPolicyOptions& o);
 // Throws UsageError for a malformed --converge.
 std::pair<int, std::uint64_t> resolve_sync_policy(const SyncPolicyOptions& o, int config_max_syncs,
                                                   std::uint64_t config_converge);
+
+// --bwlimit RATE: the bytes per second each stream may use ("50M" or "50M/s" = 50 MiB/s,
+// 1024-based; 0 = unlimited, also over the configuration's bwlimit).
+void add_bwlimit_option(CLI::App& app, std::string& rate, const std::string& help);
+// The limit to use: --bwlimit when given (UsageError for a malformed RATE), else `config_bwlimit`.
+std::uint64_t resolve_bwlimit(const std::string& rate, std::uint64_t config_bwlimit);
 
 // --- Rendering of list and get (pure; `now` is the wall clock) ---
 

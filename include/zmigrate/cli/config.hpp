@@ -28,6 +28,9 @@
 //                                                    is smaller; integer or "64M"/"1G" (1024-based)
 //   max_syncs                               6        incremental syncs before `migrate` switches
 //                                                    anyway, 1..1000
+//   bwlimit                                 0        bytes per second every stream of sync,
+//                                                    migrate, switch and evacuate may use (as
+//                                                    --bwlimit; "50M" = 50 MiB/s; 0 = unlimited)
 //
 // Precedence, per key: command-line flag > environment > configuration file > (URLs only)
 // discovery on a Triton head node > default. The file is `--config`, else $ZMIGRATE_CONFIG,
@@ -69,6 +72,7 @@ struct Config {
   double rate_mb_s = 20;
   std::uint64_t converge_bytes = 64ULL << 20;
   int max_syncs = 6;
+  std::uint64_t bwlimit = 0;
 
   // Diagnostics (`zmigrate config`): the configuration file in effect and whether it was read,
   // and for every key (file spelling, dotted: "ssh.user") which layer set it: "flag --vmapi-url",

@@ -101,6 +101,9 @@ struct Settings {
       20.0 * 1024 * 1024;                     // estimate default: 20 MB/s (1024-based, as printed)
   std::uint64_t converge_bytes = 64ULL << 20; // migrate: switch once a delta is below this
   int max_syncs = 6;                          // migrate: incremental syncs before switching
+  // --bwlimit / bwlimit: the rate every stream of this command may use, bytes per second
+  // (0 = unlimited). evacuate gives each of its parallel migrations its share.
+  std::uint64_t bwlimit = 0;
   std::string state_dir;
   std::string log_dir;
   std::string zfs_path = "/usr/sbin/zfs"; // on the compute nodes

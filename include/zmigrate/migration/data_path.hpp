@@ -49,6 +49,10 @@ struct DataPathSpec {
   // commands that install the key and start the master may take max(30 s, 3x this).
   int connect_timeout_s = 10;
   std::string zfs_path = "/usr/sbin/zfs";
+  // Bandwidth limit of every stream in bytes per second (0 = none), enforced on the source by
+  // the throttle below on `throttle_node` (node.js there), else by `pv -L`.
+  std::uint64_t rate_limit = 0;
+  std::string throttle_node;
   std::string authorized_keys = "/root/.ssh/authorized_keys";
 };
 
@@ -97,8 +101,17 @@ const std::string& kill();
 // DataPath::open(). The argv starts with `ssh -i <path dir>/id_ed25519` (extra options come
 // after it), so the key path sits in the first 80 bytes that illumos pgrep -f sees.
 remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::string>& request);
-// The full pipeline run on the source: zfs send ... [| pv -n -b -i 1] | ssh ... recv <dataset>,
-// zfs send run through `sh -c` with SIGHUP and SIGPIPE ignored (it ends by its output breaking).
+// The full pipeline run on the source: zfs send ... [| meter] | ssh ... recv <dataset>, zfs send
+// run through `sh -c` with SIGHUP and SIGPIPE ignored (it ends by its output breaking). The meter
+// is the throttle when spec.rate_limit is set (node, else `pv -L`), else `pv -n -b -i 1` when
+// `use_pv`; each prints the running byte count on stderr once a second.
+// Whether the pipeline's stderr carries byte counts (parse_pv_line).
+bool pipeline_counts(const DataPathSpec& spec, bool use_pv);
+// The throttle run on node.js: `node -e SCRIPT RATE` copies stdin to stdout at RATE bytes/s at
+// most, in the pipe's chunks (64 KiB), with at most 100 ms of unused budget carried over (so an
+// idle moment never turns into a burst), and prints the byte count on stderr once a second and
+// at the end.
+const std::string& throttle_script();
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
                               const std::string& dataset, bool use_pv);
 // The measurement pipeline run on the source: `mib` MiB of zeros from dd into ssh ... measure.

@@ -28,6 +28,9 @@ struct BeginOptions {
   // With dry_run: add the pre-flight summary to the plan (reads sizes on the source node and
   // this head node's history; evacuate --dry-run leaves it out).
   bool summary = false;
+  // The CNAPI UUID of the node an evacuation is emptying, when this migration is part of one:
+  // recorded as data.evacuation.server, so that `restore` finds what the evacuation took off.
+  std::string evacuation{};
 };
 
 struct BeginResult {

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
-// evacuate: migrate every instance off one compute node, one after the other, each as a whole
-// `migrate` (begin, syncs, switch, optionally finalize). Where each goes is planned for all of
-// them at once before the first moves (plan_placement, with what active migrations promised),
-// so no node is counted on twice. One instance failing does not stop the
-// others; the result says what happened to each, and each failed migration stays in the state
-// store for `get`, `rollback` or `abort`.
+// evacuate: migrate every instance off one compute node, each as a whole `migrate` (begin,
+// syncs, switch, optionally finalize), up to `parallel` at once and `per_node` into any one
+// target, through a MigrationLauncher (the CLI's starts one `zmigrate migrate` process per
+// instance; without one they run here, one after the other). Where each goes is planned for all
+// of them at once before the first moves (plan_placement, with what active migrations promised),
+// so no node is counted on twice. One instance failing does not stop the others; the result
+// says what happened to each, and each failed migration stays in the state store for `get`,
+// `rollback` or `abort`.
 
 #include <zmigrate/migration/context.hpp>
 #include <zmigrate/migration/engine.hpp>
@@ -13,10 +15,70 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace zmigrate::migration {
+
+// One whole migration of an evacuation, as a launcher runs it.
+struct MigrationRequest {
+  std::string vm_uuid;
+  std::string target_uuid; // "" = the target its begun migration recorded
+  int max_syncs = 6;
+  std::uint64_t converge_bytes = 64ULL << 20;
+  bool finalize = false;
+  bool force_core = false;
+  bool allow_older_platform = false;
+  std::uint64_t bwlimit = 0; // bytes per second for this migration's streams (0 = unlimited)
+  std::string evacuation;    // the node being evacuated (BeginOptions::evacuation); "" = restore
+};
+
+// How one launched migration ended.
+struct MigrationExit {
+  std::string vm_uuid;
+  int exit_status = 0; // the documented exit codes (0 ok, 4 refused, 130 interrupted, ...)
+  std::string error;   // its "what: why" when it failed
+};
+
+// Runs the migrations of an evacuation. start() returns once the migration runs (or, for a
+// launcher that runs them in this process, once it ended); wait_any() blocks until one started
+// migration has ended and says how (nullopt when none is running, or when a signal ended the
+// wait: the caller looks at interrupt_requested()). stop_all() asks every running
+// migration to stop at its next step boundary, as SIGTERM does.
+class MigrationLauncher {
+public:
+  virtual ~MigrationLauncher() = default;
+  virtual void start(const MigrationRequest& request) = 0;
+  virtual std::optional<MigrationExit> wait_any() = 0;
+  virtual void stop_all() = 0;
+};
+
+// Runs each migration in this process, to its end, inside start() (migrate()).
+class InProcessLauncher final : public MigrationLauncher {
+public:
+  explicit InProcessLauncher(Context& ctx) : m_ctx(ctx) {}
+  void start(const MigrationRequest& request) override;
+  std::optional<MigrationExit> wait_any() override;
+  void stop_all() override {}
+
+private:
+  Context& m_ctx;
+  std::vector<MigrationExit> m_done;
+};
+
+// A migration the evacuation still has to start, and the node it goes to.
+struct QueuedMigration {
+  std::string vm_uuid;
+  std::string target_uuid;
+};
+
+// The next migration to start (pure): the first of `queue` whose target has fewer than
+// `per_node` of `running_targets` (the targets of the running ones), when fewer than `parallel`
+// run; nullopt when none may start now. `per_node` 0 means no limit per node.
+std::optional<std::size_t> next_to_start(const std::vector<QueuedMigration>& queue,
+                                         const std::vector<std::string>& running_targets,
+                                         int parallel, int per_node);
 
 struct EvacuateOptions {
   std::string server;               // the CN to empty: UUID or hostname
@@ -30,6 +92,13 @@ struct EvacuateOptions {
   bool include_stopped = true;
   int max_syncs = 6;
   std::uint64_t converge_bytes = 64ULL << 20;
+  int parallel = 1;          // migrations at once, in all
+  int per_node = 0;          // migrations at once into any one target (0 = as parallel)
+  std::uint64_t bwlimit = 0; // bytes per second shared by all of them (0 = unlimited); each of
+                             // the `parallel` migrations gets an equal share
+  // Runs the migrations; nullptr = InProcessLauncher (one after the other, whatever `parallel`).
+  MigrationLauncher* launcher = nullptr;
+  bool restore = false; // restore(): the migrations go back, with no evacuation mark
 };
 
 struct EvacuationItem {
@@ -57,6 +126,48 @@ struct EvacuateResult {
 // The instances to move off `server`, in the order evacuate takes them (pure): stopped ones
 // first (no downtime at stake), then running ones by alias, then UUID.
 std::vector<inventory::Vm> evacuation_order(std::vector<inventory::Vm> vms, bool include_stopped);
+
+struct RestoreOptions {
+  std::string server; // the CN an evacuation emptied: UUID or hostname
+  bool dry_run = false;
+  bool finalize = false;
+  int max_syncs = 6;
+  std::uint64_t converge_bytes = 64ULL << 20;
+  int parallel = 1;
+  std::uint64_t bwlimit = 0;
+  MigrationLauncher* launcher = nullptr;
+};
+
+// The instances an evacuation of `server` moved away that are still where it put them: the
+// newest migration of each instance recorded data.evacuation.server == `server`, is finalized,
+// and VMAPI shows the instance on that migration's target. Each is migrated back to `server`
+// (through the launcher, as evacuate). One switched but not finalized is refused ("skipped":
+// its source copy is still on `server`; `zmigrate rollback` brings it back). `dry_run` lists
+// them and changes nothing. Throws NotFound for an unknown server.
+EvacuateResult restore(Context& ctx, const RestoreOptions& options);
+
+// `sync --all` (cron): one sync of every migration of this state store that waits between begin
+// and switch (its record accepts a sync), one after the other, oldest first. One that is busy
+// (another process holds it) or refused is "skipped", one that fails is "failed"; neither stops
+// the others. An interrupt stops the running sync as any sync and starts no other.
+struct SyncAllItem {
+  std::string vm_uuid;
+  std::string alias;
+  std::string migration_id;
+  std::string outcome; // synced, skipped, failed, interrupted
+  std::string error;
+  std::uint64_t bytes = 0;
+  std::chrono::milliseconds duration{0};
+};
+struct SyncAllResult {
+  std::vector<SyncAllItem> items;
+  bool interrupted = false;
+};
+SyncAllResult sync_all(Context& ctx);
+
+// What a migration record says a finished migration moved: the bytes of its syncs and final
+// delta, its switch downtime, and whether it is finalized (pure).
+void summarize_record(const state::Migration& m, EvacuationItem& item);
 
 // Lists the active instances on `options.server` (VMAPI), plans them all (plan_placement;
 // options.target makes it the only node), and migrates each to its planned node; an instance

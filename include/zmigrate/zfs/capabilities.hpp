@@ -32,6 +32,9 @@ struct Capabilities {
   bool zvols = false;
   bool has_pv = false;
   bool has_mbuffer = false;
+  // Absolute path of node.js ("" = none): /usr/node/bin/node in a SmartOS global zone (vmadm
+  // runs on it), else the first `node` on PATH. The bandwidth limit's throttle runs on it.
+  std::string node;
 };
 
 void to_json(nlohmann::json& j, const Capabilities& c);
@@ -47,7 +50,7 @@ Capabilities stream_capabilities(const Capabilities& sender, const Capabilities&
 // The one probe command: `sh -c <fixed script>`. The script is a constant in our source (no
 // interpolated values); it prints sections "@@<name>" with usage texts, `zfs version`,
 // `zpool upgrade -v`, the exit status of `zfs get written` and `zfs list -p`, and the paths of
-// pv and mbuffer. Works with the POSIX sh of Linux and illumos.
+// pv, mbuffer and node. Works with the POSIX sh of Linux and illumos.
 remote::Command probe_command();
 
 // The fixed script inside probe_command() (tests/data/zfs/record-zfs-fuse.sh extracts it from

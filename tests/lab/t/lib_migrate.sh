@@ -85,8 +85,8 @@ mt_cleanup() {
     "$LAB" down >/dev/null 2>&1 || true
 }
 
-# mt_setup NAME SUBNET: skips (125) without root, /dev/fuse or network namespaces; brings up a
-# private 3-node lab and exports what `lab ssh` and zmigrate need.
+# mt_setup NAME SUBNET [NODES]: skips (125) without root, /dev/fuse or network namespaces; brings
+# up a private lab of NODES nodes (default 3) and exports what `lab ssh` and zmigrate need.
 mt_setup() {
     if ((EUID != 0)); then
         echo "SKIP: needs root (namespaces, zfs-fuse)"
@@ -100,7 +100,7 @@ mt_setup() {
         echo "SKIP: no network namespaces (ip netns)"
         exit 125
     fi
-    mt_lab_up "$1" "$2" 3
+    mt_lab_up "$1" "$2" "${3:-3}"
 }
 
 # mt_lab_up NAME SUBNET UP-ARGS...: brings up lab NAME on SUBNET (`lab up UP-ARGS`, down at

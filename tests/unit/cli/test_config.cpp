@@ -456,7 +456,8 @@ TEST_CASE("cli::config_report", "[cli]") {
         json{{"value", 2200}, {"source", "file /etc/zmigrate/config.json"}});
   CHECK(r["keys"]["http.timeout_s"] == json{{"value", 30}, {"source", "default"}});
   CHECK(r["keys"]["converge_bytes"]["value"] == 64ULL << 20);
-  CHECK(r["keys"].size() == 18);
+  CHECK(r["keys"]["bwlimit"] == json{{"value", 0}, {"source", "default"}});
+  CHECK(r["keys"].size() == 19);
 }
 
 TEST_CASE("cli::read_config_file", "[cli]") {

@@ -44,6 +44,9 @@ Command describe(const CLI::App& app, const std::string& name, bool skip_help) {
   Command c;
   c.name = name;
   for (const CLI::Option* o : app.get_options({})) {
+    if (o->get_group().empty()) {
+      continue; // hidden: for zmigrate's own use (migrate --evacuation), not for operators
+    }
     for (const std::string& l : o->get_lnames()) {
       if (!(skip_help && l == "help")) {
         c.long_options.push_back(l);

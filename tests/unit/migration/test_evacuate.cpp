@@ -3,10 +3,14 @@
 
 #include <zmigrate/migration/evacuate.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
 #include <algorithm>
+#include <csignal>
+#include <functional>
 
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 using namespace zmigrate;
 using namespace zmigrate::migration;
@@ -135,4 +139,186 @@ TEST_CASE("migration::evacuate plans every instance at once", "[migration][place
       }
     }
   }
+}
+
+TEST_CASE("migration::next_to_start keeps within --parallel and --per-node", "[migration]") {
+  const std::vector<QueuedMigration> q{{"a", "cn2"}, {"b", "cn2"}, {"c", "cn3"}};
+  CHECK(next_to_start(q, {}, 3, 2) == 0);
+  CHECK(next_to_start(q, {"cn2", "cn2"}, 3, 2) == 2); // cn2 is full: the first for cn3
+  CHECK(next_to_start(q, {"cn2", "cn3", "cn4"}, 3, 2) == std::nullopt); // 3 run in all
+  CHECK(next_to_start({{"a", "cn2"}}, {"cn2"}, 3, 1) == std::nullopt);
+  CHECK(next_to_start(q, {"cn2", "cn2"}, 3, 0) == 0); // no per-node limit
+  CHECK(next_to_start(q, {}, 0, 0) == 0);             // at least one runs
+  CHECK(next_to_start({}, {}, 3, 2) == std::nullopt);
+}
+
+namespace {
+
+// Starts nothing: records what it was asked and ends the migrations in the order started, each
+// with the status `status_of` gives; checks the limits at every start.
+class RecordingLauncher final : public MigrationLauncher {
+public:
+  RecordingLauncher(Context& ctx, int parallel, int per_node)
+      : m_ctx(ctx), m_parallel(parallel), m_per_node(per_node) {}
+  void start(const MigrationRequest& r) override {
+    started.push_back(r);
+    running.push_back(r);
+    max_running = std::max(max_running, running.size());
+    CHECK(static_cast<int>(running.size()) <= m_parallel);
+    CHECK(std::count_if(running.begin(), running.end(), [&r](const MigrationRequest& x) {
+            return x.target_uuid == r.target_uuid;
+          }) <= m_per_node);
+  }
+  std::optional<MigrationExit> wait_any() override {
+    if (running.empty()) {
+      return std::nullopt;
+    }
+    ++waits;
+    if (interrupt_at == waits) {
+      note_interrupt(SIGTERM);
+      return std::nullopt; // the signal ended the wait
+    }
+    const MigrationRequest r = running.front();
+    running.erase(running.begin());
+    MigrationExit x{r.vm_uuid, stopped ? 130 : status_of(r.vm_uuid), ""};
+    if (x.exit_status != 0) {
+      x.error = "what: why";
+    }
+    return x;
+  }
+  void stop_all() override { stopped = true; }
+
+  std::function<int(const std::string&)> status_of = [](const std::string&) { return 0; };
+  std::vector<MigrationRequest> started;
+  std::vector<MigrationRequest> running;
+  std::size_t max_running = 0;
+  int waits = 0;
+  int interrupt_at = -1;
+  bool stopped = false;
+
+private:
+  Context& m_ctx;
+  int m_parallel;
+  int m_per_node;
+};
+
+} // namespace
+
+TEST_CASE("migration::evacuate runs the migrations through the launcher within the limits",
+          "[migration][placement]") {
+  using fakes::EngineWorld;
+  EngineWorld w;
+  // Six more instances on cn1 (VMAPI only: the launcher runs nothing).
+  std::vector<std::string> more;
+  for (int i = 0; i < 6; ++i) {
+    nlohmann::json raw = w.inv.vms.at(EngineWorld::k_vm).raw;
+    const std::string uuid = fmt::format("6d7d6f4b-4553-49f1-bc0b-7fd16dcf0f{:02}", i);
+    raw["uuid"] = uuid;
+    raw["zonename"] = uuid;
+    raw["alias"] = fmt::format("app{:02}", i);
+    raw["zfs_filesystem"] = "zones/" + uuid;
+    raw["zonepath"] = "/zones/" + uuid;
+    raw["max_physical_memory"] = 64;
+    raw["ram"] = 64;
+    raw.erase("datasets");
+    w.inv.add_vm(raw);
+    more.push_back(uuid);
+  }
+  EvacuateOptions o;
+  o.server = EngineWorld::k_cn1;
+  o.parallel = 3;
+  o.per_node = 2;
+  o.bwlimit = 30ULL << 20;
+  o.finalize = true;
+  RecordingLauncher launcher(w.ctx, 3, 2);
+  o.launcher = &launcher;
+
+  SECTION("no per-node limit: 3 at once") {
+    o.per_node = 0;
+    RecordingLauncher wide(w.ctx, 3, 3);
+    o.launcher = &wide;
+    const EvacuateResult r = evacuate(w.ctx, o);
+    CHECK(wide.started.size() == 7);
+    CHECK(wide.max_running == 3);
+    CHECK(r.all_ok());
+  }
+  SECTION("every instance once, never more than 3 at once nor 2 into one node, a share each") {
+    launcher.status_of = [&](const std::string& vm) {
+      return vm == more[2] ? 1 : (vm == more[4] ? 4 : 0);
+    };
+    const EvacuateResult r = evacuate(w.ctx, o);
+    REQUIRE(launcher.started.size() == 7);
+    CHECK(launcher.max_running >= 2); // the checks of every start are in the launcher
+    for (const MigrationRequest& q : launcher.started) {
+      CHECK(q.bwlimit == (10ULL << 20));
+      CHECK(q.finalize);
+      CHECK_FALSE(q.target_uuid.empty());
+      CHECK(q.target_uuid != EngineWorld::k_cn1);
+    }
+    REQUIRE(r.items.size() == 7);
+    for (const EvacuationItem& i : r.items) {
+      if (i.vm_uuid == more[2]) {
+        CHECK(i.outcome == "failed");
+        CHECK(i.error == "what: why");
+      } else if (i.vm_uuid == more[4]) {
+        CHECK(i.outcome == "skipped"); // refused, and no migration was left active
+      } else {
+        CHECK(i.outcome == "finalized");
+      }
+    }
+    CHECK_FALSE(r.interrupted);
+    CHECK_FALSE(r.all_ok());
+  }
+  SECTION("a signal: nothing more starts, the running ones are stopped and waited for") {
+    o.per_node = 0;
+    RecordingLauncher wide(w.ctx, 3, 3);
+    o.launcher = &wide;
+    wide.interrupt_at = 2;
+    const EvacuateResult r = evacuate(w.ctx, o);
+    reset_interrupts_for_tests();
+    CHECK(wide.stopped);
+    CHECK(wide.started.size() == 4); // 3, then one more after the first ended
+    CHECK(wide.running.empty());
+    CHECK(r.interrupted);
+    // Only the started ones are listed: the first ended well, the others were interrupted.
+    REQUIRE(r.items.size() == 4);
+    CHECK(std::count_if(r.items.begin(), r.items.end(),
+                        [](const EvacuationItem& i) { return i.outcome == "interrupted"; }) == 3);
+  }
+  SECTION("without a launcher they run here, one after the other") {
+    o.launcher = nullptr;
+    o.exclude = more;
+    o.finalize = false;
+    o.bwlimit = 0;
+    const EvacuateResult r = evacuate(w.ctx, o);
+    REQUIRE(r.items.size() == 7);
+    for (const EvacuationItem& i : r.items) {
+      CHECK(i.outcome == (i.vm_uuid == EngineWorld::k_vm ? "migrated" : "excluded"));
+      if (i.vm_uuid == EngineWorld::k_vm) {
+        CHECK(i.bytes > 0);
+        CHECK(i.target == "cn2");
+      }
+    }
+  }
+}
+
+TEST_CASE("migration::summarize_record", "[migration]") {
+  state::Migration m;
+  m.data["target"] = {{"hostname", "cn2"}};
+  state::PhaseRun s1;
+  s1.phase = state::Phase::sync;
+  s1.state = state::State::successful;
+  s1.details = {{"bytes", 100}};
+  state::PhaseRun s2 = s1;
+  s2.state = state::State::failed; // a failed sync's bytes are not counted
+  state::PhaseRun sw;
+  sw.phase = state::Phase::switch_;
+  sw.state = state::State::successful;
+  sw.details = {{"downtime_ms", 420}, {"final_bytes", 7}};
+  m.history = {s1, s2, s1, sw};
+  EvacuationItem i;
+  summarize_record(m, i);
+  CHECK(i.bytes == 207);
+  CHECK(i.downtime == std::chrono::milliseconds(420));
+  CHECK(i.target == "cn2");
 }

@@ -94,6 +94,14 @@ TEST_CASE("zfs::parse_capabilities", "[zfs]") {
     CHECK_FALSE(c.compressed_send);
     CHECK(c.large_blocks);
     CHECK_FALSE(c.holds);
+    CHECK(c.node.empty());
+  }
+  SECTION("node.js: SmartOS's own wins over one on PATH") {
+    const std::string head = "@@zmigrate-probe 1\n@@uname\nSunOS 5.11\n@@tools\n";
+    CHECK(parse_capabilities(head + "/opt/local/bin/node\n/usr/node/bin/node\n@@end\n").node ==
+          "/usr/node/bin/node");
+    CHECK(parse_capabilities(head + "/usr/bin/node\n@@end\n").node == "/usr/bin/node");
+    CHECK(parse_capabilities(head + "node\n@@end\n").node.empty()); // a shell builtin or alias
   }
 }
 
@@ -117,6 +125,8 @@ TEST_CASE("zfs::Capabilities json", "[zfs]") {
   CHECK(back.raw_send == c.raw_send);
   CHECK(back.multi_snapshot == c.multi_snapshot);
   CHECK(back.has_mbuffer == c.has_mbuffer);
+  c.node = "/usr/node/bin/node";
+  CHECK(nlohmann::json(c).get<Capabilities>().node == "/usr/node/bin/node");
   const Capabilities old = nlohmann::json{{"implementation", "zfs-fuse"}}.get<Capabilities>();
   CHECK(old.implementation == "zfs-fuse");
   CHECK_FALSE(old.holds);

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MPL-2.0
+# evacuate --parallel: empty cn1 (7 running and stopped instances of every brand, writers on)
+# onto four other nodes that differ (cn3 lacks the external NIC tag, cn4 has trait ssd=true and
+# is kept for the instance asking for it, cn5 runs an older platform), with --parallel 3
+# --per-node 2 --bwlimit. The plan explains every refused node; the evacuation is killed (-9,
+# every zmigrate process, as a head-node crash) midway and run again to the end; the journal
+# proves that at no moment more than 3 transfers ran, nor more than 2 into one node, and that no
+# stream went faster than its share of the budget; every instance's data is checked on its new
+# node and VMAPI places it there; then `restore cn1` brings them all back.
+set -uo pipefail
+source "$(dirname "$0")/lib_migrate.sh"
+
+export LAB_LAYOUT=evacuate LAB_SEED_VMS=web01,min01,lx01,kvm01@1,bhyve01@1
+mt_setup zmt-par 10.96.24 5
+
+BUDGET=$((3 << 20)) # bytes/s for the whole evacuation: 1 MiB/s for each of 3
+ALL=$(curl -sS "$VMAPI_URL/vms?server_uuid=564d0000-0000-4000-8000-000000000001&state=active" |
+    python3 -c 'import json,sys; print(" ".join(sorted(v["uuid"] for v in json.load(sys.stdin))))')
+read -ra VMS <<<"$ALL"
+check "cn1 holds 7 instances (${#VMS[@]})" test "${#VMS[@]}" = 7
+APP01=5eed0000-0000-4000-8000-000000000111
+APP02=5eed0000-0000-4000-8000-000000000112
+
+# --- the plan -----------------------------------------------------------------------------------
+zm_ok "evacuate --dry-run cn1" --json evacuate --dry-run cn1
+plan=$(zm_json '" ".join(sorted("%s:%s" % (i["alias"], i["target"]) for i in d["instances"]))')
+note "plan: $plan"
+check "app02 (asks for ssd) goes to cn4, the node kept for it" \
+    test "$(zm_json '[i["target"] for i in d["instances"] if i["alias"] == "app02"][0]')" = cn4
+check "no instance goes to cn5 (older platform) or to cn1" \
+    bash -c "! grep -qE ':(cn5|cn1)( |$)' <<<'$plan'"
+check "only app01 (admin NIC only) may go to cn3: web01 is refused there for its external NIC" \
+    test "$(zm_json '[p["text"] for i in d["instances"] if i["alias"] == "web01" for n in i["placement"]["rejected"] if n["hostname"] == "cn3" for p in n["problems"] if p["rule"] == "nic_tag"][0]')" = "missing NIC tag external for NIC net0"
+check "web01 is refused on cn4 for its traits and on cn5 for its platform" \
+    test "$(zm_json '" ".join(sorted(n["hostname"] + ":" + p["rule"] for i in d["instances"] if i["alias"] == "web01" for n in i["placement"]["rejected"] if n["hostname"] != "cn1" for p in n["problems"]))')" = "cn3:nic_tag cn4:traits cn5:platform"
+zm --json list --all
+check "the dry run created no migration" test "$(zm_json 'len(d) if isinstance(d, list) else len(d.get("migrations", []))')" = 0
+
+# --- the evacuation, killed midway --------------------------------------------------------------
+EVAC=(evacuate --finalize --parallel 3 --per-node 2 --bwlimit "$BUDGET" cn1)
+"$ZM" "${EVAC[@]}" >"$MT_WORK/evac1.out" 2>"$MT_WORK/evac1.err" </dev/null &
+evac_pid=$!
+finalized() {
+    "$ZM" --json list --all 2>/dev/null | python3 -c 'import json,sys
+d = json.load(sys.stdin); ms = d if isinstance(d, list) else d.get("migrations", [])
+print(sum(1 for m in ms if m["phase"] == "finalize" and m["state"] == "successful"))'
+}
+two_done_one_going() {
+    (($(finalized) >= 2)) && [[ $("$ZM" --json list 2>/dev/null | python3 -c 'import json,sys
+d = json.load(sys.stdin); ms = d if isinstance(d, list) else d.get("migrations", [])
+print(len(ms))') -ge 1 ]]
+}
+if wait_until 240 two_done_one_going; then
+    ok "two instances finalized and others under way: killing every zmigrate process (-9)"
+else
+    fail "the evacuation did not get midway in 240 s ($(finalized) finalized)"
+fi
+KILLED_AT=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
+# The evacuation and its migrations (its children, each in its own process group).
+mapfile -t kids < <(pgrep -P "$evac_pid")
+note "evacuate pid $evac_pid, its migrations: ${kids[*]}"
+check "the migrations run as child processes of the evacuation (${#kids[@]})" test "${#kids[@]}" -ge 1
+kill -KILL "$evac_pid" "${kids[@]}" 2>/dev/null
+wait "$evac_pid" 2>/dev/null
+gone() { local p; for p in "$evac_pid" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+check "none of them runs any more" wait_until 10 gone
+note "killed at $KILLED_AT with $(finalized) finalized"
+
+MT_ZM_TIMEOUT=600 zm_ok "the same evacuate again goes on to the end" "${EVAC[@]}"
+tail -9 "$ZM_OUT" | sed 's/^/#   /'
+check "it says cn1 is evacuated" bash -c "tail -1 '$ZM_OUT' | grep -q '^OK - cn1 evacuated'"
+check "cn1 has no instance left" test -z "$(on cn1 'vmadm list -H -o uuid')"
+
+# --- where each went, and its data ---------------------------------------------------------------
+for vm in "${VMS[@]}"; do
+    srv=$(vmapi "$vm" 'd["server_uuid"]')
+    dst=cn$((10#${srv: -2}))
+    want=$(vmapi "$vm" 'd["state"]')
+    alias=$(vmapi "$vm" 'd["alias"]')
+    check "$alias: VMAPI places it on $dst (not cn1, cn5), $want" \
+        bash -c "[[ $dst != cn1 && $dst != cn5 ]]"
+    probe "$dst" "$vm" sum writer >/dev/null || fail "$alias: probe $dst"
+    check "$alias: on $dst in VMAPI's state, visible, its data intact" \
+        test "$(pj "$dst" '(d["vm"] or {}).get("state"), bool((d["vm"] or {}).get("do_not_inventory")), all(not str(v).startswith("error") for v in (d.get("sums") or {}).values()), (d.get("writer") or {}).get("verify_rc", 0)')" = "[\"$want\", false, true, 0]"
+    [[ $alias == app02 ]] && check "app02 is on cn4" test "$dst" = cn4
+done
+
+# --- the limits, from the journal ----------------------------------------------------------------
+python3 - "$LAB_DIR/state/zmigrate.db" "$BUDGET" "$KILLED_AT" >"$MT_WORK/limits.out" <<'EOF'
+import datetime, json, sqlite3, sys
+db, budget, killed = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+share = budget // 3
+def t(s):
+    return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+con = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+target = dict(con.execute("SELECT id, target_server_uuid FROM migrations WHERE kind = 'migration'"))
+# A step still 'running' was killed: it ran until the kill.
+rows = [(m, name, t(st), t(fi) if fi else t(killed), json.loads(det or "{}"))
+        for m, name, st, fi, det in con.execute(
+            "SELECT migration_id, name, started, finished, details FROM steps")]
+runs = [(m, t(st), t(fi) if fi else t(killed)) for m, st, fi in con.execute(
+    "SELECT migration_id, started, finished FROM phase_runs")]
+def peak(intervals):
+    ev = sorted([(a, 1) for a, b in intervals] + [(b, -1) for a, b in intervals],
+                key=lambda e: (e[0], e[1]))
+    n = best = 0
+    for _, d in ev:
+        n += d
+        best = max(best, n)
+    return best
+sends = [(m, a, b, d) for m, name, a, b, d in rows if name == "send"]
+out = {"sends": len(sends), "migrations": len(target)}
+out["peak_sends"] = peak([(a, b) for m, a, b, d in sends])
+out["peak_sends_per_node"] = max(peak([(a, b) for m, a, b, d in sends if target[m] == node])
+                                 for node in set(target.values()))
+out["peak_phases"] = peak([(a, b) for m, a, b in runs])
+out["peak_phases_per_node"] = max(peak([(a, b) for m, a, b in runs if target[m] == node])
+                                  for node in set(target.values()))
+# Every counted stream: no faster than its share (the first 64 KiB chunk goes at once, and at
+# most 100 ms of budget is carried over).
+fast = []
+counted = 0
+for m, a, b, d in sends:
+    if d.get("counted") and d.get("bytes", 0) > 0:
+        counted += 1
+        if d["bytes"] > share * (b - a) + share * 0.1 + 65536:
+            fast.append("%s %d B in %.2f s" % (m[:8], d["bytes"], b - a))
+out["counted"] = counted
+out["too_fast"] = fast
+# All streams together, in 1-second buckets (each stream's bytes spread over its time).
+buckets = {}
+for m, a, b, d in sends:
+    if d.get("bytes", 0) > 0 and b > a:
+        rate = d["bytes"] / (b - a)
+        s = a
+        while s < b:
+            e = min(b, int(s) + 1)
+            buckets[int(s)] = buckets.get(int(s), 0) + rate * (e - s)
+            s = e
+out["peak_bucket"] = int(max(buckets.values())) if buckets else 0
+out["sent"] = sum(d.get("bytes", 0) for m, a, b, d in sends)
+print(json.dumps(out))
+EOF
+limits=$(cat "$MT_WORK/limits.out")
+note "journal: $limits"
+lim() { python3 -c "import json,sys; d = json.loads(sys.argv[1]); print($2)" "$limits"; }
+check "7 migrations, every stream in the journal" test "$(lim '"%d %s" % (d["migrations"], d["sends"] >= 7)')" = "7 True"
+check "never more than 3 transfers at once ($(lim 'd["peak_sends"]')), nor migrations in a phase ($(lim 'd["peak_phases"]'))" \
+    test "$(lim 'd["peak_sends"] <= 3 and d["peak_phases"] <= 3')" = True
+check "never more than 2 into one node ($(lim 'd["peak_sends_per_node"]'), phases $(lim 'd["peak_phases_per_node"]'))" \
+    test "$(lim 'd["peak_sends_per_node"] <= 2 and d["peak_phases_per_node"] <= 2')" = True
+check "more than one ran at once (the evacuation was parallel)" test "$(lim 'd["peak_phases"] >= 2')" = True
+check "no counted stream faster than its share of $((BUDGET >> 20)) MiB/s ($(lim 'd["counted"]') counted)" \
+    test "$(lim 'd["too_fast"] == [] and d["counted"] > 0')" = True
+check "all streams together within the budget in every second ($(lim 'd["peak_bucket"]') B/s)" \
+    test "$(lim 'd["peak_bucket"] <= '"$BUDGET"' * 1.1')" = True
+check "no key, private dir or migration snapshot left on any node" \
+    bash -c "for n in cn1 cn2 cn3 cn4; do '$LAB' ssh \$n 'ls /var/run/zmigrate 2>/dev/null; grep -c zmigrate- /root/.ssh/authorized_keys | grep -v ^0; zfs list -H -t snapshot -o name | grep @zmigrate-' | grep -q . && exit 1; done; exit 0"
+
+# --- restore ----------------------------------------------------------------------------------
+zm_ok "restore --dry-run cn1" --json restore --dry-run cn1
+check "the dry run lists the 7 instances, all planned for cn1" \
+    test "$(zm_json '" ".join(sorted(set("%s:%s" % (i["outcome"], i["target"]) for i in d["instances"]))) + " %d" % len(d["instances"])')" = "planned:cn1 7"
+MT_ZM_TIMEOUT=600 zm_ok "restore --finalize --parallel 3 cn1" restore --finalize --parallel 3 cn1
+tail -9 "$ZM_OUT" | sed 's/^/#   /'
+check "every instance is back on cn1 (VMAPI)" \
+    test "$(for vm in "${VMS[@]}"; do vmapi "$vm" 'd["server_uuid"]'; done | sort -u)" = 564d0000-0000-4000-8000-000000000001
+check "cn1 holds all 7 again" test "$(on cn1 'vmadm list -H -o uuid' | wc -l)" = 7
+zm_ok "restore cn1 again: nothing to move back" restore cn1
+check "it says 0 instances" grep -q '^cn1 (.*): 0 instance(s)' "$ZM_OUT"
+
+mt_finish

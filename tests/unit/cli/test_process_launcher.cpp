@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/cli/process_launcher.hpp>
+
+#include <catch2/catch.hpp>
+
+using namespace zmigrate;
+using namespace zmigrate::cli;
+
+TEST_CASE("cli::migrate_argv passes the command line's globals and the request", "[cli]") {
+  GlobalOptions g;
+  g.state_dir = "/var/lib/zm";
+  g.vmapi_url = "http://10.0.0.1";
+  g.json = true; // not passed: the child's output is not shown
+  g.verbose = 2;
+  migration::MigrationRequest r;
+  r.vm_uuid = "u1";
+  r.target_uuid = "t1";
+  r.max_syncs = 4;
+  r.converge_bytes = 1024;
+  r.finalize = true;
+  r.bwlimit = 5000;
+  r.evacuation = "cn1-uuid";
+  CHECK(migrate_argv("/usr/bin/zmigrate", g, r) == std::vector<std::string>{"/usr/bin/zmigrate",
+                                                                            "--state-dir",
+                                                                            "/var/lib/zm",
+                                                                            "--vmapi-url",
+                                                                            "http://10.0.0.1",
+                                                                            "--quiet",
+                                                                            "--no-color",
+                                                                            "migrate",
+                                                                            "u1",
+                                                                            "-n",
+                                                                            "t1",
+                                                                            "--max-syncs",
+                                                                            "4",
+                                                                            "--converge",
+                                                                            "1024",
+                                                                            "--finalize",
+                                                                            "--bwlimit",
+                                                                            "5000",
+                                                                            "--evacuation",
+                                                                            "cn1-uuid"});
+  r.finalize = false;
+  r.bwlimit = 0;
+  r.force_core = true;
+  r.evacuation.clear();
+  g = {};
+  g.take_over = true;
+  CHECK(migrate_argv("zm", g, r) == std::vector<std::string>{"zm", "--take-over", "--quiet",
+                                                             "--no-color", "migrate", "u1", "-n",
+                                                             "t1", "--max-syncs", "4", "--converge",
+                                                             "1024", "--force-core"});
+}
+
+TEST_CASE("cli::child_error", "[cli]") {
+  CHECK(child_error("warning: x\nzmigrate: error: switch u1: refused\n", 4) ==
+        "switch u1: refused");
+  CHECK(child_error("zmigrate: error: a: b\nlater noise\n", 1) == "a: b");
+  CHECK(child_error("only this\n", 1) == "only this");
+  CHECK(child_error("", 137) == "exited with status 137");
+  CHECK(child_error("", 0).empty());
+}
+
+TEST_CASE("cli::self_executable", "[cli]") {
+  const std::string self = self_executable();
+  CHECK(self.front() == '/');
+  CHECK(self.find("zmigrate") != std::string::npos);
+}
