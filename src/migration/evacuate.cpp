@@ -47,7 +47,10 @@ void summarize_record(const state::Migration& m, EvacuationItem& item) {
   item.bytes = 0;
   item.downtime = std::chrono::milliseconds(0);
   for (const state::PhaseRun& r : m.history) {
-    if (r.state != state::State::successful || !r.details.is_object()) {
+    // A finished sync ends "paused" (Triton's spelling: ready for the next sync or the switch).
+    const bool done = r.state == state::State::successful ||
+                      (r.phase == state::Phase::sync && r.state == state::State::paused);
+    if (!done || !r.details.is_object()) {
       continue;
     }
     if (r.phase == state::Phase::sync && r.details.contains("bytes") &&
@@ -235,8 +238,24 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
                               "for placement");
     }
   }
-  const std::vector<inventory::Vm> vms = evacuation_order(
-      ctx.inventory.list_vms(result.server.uuid, "active"), options.include_stopped);
+  std::vector<inventory::Vm> listed = ctx.inventory.list_vms(result.server.uuid, "active");
+  // A migration off this node that switched (or was switching) when an earlier run of the
+  // evacuation stopped: VMAPI lists its instance on the target now, yet it is not finished
+  // (--finalize finalizes it). Every active migration from this node goes on.
+  state::ListFilter from_here;
+  from_here.server_uuid = result.server.uuid;
+  for (const state::Migration& m : ctx.store.list_migrations(from_here)) {
+    if (m.archived || m.source_server_uuid != result.server.uuid ||
+        std::any_of(listed.begin(), listed.end(),
+                    [&m](const inventory::Vm& v) { return v.uuid == m.vm_uuid; })) {
+      continue;
+    }
+    if (std::optional<inventory::Vm> vm = ctx.inventory.find_vm(m.vm_uuid)) {
+      listed.push_back(std::move(*vm));
+    }
+  }
+  const std::vector<inventory::Vm> vms =
+      evacuation_order(std::move(listed), options.include_stopped);
 
   // One plan for all of them, before any moves: the instances begin would refuse (core zones,
   // unsupported brands) take no room in it.
@@ -504,7 +523,14 @@ EvacuateResult restore(Context& ctx, const RestoreOptions& options) {
                                "\"zmigrate rollback {}\" brings it back",
                                m->id, result.server.hostname, vm_uuid);
     } else if (options.dry_run) {
-      item.outcome = "planned";
+      // Checked as a named target, as the migration back will be.
+      try {
+        begin(ctx, {vm_uuid, result.server.uuid, true, false, true});
+        item.outcome = "planned";
+      } catch (const PreconditionError& e) {
+        item.outcome = "refused";
+        item.error = e.what();
+      }
     } else {
       item.outcome = "queued";
       queue.push_back({vm_uuid, result.server.uuid});

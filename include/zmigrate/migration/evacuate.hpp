@@ -142,8 +142,9 @@ struct RestoreOptions {
 // newest migration of each instance recorded data.evacuation.server == `server`, is finalized,
 // and VMAPI shows the instance on that migration's target. Each is migrated back to `server`
 // (through the launcher, as evacuate). One switched but not finalized is refused ("skipped":
-// its source copy is still on `server`; `zmigrate rollback` brings it back). `dry_run` lists
-// them and changes nothing. Throws NotFound for an unknown server.
+// its source copy is still on `server`; `zmigrate rollback` brings it back). `dry_run` checks
+// `server` for each as a named target (as begin --dry-run: "refused" with every reason) and
+// changes nothing. Throws NotFound for an unknown server.
 EvacuateResult restore(Context& ctx, const RestoreOptions& options);
 
 // `sync --all` (cron): one sync of every migration of this state store that waits between begin
@@ -169,14 +170,15 @@ SyncAllResult sync_all(Context& ctx);
 // delta, its switch downtime, and whether it is finalized (pure).
 void summarize_record(const state::Migration& m, EvacuationItem& item);
 
-// Lists the active instances on `options.server` (VMAPI), plans them all (plan_placement;
-// options.target makes it the only node), and migrates each to its planned node; an instance
-// whose migration is begun already goes on to its recorded target (not planned anew). `dry_run`
-// plans every instance (target or every rejected node, validation) and changes nothing. Throws
-// UsageError for a `to` or `exclude` entry that matches nothing. Throws only for what stops the
-// whole evacuation before it starts (an unknown server, the inventory unreachable). An interrupt
-// (SIGINT/SIGTERM) stops the instance being moved at the end of its current step and starts no
-// other; the result says so (`interrupted`).
+// Lists the active instances on `options.server` (VMAPI), and those of the active migrations
+// from it that VMAPI already places elsewhere (switched, not finished), plans them all
+// (plan_placement; options.target makes it the only node), and migrates each to its planned node;
+// an instance whose migration is begun already goes on to its recorded target (not planned anew).
+// `dry_run` plans every instance (target or every rejected node, validation) and changes nothing.
+// Throws UsageError for a `to` or `exclude` entry that matches nothing. Throws only for what stops
+// the whole evacuation before it starts (an unknown server, the inventory unreachable). An
+// interrupt (SIGINT/SIGTERM) stops the instance being moved at the end of its current step and
+// starts no other; the result says so (`interrupted`).
 EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options);
 
 } // namespace zmigrate::migration

@@ -311,11 +311,13 @@ TEST_CASE("migration::summarize_record", "[migration]") {
   s1.details = {{"bytes", 100}};
   state::PhaseRun s2 = s1;
   s2.state = state::State::failed; // a failed sync's bytes are not counted
+  state::PhaseRun s3 = s1;
+  s3.state = state::State::paused; // how a finished sync ends
   state::PhaseRun sw;
   sw.phase = state::Phase::switch_;
   sw.state = state::State::successful;
   sw.details = {{"downtime_ms", 420}, {"final_bytes", 7}};
-  m.history = {s1, s2, s1, sw};
+  m.history = {s1, s2, s3, sw};
   EvacuationItem i;
   summarize_record(m, i);
   CHECK(i.bytes == 207);
