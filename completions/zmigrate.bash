@@ -82,12 +82,13 @@ _zmigrate() {
 
     local opts=
     case $cmd in
-    migrate) opts="-n --target --max-syncs --converge --finalize --offline --max-downtime --deadline --force-after-deadline --bwlimit --dry-run --force-core --allow-older-platform" ;;
+    migrate) opts="-n --target --max-syncs --converge --finalize --offline --max-downtime --deadline --force-after-deadline --bwlimit --no-switch --dry-run --force-core --allow-older-platform" ;;
     begin) opts="-n --target --dry-run --force-core --allow-older-platform" ;;
     sync) opts="--every --bwlimit --all" ;;
     rollback) opts="--keep-changes -y --yes" ;;
     finalize) opts="-y --yes" ;;
-    evacuate) opts="-n --target --to --exclude --separate-owners --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge --parallel --per-node --bwlimit" ;;
+    evacuate) opts="-n --target --to --exclude --separate-owners --dry-run --finalize --running-only --force-core --allow-older-platform --max-syncs --converge --parallel --per-node --bwlimit --switch" ;;
+    switch) opts="--ready" ;;
     restore) opts="--dry-run --finalize --max-syncs --converge --parallel --bwlimit" ;;
     estimate) opts="-s --server --rate --parallel --measure -n --target --measure-size" ;;
     list) opts="-s --state -n --server -a --all -l --long" ;;

@@ -76,6 +76,8 @@ complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l max-downtime -x
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l deadline -x -d 'With --max-downtime: stop syncing after this long'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l force-after-deadline -d 'With --max-downtime: switch anyway at the deadline'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate sync" -l bwlimit -x -d 'Bytes per second at most'
+complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l no-switch -d 'Stop ready to switch after the syncs'
+complete -c zmigrate -n "__fish_seen_subcommand_from switch" -l ready -x -d 'Switch every ready migration from this compute node'
 complete -c zmigrate -n "__fish_seen_subcommand_from migrate" -l dry-run -d 'Print the pre-flight summary; change nothing'
 complete -c zmigrate -n "__fish_seen_subcommand_from begin" -l dry-run -d 'Print the plan and change nothing'
 
@@ -101,6 +103,7 @@ complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l converge -x -d
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l force-core -d 'Also move Triton core instances'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l allow-older-platform -d 'Allow targets with an older platform'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l per-node -x -d 'At most this many into any one target node'
+complete -c zmigrate -n "__fish_seen_subcommand_from evacuate" -l switch -x -a 'auto manual' -d 'Switch each once synced, or stop each ready'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate restore" -l parallel -x -d 'Instances migrated at once'
 complete -c zmigrate -n "__fish_seen_subcommand_from evacuate restore" -l bwlimit -x -d 'Bytes per second shared by all transfers'
 

@@ -65,7 +65,8 @@ int report(Runtime& rt, const migration::EvacuateResult& r, bool dry_run, const 
                                   "STATE", "RESULT", "TARGET", "DOWNTIME", "NOTE"));
     }
     for (const auto& i : r.items) {
-      const bool moved = i.outcome == "migrated" || i.outcome == "finalized";
+      const bool moved =
+          i.outcome == "migrated" || i.outcome == "finalized" || i.outcome == "switched";
       // An instance no node takes: every node and why, one line each, below its row.
       const bool unplaced = i.target.empty() && !i.rejected.empty();
       out.result_line(fmt::format(
@@ -118,6 +119,7 @@ CommandSpec evacuate_command() {
     int parallel = 1;
     int per_node = 0;
     std::string bwlimit;
+    std::string switch_mode = "auto";
   };
   auto o = std::make_shared<Opts>();
   return {"evacuate", "Migrate every instance off a compute node, several at once with --parallel",
@@ -154,6 +156,10 @@ CommandSpec evacuate_command() {
                            "At most this many of them into any one target node (default: as "
                            "--parallel)")
                 ->check(CLI::Range(1, 64));
+            app.add_option("--switch", o->switch_mode,
+                           "auto: each instance switches once synced; manual: each stops ready to "
+                           "switch, for a switch of the whole node in the window")
+                ->check(CLI::IsMember({"auto", "manual"}));
             add_bwlimit_option(app, o->bwlimit,
                                "Bytes per second shared by all the evacuation's transfers (e.g. "
                                "100M), each of the --parallel migrations getting an equal share "
@@ -176,6 +182,12 @@ CommandSpec evacuate_command() {
             eo.include_stopped = !o->running_only;
             std::tie(eo.max_syncs, eo.converge_bytes) =
                 resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
+            eo.manual_switch = o->switch_mode == "manual";
+            if (eo.manual_switch && o->finalize) {
+              throw UsageError("evacuate --switch manual", "stops each instance ready to switch: "
+                                                           "finalize after \"zmigrate switch "
+                                                           "--ready\", not with --finalize");
+            }
             eo.parallel = o->parallel;
             eo.per_node = o->per_node;
             eo.bwlimit = o->bwlimit.empty() ? 0 : budget;
@@ -187,8 +199,21 @@ CommandSpec evacuate_command() {
             const migration::EvacuateResult r = migration::evacuate(ctx, eo);
             launcher.reset();
 
+            if (eo.manual_switch && !o->dry_run) {
+              return report(rt, r, false, "evacuate",
+                            fmt::format("ready to switch: \"zmigrate switch --ready {}\" switches "
+                                        "them",
+                                        r.server.hostname));
+            }
             return report(rt, r, o->dry_run, "evacuate", "evacuated");
           }};
+}
+
+int switch_ready_command(Runtime& rt, const std::string& server) {
+  migration::Context& ctx =
+      rt.context({Service::vmapi, Service::cnapi, Service::napi, Service::imgapi});
+  const migration::EvacuateResult r = migration::switch_ready(ctx, server);
+  return report(rt, r, false, "switch --ready", "switched");
 }
 
 CommandSpec restore_command() {

@@ -410,13 +410,42 @@ CommandSpec sync_command() {
 }
 
 CommandSpec switch_command() {
-  return vm_phase_command("switch",
-                          "Stop the instance, send the final delta and start it on the target",
-                          [](migration::Context& ctx, const std::string& vm) -> PhaseOutput {
-                            const migration::SwitchResult r = migration::switch_over(ctx, vm);
-                            return {{{"switch", switch_json(r)}, {"migration", r.migration}},
-                                    {downtime_summary(r), "OK - switch was successful"}};
-                          });
+  struct Opts {
+    VmOptions vm;
+    std::string ready;
+  };
+  auto o = std::make_shared<Opts>();
+  return {"switch", "Stop the instance, send the final delta and start it on the target",
+          [o](CLI::App& app) {
+            app.add_option("VM", o->vm.vm, "Instance UUID (or --ready CN)");
+            app.add_option("--ready", o->ready,
+                           "Switch every migration from this compute node that is ready to "
+                           "switch (as a manual evacuation leaves them), one after the other");
+          },
+          [o](Runtime& rt) {
+            if (!o->ready.empty()) {
+              if (!o->vm.vm.empty()) {
+                throw UsageError("switch --ready", "takes no VM: it switches every ready "
+                                                   "migration from the node");
+              }
+              require_node_argument("--ready", o->ready);
+              return switch_ready_command(rt, o->ready);
+            }
+            if (o->vm.vm.empty()) {
+              throw UsageError("switch", "needs the instance's UUID, or --ready CN");
+            }
+            migration::Context& ctx = start(rt, o->vm.vm);
+            TerminalReporter& out = rt.reporter();
+            out.phase_started("switch", "");
+            const migration::SwitchResult r = migration::switch_over(ctx, o->vm.vm);
+            if (out.style().json) {
+              out.json({{"switch", switch_json(r)}, {"migration", r.migration}});
+            } else {
+              out.result_line(downtime_summary(r));
+              out.result_line("OK - switch was successful");
+            }
+            return 0;
+          }};
 }
 
 CommandSpec rollback_command() {
@@ -589,6 +618,7 @@ CommandSpec migrate_command() {
     bool force_after_deadline = false;
     std::string bwlimit;
     std::string evacuation;
+    bool no_switch = false;
   };
   auto o = std::make_shared<Opts>();
   return {
@@ -606,6 +636,8 @@ CommandSpec migrate_command() {
         add_bwlimit_option(app, o->bwlimit,
                            "Send at most this many bytes per second, final delta included (e.g. "
                            "50M; default: the configuration's bwlimit, else unlimited)");
+        app.add_flag("--no-switch", o->no_switch,
+                     "Stop ready to switch after the syncs (\"zmigrate switch\" in the window)");
         // evacuate's children only: the node being emptied, recorded for `restore`.
         app.add_option("--evacuation", o->evacuation)->group("");
         app.add_flag("--dry-run", o->dry_run,
@@ -648,6 +680,7 @@ CommandSpec migrate_command() {
             resolve_sync_policy(o->policy, ctx.settings.max_syncs, ctx.settings.converge_bytes);
         mo.finalize = o->finalize;
         mo.begin.evacuation = o->evacuation;
+        mo.no_switch = o->no_switch;
         mo.offline = o->offline;
         if (o->dry_run) {
           migration::BeginOptions b = mo.begin;

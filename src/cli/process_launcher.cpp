@@ -53,6 +53,9 @@ std::vector<std::string> migrate_argv(const std::string& program, const GlobalOp
   if (request.bwlimit > 0) {
     argv.insert(argv.end(), {"--bwlimit", std::to_string(request.bwlimit)});
   }
+  if (request.no_switch) {
+    argv.emplace_back("--no-switch");
+  }
   pass("--evacuation", request.evacuation);
   return argv;
 }

@@ -680,6 +680,10 @@ SyncLoopResult sync_loop(Context& ctx, const std::string& vm_uuid,
 }
 
 MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
+  if (options.no_switch && (options.finalize || options.offline || options.max_downtime)) {
+    throw UsageError("migrate --no-switch", "stops ready to switch: it goes with neither "
+                                            "--finalize, --offline nor --max-downtime");
+  }
   MigrateResult result;
   // Resume a migration of this instance that an earlier `migrate` left half-way.
   std::optional<state::Migration> active = ctx.store.find_active_for_vm(options.begin.vm_uuid);
@@ -800,7 +804,8 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     }
   }
   const state::Migration now = switched ? *active : load_active(ctx, options.begin.vm_uuid);
-  if (!switched && !(now.phase == state::Phase::switch_ && now.state == state::State::successful)) {
+  if (!options.no_switch && !switched &&
+      !(now.phase == state::Phase::switch_ && now.state == state::State::successful)) {
     ctx.reporter.phase_started("switch", "");
     result.switched = switch_over(ctx, options.begin.vm_uuid);
     if (options.offline) {

@@ -96,6 +96,7 @@ void InProcessLauncher::start(const MigrationRequest& request) {
   mo.max_syncs = request.max_syncs;
   mo.converge_bytes = request.converge_bytes;
   mo.finalize = request.finalize;
+  mo.no_switch = request.no_switch;
   const Settings saved = m_ctx.settings;
   m_ctx.settings.allow_older_platform = request.allow_older_platform;
   if (request.bwlimit > 0) {
@@ -165,6 +166,7 @@ void run_queue(Context& ctx, const EvacuateOptions& options, std::vector<QueuedM
       req.allow_older_platform = ctx.settings.allow_older_platform;
       req.bwlimit = share;
       req.evacuation = options.restore ? std::string() : result.server.uuid;
+      req.no_switch = options.manual_switch;
       ctx.log.info("evacuate: migration started", {{"vm_uuid", q.vm_uuid},
                                                    {"target", q.target_uuid},
                                                    {"running", running_vms.size() + 1},
@@ -202,7 +204,8 @@ void run_queue(Context& ctx, const EvacuateOptions& options, std::vector<QueuedM
       if (m) {
         summarize_record(*m, item);
       }
-      item.outcome = options.finalize ? "finalized" : "migrated";
+      item.outcome =
+          options.manual_switch ? "ready" : (options.finalize ? "finalized" : "migrated");
     } else if (done->exit_status == static_cast<int>(ExitCode::interrupted)) {
       item.outcome = "interrupted";
       result.interrupted = true;
@@ -469,6 +472,66 @@ SyncAllResult sync_all(Context& ctx) {
       item.error = e.what();
     }
     ctx.log.info("sync --all: migration done",
+                 {{"vm_uuid", item.vm_uuid}, {"outcome", item.outcome}, {"error", item.error}});
+    result.items.push_back(std::move(item));
+    if (result.interrupted) {
+      break;
+    }
+  }
+  return result;
+}
+
+EvacuateResult switch_ready(Context& ctx, const std::string& server) {
+  EvacuateResult result;
+  result.server = ctx.inventory.resolve_server(server);
+  state::ListFilter filter;
+  filter.server_uuid = result.server.uuid;
+  std::vector<state::Migration> ready;
+  for (state::Migration& m : ctx.store.list_migrations(filter)) {
+    const std::vector<Action> allowed = allowed_actions(m);
+    if (!m.archived && m.source_server_uuid == result.server.uuid &&
+        std::find(allowed.begin(), allowed.end(), Action::switch_) != allowed.end() &&
+        m.phase != state::Phase::switch_) { // a failed switch is for its own command
+      ready.push_back(std::move(m));
+    }
+  }
+  std::sort(ready.begin(), ready.end(), [](const state::Migration& a, const state::Migration& b) {
+    return a.created != b.created ? a.created < b.created : a.id < b.id;
+  });
+  for (const state::Migration& m : ready) {
+    if (interrupt_requested()) {
+      result.interrupted = true;
+      break;
+    }
+    EvacuationItem item;
+    item.vm_uuid = m.vm_uuid;
+    item.alias = m.data.value("alias", std::string());
+    item.brand = m.data.value("brand", std::string());
+    item.state = m.data.value("state_at_begin", std::string());
+    item.target = m.data.value("target", nlohmann::json::object()).value("hostname", "");
+    ctx.reporter.phase_started("switch",
+                               fmt::format("{} ({}) to {}", m.vm_uuid,
+                                           item.alias.empty() ? "-" : item.alias, item.target));
+    try {
+      const SwitchResult r = switch_over(ctx, m.vm_uuid);
+      item.outcome = "switched";
+      item.downtime = r.downtime;
+      item.bytes = r.final_bytes;
+    } catch (const Error& e) {
+      item.error = e.what();
+      if (e.exit_code() == ExitCode::interrupted) {
+        item.outcome = "interrupted";
+        result.interrupted = true;
+      } else if (dynamic_cast<const PreconditionError*>(&e) != nullptr) {
+        item.outcome = "skipped";
+      } else {
+        item.outcome = "failed";
+      }
+    } catch (const std::exception& e) {
+      item.outcome = "failed";
+      item.error = e.what();
+    }
+    ctx.log.info("switch --ready: migration done",
                  {{"vm_uuid", item.vm_uuid}, {"outcome", item.outcome}, {"error", item.error}});
     result.items.push_back(std::move(item));
     if (result.interrupted) {

@@ -26,6 +26,8 @@ CommandSpec finalize_command();
 CommandSpec estimate_command();
 CommandSpec evacuate_command();
 CommandSpec restore_command();
+// switch --ready CN (in evacuate.cpp, with the evacuation's end table).
+int switch_ready_command(Runtime& rt, const std::string& server);
 CommandSpec watch_command();
 CommandSpec list_command();
 CommandSpec get_command();

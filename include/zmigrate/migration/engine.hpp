@@ -110,6 +110,9 @@ struct MigrateOptions {
   std::optional<std::chrono::milliseconds> max_downtime;
   std::optional<std::chrono::milliseconds> deadline;
   bool force_after_deadline = false;
+  // Stop ready to switch instead of switching (evacuate --switch manual; `migrate --no-switch`):
+  // begin and the syncs only. Excludes finalize.
+  bool no_switch = false;
 };
 
 struct MigrateResult {

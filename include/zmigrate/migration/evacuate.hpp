@@ -32,6 +32,7 @@ struct MigrationRequest {
   bool allow_older_platform = false;
   std::uint64_t bwlimit = 0; // bytes per second for this migration's streams (0 = unlimited)
   std::string evacuation;    // the node being evacuated (BeginOptions::evacuation); "" = restore
+  bool no_switch = false;    // stop ready to switch (evacuate --switch manual)
 };
 
 // How one launched migration ended.
@@ -99,6 +100,9 @@ struct EvacuateOptions {
   // Runs the migrations; nullptr = InProcessLauncher (one after the other, whatever `parallel`).
   MigrationLauncher* launcher = nullptr;
   bool restore = false; // restore(): the migrations go back, with no evacuation mark
+  // --switch manual: each stops ready to switch (outcome "ready"); `switch --ready CN` switches
+  // them in the window. Excludes finalize.
+  bool manual_switch = false;
 };
 
 struct EvacuationItem {
@@ -107,8 +111,9 @@ struct EvacuationItem {
   std::string brand;
   std::string state;   // as VMAPI listed it
   std::string target;  // hostname chosen (or planned)
-  std::string outcome; // planned, refused (dry run), migrated, finalized, skipped, failed,
-                       // interrupted, excluded (--exclude)
+  std::string outcome; // planned, refused (dry run), migrated, finalized, ready (--switch
+                       // manual), switched (switch --ready), skipped, failed, interrupted,
+                       // excluded (--exclude)
   std::string error;   // why skipped or failed
   std::string reason;  // why the plan chose `target`, or why it found no node
   std::vector<RejectedNode> rejected; // the nodes the plan refused, each with every reason
@@ -165,6 +170,13 @@ struct SyncAllResult {
   bool interrupted = false;
 };
 SyncAllResult sync_all(Context& ctx);
+
+// `switch --ready CN`: switches, one after the other, every migration from `server` that is
+// ready to switch (its record accepts a switch: at least one sync, not switched yet), oldest
+// first; each outcome is "switched" (with its downtime), "skipped" (refused before anything
+// stopped, e.g. busy or the target can no longer take it: the instance runs on) or "failed".
+// An interrupt stops at the end of a step as any switch and starts no other.
+EvacuateResult switch_ready(Context& ctx, const std::string& server);
 
 // What a migration record says a finished migration moved: the bytes of its syncs and final
 // delta, its switch downtime, and whether it is finalized (pure).

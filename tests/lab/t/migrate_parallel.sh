@@ -175,4 +175,21 @@ check "app02 stays on cn4, skipped" \
 zm_ok "restore cn1 again: nothing more to move back" restore cn1
 check "it lists only app02 (skipped again)" grep -q '^cn1 (.*): 1 instance(s)' "$ZM_OUT"
 
+# --- a manual evacuation: copy now, switch in the window ----------------------------------------
+zm_ok "evacuate --switch manual --parallel 3 cn1" --json evacuate --switch manual --parallel 3 cn1
+check "the 6 instances on cn1 are ready to switch" \
+    test "$(zm_json '" ".join(sorted(set(i["outcome"] for i in d["instances"]))) + " %d" % len(d["instances"])')" = "ready 6"
+check "they still run on cn1 (VMAPI)" \
+    test "$(for vm in "${VMS[@]}"; do [[ $vm == "$APP02" ]] || vmapi "$vm" 'd["server_uuid"]'; done | sort -u)" = 564d0000-0000-4000-8000-000000000001
+zm_ok "sync --all keeps their copies fresh" --json sync --all
+check "sync --all synced the 6" \
+    test "$(zm_json '" ".join(sorted(set(i["outcome"] for i in d["migrations"]))) + " %d" % len(d["migrations"])')" = "synced 6"
+zm_ok "switch --ready cn1" switch --ready cn1
+tail -8 "$ZM_OUT" | sed 's/^/#   /'
+check "every one switched, with its downtime" test "$(grep -c ' switched ' "$ZM_OUT")" = 6
+check "none is on cn1 any more (VMAPI)" \
+    bash -c "! grep -q 000000000001 <<<'$(for vm in "${VMS[@]}"; do vmapi "$vm" 'd["server_uuid"]'; done)'"
+zm_ok "switch --ready cn1 again: nothing is ready" switch --ready cn1
+check "it lists none" grep -q '^cn1 (.*): 0 instance(s)' "$ZM_OUT"
+
 mt_finish
