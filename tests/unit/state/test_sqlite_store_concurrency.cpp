@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int k_steps = 12;                                  // journal steps per migration
+constexpr int k_steps = 12;                                 // journal steps per migration
 constexpr auto k_watch_deadline = std::chrono::seconds(60); // a hung run fails, never blocks
 
 class TempDir {
