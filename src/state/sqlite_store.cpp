@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fcntl.h>
+#include <random>
 #include <signal.h>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 
 #include <climits>
@@ -218,9 +221,20 @@ void make_parent_dirs(const std::string& path) {
 
 // SQLite would create the file with the umask's mode; the VM records it holds are nobody
 // else's business, so create it 0600 first (WAL and shm files inherit the database's mode).
+// Only a missing file is opened here, and exclusively: closing any descriptor of a file drops
+// every POSIX lock this process holds on it, so opening and closing an existing database would
+// silently unlock another connection of this process (another thread's store) in the middle of
+// its transaction. A file that does not exist yet has no such connection.
 void create_private_file(const std::string& path) {
-  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0) {
+    return;
+  }
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
+    if (errno == EEXIST) {
+      return; // another process or thread created it first
+    }
     throw Error(ExitCode::state, path,
                 fmt::format("cannot open state database: {}; check permissions or set "
                             "--state-dir",
@@ -393,6 +407,50 @@ private:
   std::string m_doing;
   sqlite3_stmt* m_stmt = nullptr;
 };
+
+// `PRAGMA journal_mode=WAL`, returning the mode in force. On a file that is not WAL yet (a new
+// state directory) the pragma reads the header under a shared lock, then upgrades it to write
+// the new mode; SQLite answers that upgrade with SQLITE_BUSY at once, without the busy handler,
+// when another connection holds a lock, so several zmigrate processes starting together on a
+// new state directory fail there even though nobody keeps the database locked. Only this pragma
+// is retried, with a jittered backoff, for as long as the busy timeout; once the file is WAL the
+// pragma takes a read lock only (which waits in the busy handler) and writes nothing.
+std::string enable_wal(Connection& c, const std::string& doing) {
+  using SteadyClock = std::chrono::steady_clock;
+  const SteadyClock::time_point deadline =
+      SteadyClock::now() + std::chrono::milliseconds(k_busy_timeout_ms);
+  std::minstd_rand jitter(static_cast<std::minstd_rand::result_type>(
+      static_cast<unsigned>(getpid()) ^
+      static_cast<unsigned>(SteadyClock::now().time_since_epoch().count())));
+  int ceiling_ms = 2;
+  while (true) {
+    sqlite3_stmt* st = nullptr;
+    int rc = sqlite3_prepare_v2(c.db(), "PRAGMA journal_mode=WAL", -1, &st, nullptr);
+    std::string mode;
+    if (rc == SQLITE_OK) {
+      rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW) {
+        const unsigned char* text = sqlite3_column_text(st, 0);
+        mode = text != nullptr ? reinterpret_cast<const char*>(text) : "";
+      }
+    }
+    // The error message belongs to the connection until the next call: keep it for fail().
+    const std::string message = rc == SQLITE_ROW || rc == SQLITE_DONE || rc == SQLITE_OK
+                                    ? std::string()
+                                    : std::string(sqlite3_errmsg(c.db()));
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+      return mode;
+    }
+    if ((rc & 0xff) != SQLITE_BUSY || SteadyClock::now() >= deadline) {
+      throw_sqlite(c.path(), rc, message, doing);
+    }
+    // Sleeping a random part of a growing ceiling keeps the openers from retrying in step.
+    std::uniform_int_distribution<int> pause_ms(1, ceiling_ms);
+    std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms(jitter)));
+    ceiling_ms = std::min(ceiling_ms * 2, 50);
+  }
+}
 
 // One transaction. Writes take the write lock up front (IMMEDIATE) so that two processes never
 // both read, then both try to upgrade to a write and deadlock into SQLITE_BUSY. commit() is
@@ -647,8 +705,7 @@ void SqliteStateStore::open(std::span<const SchemaUpgrade> upgrades) {
   {
     // journal_mode answers with the mode in force; anything but "wal" on a file means the
     // filesystem cannot do WAL (e.g. NFS) and crash safety would silently weaken.
-    Statement st(*m_db, "PRAGMA journal_mode=WAL", doing);
-    const std::string mode = st.step() ? st.col_text(0) : std::string();
+    const std::string mode = enable_wal(*m_db, doing);
     if (!in_memory && mode != "wal") {
       throw Error(ExitCode::state, m_path,
                   fmt::format("{}: cannot enable the WAL journal (journal mode is '{}'); put "

@@ -49,7 +49,9 @@ public:
   // Open or create the database at `path` (":memory:" for a private in-memory database, as tests
   // use). Missing parent directories are created with mode 0700 and a new database file with
   // 0600. Enables WAL, a 5 s busy timeout and foreign keys, then brings the schema up to date
-  // using `upgrades` (tests pass a different list; everyone else keeps the default).
+  // using `upgrades` (tests pass a different list; everyone else keeps the default). Any number
+  // of processes and threads may open one path at once, a new file included: each waits for the
+  // others (up to the busy timeout) rather than failing.
   // `clock` stamps timestamps the caller leaves empty and judges lease staleness; it must outlive
   // the store. Throws Error(ExitCode::state) naming `path` when the file cannot be opened or
   // written, is not a SQLite database, or has a schema newer than `upgrades` knows.
