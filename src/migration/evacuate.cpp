@@ -6,6 +6,7 @@
 #include <zmigrate/util/interrupt.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 
 #include <fmt/format.h>
@@ -427,20 +428,56 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
   return result;
 }
 
-SyncAllResult sync_all(Context& ctx) {
-  SyncAllResult result;
-  std::vector<state::Migration> waiting;
-  for (state::Migration& m : ctx.store.list_migrations(state::ListFilter{})) {
+namespace {
+
+// The migrations `filter` lists (none archived) whose record accepts `action` and that `keep`
+// keeps, oldest first.
+std::vector<state::Migration> accepting(Context& ctx, const state::ListFilter& filter,
+                                        Action action,
+                                        const std::function<bool(const state::Migration&)>& keep) {
+  std::vector<state::Migration> out;
+  for (state::Migration& m : ctx.store.list_migrations(filter)) {
     const std::vector<Action> allowed = allowed_actions(m);
-    if (!m.archived && std::find(allowed.begin(), allowed.end(), Action::sync) != allowed.end()) {
-      waiting.push_back(std::move(m));
+    if (!m.archived && std::find(allowed.begin(), allowed.end(), action) != allowed.end() &&
+        keep(m)) {
+      out.push_back(std::move(m));
     }
   }
-  std::sort(waiting.begin(), waiting.end(),
-            [](const state::Migration& a, const state::Migration& b) {
-              return a.created != b.created ? a.created < b.created : a.id < b.id;
-            });
-  for (const state::Migration& m : waiting) {
+  std::sort(out.begin(), out.end(), [](const state::Migration& a, const state::Migration& b) {
+    return a.created != b.created ? a.created < b.created : a.id < b.id;
+  });
+  return out;
+}
+
+// One command of a bulk run (sync --all, switch --ready): runs `body`, which sets the outcome
+// when it succeeds; otherwise the outcome says how it ended: "interrupted", "skipped" (refused
+// before anything changed, or the record changed since it was listed) or "failed", and `error`
+// says why. Returns true when the run must stop (interrupted).
+bool run_one(const std::function<void()>& body, std::string& outcome, std::string& error) {
+  try {
+    body();
+  } catch (const Error& e) {
+    error = e.what();
+    if (e.exit_code() == ExitCode::interrupted) {
+      outcome = "interrupted";
+      return true;
+    }
+    const bool refused = dynamic_cast<const PreconditionError*>(&e) != nullptr ||
+                         dynamic_cast<const NotFoundError*>(&e) != nullptr;
+    outcome = refused ? "skipped" : "failed";
+  } catch (const std::exception& e) {
+    outcome = "failed";
+    error = e.what();
+  }
+  return false;
+}
+
+} // namespace
+
+SyncAllResult sync_all(Context& ctx) {
+  SyncAllResult result;
+  for (const state::Migration& m : accepting(ctx, state::ListFilter{}, Action::sync,
+                                             [](const state::Migration&) { return true; })) {
     if (interrupt_requested()) {
       result.interrupted = true;
       break;
@@ -451,26 +488,14 @@ SyncAllResult sync_all(Context& ctx) {
     item.migration_id = m.id;
     ctx.reporter.phase_started(
         "sync", fmt::format("{} ({})", m.vm_uuid, item.alias.empty() ? "-" : item.alias));
-    try {
-      const SyncResult r = sync(ctx, m.vm_uuid);
-      item.outcome = "synced";
-      item.bytes = r.bytes;
-      item.duration = r.duration;
-    } catch (const Error& e) {
-      item.error = e.what();
-      if (e.exit_code() == ExitCode::interrupted) {
-        item.outcome = "interrupted";
-        result.interrupted = true;
-      } else if (dynamic_cast<const PreconditionError*>(&e) != nullptr ||
-                 dynamic_cast<const NotFoundError*>(&e) != nullptr) {
-        item.outcome = "skipped"; // busy, or changed since the list was read
-      } else {
-        item.outcome = "failed";
-      }
-    } catch (const std::exception& e) {
-      item.outcome = "failed";
-      item.error = e.what();
-    }
+    result.interrupted = run_one(
+        [&] {
+          const SyncResult r = sync(ctx, m.vm_uuid);
+          item.outcome = "synced";
+          item.bytes = r.bytes;
+          item.duration = r.duration;
+        },
+        item.outcome, item.error);
     ctx.log.info("sync --all: migration done",
                  {{"vm_uuid", item.vm_uuid}, {"outcome", item.outcome}, {"error", item.error}});
     result.items.push_back(std::move(item));
@@ -486,19 +511,12 @@ EvacuateResult switch_ready(Context& ctx, const std::string& server) {
   result.server = ctx.inventory.resolve_server(server);
   state::ListFilter filter;
   filter.server_uuid = result.server.uuid;
-  std::vector<state::Migration> ready;
-  for (state::Migration& m : ctx.store.list_migrations(filter)) {
-    const std::vector<Action> allowed = allowed_actions(m);
-    if (!m.archived && m.source_server_uuid == result.server.uuid &&
-        std::find(allowed.begin(), allowed.end(), Action::switch_) != allowed.end() &&
-        m.phase != state::Phase::switch_) { // a failed switch is for its own command
-      ready.push_back(std::move(m));
-    }
-  }
-  std::sort(ready.begin(), ready.end(), [](const state::Migration& a, const state::Migration& b) {
-    return a.created != b.created ? a.created < b.created : a.id < b.id;
-  });
-  for (const state::Migration& m : ready) {
+  const std::string source = result.server.uuid;
+  for (const state::Migration& m :
+       accepting(ctx, filter, Action::switch_, [&source](const state::Migration& x) {
+         // A failed switch is for its own command (switch VM or rollback), not for a batch.
+         return x.source_server_uuid == source && x.phase != state::Phase::switch_;
+       })) {
     if (interrupt_requested()) {
       result.interrupted = true;
       break;
@@ -512,25 +530,14 @@ EvacuateResult switch_ready(Context& ctx, const std::string& server) {
     ctx.reporter.phase_started("switch",
                                fmt::format("{} ({}) to {}", m.vm_uuid,
                                            item.alias.empty() ? "-" : item.alias, item.target));
-    try {
-      const SwitchResult r = switch_over(ctx, m.vm_uuid);
-      item.outcome = "switched";
-      item.downtime = r.downtime;
-      item.bytes = r.final_bytes;
-    } catch (const Error& e) {
-      item.error = e.what();
-      if (e.exit_code() == ExitCode::interrupted) {
-        item.outcome = "interrupted";
-        result.interrupted = true;
-      } else if (dynamic_cast<const PreconditionError*>(&e) != nullptr) {
-        item.outcome = "skipped";
-      } else {
-        item.outcome = "failed";
-      }
-    } catch (const std::exception& e) {
-      item.outcome = "failed";
-      item.error = e.what();
-    }
+    result.interrupted = run_one(
+        [&] {
+          const SwitchResult r = switch_over(ctx, m.vm_uuid);
+          item.outcome = "switched";
+          item.downtime = r.downtime;
+          item.bytes = r.final_bytes;
+        },
+        item.outcome, item.error);
     ctx.log.info("switch --ready: migration done",
                  {{"vm_uuid", item.vm_uuid}, {"outcome", item.outcome}, {"error", item.error}});
     result.items.push_back(std::move(item));

@@ -324,3 +324,28 @@ TEST_CASE("migration::summarize_record", "[migration]") {
   CHECK(i.downtime == std::chrono::milliseconds(420));
   CHECK(i.target == "cn2");
 }
+
+TEST_CASE("migration::sync_all and switch_ready work on what waits", "[migration]") {
+  using fakes::EngineWorld;
+  EngineWorld w;
+  CHECK(sync_all(w.ctx).items.empty());
+  BeginOptions b;
+  b.vm_uuid = EngineWorld::k_vm;
+  b.target = EngineWorld::k_cn2;
+  begin(w.ctx, b);
+  // Ready to switch only after a sync: nothing to switch yet.
+  CHECK(switch_ready(w.ctx, EngineWorld::k_cn1).items.empty());
+  SyncAllResult s = sync_all(w.ctx);
+  REQUIRE(s.items.size() == 1);
+  CHECK(s.items[0].outcome == "synced");
+  CHECK(s.items[0].bytes > 0);
+  // Another node's migrations are not this node's to switch.
+  CHECK(switch_ready(w.ctx, EngineWorld::k_cn2).items.empty());
+  const EvacuateResult r = switch_ready(w.ctx, EngineWorld::k_cn1);
+  REQUIRE(r.items.size() == 1);
+  CHECK(r.items[0].outcome == "switched");
+  CHECK(r.items[0].target == "cn2");
+  // Switched: neither waits any more.
+  CHECK(sync_all(w.ctx).items.empty());
+  CHECK(switch_ready(w.ctx, EngineWorld::k_cn1).items.empty());
+}
