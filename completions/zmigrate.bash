@@ -91,7 +91,7 @@ _zmigrate() {
     switch) opts="--ready" ;;
     restore) opts="--dry-run --finalize --max-syncs --converge --parallel --bwlimit" ;;
     estimate) opts="-s --server --rate --parallel --measure -n --target --measure-size" ;;
-    list) opts="-s --state -n --server -a --all -l --long" ;;
+    list) opts="-s --state -n --server -a --all -l --long --evacuation" ;;
     cleanup) opts="--dry-run" ;;
     esac
     case $cmd in

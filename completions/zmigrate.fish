@@ -125,4 +125,5 @@ complete -c zmigrate -n "__fish_seen_subcommand_from estimate" -l measure-size -
 complete -c zmigrate -n "__fish_seen_subcommand_from list" -s s -l state -x -a 'running paused failed successful' -d 'Only migrations in this state'
 complete -c zmigrate -n "__fish_seen_subcommand_from list" -s n -l server -x -d 'Only migrations from or to this node'
 complete -c zmigrate -n "__fish_seen_subcommand_from list" -s a -l all -d 'Include finished migrations'
+complete -c zmigrate -n "__fish_seen_subcommand_from list" -l evacuation -x -d 'The migrations of the evacuation of this node'
 complete -c zmigrate -n "__fish_seen_subcommand_from list" -s l -l long -d 'Also show nodes and error'

@@ -103,6 +103,53 @@ bool involves_server(const state::Migration& m, const std::string& cn) {
          cn == recorded_hostname(m, "source") || cn == recorded_hostname(m, "target");
 }
 
+bool of_evacuation(const state::Migration& m, const std::string& cn) {
+  const auto ev = m.data.find("evacuation");
+  if (ev == m.data.end() || !ev->is_object() || !ev->contains("server") ||
+      !(*ev)["server"].is_string()) {
+    return false;
+  }
+  const std::string server = (*ev)["server"].get<std::string>();
+  return cn == server || (server == m.source_server_uuid && cn == recorded_hostname(m, "source"));
+}
+
+EvacuationSummary summarize_evacuation(const std::vector<state::Migration>& migrations) {
+  EvacuationSummary s;
+  for (const state::Migration& m : migrations) {
+    ++s.total;
+    const bool ok = m.state == state::State::successful;
+    if (m.phase == state::Phase::finalize && ok) {
+      ++s.moved;
+      ++s.finalized;
+    } else if (m.phase == state::Phase::switch_ && ok) {
+      ++s.moved;
+    } else if (m.state == state::State::failed) {
+      ++s.failed;
+    } else if (m.state == state::State::running) {
+      ++s.running;
+    } else if (m.phase == state::Phase::sync && m.state == state::State::paused) {
+      ++s.ready;
+    }
+    for (const state::PhaseRun& r : m.history) {
+      const char* key = r.phase == state::Phase::sync      ? "bytes"
+                        : r.phase == state::Phase::switch_ ? "final_bytes"
+                                                           : nullptr;
+      if (key != nullptr && r.details.is_object() && r.details.contains(key) &&
+          r.details[key].is_number_integer() && r.details[key].get<std::int64_t>() > 0) {
+        s.bytes_sent += r.details[key].get<std::uint64_t>();
+      }
+    }
+  }
+  return s;
+}
+
+std::string evacuation_line(const std::string& server, const EvacuationSummary& s) {
+  return fmt::format("{}: {} of {} moved ({} finalized), {} ready to switch, {} running, {} "
+                     "failed; {} sent",
+                     server, s.moved, s.total, s.finalized, s.ready, s.running, s.failed,
+                     human_bytes(s.bytes_sent));
+}
+
 std::string render_list(const std::vector<state::Migration>& migrations, bool long_format,
                         std::chrono::system_clock::time_point now) {
   std::vector<std::vector<std::string>> rows;
@@ -148,6 +195,7 @@ CommandSpec list_command() {
     std::string server;
     bool all = false;
     bool long_format = false;
+    std::string evacuation;
   };
   auto o = std::make_shared<Opts>();
   return {"list", "List migrations (active ones unless --all), newest first",
@@ -157,6 +205,9 @@ CommandSpec list_command() {
             app.add_option("-n,--server", o->server,
                            "Only migrations from or to this compute node (UUID or hostname)");
             app.add_flag("-a,--all", o->all, "Include finished (archived) migrations");
+            app.add_option("--evacuation", o->evacuation,
+                           "The migrations of the evacuation of this compute node (finished ones "
+                           "too), with how far it got");
             app.add_flag("-l,--long", o->long_format,
                          "Also show the source and target nodes and the error");
             app.fallthrough();
@@ -166,7 +217,7 @@ CommandSpec list_command() {
             if (!o->state.empty()) {
               filter.state = state::state_from_string(o->state);
             }
-            filter.include_archived = o->all;
+            filter.include_archived = o->all || !o->evacuation.empty();
             if (!o->server.empty() && looks_like_uuid(o->server)) {
               filter.server_uuid = o->server;
             }
@@ -174,6 +225,44 @@ CommandSpec list_command() {
             if (!o->server.empty() && filter.server_uuid.empty()) {
               std::erase_if(
                   found, [&](const state::Migration& m) { return !involves_server(m, o->server); });
+            }
+            if (!o->evacuation.empty()) {
+              // The evacuation's own migrations, the newest of each instance (a rerun resumes
+              // them; a restore's are not the evacuation's).
+              std::erase_if(found, [&](const state::Migration& m) {
+                return !of_evacuation(m, o->evacuation);
+              });
+              std::vector<std::string> seen;
+              std::erase_if(found, [&seen](const state::Migration& m) {
+                if (std::find(seen.begin(), seen.end(), m.vm_uuid) != seen.end()) {
+                  return true; // newest first: an older one of the same instance
+                }
+                seen.push_back(m.vm_uuid);
+                return false;
+              });
+              const EvacuationSummary s = summarize_evacuation(found);
+              if (rt.globals().json) {
+                nlohmann::json j = nlohmann::json::array();
+                for (const state::Migration& m : found) {
+                  j.push_back(m);
+                }
+                rt.reporter().json({{"evacuation",
+                                     {{"server", o->evacuation},
+                                      {"total", s.total},
+                                      {"moved", s.moved},
+                                      {"finalized", s.finalized},
+                                      {"ready", s.ready},
+                                      {"running", s.running},
+                                      {"failed", s.failed},
+                                      {"bytes_sent", s.bytes_sent}}},
+                                    {"migrations", j}});
+                return 0;
+              }
+              const SystemClock clock;
+              std::fputs(render_list(found, o->long_format, clock.wall_now()).c_str(), stdout);
+              std::fputs((evacuation_line(o->evacuation, s) + "\n").c_str(), stdout);
+              std::fflush(stdout);
+              return 0;
             }
             if (rt.globals().json) {
               nlohmann::json j = nlohmann::json::array();

@@ -62,6 +62,18 @@ std::chrono::milliseconds migration_runtime(const state::Migration& m,
 std::string server_label(const state::Migration& m, const std::string& side);
 // True when `cn` is the UUID or the recorded hostname of the source or target node.
 bool involves_server(const state::Migration& m, const std::string& cn);
+// True when `m` was begun by an evacuation of `cn` (UUID, or the source's recorded hostname).
+bool of_evacuation(const state::Migration& m, const std::string& cn);
+// How an evacuation stands, from its migrations (pure): total, moved (switched or finalized),
+// finalized, ready (synced, waiting for the switch), running, failed, and the bytes sent so far
+// (syncs and final deltas).
+struct EvacuationSummary {
+  std::size_t total = 0, moved = 0, finalized = 0, ready = 0, running = 0, failed = 0;
+  std::uint64_t bytes_sent = 0;
+};
+EvacuationSummary summarize_evacuation(const std::vector<state::Migration>& migrations);
+// "cn1: 5 of 7 moved (4 finalized), 1 ready to switch, 1 running, 0 failed; 21.3MB sent".
+std::string evacuation_line(const std::string& server, const EvacuationSummary& s);
 // The `list` table: UUID PHASE STATE AGE RUNTIME, with `long_format` also SOURCE_CN TARGET_CN
 // ERROR. Always has the header line.
 std::string render_list(const std::vector<state::Migration>& migrations, bool long_format,

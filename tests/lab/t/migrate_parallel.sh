@@ -72,6 +72,10 @@ tail -9 "$ZM_OUT" | sed 's/^/#   /'
 check "it says cn1 is evacuated" bash -c "tail -1 '$ZM_OUT' | grep -q '^OK - cn1 evacuated'"
 check "cn1 has no instance left" test -z "$(on cn1 'vmadm list -H -o uuid')"
 
+zm_ok "list --evacuation cn1" --json list --evacuation cn1
+check "list --evacuation: 7 of 7 moved and finalized, none failed, bytes counted" \
+    test "$(zm_json '"%d %d %d %d %s" % (d["evacuation"]["total"], d["evacuation"]["moved"], d["evacuation"]["finalized"], d["evacuation"]["failed"], d["evacuation"]["bytes_sent"] > 0)')" = "7 7 7 0 True"
+
 # --- where each went, and its data ---------------------------------------------------------------
 for vm in "${VMS[@]}"; do
     srv=$(vmapi "$vm" 'd["server_uuid"]')

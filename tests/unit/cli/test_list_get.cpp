@@ -132,3 +132,45 @@ TEST_CASE("cli::render_get", "[cli]") {
   CHECK(ascii.find("running: 50%") != std::string::npos);
   CHECK(ascii.find("✔") == std::string::npos);
 }
+
+TEST_CASE("cli::summarize_evacuation", "[cli]") {
+  using namespace zmigrate::state;
+  const auto make = [](Phase p, State s, const std::string& ev) {
+    Migration m;
+    m.phase = p;
+    m.state = s;
+    m.source_server_uuid = "cn1-uuid";
+    m.data["source"] = {{"hostname", "cn1"}};
+    if (!ev.empty()) {
+      m.data["evacuation"] = {{"server", ev}};
+    }
+    PhaseRun sync;
+    sync.phase = Phase::sync;
+    sync.state = State::paused;
+    sync.details = {{"bytes", 100}};
+    PhaseRun sw;
+    sw.phase = Phase::switch_;
+    sw.state = State::successful;
+    sw.details = {{"final_bytes", 5}, {"downtime_ms", 300}};
+    m.history = {sync, sw};
+    return m;
+  };
+  const Migration fin = make(Phase::finalize, State::successful, "cn1-uuid");
+  CHECK(of_evacuation(fin, "cn1"));
+  CHECK(of_evacuation(fin, "cn1-uuid"));
+  CHECK_FALSE(of_evacuation(fin, "cn2"));
+  CHECK_FALSE(of_evacuation(make(Phase::finalize, State::successful, ""), "cn1"));
+  const EvacuationSummary s = summarize_evacuation(
+      {fin, make(Phase::switch_, State::successful, "cn1-uuid"),
+       make(Phase::sync, State::paused, "cn1-uuid"), make(Phase::sync, State::running, "cn1-uuid"),
+       make(Phase::switch_, State::failed, "cn1-uuid")});
+  CHECK(s.total == 5);
+  CHECK(s.moved == 2);
+  CHECK(s.finalized == 1);
+  CHECK(s.ready == 1);
+  CHECK(s.running == 1);
+  CHECK(s.failed == 1);
+  CHECK(s.bytes_sent == 5 * 105);
+  CHECK(evacuation_line("cn1", s) ==
+        "cn1: 2 of 5 moved (1 finalized), 1 ready to switch, 1 running, 1 failed; 525B sent");
+}
