@@ -255,7 +255,8 @@ const std::vector<KeySpec>& key_specs() {
                  [](const Config& c) { return json(c.converge_bytes); }});
     v.push_back({"max_syncs", nullptr,
                  [](Config& c, const Raw& r) {
-                   c.max_syncs = static_cast<int>(as_int("max_syncs", r, 1, 1000));
+                   c.max_syncs =
+                       static_cast<int>(as_int("max_syncs", r, kMaxSyncsMin, kMaxSyncsMax));
                  },
                  [](const Config& c) { return json(c.max_syncs); }});
     v.push_back({"bwlimit", nullptr,

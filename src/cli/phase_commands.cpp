@@ -574,7 +574,7 @@ CommandSpec finalize_command() {
 void add_sync_policy_options(CLI::App& app, SyncPolicyOptions& o) {
   app.add_option("--max-syncs", o.max_syncs,
                  "Incremental syncs at most (per instance) before switching (default 6)")
-      ->check(CLI::Range(1, 100));
+      ->check(CLI::Range(kMaxSyncsMin, kMaxSyncsMax));
   app.add_option("--converge", o.converge,
                  "Switch once a delta is at most this size (default 64M)");
 }

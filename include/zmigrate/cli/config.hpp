@@ -27,7 +27,7 @@
 //   converge_bytes                          64 MiB   `migrate` switches once an incremental sync
 //                                                    is smaller; integer or "64M"/"1G" (1024-based)
 //   max_syncs                               6        incremental syncs before `migrate` switches
-//                                                    anyway, 1..1000
+//                                                    anyway, 1..100 (as --max-syncs)
 //   bwlimit                                 0        bytes per second every stream of sync,
 //                                                    migrate, switch and evacuate may use (as
 //                                                    --bwlimit; "50M" = 50 MiB/s; 0 = unlimited)
@@ -62,6 +62,11 @@ struct SshConfig {
   int port = 22;
   int connect_timeout_s = 10;
 };
+
+// The range of max_syncs and of --max-syncs (one range: evacuate passes the configuration's value
+// to the `migrate` processes it runs).
+inline constexpr int kMaxSyncsMin = 1;
+inline constexpr int kMaxSyncsMax = 100;
 
 struct Config {
   inventory::Endpoints endpoints; // "" = not configured

@@ -337,6 +337,8 @@ TEST_CASE("cli::load_config rejects bad input", "[cli]") {
     CHECK_THAT(with_file(R"({"ssh": {"port": 70000}})"), Catch::Contains("1 to 65535"));
     CHECK_THAT(with_file(R"({"max_syncs": 0})"), Catch::Contains("\"max_syncs\""));
     CHECK_THAT(with_file(R"({"max_syncs": 2.5})"), Catch::Contains("\"max_syncs\""));
+    // The range of migrate --max-syncs: evacuate passes this value to its migrate processes.
+    CHECK_THAT(with_file(R"({"max_syncs": 101})"), Catch::Contains("1 to 100"));
     CHECK_THAT(with_file(R"({"rate_mb_s": -1})"), Catch::Contains("greater than 0"));
     CHECK_THAT(with_file(R"({"converge_bytes": 0})"), Catch::Contains("\"converge_bytes\""));
     CHECK_THAT(with_file(R"({"converge_bytes": "12 parsecs"})"),
@@ -355,7 +357,7 @@ TEST_CASE("cli::load_config rejects bad input", "[cli]") {
   SECTION("flag values") {
     in.flags["max_syncs"] = "many";
     CHECK(config_error([&] { in.load(); }) ==
-          "\"max_syncs\" (flag --max-syncs): expected an integer from 1 to 1000, got \"many\"");
+          "\"max_syncs\" (flag --max-syncs): expected an integer from 1 to 100, got \"many\"");
   }
   SECTION("unknown flag key") {
     in.flags["vmapi"] = "http://x";
