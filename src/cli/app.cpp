@@ -24,6 +24,24 @@ std::vector<CommandSpec> command_table() {
 
 } // namespace
 
+const std::vector<LocationOption>& location_options() {
+  static const std::vector<LocationOption> options{
+      {"--config", "config",
+       "Configuration file (default $ZMIGRATE_CONFIG or /etc/zmigrate/config.json)",
+       &GlobalOptions::config_file},
+      {"--state-dir", "state_dir", "State directory (default /var/lib/zmigrate)",
+       &GlobalOptions::state_dir},
+      {"--log-dir", "log_dir", "Log directory (default /var/log/zmigrate)",
+       &GlobalOptions::log_dir},
+      {"--vmapi-url", "vmapi_url", "VMAPI URL (overrides $VMAPI_URL)", &GlobalOptions::vmapi_url},
+      {"--cnapi-url", "cnapi_url", "CNAPI URL (overrides $CNAPI_URL)", &GlobalOptions::cnapi_url},
+      {"--napi-url", "napi_url", "NAPI URL (overrides $NAPI_URL)", &GlobalOptions::napi_url},
+      {"--imgapi-url", "imgapi_url", "IMGAPI URL (overrides $IMGAPI_URL)",
+       &GlobalOptions::imgapi_url},
+  };
+  return options;
+}
+
 std::unique_ptr<CLI::App> build_app(GlobalOptions& g, std::vector<CommandSpec>* specs_out) {
   auto app = std::make_unique<CLI::App>(
       "zmigrate: move Triton instances between compute nodes with zfs send/recv over ssh,\n"
@@ -40,14 +58,9 @@ std::unique_ptr<CLI::App> build_app(GlobalOptions& g, std::vector<CommandSpec>* 
     return "zmigrate: error: " + what + " (see \"zmigrate --help\")\n";
   });
   app->option_defaults()->always_capture_default(false);
-  app->add_option("--config", g.config_file,
-                  "Configuration file (default $ZMIGRATE_CONFIG or /etc/zmigrate/config.json)");
-  app->add_option("--state-dir", g.state_dir, "State directory (default /var/lib/zmigrate)");
-  app->add_option("--log-dir", g.log_dir, "Log directory (default /var/log/zmigrate)");
-  app->add_option("--vmapi-url", g.vmapi_url, "VMAPI URL (overrides $VMAPI_URL)");
-  app->add_option("--cnapi-url", g.cnapi_url, "CNAPI URL (overrides $CNAPI_URL)");
-  app->add_option("--napi-url", g.napi_url, "NAPI URL (overrides $NAPI_URL)");
-  app->add_option("--imgapi-url", g.imgapi_url, "IMGAPI URL (overrides $IMGAPI_URL)");
+  for (const LocationOption& o : location_options()) {
+    app->add_option(o.flag, g.*o.member, o.help);
+  }
   app->add_flag("-j,--json", g.json, "Machine-readable JSON output");
   app->add_flag("-q,--quiet", g.quiet, "Only errors and the final result (for cron)");
   app->add_flag("--no-color,--no-ansi", g.no_color, "No escape codes or live progress line");

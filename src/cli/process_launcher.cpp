@@ -27,13 +27,9 @@ std::vector<std::string> migrate_argv(const std::string& program, const GlobalOp
       argv.insert(argv.end(), {flag, value});
     }
   };
-  pass("--config", globals.config_file);
-  pass("--state-dir", globals.state_dir);
-  pass("--log-dir", globals.log_dir);
-  pass("--vmapi-url", globals.vmapi_url);
-  pass("--cnapi-url", globals.cnapi_url);
-  pass("--napi-url", globals.napi_url);
-  pass("--imgapi-url", globals.imgapi_url);
+  for (const LocationOption& o : location_options()) {
+    pass(o.flag, globals.*o.member);
+  }
   if (globals.take_over) {
     argv.emplace_back("--take-over");
   }

@@ -91,18 +91,11 @@ Runtime::~Runtime() = default;
 const Config& Runtime::config() {
   if (!m_impl->config) {
     std::map<std::string, std::string> flags;
-    auto put = [&](const char* key, const std::string& v) {
-      if (!v.empty()) {
-        flags[key] = v;
+    for (const LocationOption& o : location_options()) {
+      if (!(m_globals.*o.member).empty()) {
+        flags[o.key] = m_globals.*o.member;
       }
-    };
-    put("config", m_globals.config_file);
-    put("state_dir", m_globals.state_dir);
-    put("log_dir", m_globals.log_dir);
-    put("vmapi_url", m_globals.vmapi_url);
-    put("cnapi_url", m_globals.cnapi_url);
-    put("napi_url", m_globals.napi_url);
-    put("imgapi_url", m_globals.imgapi_url);
+    }
     m_impl->config = load_config_from_process(flags);
   }
   return *m_impl->config;

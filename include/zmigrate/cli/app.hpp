@@ -27,6 +27,18 @@ struct GlobalOptions {
   bool take_over = false; // --take-over: Settings::take_over_remote_lease
 };
 
+// The global options that say where the configuration, state, logs and APIs are: one table for
+// their declaration (build_app), the configuration's flag layer (Runtime::config) and the command
+// line of the migrations an evacuation runs as processes (migrate_argv), so a new one reaches all
+// three.
+struct LocationOption {
+  const char* flag; // "--state-dir"
+  const char* key;  // configuration key: "state_dir"
+  const char* help;
+  std::string GlobalOptions::*member;
+};
+const std::vector<LocationOption>& location_options();
+
 class Runtime;
 
 // One row of the subcommand table: name, one-line description, how to declare its options and

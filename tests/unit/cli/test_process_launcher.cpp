@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/cli/app.hpp>
+#include <zmigrate/cli/config.hpp>
 #include <zmigrate/cli/process_launcher.hpp>
 
 #include <catch2/catch.hpp>
@@ -50,6 +52,40 @@ TEST_CASE("cli::migrate_argv passes the command line's globals and the request",
                                                              "--no-color", "migrate", "u1", "-n",
                                                              "t1", "--max-syncs", "4", "--converge",
                                                              "1024", "--force-core"});
+}
+
+TEST_CASE("cli::migrate_argv is a command line the CLI accepts, with every location option and "
+          "the configuration's extremes",
+          "[cli]") {
+  GlobalOptions g;
+  int n = 0;
+  for (const LocationOption& o : location_options()) {
+    g.*o.member = "value-" + std::to_string(n++);
+  }
+  for (const int max_syncs : {kMaxSyncsMin, kMaxSyncsMax}) {
+    migration::MigrationRequest r;
+    r.vm_uuid = "u1";
+    r.target_uuid = "t1";
+    r.max_syncs = max_syncs;
+    r.converge_bytes = 1ULL << 40;
+    r.bwlimit = 1;
+    r.no_switch = true;
+    r.evacuation = "cn1";
+    const std::vector<std::string> argv = migrate_argv("zmigrate", g, r);
+    std::vector<char*> c_argv;
+    for (const std::string& a : argv) {
+      c_argv.push_back(const_cast<char*>(a.c_str()));
+    }
+    GlobalOptions parsed;
+    const std::unique_ptr<CLI::App> app = build_app(parsed, nullptr);
+    INFO(max_syncs);
+    REQUIRE_NOTHROW(app->parse(static_cast<int>(c_argv.size()), c_argv.data()));
+    for (const LocationOption& o : location_options()) {
+      CHECK(parsed.*o.member == g.*o.member);
+    }
+    CHECK(parsed.quiet);
+    CHECK(app->got_subcommand("migrate"));
+  }
 }
 
 TEST_CASE("cli::child_error", "[cli]") {
