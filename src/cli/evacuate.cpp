@@ -75,7 +75,9 @@ int report(Runtime& rt, const migration::EvacuateResult& r, bool dry_run, const 
           i.target.empty() ? "-" : i.target,
           moved && i.state == "running" ? human_duration(i.downtime) : "-",
           unplaced ? std::string("no compute node can take it:")
-                   : (i.error.empty() ? (moved ? human_bytes(i.bytes) + " sent" : "") : i.error)));
+                   : (i.error.empty()
+                          ? (moved || i.outcome == "ready" ? human_bytes(i.bytes) + " sent" : "")
+                          : i.error)));
       if (unplaced) {
         for (const migration::RejectedNode& n : i.rejected) {
           out.result_line(
