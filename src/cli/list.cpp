@@ -4,6 +4,7 @@
 #include <zmigrate/cli/commands.hpp>
 #include <zmigrate/cli/output.hpp>
 #include <zmigrate/cli/runtime.hpp>
+#include <zmigrate/migration/evacuate.hpp>
 #include <zmigrate/state/store.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/error.hpp>
@@ -130,15 +131,7 @@ EvacuationSummary summarize_evacuation(const std::vector<state::Migration>& migr
     } else if (m.phase == state::Phase::sync && m.state == state::State::paused) {
       ++s.ready;
     }
-    for (const state::PhaseRun& r : m.history) {
-      const char* key = r.phase == state::Phase::sync      ? "bytes"
-                        : r.phase == state::Phase::switch_ ? "final_bytes"
-                                                           : nullptr;
-      if (key != nullptr && r.details.is_object() && r.details.contains(key) &&
-          r.details[key].is_number_integer() && r.details[key].get<std::int64_t>() > 0) {
-        s.bytes_sent += r.details[key].get<std::uint64_t>();
-      }
-    }
+    s.bytes_sent += migration::moved_totals(m).bytes;
   }
   return s;
 }

@@ -44,9 +44,14 @@ std::vector<inventory::Vm> evacuation_order(std::vector<inventory::Vm> vms, bool
   return out;
 }
 
-void summarize_record(const state::Migration& m, EvacuationItem& item) {
-  item.bytes = 0;
-  item.downtime = std::chrono::milliseconds(0);
+MovedTotals moved_totals(const state::Migration& m) {
+  MovedTotals t;
+  const auto count = [&t](const nlohmann::json& details, const char* key) {
+    if (details.contains(key) && details[key].is_number_integer() &&
+        details[key].get<std::int64_t>() >= 0) {
+      t.bytes += details[key].get<std::uint64_t>();
+    }
+  };
   for (const state::PhaseRun& r : m.history) {
     // A finished sync ends "paused" (Triton's spelling: ready for the next sync or the switch).
     const bool done = r.state == state::State::successful ||
@@ -54,20 +59,22 @@ void summarize_record(const state::Migration& m, EvacuationItem& item) {
     if (!done || !r.details.is_object()) {
       continue;
     }
-    if (r.phase == state::Phase::sync && r.details.contains("bytes") &&
-        r.details["bytes"].is_number_integer() && r.details["bytes"].get<std::int64_t>() >= 0) {
-      item.bytes += r.details["bytes"].get<std::uint64_t>();
-    }
-    if (r.phase == state::Phase::switch_) {
+    if (r.phase == state::Phase::sync) {
+      count(r.details, "bytes");
+    } else if (r.phase == state::Phase::switch_) {
+      count(r.details, "final_bytes");
       if (r.details.contains("downtime_ms") && r.details["downtime_ms"].is_number()) {
-        item.downtime = std::chrono::milliseconds(r.details["downtime_ms"].get<long long>());
-      }
-      if (r.details.contains("final_bytes") && r.details["final_bytes"].is_number_integer() &&
-          r.details["final_bytes"].get<std::int64_t>() >= 0) {
-        item.bytes += r.details["final_bytes"].get<std::uint64_t>();
+        t.downtime = std::chrono::milliseconds(r.details["downtime_ms"].get<long long>());
       }
     }
   }
+  return t;
+}
+
+void summarize_record(const state::Migration& m, EvacuationItem& item) {
+  const MovedTotals moved = moved_totals(m);
+  item.bytes = moved.bytes;
+  item.downtime = moved.downtime;
   if (const nlohmann::json t = m.data.value("target", nlohmann::json::object());
       t.is_object() && t.contains("hostname") && t["hostname"].is_string()) {
     item.target = t["hostname"].get<std::string>();

@@ -178,8 +178,16 @@ SyncAllResult sync_all(Context& ctx);
 // An interrupt stops at the end of a step as any switch and starts no other.
 EvacuateResult switch_ready(Context& ctx, const std::string& server);
 
-// What a migration record says a finished migration moved: the bytes of its syncs and final
-// delta, its switch downtime, and whether it is finalized (pure).
+// What a migration record says was moved (pure): the bytes of its finished syncs and of its
+// switch's final delta, and the switch's downtime (0 before a switch). Failed or unfinished runs
+// count nothing: these are the bytes the target holds from this migration.
+struct MovedTotals {
+  std::uint64_t bytes = 0;
+  std::chrono::milliseconds downtime{0};
+};
+MovedTotals moved_totals(const state::Migration& m);
+
+// Fills `item`'s bytes, downtime and target hostname from the record (pure).
 void summarize_record(const state::Migration& m, EvacuationItem& item);
 
 // Lists the active instances on `options.server` (VMAPI), and those of the active migrations

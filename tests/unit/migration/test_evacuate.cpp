@@ -318,6 +318,8 @@ TEST_CASE("migration::summarize_record", "[migration]") {
   sw.state = state::State::successful;
   sw.details = {{"downtime_ms", 420}, {"final_bytes", 7}};
   m.history = {s1, s2, s3, sw};
+  CHECK(moved_totals(m).bytes == 207);
+  CHECK(moved_totals(state::Migration{}).bytes == 0);
   EvacuationItem i;
   summarize_record(m, i);
   CHECK(i.bytes == 207);
