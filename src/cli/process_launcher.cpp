@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/cli/process_launcher.hpp>
 #include <zmigrate/util/error.hpp>
+#include <zmigrate/util/interrupt.hpp>
 
 #include <array>
 #include <cerrno>
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -176,23 +178,63 @@ void ProcessLauncher::start(const migration::MigrationRequest& request) {
   m_children.push_back({pid, request.vm_uuid, err_fd, false});
 }
 
+namespace {
+
+// SIGCHLD must not be "ignored" for sigtimedwait to see it: a handler that does nothing.
+extern "C" void on_child(int) {}
+
+} // namespace
+
 std::optional<migration::MigrationExit> ProcessLauncher::wait_any() {
+  // SIGCHLD blocked while this waits, so a child that ends between the reaping pass and the wait
+  // stays pending and ends the wait at once. The interrupt signals stay open: their handler ends
+  // the wait (EINTR); one that landed just before the wait, or in another thread, is seen within
+  // one tick. Either way an interrupt noted since the last return ends the wait (the caller then
+  // stops the children and waits again).
+  struct sigaction child_action {};
+  child_action.sa_handler = on_child;
+  sigemptyset(&child_action.sa_mask);
+  child_action.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  struct sigaction old_action {};
+  ::sigaction(SIGCHLD, &child_action, &old_action);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigset_t old_mask;
+  ::pthread_sigmask(SIG_BLOCK, &chld, &old_mask);
+  const auto restore = [&] {
+    ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    ::sigaction(SIGCHLD, &old_action, nullptr);
+  };
+  constexpr long k_tick_ns = 100'000'000;
   while (!m_children.empty()) {
     int status = 0;
-    // Blocks until a child ends; a signal (no SA_RESTART) ends the wait for the caller to see.
-    const pid_t pid = ::waitpid(-1, &status, 0);
-    if (pid < 0) {
-      if (errno == EINTR) {
+    pid_t pid = 0;
+    auto it = m_children.begin();
+    // Only our own children: another child of this process is not ours to reap.
+    for (; it != m_children.end(); ++it) {
+      pid = ::waitpid(it->pid, &status, WNOHANG);
+      if (pid != 0) {
+        break;
+      }
+    }
+    if (pid < 0 && errno != EINTR) {
+      const int err = errno;
+      restore();
+      throw Error(ExitCode::failure, "evacuate",
+                  fmt::format("waiting for the migrations failed: {}", std::strerror(err)));
+    }
+    if (pid <= 0) {
+      if (interrupt_count() != m_interrupts_seen) {
+        m_interrupts_seen = interrupt_count();
+        restore();
         return std::nullopt;
       }
-      throw Error(ExitCode::failure, "evacuate",
-                  fmt::format("waiting for the migrations failed: {}", std::strerror(errno)));
+      const timespec tick{0, k_tick_ns};
+      ::sigtimedwait(&chld, nullptr, &tick); // a child ended, a signal, or a tick
+      continue;
     }
-    const auto it = std::find_if(m_children.begin(), m_children.end(),
-                                 [pid](const Child& c) { return c.pid == pid; });
-    if (it == m_children.end()) {
-      continue; // not one of ours
-    }
+    restore();
     migration::MigrationExit done;
     done.vm_uuid = it->vm_uuid;
     if (WIFEXITED(status)) {

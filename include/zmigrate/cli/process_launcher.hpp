@@ -38,6 +38,9 @@ public:
   // which passes one SIGTERM on: each child then stops at its next step boundary, once), stdin
   // and stdout on /dev/null, stderr into an unlinked temporary file.
   void start(const migration::MigrationRequest& request) override;
+  // Waits for one of its children to end; returns nullopt at once when an interrupt signal
+  // arrived since the last return (also one that came just before the call), else when one
+  // arrives while it waits (at most a tick of 100 ms later). Reaps only its own children.
   std::optional<migration::MigrationExit> wait_any() override;
   void stop_all() override;
 
@@ -51,6 +54,7 @@ private:
   std::string m_program;
   GlobalOptions m_globals;
   std::vector<Child> m_children;
+  int m_interrupts_seen = 0; // interrupt_count() at the last wait_any that returned for one
 };
 
 // The path of the running executable (/proc/self/exe on Linux, /proc/self/path/a.out on

@@ -1,7 +1,16 @@
 // SPDX-License-Identifier: MPL-2.0
+#include "fakes/child_process.hpp"
+
 #include <zmigrate/cli/app.hpp>
 #include <zmigrate/cli/config.hpp>
 #include <zmigrate/cli/process_launcher.hpp>
+#include <zmigrate/util/interrupt.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -101,4 +110,97 @@ TEST_CASE("cli::self_executable", "[cli]") {
   const std::string self = self_executable();
   CHECK(self.front() == '/');
   CHECK(self.find("zmigrate") != std::string::npos);
+}
+
+namespace {
+
+// A program that stands in for `zmigrate migrate`: `body` as a shell script, arguments ignored.
+std::string script(const std::filesystem::path& dir, const std::string& name,
+                   const std::string& body) {
+  const std::filesystem::path p = dir / name;
+  std::ofstream(p) << "#!/bin/sh\n" << body << "\n";
+  std::filesystem::permissions(p, std::filesystem::perms::owner_all);
+  return p.string();
+}
+
+migration::MigrationRequest request(const std::string& vm) {
+  migration::MigrationRequest r;
+  r.vm_uuid = vm;
+  r.target_uuid = "t1";
+  r.max_syncs = 1;
+  r.converge_bytes = 1;
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("cli::ProcessLauncher::wait_any ends for an interrupt, also one that came just before, "
+          "and reaps only its own children",
+          "[cli][interrupt]") {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "zmigrate-launcher-XXXXXX").string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  const std::filesystem::path dir = tmpl;
+  const std::string sleeper = script(dir, "sleeper", "exec sleep 60");
+  const std::string quick = script(dir, "quick", "exit 3");
+
+  SECTION("an interrupt noted before the wait (the race after the caller's check)") {
+    const int status = fakes::run_in_child([&] {
+      install_interrupt_handlers();
+      ProcessLauncher launcher(sleeper, GlobalOptions{});
+      launcher.start(request("u1"));
+      ::raise(SIGTERM); // after any check the caller made, before it waits
+      if (launcher.wait_any()) {
+        return 10; // a child ended first: the wait missed the interrupt
+      }
+      launcher.stop_all();
+      const std::optional<migration::MigrationExit> done = launcher.wait_any();
+      if (!done || done->vm_uuid != "u1" || done->exit_status != 128 + SIGTERM) {
+        return 11;
+      }
+      return 0;
+    });
+    CHECK(fakes::exit_code_of(status) == 0);
+  }
+
+  SECTION("an interrupt sent from another thread while it waits") {
+    const int status = fakes::run_in_child([&] {
+      install_interrupt_handlers();
+      ProcessLauncher launcher(sleeper, GlobalOptions{});
+      launcher.start(request("u1"));
+      std::thread signaller([] { ::kill(::getpid(), SIGTERM); });
+      const bool ended_for_interrupt = !launcher.wait_any();
+      signaller.join();
+      if (!ended_for_interrupt) {
+        return 20;
+      }
+      return 0; // the destructor stops and reaps the sleeper
+    });
+    CHECK(fakes::exit_code_of(status) == 0);
+  }
+
+  SECTION("a child of its own, not another child of the process") {
+    const int status = fakes::run_in_child([&] {
+      const pid_t other = ::fork();
+      if (other == 0) {
+        ::_exit(7);
+      }
+      ProcessLauncher launcher(quick, GlobalOptions{});
+      launcher.start(request("u2"));
+      const std::optional<migration::MigrationExit> done = launcher.wait_any();
+      if (!done || done->vm_uuid != "u2" || done->exit_status != 3 ||
+          done->error != "exited with status 3") {
+        return 30;
+      }
+      if (launcher.wait_any()) {
+        return 31; // nothing of its own is left
+      }
+      int other_status = 0;
+      if (::waitpid(other, &other_status, 0) != other || fakes::exit_code_of(other_status) != 7) {
+        return 32; // the launcher reaped a child that was not its own
+      }
+      return 0;
+    });
+    CHECK(fakes::exit_code_of(status) == 0);
+  }
+  std::filesystem::remove_all(dir);
 }
