@@ -5,9 +5,9 @@
 # is kept for the instance asking for it, cn5 runs an older platform), with --parallel 3
 # --per-node 2 --bwlimit. The plan explains every refused node; the evacuation is killed (-9,
 # every zmigrate process, as a head-node crash) midway and run again to the end; the journal
-# proves that at no moment more than 3 transfers ran, nor more than 2 into one node, and that no
-# stream went faster than its share of the budget; every instance's data is checked on its new
-# node and VMAPI places it there; then `restore cn1` brings them all back.
+# and the nodes' sshd logs prove that at no moment more than 3 transfers ran, nor more than 2
+# into one node, and the journal that no stream went faster than its share of the budget; every
+# instance's data is checked on its new node and VMAPI places it there; then `restore cn1` brings them all back.
 set -uo pipefail
 source "$(dirname "$0")/lib_migrate.sh"
 
@@ -38,6 +38,16 @@ zm --json list --all
 check "the dry run created no migration" test "$(zm_json 'len(d) if isinstance(d, list) else len(d.get("migrations", []))')" = 0
 
 # --- the evacuation, killed midway --------------------------------------------------------------
+# Where each node's sshd log stands now: the limits are checked again from what the nodes saw.
+log_marks() { local k; for k in 1 2 3 4 5; do wc -l <"$LAB_DIR/nodes/cn$k/sshd.log"; done | paste -sd' '; }
+read -ra MARK_START <<<"$(log_marks)"
+# peaks NODE PEER FROM TO: connections from PEER in NODE's sshd log between two marks (arrays'
+# names), by sshd_peaks.py.
+peaks() {
+    local -n from=$3 to=$4
+    python3 "$(dirname "$0")/../sshd_peaks.py" "$LAB_DIR/nodes/$1/sshd.log" \
+        "${from[${1#cn} - 1]}" "${to[${1#cn} - 1]}" "$2"
+}
 EVAC=(evacuate --finalize --parallel 3 --per-node 2 --bwlimit "$BUDGET" cn1)
 "$ZM" "${EVAC[@]}" >"$MT_WORK/evac1.out" 2>"$MT_WORK/evac1.err" </dev/null &
 evac_pid=$!
@@ -58,7 +68,9 @@ else
     fail "the evacuation did not get midway in 240 s ($(finalized) finalized)"
 fi
 KILLED_AT=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
-# The evacuation and its migrations (its children, each in its own process group).
+# The evacuation and its migrations (its children, each in its own process group); stopped
+# first, so it starts none between the listing and the kill.
+kill -STOP "$evac_pid"
 mapfile -t kids < <(pgrep -P "$evac_pid")
 note "evacuate pid $evac_pid, its migrations: ${kids[*]}"
 check "the migrations run as child processes of the evacuation (${#kids[@]})" test "${#kids[@]}" -ge 1
@@ -66,8 +78,23 @@ kill -KILL "$evac_pid" "${kids[@]}" 2>/dev/null
 gone() { local p; for p in "$evac_pid" "${kids[@]}"; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
 check "none of them runs any more" wait_until 10 gone
 note "killed at $KILLED_AT with $(finalized) finalized"
+# sshd does not always log the end of a connection whose client was killed: the connections of
+# the killed run are counted up to here, those of the rerun from here.
+read -ra MARK_KILL <<<"$(log_marks)"
 
 MT_ZM_TIMEOUT=600 zm_ok "the same evacuate again goes on to the end" "${EVAC[@]}"
+# The nodes log a connection's end a moment after the process that held it exits: the logs are
+# read once every node logged the end of each connection of the evacuation.
+read -ra MARK_END <<<"$(log_marks)"
+all_closed() {
+    read -ra MARK_END <<<"$(log_marks)"
+    [[ $(peaks cn1 "$LAB_SUBNET.1" MARK_KILL MARK_END) == *'"open_at_end": 0}' ]] || return 1
+    local n
+    for n in cn2 cn3 cn4; do
+        [[ $(peaks "$n" "$LAB_SUBNET.11" MARK_KILL MARK_END) == *'"open_at_end": 0}' ]] || return 1
+    done
+}
+check "every node logged the end of every connection of the rerun" wait_until 10 all_closed
 tail -9 "$ZM_OUT" | sed 's/^/#   /'
 check "it says cn1 is evacuated" bash -c "tail -1 '$ZM_OUT' | grep -q '^OK - cn1 evacuated'"
 check "cn1 has no instance left" test -z "$(on cn1 'vmadm list -H -o uuid')"
@@ -159,6 +186,28 @@ check "no counted stream faster than its share of $((BUDGET >> 20)) MiB/s ($(lim
     test "$(lim 'd["too_fast"] == [] and d["counted"] > 0')" = True
 check "all streams together within the budget in every second ($(lim 'd["peak_bucket"]') B/s)" \
     test "$(lim 'd["peak_bucket"] <= '"$BUDGET"' * 1.1')" = True
+# --- the limits, from the nodes' sshd logs -------------------------------------------------------
+# From the evacuation's start to the end of its rerun, in each node's own log (sshd_peaks.py):
+# the head's logins to cn1 (each migration logs in to its source) and cn1's connections to each
+# target (each migration's data path).
+pk() { python3 -c "import json,sys; d = json.loads(sys.argv[1]); print($2)" "$1"; }
+data_paths=0
+for run in "MARK_START MARK_KILL killed run" "MARK_KILL MARK_END rerun"; do
+    read -r from to what <<<"$run"
+    p=$(peaks cn1 "$LAB_SUBNET.1" "$from" "$to")
+    note "$what, cn1's sshd, logins from the head: $p"
+    check "$what: cn1's sshd saw at most 3 logins from the head at once ($(pk "$p" 'd["peak"]'))" \
+        test "$(pk "$p" 'd["peak"] <= 3 and d["opened"] >= 1')" = True
+    for n in cn2 cn3 cn4; do
+        p=$(peaks "$n" "$LAB_SUBNET.11" "$from" "$to")
+        note "$what, $n's sshd, data paths from cn1: $p"
+        check "$what: $n's sshd saw at most 2 data paths from cn1 at once ($(pk "$p" 'd["peak"]'))" \
+            test "$(pk "$p" 'd["peak"] <= 2')" = True
+        data_paths=$((data_paths + $(pk "$p" 'd["opened"]')))
+    done
+done
+check "the data paths ran node to node ($data_paths from cn1)" test "$data_paths" -ge 7
+
 check "no key, private dir or migration snapshot left on any node" \
     bash -c "for n in cn1 cn2 cn3 cn4; do '$LAB' ssh \$n 'ls /var/run/zmigrate 2>/dev/null; grep -c zmigrate- /root/.ssh/authorized_keys | grep -v ^0; zfs list -H -t snapshot -o name | grep @zmigrate-' | grep -q . && exit 1; done; exit 0"
 
