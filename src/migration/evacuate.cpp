@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MPL-2.0
 #include <zmigrate/migration/evacuate.hpp>
+#include <zmigrate/migration/evacuation_record.hpp>
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/migration/transitions.hpp>
 #include <zmigrate/util/error.hpp>
@@ -150,88 +151,103 @@ void run_queue(Context& ctx, const EvacuateOptions& options, std::vector<QueuedM
     return *std::find_if(items.begin(), items.end(),
                          [&vm](const EvacuationItem& i) { return i.vm_uuid == vm; });
   };
+  EvacuationLog record(ctx, result.server, options.restore,
+                       {{"parallel", parallel},
+                        {"per_node", options.per_node},
+                        {"bwlimit", options.bwlimit},
+                        {"switch", options.manual_switch ? "manual" : "auto"},
+                        {"finalize", options.finalize}},
+                       items);
   std::vector<std::string> running_vms;
   std::vector<std::string> running_targets;
   bool stopping = false;
-  for (;;) {
-    while (!stopping && !interrupt_requested()) {
-      const std::optional<std::size_t> at =
-          next_to_start(queue, running_targets, parallel, options.per_node);
-      if (!at) {
+  try {
+    for (;;) {
+      while (!stopping && !interrupt_requested()) {
+        const std::optional<std::size_t> at =
+            next_to_start(queue, running_targets, parallel, options.per_node);
+        if (!at) {
+          break;
+        }
+        const QueuedMigration q = queue[*at];
+        queue.erase(queue.begin() + static_cast<std::ptrdiff_t>(*at));
+        EvacuationItem& item = item_of(q.vm_uuid);
+        item.outcome = "running";
+        MigrationRequest req;
+        req.vm_uuid = q.vm_uuid;
+        req.target_uuid = q.target_uuid;
+        req.max_syncs = options.max_syncs;
+        req.converge_bytes = options.converge_bytes;
+        req.finalize = options.finalize;
+        req.force_core = options.force_core;
+        req.allow_older_platform = ctx.settings.allow_older_platform;
+        req.bwlimit = share;
+        req.evacuation = options.restore ? std::string() : result.server.uuid;
+        req.no_switch = options.manual_switch;
+        ctx.log.info("evacuate: migration started", {{"vm_uuid", q.vm_uuid},
+                                                     {"target", q.target_uuid},
+                                                     {"running", running_vms.size() + 1},
+                                                     {"queued", queue.size()},
+                                                     {"bwlimit", share}});
+        running_vms.push_back(q.vm_uuid);
+        running_targets.push_back(q.target_uuid);
+        ctx.reporter.phase_started("evacuate",
+                                   fmt::format("{} ({}, {}) to {}", item.vm_uuid,
+                                               item.alias.empty() ? "-" : item.alias, item.state,
+                                               item.target.empty() ? q.target_uuid : item.target));
+        record.update(items);
+        launcher.start(req);
+      }
+      if (interrupt_requested() && !stopping) {
+        stopping = true;
+        result.interrupted = true;
+        launcher.stop_all();
+      }
+      const std::optional<MigrationExit> done = launcher.wait_any();
+      if (!done) {
+        if (running_vms.empty()) {
+          break;
+        }
+        continue; // a signal ended the wait: stop the others (above), then wait for them
+      }
+      const auto at = std::find(running_vms.begin(), running_vms.end(), done->vm_uuid);
+      if (at != running_vms.end()) {
+        running_targets.erase(running_targets.begin() + (at - running_vms.begin()));
+        running_vms.erase(at);
+      }
+      EvacuationItem& item = item_of(done->vm_uuid);
+      item.error = done->error;
+      if (done->exit_status == 0) {
+        const std::optional<state::Migration> m = ctx.store.find_latest_for_vm(done->vm_uuid);
+        if (m) {
+          summarize_record(*m, item);
+        }
+        item.outcome =
+            options.manual_switch ? "ready" : (options.finalize ? "finalized" : "migrated");
+      } else if (done->exit_status == static_cast<int>(ExitCode::interrupted)) {
+        item.outcome = "interrupted";
+        result.interrupted = true;
+        stopping = true;
+      } else if (done->exit_status == static_cast<int>(ExitCode::precondition) &&
+                 !ctx.store.find_active_for_vm(done->vm_uuid)) {
+        item.outcome = "skipped"; // refused before anything changed
+      } else {
+        item.outcome = "failed";
+      }
+      ctx.log.info("evacuate: migration ended", {{"vm_uuid", done->vm_uuid},
+                                                 {"exit_status", done->exit_status},
+                                                 {"outcome", item.outcome},
+                                                 {"running", running_vms.size()}});
+      if (running_vms.empty() && (stopping || queue.empty())) {
         break;
       }
-      const QueuedMigration q = queue[*at];
-      queue.erase(queue.begin() + static_cast<std::ptrdiff_t>(*at));
-      EvacuationItem& item = item_of(q.vm_uuid);
-      item.outcome = "running";
-      MigrationRequest req;
-      req.vm_uuid = q.vm_uuid;
-      req.target_uuid = q.target_uuid;
-      req.max_syncs = options.max_syncs;
-      req.converge_bytes = options.converge_bytes;
-      req.finalize = options.finalize;
-      req.force_core = options.force_core;
-      req.allow_older_platform = ctx.settings.allow_older_platform;
-      req.bwlimit = share;
-      req.evacuation = options.restore ? std::string() : result.server.uuid;
-      req.no_switch = options.manual_switch;
-      ctx.log.info("evacuate: migration started", {{"vm_uuid", q.vm_uuid},
-                                                   {"target", q.target_uuid},
-                                                   {"running", running_vms.size() + 1},
-                                                   {"queued", queue.size()},
-                                                   {"bwlimit", share}});
-      running_vms.push_back(q.vm_uuid);
-      running_targets.push_back(q.target_uuid);
-      ctx.reporter.phase_started("evacuate",
-                                 fmt::format("{} ({}, {}) to {}", item.vm_uuid,
-                                             item.alias.empty() ? "-" : item.alias, item.state,
-                                             item.target.empty() ? q.target_uuid : item.target));
-      launcher.start(req);
+      record.update(items);
     }
-    if (interrupt_requested() && !stopping) {
-      stopping = true;
-      result.interrupted = true;
-      launcher.stop_all();
-    }
-    const std::optional<MigrationExit> done = launcher.wait_any();
-    if (!done) {
-      if (running_vms.empty()) {
-        break;
-      }
-      continue; // a signal ended the wait: stop the others (above), then wait for them
-    }
-    const auto at = std::find(running_vms.begin(), running_vms.end(), done->vm_uuid);
-    if (at != running_vms.end()) {
-      running_targets.erase(running_targets.begin() + (at - running_vms.begin()));
-      running_vms.erase(at);
-    }
-    EvacuationItem& item = item_of(done->vm_uuid);
-    item.error = done->error;
-    if (done->exit_status == 0) {
-      const std::optional<state::Migration> m = ctx.store.find_latest_for_vm(done->vm_uuid);
-      if (m) {
-        summarize_record(*m, item);
-      }
-      item.outcome =
-          options.manual_switch ? "ready" : (options.finalize ? "finalized" : "migrated");
-    } else if (done->exit_status == static_cast<int>(ExitCode::interrupted)) {
-      item.outcome = "interrupted";
-      result.interrupted = true;
-      stopping = true;
-    } else if (done->exit_status == static_cast<int>(ExitCode::precondition) &&
-               !ctx.store.find_active_for_vm(done->vm_uuid)) {
-      item.outcome = "skipped"; // refused before anything changed
-    } else {
-      item.outcome = "failed";
-    }
-    ctx.log.info("evacuate: migration ended", {{"vm_uuid", done->vm_uuid},
-                                               {"exit_status", done->exit_status},
-                                               {"outcome", item.outcome},
-                                               {"running", running_vms.size()}});
-    if (running_vms.empty() && (stopping || queue.empty())) {
-      break;
-    }
+  } catch (...) {
+    record.finish(items, true); // the migrations' own records say the rest
+    throw;
   }
+  record.finish(items, result.interrupted || stopping);
 }
 
 } // namespace

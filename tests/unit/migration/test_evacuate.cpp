@@ -2,6 +2,7 @@
 #include "fakes/engine_world.hpp"
 
 #include <zmigrate/migration/evacuate.hpp>
+#include <zmigrate/migration/evacuation_record.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
 
@@ -268,6 +269,24 @@ TEST_CASE("migration::evacuate runs the migrations through the launcher within t
     }
     CHECK_FALSE(r.interrupted);
     CHECK_FALSE(r.all_ok());
+    // The evacuation is a record of its own, for get/watch --evacuation from another shell.
+    const std::optional<state::Migration> rec =
+        find_evacuation(w.ctx.store, EngineWorld::k_cn1, false);
+    REQUIRE(rec);
+    CHECK(rec->kind == "evacuation");
+    CHECK(rec->archived);
+    CHECK(rec->state == state::State::failed);                           // one failed
+    CHECK_FALSE(find_evacuation(w.ctx.store, EngineWorld::k_cn1, true)); // no restore
+    CHECK_FALSE(w.ctx.store.find_active_for_vm(""));
+    const EvacuationView v = view_evacuation(*rec, {}, {});
+    CHECK(v.total == 7);
+    CHECK(v.done == 5);
+    CHECK(v.failed == 1);
+    CHECK(v.skipped == 1);
+    CHECK(v.rows.size() == 7);
+    CHECK(v.hostname == "cn1");
+    CHECK(rec->data["evacuation"]["options"]["parallel"] == 3);
+    CHECK(rec->data["evacuation"]["options"]["per_node"] == 2);
   }
   SECTION("a signal: nothing more starts, the running ones are stopped and waited for") {
     o.per_node = 0;
@@ -284,6 +303,26 @@ TEST_CASE("migration::evacuate runs the migrations through the launcher within t
     REQUIRE(r.items.size() == 4);
     CHECK(std::count_if(r.items.begin(), r.items.end(),
                         [](const EvacuationItem& i) { return i.outcome == "interrupted"; }) == 3);
+    const std::optional<state::Migration> rec =
+        find_evacuation(w.ctx.store, EngineWorld::k_cn1, false);
+    REQUIRE(rec);
+    CHECK(rec->state == state::State::paused); // interrupted: run it again
+    const EvacuationView v = view_evacuation(*rec, {}, {});
+    CHECK(v.total == 7);
+    CHECK(v.done == 1);
+    CHECK(v.failed == 3);
+    CHECK(v.queued == 3);
+    // The rerun takes up the same record: the instance that moved (VMAPI still lists it on cn1
+    // here, the launcher moved nothing) is counted once.
+    RecordingLauncher again(w.ctx, 3, 3);
+    o.launcher = &again;
+    evacuate(w.ctx, o);
+    const std::optional<state::Migration> after =
+        find_evacuation(w.ctx.store, EngineWorld::k_cn1, false);
+    REQUIRE(after);
+    CHECK(after->id == rec->id);
+    CHECK(after->state == state::State::successful);
+    CHECK(view_evacuation(*after, {}, {}).total == 7);
   }
   SECTION("without a launcher they run here, one after the other") {
     o.launcher = nullptr;
@@ -350,4 +389,99 @@ TEST_CASE("migration::sync_all and switch_ready work on what waits", "[migration
   // Switched: neither waits any more.
   CHECK(sync_all(w.ctx).items.empty());
   CHECK(switch_ready(w.ctx, EngineWorld::k_cn1).items.empty());
+}
+
+TEST_CASE("migration::view_evacuation: done/total, bytes sent and left, rate and ETA",
+          "[migration]") {
+  state::Migration rec;
+  rec.id = "e1";
+  rec.kind = "evacuation";
+  rec.source_server_uuid = "cn1-uuid";
+  rec.state = state::State::running;
+  rec.created = "2026-12-07T02:00:00.000Z";
+  rec.data["evacuation"] = {
+      {"server", "cn1-uuid"},
+      {"hostname", "cn1"},
+      {"pid", 42},
+      {"instances",
+       {{{"vm_uuid", "a"}, {"alias", "web01"}, {"target", "cn2"}, {"outcome", "finalized"}},
+        {{"vm_uuid", "b"}, {"alias", "db01"}, {"target", "cn3"}, {"outcome", "running"}},
+        {{"vm_uuid", "c"}, {"alias", "lx01"}, {"target", "cn2"}, {"outcome", "queued"}},
+        {{"vm_uuid", "d"}, {"alias", "old"}, {"target", "cn2"}, {"outcome", "skipped"}}}}};
+  const auto migration = [](const std::string& id, state::Phase phase, state::State st,
+                            std::uint64_t bytes, const std::string& created) {
+    state::Migration m;
+    m.id = id;
+    m.phase = phase;
+    m.state = st;
+    m.created = created;
+    state::PhaseRun run;
+    run.phase = state::Phase::sync;
+    run.state = state::State::paused;
+    run.details = {{"bytes", bytes}};
+    m.history = {run};
+    return m;
+  };
+  std::map<std::string, state::Migration> ms{
+      {"a", migration("ma", state::Phase::finalize, state::State::successful, 1000,
+                      "2026-12-07T02:00:01.000Z")},
+      {"b",
+       migration("mb", state::Phase::sync, state::State::running, 0, "2026-12-07T02:00:02.000Z")},
+      // An older migration of c, from before this evacuation: not counted.
+      {"c", migration("mc", state::Phase::finalize, state::State::successful, 5000,
+                      "2026-12-06T00:00:00.000Z")}};
+  ms.at("b").history.clear();
+  state::Progress p;
+  p.migration_id = "mb";
+  p.phase = state::Phase::sync;
+  p.state = state::State::running;
+  p.current = 300;
+  p.total = 800;
+  p.bytes_per_second = 100;
+  p.eta_ms = 5000;
+  const EvacuationView v = view_evacuation(rec, ms, {{"mb", p}});
+  CHECK(v.total == 4);
+  CHECK(v.done == 1);
+  CHECK(v.running == 1);
+  CHECK(v.queued == 1);
+  CHECK(v.skipped == 1);
+  CHECK(v.sent == 1300);
+  // 500 of b's transfer, and c (not begun) guessed at the mean of the finished ones (1000).
+  CHECK(v.left == 1500);
+  CHECK(v.left_approximate);
+  CHECK(v.rate == 100);
+  REQUIRE(v.eta_ms);
+  CHECK(*v.eta_ms == 15000);
+  REQUIRE(v.rows.size() == 4);
+  CHECK(v.rows[1].current == 300);
+  CHECK(v.rows[1].eta_ms == std::optional<std::int64_t>(5000));
+  CHECK(v.rows[2].phase.empty()); // queued: its old migration is not this evacuation's
+  CHECK(v.rows[2].sent == 0);
+  nlohmann::json j = v;
+  CHECK(j["bytes_left"] == 1500);
+  CHECK(j["instances"][1]["total_progress"] == 800);
+  CHECK(j["instances"][0].count("total_progress") == 0);
+
+  // Nothing finished yet: what is left is unknown, and so is the ETA.
+  rec.data["evacuation"]["instances"][0]["outcome"] = "queued";
+  const EvacuationView early = view_evacuation(rec, ms, {{"mb", p}});
+  CHECK_FALSE(early.left_known);
+  CHECK_FALSE(early.eta_ms);
+  CHECK(nlohmann::json(early)["bytes_left"].is_null());
+}
+
+TEST_CASE("migration::outcome_of", "[migration]") {
+  state::Migration m;
+  m.phase = state::Phase::finalize;
+  m.state = state::State::successful;
+  CHECK(outcome_of(m) == "finalized");
+  m.phase = state::Phase::switch_;
+  CHECK(outcome_of(m) == "migrated");
+  m.phase = state::Phase::sync;
+  m.state = state::State::paused;
+  CHECK(outcome_of(m) == "ready");
+  m.state = state::State::failed;
+  CHECK(outcome_of(m) == "failed");
+  m.state = state::State::running;
+  CHECK(outcome_of(m).empty());
 }
