@@ -92,6 +92,7 @@ _zmigrate() {
     restore) opts="--dry-run --finalize --max-syncs --converge --parallel --bwlimit" ;;
     estimate) opts="-s --server --rate --parallel --measure -n --target --measure-size" ;;
     list) opts="-s --state -n --server -a --all -l --long --evacuation" ;;
+    watch | get) opts="--evacuation" ;;
     cleanup) opts="--dry-run" ;;
     esac
     case $cmd in

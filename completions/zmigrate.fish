@@ -86,6 +86,7 @@ complete -c zmigrate -n "__fish_seen_subcommand_from sync" -l all -d 'Sync every
 complete -c zmigrate -n "__fish_seen_subcommand_from sync" -l every -x -d 'Sync again after each such pause until switch takes over'
 complete -c zmigrate -n "__fish_seen_subcommand_from sync pause switch rollback finalize abort" -a '(__zmigrate_vms active)' -d 'Instance'
 complete -c zmigrate -n "__fish_seen_subcommand_from watch get" -a '(__zmigrate_vms all)' -d 'Instance'
+complete -c zmigrate -n "__fish_seen_subcommand_from watch get" -l evacuation -x -d 'The newest evacuation or restore of this node'
 complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -l keep-changes -d 'First send the target changes back'
 complete -c zmigrate -n "__fish_seen_subcommand_from rollback" -s y -l yes -d 'Do not ask for confirmation'
 complete -c zmigrate -n "__fish_seen_subcommand_from finalize" -s y -l yes -d 'Do not ask for confirmation'

@@ -183,20 +183,35 @@ std::string render_get(const state::Migration& m, const std::optional<state::Pro
 }
 
 CommandSpec get_command() {
-  auto vm = std::make_shared<std::string>();
-  return {"get", "Show an instance's migration: servers, phases, syncs, downtime",
-          [vm](CLI::App& app) {
-            app.add_option("VM", *vm, "Instance UUID")->required();
+  struct Opts {
+    std::string vm;
+    std::string evacuation;
+  };
+  auto o = std::make_shared<Opts>();
+  return {"get", "Show an instance's migration (servers, phases, syncs, downtime) or an evacuation",
+          [o](CLI::App& app) {
+            CLI::Option* v = app.add_option("VM", o->vm, "Instance UUID");
+            CLI::Option* e = app.add_option(
+                "--evacuation", o->evacuation,
+                "The newest evacuation or restore of this compute node (UUID or hostname) as a "
+                "whole: done/total, bytes sent and left, ETA, each instance's progress");
+            v->excludes(e);
             app.fallthrough();
           },
-          [vm](Runtime& rt) {
+          [o](Runtime& rt) {
+            if (!o->evacuation.empty()) {
+              return get_evacuation(rt, o->evacuation);
+            }
+            if (o->vm.empty()) {
+              throw UsageError("get", "name an instance (VM) or --evacuation CN");
+            }
             state::StateStore& store = rt.store();
-            std::optional<state::Migration> m = store.find_active_for_vm(*vm);
+            std::optional<state::Migration> m = store.find_active_for_vm(o->vm);
             if (!m) {
-              m = store.find_latest_for_vm(*vm);
+              m = store.find_latest_for_vm(o->vm);
             }
             if (!m) {
-              throw NotFoundError(fmt::format("instance {}", *vm),
+              throw NotFoundError(fmt::format("instance {}", o->vm),
                                   "no migration recorded in the state store; see \"zmigrate "
                                   "list --all\"");
             }

@@ -51,14 +51,6 @@ private:
   std::map<std::string, std::unique_ptr<remote::SshRunner>> m_runners;
 };
 
-std::string hostname() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof buf - 1) != 0) {
-    return "localhost";
-  }
-  return buf;
-}
-
 } // namespace
 
 struct Runtime::Impl {
@@ -143,7 +135,7 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.ssh_port = config().ssh.port;
     s.state_dir = config().state_dir;
     s.log_dir = config().log_dir;
-    s.hostname = hostname();
+    s.hostname = local_hostname();
     s.command_started = m_impl->started;
     s.take_over_remote_lease = m_globals.take_over;
     // Test-only: honoured only by builds with -DZMIGRATE_FAULT_HOOKS=ON (the lab's).

@@ -8,6 +8,7 @@
 #include <zmigrate/state/sqlite_store.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/interrupt.hpp>
+#include <zmigrate/util/process.hpp>
 #include <zmigrate/util/units.hpp>
 
 #include <cerrno>
@@ -26,24 +27,11 @@ namespace {
 // taken for dead, as the engine's own lease takeover does.
 constexpr std::chrono::seconds k_remote_lease_stale{300};
 
-std::string this_host() {
-  char buf[256] = {0};
-  if (::gethostname(buf, sizeof buf - 1) != 0) {
-    return "localhost";
-  }
-  return buf;
-}
-
-bool pid_alive(int pid) {
-  if (pid <= 0) {
-    return false;
-  }
-  return ::kill(pid, 0) == 0 || errno == EPERM;
-}
+} // namespace
 
 migration::LeaseProbe sqlite_lease_probe(state::StateStore& store, const Clock& clock) {
   auto* sqlite = dynamic_cast<state::SqliteStateStore*>(&store);
-  const std::string host = this_host();
+  const std::string host = local_hostname();
   return [sqlite, host, &clock](const std::string& id) -> std::optional<migration::LeaseStatus> {
     if (sqlite == nullptr) {
       return std::nullopt;
@@ -74,6 +62,8 @@ migration::LeaseProbe sqlite_lease_probe(state::StateStore& store, const Clock& 
     return s;
   };
 }
+
+namespace {
 
 // A finished phase run as one summary line (sync bytes and rate, switch downtime), or "".
 std::string done_summary(const migration::WatchEvent& e) {
@@ -131,40 +121,54 @@ void render_text(TerminalReporter& out, const migration::WatchEvent& e) {
 CommandSpec watch_command() {
   struct Opts {
     std::string vm;
+    std::string evacuation;
   };
   auto o = std::make_shared<Opts>();
-  return {
-      "watch", "Follow the running (or last) operation of an instance's migration until it ends",
-      [o](CLI::App& app) {
-        app.add_option("VM", o->vm, "Instance UUID")->required();
-        // --json, --quiet and --no-color may follow the instance, as with sdc-migrate.
-        app.fallthrough();
-      },
-      [o](Runtime& rt) {
-        state::StateStore& store = rt.store();
-        SystemClock clock;
-        const migration::LeaseProbe probe = sqlite_lease_probe(store, clock);
-        migration::WatchState st = migration::start_watch(store, o->vm);
-        TerminalReporter& out = rt.reporter();
-        const bool json = rt.globals().json;
-        while (true) {
-          throw_if_interrupted();
-          for (const migration::WatchEvent& e : migration::watch_step(store, probe, clock, st)) {
-            if (json) {
-              if (!rt.globals().quiet || e.type == migration::WatchEvent::Type::end) {
-                std::fprintf(stdout, "%s\n", migration::to_json(e).dump().c_str());
-                std::fflush(stdout);
-              }
-            } else {
-              render_text(out, e);
+  return {"watch",
+          "Follow the running (or last) operation of an instance's migration, or an evacuation, "
+          "until it ends",
+          [o](CLI::App& app) {
+            CLI::Option* v = app.add_option("VM", o->vm, "Instance UUID");
+            CLI::Option* e = app.add_option(
+                "--evacuation", o->evacuation,
+                "Follow the newest evacuation or restore of this compute node (UUID or hostname) "
+                "until it ends: each instance as it moves, done/total, bytes left, ETA");
+            v->excludes(e);
+            // --json, --quiet and --no-color may follow the instance, as with sdc-migrate.
+            app.fallthrough();
+          },
+          [o](Runtime& rt) {
+            if (!o->evacuation.empty()) {
+              return watch_evacuation(rt, o->evacuation);
             }
-          }
-          if (st.ended) {
-            return st.exit_code;
-          }
-          clock.sleep_for(migration::k_watch_poll);
-        }
-      }};
+            if (o->vm.empty()) {
+              throw UsageError("watch", "name an instance (VM) or --evacuation CN");
+            }
+            state::StateStore& store = rt.store();
+            SystemClock clock;
+            const migration::LeaseProbe probe = sqlite_lease_probe(store, clock);
+            migration::WatchState st = migration::start_watch(store, o->vm);
+            TerminalReporter& out = rt.reporter();
+            const bool json = rt.globals().json;
+            while (true) {
+              throw_if_interrupted();
+              for (const migration::WatchEvent& e :
+                   migration::watch_step(store, probe, clock, st)) {
+                if (json) {
+                  if (!rt.globals().quiet || e.type == migration::WatchEvent::Type::end) {
+                    std::fprintf(stdout, "%s\n", migration::to_json(e).dump().c_str());
+                    std::fflush(stdout);
+                  }
+                } else {
+                  render_text(out, e);
+                }
+              }
+              if (st.ended) {
+                return st.exit_code;
+              }
+              clock.sleep_for(migration::k_watch_poll);
+            }
+          }};
 }
 
 } // namespace zmigrate::cli

@@ -2,9 +2,11 @@
 #include <zmigrate/util/process.hpp>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <sys/resource.h>
+#include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
@@ -48,6 +50,21 @@ std::string fault_step_from_env(const char* value) {
 
 std::string fault_step_from_env() {
   return fault_step_from_env(std::getenv("ZMIGRATE_FAULT_STEP"));
+}
+
+std::string local_hostname() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0) {
+    return "localhost";
+  }
+  return buf;
+}
+
+bool pid_alive(int pid) {
+  if (pid <= 0) {
+    return false;
+  }
+  return ::kill(pid, 0) == 0 || errno == EPERM;
 }
 
 } // namespace zmigrate

@@ -4,7 +4,11 @@
 // one subcommand; cli/app.cpp lists them in one visible table.
 
 #include <zmigrate/cli/app.hpp>
+#include <zmigrate/migration/evacuation_record.hpp>
+#include <zmigrate/migration/watch.hpp>
 #include <zmigrate/state/records.hpp>
+#include <zmigrate/state/store.hpp>
+#include <zmigrate/util/clock.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -83,6 +87,18 @@ std::string render_list(const std::vector<state::Migration>& migrations, bool lo
 // with its steps, and the live progress of a running transfer.
 std::string render_get(const state::Migration& m, const std::optional<state::Progress>& progress,
                        bool unicode, std::chrono::system_clock::time_point now);
+// get --evacuation CN: the newest evacuation or restore of CN (UUID or hostname) as a whole: its
+// state, done/total, bytes sent and left, rate and ETA, and per instance its outcome, phase,
+// bytes and running transfer. watch --evacuation CN follows it until it ends (exit 0 when every
+// instance moved, 1 when one failed or the evacuate process is gone, 130 interrupted).
+int get_evacuation(Runtime& rt, const std::string& server);
+int watch_evacuation(Runtime& rt, const std::string& server);
+std::string render_evacuation(const migration::EvacuationView& v,
+                              std::chrono::system_clock::time_point now);
+// The lease of a migration as `watch` sees it: the SQLite lease row, with the holder's pid
+// checked when it is on this host, else its heartbeat and progress row.
+migration::LeaseProbe sqlite_lease_probe(state::StateStore& store, const Clock& clock);
+
 // Whether the locale (LC_ALL, LC_CTYPE, LANG) is UTF-8.
 bool utf8_locale();
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
-// Process-wide safety settings made once at start-up, and the test-only fault hook switch.
+// Process-wide safety settings made once at start-up, the test-only fault hook switch, and what
+// this host and its processes are.
 
 #include <string>
 
@@ -21,5 +22,11 @@ bool fault_hooks_compiled_in();
 std::string fault_step_from_env(const char* value);
 // fault_step_from_env(getenv("ZMIGRATE_FAULT_STEP")).
 std::string fault_step_from_env();
+
+// This host's name (gethostname), "localhost" when it has none: what leases record as `host`.
+std::string local_hostname();
+
+// Whether process `pid` of this host still runs (kill(pid, 0); EPERM counts as running).
+bool pid_alive(int pid);
 
 } // namespace zmigrate

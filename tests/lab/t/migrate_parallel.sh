@@ -62,11 +62,20 @@ two_done_one_going() {
 d = json.load(sys.stdin); ms = d if isinstance(d, list) else d.get("migrations", [])
 print(len(ms))') -ge 1 ]]
 }
+# The evacuation is a record of its own: get/watch --evacuation follow it from another shell.
+evac_record() { "$ZM" --json get --evacuation cn1 2>/dev/null | python3 -c "import json,sys; d = json.load(sys.stdin)['evacuation']; print($1)"; }
+check "get --evacuation cn1 finds the evacuation while it runs" wait_until 60 evac_record 'd["id"]'
+"$ZM" --json watch --evacuation cn1 >"$MT_WORK/watch1.out" 2>"$MT_WORK/watch1.err" </dev/null &
+watch_pid=$!
 if wait_until 240 two_done_one_going; then
     ok "two instances finalized and others under way: killing every zmigrate process (-9)"
 else
     fail "the evacuation did not get midway in 240 s ($(finalized) finalized)"
 fi
+zm_ok "get --evacuation cn1, midway" --json get --evacuation cn1
+EVAC_ID=$(zm_json 'd["evacuation"]["id"]')
+check "it is running, in the evacuate process, with all 7 instances and some done" \
+    test "$(zm_json '"%s %d %d %s" % (d["evacuation"]["state"], d["evacuation"]["pid"], d["evacuation"]["total"], d["evacuation"]["done"] >= 2 and d["evacuation"]["bytes_sent"] > 0)')" = "running $evac_pid 7 True"
 KILLED_AT=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
 # The evacuation and its migrations (its children, each in its own process group); stopped
 # first, so it starts none between the listing and the kill.
@@ -82,7 +91,27 @@ note "killed at $KILLED_AT with $(finalized) finalized"
 # the killed run are counted up to here, those of the rerun from here.
 read -ra MARK_KILL <<<"$(log_marks)"
 
-MT_ZM_TIMEOUT=600 zm_ok "the same evacuate again goes on to the end" "${EVAC[@]}"
+watch_ended() { ! kill -0 "$watch_pid" 2>/dev/null; }
+check "watch --evacuation, started before the kill, ends once the evacuate process is gone" \
+    wait_until 30 watch_ended
+wait "$watch_pid"
+watch_rc=$?
+check "it exits 1 and says the evacuate process is gone ($watch_rc: $(tail -1 "$MT_WORK/watch1.err"))" \
+    bash -c "[[ $watch_rc == 1 ]] && grep -q 'the evacuate process (pid $evac_pid on .*) is gone while it ran; run the same command again' '$MT_WORK/watch1.err'"
+check "its JSON lines followed the evacuation (instances done before the kill)" \
+    bash -c "python3 -c 'import json,sys; ds = [json.loads(l)[\"evacuation\"] for l in open(sys.argv[1])]; sys.exit(0 if len(ds) >= 2 and ds[-1][\"done\"] >= 2 else 1)' '$MT_WORK/watch1.out'"
+
+# The rerun, followed by watch --evacuation from another shell until it ends.
+(timeout -k 5 600 "$ZM" "${EVAC[@]}" >"$MT_WORK/evac2.out" 2>"$MT_WORK/evac2.err" </dev/null) &
+rerun_pid=$!
+rerun_started() { [[ $(evac_record 'd["pid"]') != "$evac_pid" ]]; }
+check "the rerun takes up the evacuation's record" wait_until 60 rerun_started
+MT_ZM_TIMEOUT=600 zm_ok "watch --evacuation cn1 follows the rerun to its end" watch --evacuation cn1
+check "watch: a line as each instance moved on, and OK - cn1 evacuated at the end" \
+    bash -c "grep -q ' to cn[24]: finalized' '$ZM_OUT' && tail -1 '$ZM_OUT' | grep -q '^OK - cn1 evacuated'"
+wait "$rerun_pid"
+rerun_rc=$?
+check "the same evacuate again goes on to the end (exit $rerun_rc)" test "$rerun_rc" = 0
 # The nodes log a connection's end a moment after the process that held it exits: the logs are
 # read once every node logged the end of each connection of the evacuation.
 read -ra MARK_END <<<"$(log_marks)"
@@ -95,10 +124,17 @@ all_closed() {
     done
 }
 check "every node logged the end of every connection of the rerun" wait_until 10 all_closed
-tail -9 "$ZM_OUT" | sed 's/^/#   /'
-check "it says cn1 is evacuated" bash -c "tail -1 '$ZM_OUT' | grep -q '^OK - cn1 evacuated'"
+tail -9 "$MT_WORK/evac2.out" | sed 's/^/#   /'
+check "it says cn1 is evacuated" bash -c "tail -1 '$MT_WORK/evac2.out' | grep -q '^OK - cn1 evacuated'"
 check "cn1 has no instance left" test -z "$(on cn1 'vmadm list -H -o uuid')"
 
+zm_ok "get --evacuation cn1, after the rerun" --json get --evacuation cn1
+check "the same record, successful: 7 of 7 done, nothing left, bytes counted" \
+    test "$(zm_json '"%s %s %d %d %s %s" % (d["evacuation"]["id"], d["evacuation"]["state"], d["evacuation"]["total"], d["evacuation"]["done"], d["evacuation"]["bytes_left"], d["evacuation"]["bytes_sent"] > 0)')" = "$EVAC_ID successful 7 7 0 True"
+zm_ok "get --evacuation cn1 as text" get --evacuation cn1
+sed 's/^/#   /' "$ZM_OUT"
+check "the text names the evacuation and counts it" \
+    bash -c "head -2 '$ZM_OUT' | grep -q '^Evacuation of cn1 (564d0000-0000-4000-8000-000000000001): successful' && grep -q '7 of 7 done' '$ZM_OUT'"
 zm_ok "list --evacuation cn1" --json list --evacuation cn1
 check "list --evacuation: 7 of 7 moved and finalized, none failed, bytes counted" \
     test "$(zm_json '"%d %d %d %d %s" % (d["evacuation"]["total"], d["evacuation"]["moved"], d["evacuation"]["finalized"], d["evacuation"]["failed"], d["evacuation"]["bytes_sent"] > 0)')" = "7 7 7 0 True"
@@ -207,6 +243,12 @@ for run in "MARK_START MARK_KILL killed run" "MARK_KILL MARK_END rerun"; do
     done
 done
 check "the data paths ran node to node ($data_paths from cn1)" test "$data_paths" -ge 7
+# A data path runs on cn1, not on the head: one the kill left running counts on into the rerun.
+for n in cn2 cn3 cn4; do
+    p=$(peaks "$n" "$LAB_SUBNET.11" MARK_START MARK_END)
+    check "killed run and rerun together: $n's sshd saw at most 2 data paths from cn1 at once ($(pk "$p" 'd["peak"]'))" \
+        test "$(pk "$p" 'd["peak"] <= 2')" = True
+done
 
 check "no key, private dir or migration snapshot left on any node" \
     bash -c "for n in cn1 cn2 cn3 cn4; do '$LAB' ssh \$n 'ls /var/run/zmigrate 2>/dev/null; grep -c zmigrate- /root/.ssh/authorized_keys | grep -v ^0; zfs list -H -t snapshot -o name | grep @zmigrate-' | grep -q . && exit 1; done; exit 0"

@@ -174,3 +174,55 @@ TEST_CASE("cli::summarize_evacuation", "[cli]") {
   CHECK(evacuation_line("cn1", s) ==
         "cn1: 2 of 5 moved (1 finalized), 1 ready to switch, 1 running, 1 failed; 525B sent");
 }
+
+TEST_CASE("cli::render_evacuation", "[cli]") {
+  migration::EvacuationView v;
+  v.id = "e1";
+  v.server = "564d0000-0000-4000-8000-000000000001";
+  v.hostname = "cn1";
+  v.state = "running";
+  v.started = "2026-12-07T02:00:00.000Z";
+  v.pid = 42;
+  v.host = "head";
+  v.total = 2;
+  v.done = 1;
+  v.running = 1;
+  v.sent = 3 << 20;
+  v.left = 1 << 20;
+  v.left_approximate = true;
+  v.rate = 1 << 20;
+  v.eta_ms = 1000;
+  migration::EvacuationRow a;
+  a.vm_uuid = "u1";
+  a.alias = "web01";
+  a.target = "cn2";
+  a.outcome = "finalized";
+  a.phase = "finalize";
+  a.state = "successful";
+  a.sent = 2 << 20;
+  migration::EvacuationRow b = a;
+  b.vm_uuid = "u2";
+  b.alias = "db01";
+  b.outcome = "running";
+  b.phase = "sync";
+  b.state = "running";
+  b.sent = 0;
+  b.current = 1 << 20;
+  b.total = 2 << 20;
+  b.rate = 1 << 20;
+  b.eta_ms = 1000;
+  v.rows = {a, b};
+  const auto now = parse_iso8601("2026-12-07T02:03:00.000Z");
+  const std::string text = render_evacuation(v, now);
+  INFO(text);
+  CHECK_THAT(text, Catch::StartsWith("Evacuation of cn1 (564d0000-0000-4000-8000-000000000001): "
+                                     "running, started 3m ago (pid 42 on head)\n"));
+  CHECK_THAT(text, Catch::Contains("1 of 2 done, 1 running, 0 queued, 0 failed, 0 skipped; "));
+  CHECK_THAT(text, Catch::Contains("~1.0MB left at 1.0MB/s, ETA ~1.0s"));
+  CHECK_THAT(text, Catch::Contains("UUID  ALIAS  TARGET  RESULT     PHASE     STATE       SENT"));
+  CHECK_THAT(text, Catch::Contains("u2    db01   cn2     running    sync      running"));
+  CHECK_THAT(text, Catch::Contains("1.0MB of 2.0MB at 1.0MB/s, ETA 1.0s"));
+  v.state = "paused";
+  CHECK_THAT(render_evacuation(v, now),
+             Catch::Contains("interrupted (run the same command again to go on)"));
+}
