@@ -9,9 +9,16 @@
                                          RSS of a /usr/bin/time -v report, --json-file the keys of
                                          a JSON object (zmigrate_plan_bench's output)
   bench.py report JSONL OUT              compute the figures, write OUT (JSON), print a table
+  bench.py sshd-count LOG FIRST LAST HEAD PEER
+                                         count the connections and sessions a node's sshd logged
+                                         in lines FIRST..LAST-1 (0-based), by peer address: HEAD,
+                                         PEER (the other node) or elsewhere; prints JSON
+  bench.py sshd-summary SOURCE.json TARGET.json
+                                         one line of two sshd-count results, for the progress
 
 No figure is judged pass/fail: targets are printed beside the measured values."""
 import json
+import re
 import statistics
 import sys
 
@@ -88,6 +95,61 @@ def cmd_record(argv):
             i += 1
     with open(path, 'a') as f:
         f.write(json.dumps(rec, sort_keys=True) + '\n')
+
+
+# --------------------------------------------------------------------------------------------
+# sshd logs (figure 8): a lab node's sshd runs with LogLevel VERBOSE and writes, without time
+# stamps, "Connection from ADDR port P on ADDR port 22 ..." per connection and
+# "Starting session: KIND for USER from ADDR port P id N" per session (each remote command; KIND
+# is "command" or "forced-command (key-option) '...'" for a key with a forced command).
+
+SSHD_CONNECTION = re.compile(r'Connection from (\S+) port (\d+) on ')
+SSHD_SESSION = re.compile(r'Starting session: (.*) for \S+ from (\S+) port (\d+) id \d+$')
+# zmigrate's data-path directory differs per migration; the kind is kept without it
+SSHD_PATH_ID = re.compile(r'/var/run/zmigrate/[^/\s\']+/')
+
+
+def sshd_count(lines, head, peer):
+    def who(addr):
+        return 'head' if addr == head else 'other_node' if addr == peer else 'elsewhere'
+    out = {'sessions_from_head': 0, 'sessions_from_other_node': 0, 'sessions_from_elsewhere': 0,
+           'connections_from_head': 0, 'connections_from_other_node': 0,
+           'connections_from_elsewhere': 0, 'session_kinds': {}, 'log_lines': len(lines),
+           'head_address': head, 'other_node_address': peer}
+    for line in lines:
+        m = SSHD_CONNECTION.match(line)
+        if m:
+            out['connections_from_' + who(m[1])] += 1
+            continue
+        m = SSHD_SESSION.match(line)
+        if m:
+            w = who(m[2])
+            out['sessions_from_' + w] += 1
+            kind = '%s: %s' % (w, SSHD_PATH_ID.sub('/var/run/zmigrate/<path>/', m[1]))
+            out['session_kinds'][kind] = out['session_kinds'].get(kind, 0) + 1
+    out['sessions'] = sum(out['sessions_from_' + w] for w in ('head', 'other_node', 'elsewhere'))
+    out['connections'] = sum(out['connections_from_' + w]
+                             for w in ('head', 'other_node', 'elsewhere'))
+    return out
+
+
+def cmd_sshd_count(argv):
+    log, first, last, head, peer = argv[0], int(argv[1]), int(argv[2]), argv[3], argv[4]
+    with open(log, encoding='utf-8', errors='replace') as f:
+        lines = f.read().splitlines()[first:last]
+    print(json.dumps(sshd_count(lines, head, peer), sort_keys=True))
+
+
+def cmd_sshd_summary(argv):
+    parts = []
+    for role, path in zip(('source', 'target'), argv):
+        with open(path) as f:
+            c = json.load(f)
+        parts.append('%s %d sessions from head + %d from the other node%s, %d connections' % (
+            role, c['sessions_from_head'], c['sessions_from_other_node'],
+            ' + %d from elsewhere' % c['sessions_from_elsewhere']
+            if c['sessions_from_elsewhere'] else '', c['connections']))
+    print(', '.join(parts))
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +293,56 @@ def build(records):
         'restore_parallel_3_wall_ms': rs.get(3, {}).get('wall_ms'),
     }
 
+    # 8. remote commands per sync, per node, from the nodes' sshd logs
+    windows = {}
+    for r in by.get('sshd_window', []):
+        windows.setdefault(r['window'], {}).setdefault(r['role'], []).append(r)
+    counted = ('sessions', 'sessions_from_head', 'sessions_from_other_node',
+               'sessions_from_elsewhere', 'connections', 'connections_from_head',
+               'connections_from_other_node', 'connections_from_elsewhere')
+
+    def window(name):
+        w = windows.get(name)
+        if not w:
+            return None
+        out = {}
+        for role, rs in w.items():
+            out[role] = {'node': rs[0].get('node'), 'session_kinds': rs[0].get('session_kinds')}
+            out[role].update({k: stats([x.get(k) for x in rs]) for k in counted})
+        return out
+
+    rc = {
+        'zmigrate_incremental_sync': window('zmigrate_incremental_sync'),
+        'zmigrate_unchanged_sync': window('zmigrate_unchanged_sync'),
+        'syncoid_incremental': window('syncoid_incremental'),
+        'syncoid_unchanged': window('syncoid_unchanged'),
+        'delta_bytes_written': 1 << 20,
+        'zmigrate_incremental_wall_ms': stats([r['wall_ms'] for r in by.get('cmds_zmigrate', [])]),
+        'zmigrate_incremental_bytes': stats([r.get('zm_sync', {}).get('bytes')
+                                             for r in by.get('cmds_zmigrate', [])]),
+        'syncoid_incremental_wall_ms': stats([r['wall_ms'] for r in by.get('cmds_syncoid', [])]),
+        'target_sessions_per_node_max': 2,
+    }
+    inc = rc['zmigrate_incremental_sync'] or {}
+    rc['zmigrate_incremental_sessions_per_node_max'] = max(
+        (med(v['sessions']) for v in inc.values() if v.get('sessions')), default=None)
+    res['remote_commands'] = rc
+
+    # 9. a sync when nothing changed: zmigrate sync vs syncoid
+    iz = by.get('idle_zmigrate', [])
+    iy = by.get('idle_syncoid', [])
+    izwall = stats([r['wall_ms'] for r in iz])
+    iywall = stats([r['wall_ms'] for r in iy])
+    res['unchanged_sync'] = {
+        'zmigrate_wall_ms': izwall,
+        'zmigrate_reported_ms': stats([r.get('zm_sync', {}).get('duration_ms') for r in iz]),
+        'zmigrate_bytes': stats([r.get('zm_sync', {}).get('bytes') for r in iz]),
+        'zmigrate_peak_rss_kib': stats([r.get('peak_rss_kib') for r in iz]),
+        'syncoid_wall_ms': iywall,
+        'ratio_zmigrate_to_syncoid': ratio(med(izwall), med(iywall)),
+        'target_ratio_max': 0.5,
+    }
+
     # 6. placement planning
     pl = by.get('placement', [])
     last = pl[-1] if pl else {}
@@ -361,6 +473,57 @@ def table(res):
             % (ms(ev['parallel_3_wall_ms']), ms(ev['restore_parallel_3_wall_ms'])),
             '   speed-up                        %s' % fmt_ratio(ev['speedup']),
         ]
+    rc = res.get('remote_commands') or {}
+    if any(rc.get(k) for k in ('zmigrate_incremental_sync', 'zmigrate_unchanged_sync',
+                               'syncoid_incremental', 'syncoid_unchanged')):
+        def count(s):
+            if not s:
+                return 'n/a'
+            if s['min'] == s['max']:
+                return '%g' % s['median']
+            return '%g (%g-%g)' % (s['median'], s['min'], s['max'])
+        inc = rc.get('zmigrate_incremental_sync') or {}
+        lines += [
+            '',
+            '8. remote commands per sync, per node, from the nodes\' sshd logs (target <= 2 per node'
+            ' per incremental sync)',
+            '   sessions = remote commands; "other node" = the data path (the source logs in to'
+            ' the target)',
+            '   %-30s %-7s %-5s %9s %11s %11s' % ('', 'node', '', 'sessions', 'from head',
+                                                   'other node') + '  connections',
+        ]
+        for key, label in (('zmigrate_incremental_sync', 'zmigrate sync, 1 MiB changed'),
+                           ('zmigrate_unchanged_sync', 'zmigrate sync, nothing changed'),
+                           ('syncoid_incremental', 'syncoid, 1 MiB changed'),
+                           ('syncoid_unchanged', 'syncoid, nothing changed')):
+            w = rc.get(key) or {}
+            for role in ('source', 'target'):
+                c = w.get(role)
+                if not c:
+                    continue
+                lines.append('   %-30s %-7s %-5s %9s %11s %11s  %s' % (
+                    label if role == 'source' else '', role, c.get('node') or '?',
+                    count(c['sessions']), count(c['sessions_from_head']),
+                    count(c['sessions_from_other_node']), count(c['connections'])))
+        mx = rc.get('zmigrate_incremental_sessions_per_node_max')
+        lines.append('   zmigrate incremental sync: %s sessions on the busiest node (target <= 2)'
+                     % ('n/a' if mx is None else '%g' % mx))
+        lines.append('   (syncoid runs inside the source node: its source sessions are the'
+                     ' bench\'s own login that starts it)')
+        for role in ('source', 'target'):
+            kinds = (inc.get(role) or {}).get('session_kinds') or {}
+            for k, n in sorted(kinds.items()):
+                lines.append('     zmigrate %s sessions: %dx %s' % (role, n, k))
+    us = res.get('unchanged_sync') or {}
+    if us.get('zmigrate_wall_ms') or us.get('syncoid_wall_ms'):
+        lines += [
+            '',
+            '9. sync when nothing changed: zmigrate sync vs syncoid (target ratio <= 0.5)',
+            '   zmigrate sync (wall, head)      %s' % fmt_ms(us['zmigrate_wall_ms']),
+            '   zmigrate sync (its own figure)  %s' % fmt_ms(us['zmigrate_reported_ms']),
+            '   syncoid (wall, on the source)   %s' % fmt_ms(us['syncoid_wall_ms']),
+            '   ratio zmigrate/syncoid          %s' % fmt_ratio(us['ratio_zmigrate_to_syncoid']),
+        ]
     if res['notes']:
         lines += ['', 'notes:'] + ['  - ' + n for n in res['notes']]
     return '\n'.join(lines)
@@ -390,6 +553,10 @@ def main(argv):
         cmd_record(rest)
     elif cmd == 'report':
         cmd_report(rest)
+    elif cmd == 'sshd-count':
+        cmd_sshd_count(rest)
+    elif cmd == 'sshd-summary':
+        cmd_sshd_summary(rest)
     else:
         raise SystemExit(__doc__)
 
