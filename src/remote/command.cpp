@@ -90,6 +90,15 @@ std::string render_impl(const Command& cmd, bool for_log) {
                        fmt::format("redacted token ({}, {}) does not exist", stage, index));
     }
   }
+  for (const std::size_t start : cmd.sequence_starts) {
+    if (start == 0 || start >= cmd.pipeline.size()) {
+      throw UsageError("command", fmt::format("sequence start {} is not a later stage", start));
+    }
+  }
+  if (!cmd.sequence_starts.empty() &&
+      (!cmd.stdin_path.empty() || !cmd.stdout_path.empty() || cmd.stderr_to_stdout_last)) {
+    throw UsageError("command", "a sequence of commands cannot have redirections");
+  }
   std::string out;
   for (std::size_t s = 0; s < cmd.pipeline.size(); ++s) {
     const Argv& argv = cmd.pipeline[s];
@@ -97,7 +106,9 @@ std::string render_impl(const Command& cmd, bool for_log) {
       throw UsageError("command", fmt::format("stage {} of the pipeline has no argv", s + 1));
     }
     if (s > 0) {
-      out += " | ";
+      const bool next = std::find(cmd.sequence_starts.begin(), cmd.sequence_starts.end(), s) !=
+                        cmd.sequence_starts.end();
+      out += next ? " && " : " | ";
     }
     for (std::size_t i = 0; i < argv.size(); ++i) {
       if (i > 0) {

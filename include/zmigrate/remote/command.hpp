@@ -21,6 +21,11 @@ struct Command {
   std::string stdin_path;             // "< path" on the first stage when non-empty; absolute
   std::string stdout_path;            // "> path" on the last stage when non-empty; absolute
   bool stderr_to_stdout_last = false; // "2>&1" on the last stage (after any "> path")
+  // Stages that start the next command of a sequence (" && " before them instead of " | "):
+  // a few commands in one round trip, stopping at the first that fails, whose status is the
+  // sequence's. No redirections with a sequence (render refuses them: which command would they
+  // belong to?).
+  std::vector<std::size_t> sequence_starts;
   // Tokens (stage, index) shown as <redacted> by render_for_log() (key material, secrets).
   std::vector<std::pair<std::size_t, std::size_t>> redact;
 
@@ -28,6 +33,13 @@ struct Command {
   Command(Argv argv) { pipeline.push_back(std::move(argv)); } // NOLINT: implicit on purpose
   // Append a stage: `Command{{"zfs", "send", snap}}.pipe({"pv", "-n"})`.
   Command& pipe(Argv argv) {
+    pipeline.push_back(std::move(argv));
+    return *this;
+  }
+  // Append a command run only when everything before it succeeded:
+  // `Command{{"zfs", "release", ...}}.and_then({"zfs", "destroy", ...})`.
+  Command& and_then(Argv argv) {
+    sequence_starts.push_back(pipeline.size());
     pipeline.push_back(std::move(argv));
     return *this;
   }
@@ -44,10 +56,12 @@ struct Command {
 // `token` holds a NUL byte (it cannot be passed through argv).
 std::string quote(std::string_view token);
 
-// The shell text for `cmd`: quote()d tokens, stages joined by " | ", quoted redirections.
+// The shell text for `cmd`: quote()d tokens, stages joined by " | " (" && " before a sequence's
+// next command), quoted redirections.
 // A first token that the shell would read as a reserved word or an assignment ("if", "!",
 // "A=b") is quoted so it stays a command name. Throws UsageError on an empty pipeline, an empty
-// argv, a NUL byte, a relative redirection path or a redact index out of range.
+// argv, a NUL byte, a relative redirection path, a redact index out of range, or a sequence
+// with a redirection or whose next command starts at stage 0 or past the end.
 std::string render(const Command& cmd);
 
 // render(cmd) with each redacted token replaced by <redacted>; for logs and error messages.

@@ -148,6 +148,24 @@ TEST_CASE("remote::render", "[remote]") {
     CHECK(render(Command{{"A=b", "c=d"}}) == "'A=b' c=d");
     CHECK(render(Command{{"echo"}}.pipe({"{"})) == "echo | '{'");
   }
+  SECTION("a sequence: the next command only after the previous one succeeded") {
+    Command c{{"zfs", "release", "zmigrate-1", "zones/a@s1"}};
+    c.and_then({"zfs", "destroy", "-r", "zones/a@s1"}).and_then({"zfs", "destroy", "x y@s1"});
+    CHECK(render(c) == "zfs release zmigrate-1 zones/a@s1 && zfs destroy -r zones/a@s1 && zfs "
+                       "destroy 'x y@s1'");
+    Command mixed{{"echo", "a"}};
+    mixed.pipe({"tr", "a", "b"}).and_then({"if"});
+    CHECK(render(mixed) == "echo a | tr a b && 'if'");
+    Command redirected{{"cat"}};
+    redirected.and_then({"cat"});
+    redirected.stdout_path = "/tmp/x";
+    CHECK_THROWS_AS(render(redirected), UsageError);
+    Command bad_start{{"cat"}};
+    bad_start.sequence_starts = {0};
+    CHECK_THROWS_AS(render(bad_start), UsageError);
+    bad_start.sequence_starts = {1};
+    CHECK_THROWS_AS(render(bad_start), UsageError);
+  }
   SECTION("refusals") {
     CHECK_THROWS_AS(render(Command{}), UsageError);
     CHECK_THROWS_AS(render(Command{Argv{}}), UsageError);
@@ -211,6 +229,18 @@ TEST_CASE("remote::render through /bin/sh", "[remote]") {
       argv.insert(argv.end(), tokens.begin(), tokens.end());
       CHECK(sh_output(Command{argv}) == bracketed(tokens));
     }
+  }
+  SECTION("a sequence stops at the first command that fails, with its status") {
+    Command ok{{"printf", "%s", "a;b"}};
+    ok.and_then({"printf", "%s", "$(c)"});
+    CHECK(sh_output(ok) == "a;b$(c)");
+    Command stops{{"sh", "-c", "exit 3"}};
+    stops.and_then({"printf", "%s", "not reached"});
+    zmigrate::NullLogger log;
+    zmigrate::remote::LocalRunner runner(log);
+    const zmigrate::remote::Result r = runner.run(stops);
+    CHECK(r.exit_status == 3);
+    CHECK(r.out.empty());
   }
   SECTION("pipelines and redirections to a hostile path") {
     char dir_template[] = "/tmp/zmigrate-test-XXXXXX";
