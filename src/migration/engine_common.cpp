@@ -6,10 +6,12 @@
 #include <zmigrate/migration/steps.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/units.hpp>
+#include <zmigrate/zfs/capabilities.hpp>
 #include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <set>
 #include <tuple>
 
@@ -286,10 +288,68 @@ std::vector<Stream> plan_dataset(Context& ctx, const std::string& migration_id,
 
 } // namespace
 
+std::string node_boot(const inventory::Server& s) {
+  if (!s.raw.is_object()) {
+    return "";
+  }
+  if (s.raw.contains("last_boot") && s.raw["last_boot"].is_string()) {
+    return s.raw["last_boot"].get<std::string>();
+  }
+  const nlohmann::json sysinfo = s.raw.value("sysinfo", nlohmann::json::object());
+  if (sysinfo.is_object() && sysinfo.contains("Boot Time") && sysinfo["Boot Time"].is_string()) {
+    return sysinfo["Boot Time"].get<std::string>();
+  }
+  return "";
+}
+
+void probe_both(Operation& op, Node& a, Node& b) {
+  // The probe's own text is part of the key: a zmigrate whose probe asks more probes again.
+  const std::string probe = std::to_string(std::hash<std::string_view>{}(zfs::probe_script()));
+  state::Migration& m = op.record();
+  const auto cached = [&](Node& n) {
+    const std::string boot = node_boot(n.server());
+    const nlohmann::json all = m.data.value("node_caps", nlohmann::json::object());
+    const nlohmann::json c =
+        all.is_object() ? all.value(n.server().uuid, nlohmann::json()) : nlohmann::json();
+    if (boot.empty() || !c.is_object() || c.value("boot", "") != boot ||
+        c.value("probe", "") != probe || !c.contains("caps")) {
+      return false;
+    }
+    try {
+      n.assume_caps(c["caps"].get<zfs::Capabilities>());
+    } catch (const std::exception&) {
+      return false; // unreadable: probe again
+    }
+    return true;
+  };
+  const bool a_known = cached(a);
+  const bool b_known = cached(b);
+  both([&] { a.caps(); }, [&] { b.caps(); });
+  if (a_known && b_known) {
+    return;
+  }
+  bool changed = false;
+  for (Node* n : {&a, &b}) {
+    const std::string boot = node_boot(n->server());
+    if (boot.empty()) {
+      continue;
+    }
+    if (!m.data.contains("node_caps") || !m.data["node_caps"].is_object()) {
+      m.data["node_caps"] = nlohmann::json::object();
+    }
+    m.data["node_caps"][n->server().uuid] = {{"boot", boot}, {"probe", probe}, {"caps", n->caps()}};
+    changed = true;
+  }
+  if (changed) {
+    op.save();
+  }
+}
+
 void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
-                     const std::vector<std::string>& roots, const std::string& keep) {
+                     const std::vector<std::string>& roots, const std::string& keep,
+                     const DatasetTree* known) {
   const std::string tag = "zmigrate-" + migration_id;
-  const DatasetTree t = node.tree(roots);
+  const DatasetTree t = known != nullptr ? *known : node.tree(roots);
   std::vector<std::string> doomed;
   std::set<std::string> snaps;
   for (const auto& [ds, list] : t.snapshots) {
@@ -305,10 +365,10 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
   if (doomed.empty()) {
     return;
   }
-  // Few commands whatever the number of datasets: one release, one `destroy -r` per root and
+  // One command whatever the number of datasets: one release, one `destroy -r` per root and
   // snapshot name (migration snapshots are made with `snapshot -r`, so a root's descendants
   // have the same ones), then whatever a root did not cover.
-  node.release_all(doomed, tag);
+  std::vector<std::string> recursive;
   std::set<std::string> covered;
   for (const std::string& snap : snaps) {
     for (const std::string& root : roots) {
@@ -316,7 +376,7 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
       if (!t.has(name)) {
         continue;
       }
-      node.destroy_snapshot_recursive(name);
+      recursive.push_back(name);
       for (const std::string& d : doomed) {
         const std::string ds = d.substr(0, d.find('@'));
         if (snap_part(d) == snap && (ds == root || ds.rfind(root + "/", 0) == 0)) {
@@ -325,11 +385,13 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
       }
     }
   }
+  std::vector<std::string> single;
   for (const std::string& d : doomed) {
     if (!covered.count(d)) {
-      node.destroy_snapshot(d);
+      single.push_back(d);
     }
   }
+  node.release_and_destroy(doomed, tag, recursive, single);
   ctx.log.debug("pruned migration snapshots", {{"host", node.host()}, {"snapshots", doomed}});
 }
 
@@ -394,6 +456,7 @@ struct SyncRun {
   std::vector<std::string> roots;
   std::string snap;              // the new migration snapshot (snap name)
   DatasetTree dt;                // the receiver, read while the snapshot is taken
+  DatasetTree st;                // the sender, read after the snapshot
   std::vector<Stream> plan;      // every stream, in order
   std::vector<std::string> all;  // every dataset of the instance on the sender
   std::vector<std::string> held; // ds@snap of each
@@ -443,7 +506,8 @@ void check_token(SyncRun& r, const Stream& t) {
 
 // 2. Read the sender once and plan every stream (GUID-based base selection).
 void plan_streams(SyncRun& r, nlohmann::json& d) {
-  const DatasetTree st = r.src.tree(r.roots, {"origin", "referenced"});
+  r.st = r.src.tree(r.roots, {"origin", "referenced"});
+  const DatasetTree& st = r.st;
   r.all = st.datasets;
   for (const std::string& root : r.roots) {
     if (!st.has(root)) {
@@ -583,9 +647,13 @@ void finish_sends(SyncRun& r) {
   r.op.save();
 }
 
-// 4. Keep only the newest migration snapshot on both sides as the next base.
+// 4. Keep only the newest migration snapshot on both sides as the next base, one command per
+// node. The sender's tree as this sync read it (after its snapshot) names every older migration
+// snapshot there: sends make none on the sender, and this process holds the lease. The
+// receiver is read again: an incremental stream with intermediates (or a resumed one) may have
+// brought it older migration snapshots since it was read.
 void prune_both(SyncRun& r, nlohmann::json& d) {
-  both([&] { prune_snapshots(r.ctx, r.src, r.m().id, r.roots, r.snap); },
+  both([&] { prune_snapshots(r.ctx, r.src, r.m().id, r.roots, r.snap, &r.st); },
        [&] { prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap); });
   d["kept"] = r.snap;
 }
@@ -600,7 +668,7 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
   r.roots = instance_roots(op.record());
   r.do_prune = options.prune;
   const auto started = ctx.clock.now();
-  both([&] { r.src.caps(); }, [&] { r.dst.caps(); }); // once per node per command, at once
+  probe_both(op, r.src, r.dst); // once per node per command, at once, or cached
   check_rate_limit(ctx, r.src);
 
   // Forward only: a sync that fails leaves what it received; the next one resumes from the

@@ -82,10 +82,21 @@ void check_rate_limit(Context& ctx, Node& sender);
 DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, Node& dst,
                             const std::vector<std::string>& datasets);
 
+// The boot of a compute node as CNAPI reports it: `last_boot`, else sysinfo "Boot Time"; ""
+// when neither is there.
+std::string node_boot(const inventory::Server& s);
+// Both nodes' capabilities, at once: from the migration record (data.node_caps.<server uuid>:
+// boot, probe, caps) when an earlier command probed the same boot of the node with the same
+// probe, else probed (one command per node) and recorded for the next command.
+void probe_both(Operation& op, Node& a, Node& b);
+
 // Remove every snapshot of this migration on `node` for the instance's datasets, except `keep`
-// (a snap name like zmigrate-<id>-3; "" removes all). Releases holds first.
+// (a snap name like zmigrate-<id>-3; "" removes all). Releases holds first; one remote command
+// (Node::release_and_destroy). `known`: the node's tree of `roots` as this command read it,
+// when nothing can have added or removed a migration snapshot since (else it is read).
 void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
-                     const std::vector<std::string>& roots, const std::string& keep);
+                     const std::vector<std::string>& roots, const std::string& keep,
+                     const DatasetTree* known = nullptr);
 
 // NAPI: reserve every NIC IP not already reserved; remember which ones (data.reserved_ips and the
 // ledger) so only those are unreserved later.

@@ -43,6 +43,12 @@ const zfs::Capabilities& SmartosNode::caps() {
   return *m_facts.caps;
 }
 
+void SmartosNode::assume_caps(const zfs::Capabilities& known) {
+  if (!m_facts.caps) {
+    m_facts.caps = known;
+  }
+}
+
 std::optional<nlohmann::json> SmartosNode::vm_get(const std::string& uuid) {
   const std::string what = fmt::format("{}: vmadm get {}", m_runner.host(), uuid);
   remote::RunOptions opts;
@@ -639,6 +645,45 @@ void SmartosNode::hold_all(const std::vector<std::string>& full_names, const std
   // Some exist already (a rerun): hold the rest one by one, which tolerates that.
   for (const std::string& n : full_names) {
     hold(n, tag);
+  }
+}
+
+void SmartosNode::release_and_destroy(const std::vector<std::string>& release,
+                                      const std::string& tag,
+                                      const std::vector<std::string>& destroy_recursive,
+                                      const std::vector<std::string>& destroy) {
+  remote::Command cmd;
+  const auto add = [&cmd](remote::Argv argv) {
+    if (cmd.pipeline.empty()) {
+      cmd.pipeline.push_back(std::move(argv));
+    } else {
+      cmd.and_then(std::move(argv));
+    }
+  };
+  if (caps().holds && !release.empty()) {
+    add(zfs::build_release(tag, checked_snaps(release), zfs::Recursive::no));
+  }
+  for (const std::string& n : destroy_recursive) {
+    add(zfs::build_destroy(checked_snap(n), zfs::Recursive::yes));
+  }
+  for (const std::string& n : destroy) {
+    add(zfs::build_destroy(checked_snap(n), zfs::Recursive::no));
+  }
+  if (cmd.pipeline.empty()) {
+    return;
+  }
+  remote::RunOptions opts;
+  opts.timeout = std::chrono::minutes(30); // destroying a large tree takes its time
+  if (m_runner.run(cmd, opts).ok()) {
+    return;
+  }
+  // Busy, a hold already released, a snapshot already gone: each step with its own tolerance.
+  release_all(release, tag);
+  for (const std::string& n : destroy_recursive) {
+    destroy_snapshot_recursive(n);
+  }
+  for (const std::string& n : destroy) {
+    destroy_snapshot(n);
   }
 }
 

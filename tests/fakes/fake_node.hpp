@@ -246,6 +246,12 @@ public:
     return m_caps;
   }
   zfs::Capabilities& mutable_caps() { return m_caps; }
+  inventory::Server& mutable_server() { return m_server; }
+  // Recorded only: the fake's own capabilities stay the truth.
+  void assume_caps(const zfs::Capabilities&) override {
+    const auto l = lock();
+    enter("assume_caps");
+  }
 
   std::optional<nlohmann::json> vm_get(const std::string& uuid) override {
     const auto l = lock();
@@ -718,6 +724,20 @@ public:
       if (Snapshot* s = find_snapshot(n)) {
         s->holds.erase(tag);
       }
+    }
+  }
+
+  void release_and_destroy(const std::vector<std::string>& release, const std::string& tag,
+                           const std::vector<std::string>& destroy_recursive,
+                           const std::vector<std::string>& destroy) override {
+    // The same calls in the same order (tests that count them see a prune as before); one
+    // remote command on a real node.
+    release_all(release, tag);
+    for (const std::string& n : destroy_recursive) {
+      destroy_snapshot_recursive(n);
+    }
+    for (const std::string& n : destroy) {
+      destroy_snapshot(n);
     }
   }
 

@@ -53,6 +53,9 @@ public:
   virtual const std::string& host() const = 0;
   // The node's ZFS capabilities, probed once per command.
   virtual const zfs::Capabilities& caps() = 0;
+  // Take `known` as the capabilities for this command instead of probing (what an earlier
+  // command probed on this very boot of the node); no effect once probed.
+  virtual void assume_caps(const zfs::Capabilities& known) = 0;
 
   // --- instances (vmadm/zonecfg/zoneadm/imgadm) ---
   // `vmadm get`; nullopt only when the node proves it has no such instance: vmadm's own
@@ -126,6 +129,13 @@ public:
   // tolerates missing ones.
   virtual void hold_all(const std::vector<std::string>& full_names, const std::string& tag) = 0;
   virtual void release_all(const std::vector<std::string>& full_names, const std::string& tag) = 0;
+  // A prune in one round trip: release `release` (tag; where the node supports holds), then
+  // `zfs destroy -r` each of `destroy_recursive`, then `zfs destroy` each of `destroy`, as one
+  // sequence that stops at the first failure; after a failure the same again one by one, each
+  // with its own tolerance (release_all, destroy_snapshot_recursive, destroy_snapshot).
+  virtual void release_and_destroy(const std::vector<std::string>& release, const std::string& tag,
+                                   const std::vector<std::string>& destroy_recursive,
+                                   const std::vector<std::string>& destroy) = 0;
   // `zfs send` argv for: full (from == ""), incremental from `from` (a snapshot of the same
   // dataset or the clone origin), or a resume token; flags limited to what both ends support.
   virtual remote::Argv send_argv(const std::string& snapshot, const std::string& from,

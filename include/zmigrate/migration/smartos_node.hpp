@@ -31,6 +31,7 @@ public:
   const std::string& host() const override { return m_runner.host(); }
   remote::Runner& runner() { return m_runner; }
   const zfs::Capabilities& caps() override;
+  void assume_caps(const zfs::Capabilities& known) override;
 
   std::optional<nlohmann::json> vm_get(const std::string& uuid) override;
   // True when `zoneadm list -cp` lists a zone named or with uuid `uuid` (throws if it fails).
@@ -74,6 +75,9 @@ public:
   void release(const std::string& full_name, const std::string& tag);
   void hold_all(const std::vector<std::string>& full_names, const std::string& tag) override;
   void release_all(const std::vector<std::string>& full_names, const std::string& tag) override;
+  void release_and_destroy(const std::vector<std::string>& release, const std::string& tag,
+                           const std::vector<std::string>& destroy_recursive,
+                           const std::vector<std::string>& destroy) override;
   remote::Argv send_argv(const std::string& snapshot, const std::string& from,
                          const std::string& resume_token,
                          const zfs::Capabilities& target_caps) override;

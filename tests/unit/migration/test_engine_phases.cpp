@@ -98,8 +98,18 @@ TEST_CASE("engine: sync sends a clone first, then increments; GUIDs prove the da
         EngineWorld::guid(*w.cn2, w.root(), "backup"));
   const std::string snap1 = w.synced_snap();
 
+  const auto trees = [](const fakes::FakeNode& n) {
+    return std::count_if(n.calls.begin(), n.calls.end(),
+                         [](const std::string& c) { return c.rfind("tree ", 0) == 0; });
+  };
+  const auto src_trees = trees(*w.cn1);
+  const auto dst_trees = trees(*w.cn2);
   const migration::SyncResult second = w.sync();
   CHECK_NONE(w.expect_synced(2));
+  // The sender's tree is read once: its prune works from what the sync read. The receiver is
+  // read again before its prune (a stream may have brought it older migration snapshots).
+  CHECK(trees(*w.cn1) - src_trees == 1);
+  CHECK(trees(*w.cn2) - dst_trees == 2);
   REQUIRE(second.transfers.size() == 2);
   for (const migration::DatasetTransfer& t : second.transfers) {
     CHECK(t.kind == "incremental");
@@ -110,6 +120,34 @@ TEST_CASE("engine: sync sends a clone first, then increments; GUIDs prove the da
   CHECK(EngineWorld::guid(*w.cn2, w.root(), snap1) == 0);
   CHECK(w.cn2->datasets.at(w.root()).content ==
         w.cn2->datasets.at(w.root()).snapshots.back().content);
+}
+
+TEST_CASE("engine: a sync takes the capability probe of the same boot of a node from the record",
+          "[engine][sync]") {
+  EngineWorld w;
+  w.cn1->mutable_server().raw["last_boot"] = "2026-12-01T10:00:00.000Z";
+  w.cn2->mutable_server().raw["last_boot"] = "2026-12-01T11:00:00.000Z";
+  w.begin();
+  const auto assumed = [](const fakes::FakeNode& n) {
+    return std::count(n.calls.begin(), n.calls.end(), "assume_caps");
+  };
+  w.sync();
+  CHECK(assumed(*w.cn1) == 0); // probed, and recorded
+  CHECK(assumed(*w.cn2) == 0);
+  const nlohmann::json cached = w.record().data.at("node_caps");
+  CHECK(cached.at(EngineWorld::k_cn1).at("boot") == "2026-12-01T10:00:00.000Z");
+  CHECK(cached.at(EngineWorld::k_cn2).at("caps").at("holds") == w.cn2->caps().holds);
+  w.sync();
+  CHECK(assumed(*w.cn1) == 1); // the same boot: no probe
+  CHECK(assumed(*w.cn2) == 1);
+  // cn2 rebooted (a platform update may have changed its ZFS): probed again.
+  w.cn2->mutable_server().raw["last_boot"] = "2026-12-02T09:00:00.000Z";
+  w.sync();
+  CHECK(assumed(*w.cn1) == 2);
+  CHECK(assumed(*w.cn2) == 1);
+  CHECK(w.record().data.at("node_caps").at(EngineWorld::k_cn2).at("boot") ==
+        "2026-12-02T09:00:00.000Z");
+  CHECK_NONE(w.expect_synced(3));
 }
 
 TEST_CASE("engine: switch stops and hides the source, starts the target, points VMAPI there",
