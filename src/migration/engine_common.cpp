@@ -463,6 +463,7 @@ struct SyncRun {
   std::unique_ptr<Link> own_link;
   Link* link = nullptr;
   bool open_own = false;
+  bool src_held = false; // the snapshot command held the new snapshot on the sender too
   bool do_prune = false;
   std::uint64_t total = 0;
   bool approximate = false;
@@ -483,11 +484,18 @@ void take_snapshot(SyncRun& r, nlohmann::json& d) {
   // gap in the numbering, never a rerun that finds its snapshot name taken.
   r.m().data["snap_n"] = n;
   r.op.save();
-  both([&] { r.src.snapshot_recursive(r.roots, r.snap); },
-       [&] {
-         r.dt = r.dst.tree(r.roots, resumable ? std::vector<std::string>{"receive_resume_token"}
-                                              : std::vector<std::string>{});
-       });
+  both(
+      [&] {
+        if (r.options.holds) {
+          r.src_held = r.src.snapshot_recursive_held(r.roots, r.snap, r.tag());
+        } else {
+          r.src.snapshot_recursive(r.roots, r.snap);
+        }
+      },
+      [&] {
+        r.dt = r.dst.tree(r.roots, resumable ? std::vector<std::string>{"receive_resume_token"}
+                                             : std::vector<std::string>{});
+      });
   d["snapshot"] = r.snap;
 }
 
@@ -531,7 +539,7 @@ void plan_streams(SyncRun& r, nlohmann::json& d) {
     }
   }
   r.approximate = r.approximate || !r.options.estimate;
-  if (r.options.holds) {
+  if (r.options.holds && !r.src_held) {
     r.src.hold_all(r.held, r.tag());
   }
   d["streams"] = nlohmann::json::array();

@@ -507,6 +507,32 @@ std::string SmartosNode::origin(const std::string& ds) {
   return it == p.end() ? std::string() : it->second;
 }
 
+bool SmartosNode::snapshot_recursive_held(const std::vector<std::string>& roots,
+                                          const std::string& snap, const std::string& tag) {
+  std::vector<zfs::SnapshotName> snaps;
+  for (const std::string& r : roots) {
+    snaps.emplace_back(checked_ds(r), snap);
+  }
+  if (!caps().holds || snaps.empty() || (!caps().multi_snapshot && snaps.size() > 1)) {
+    snapshot_recursive(roots, snap);
+    return false;
+  }
+  remote::Command cmd(zfs::build_snapshot(snaps, zfs::Recursive::yes));
+  cmd.and_then(zfs::build_hold(tag, snaps, zfs::Recursive::yes));
+  if (m_runner.run(cmd).ok()) {
+    return true;
+  }
+  // The snapshot made (one atomic txg) and the hold refused, or no snapshot at all: only the
+  // node can say which.
+  const bool made = std::all_of(snaps.begin(), snaps.end(), [this](const zfs::SnapshotName& s) {
+    return dataset_exists(s.str());
+  });
+  if (!made) {
+    snapshot_recursive(roots, snap); // throws what zfs says, or makes it
+  }
+  return false;
+}
+
 void SmartosNode::snapshot_recursive(const std::vector<std::string>& roots,
                                      const std::string& snap) {
   std::vector<zfs::SnapshotName> snaps;

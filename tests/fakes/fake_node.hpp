@@ -571,6 +571,28 @@ public:
     return out;
   }
 
+  // The same calls as snapshot_recursive then hold_all of every snapshot it made.
+  bool snapshot_recursive_held(const std::vector<std::string>& roots, const std::string& snap,
+                               const std::string& tag) override {
+    snapshot_recursive(roots, snap);
+    if (!m_caps.holds) {
+      return false;
+    }
+    std::vector<std::string> names;
+    {
+      const auto l = lock();
+      for (const std::string& root : roots) {
+        for (const std::string& ds : subtree(root)) {
+          if (find_snapshot(ds + "@" + snap) != nullptr) {
+            names.push_back(ds + "@" + snap);
+          }
+        }
+      }
+    }
+    hold_all(names, tag);
+    return true;
+  }
+
   void snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap) override {
     const auto l = lock();
     std::string line = "snapshot_recursive";

@@ -104,6 +104,11 @@ public:
   // `zfs snapshot -r ds1@snap ds2@snap ...`: one atomic snapshot of every hierarchy.
   virtual void snapshot_recursive(const std::vector<std::string>& roots,
                                   const std::string& snap) = 0;
+  // snapshot_recursive, then `zfs hold -r tag` of those snapshots, in one remote command where
+  // the node supports holds. Returns whether the hold was taken too (false: the caller holds
+  // them with hold_all; the snapshots exist either way, or it throws as snapshot_recursive).
+  virtual bool snapshot_recursive_held(const std::vector<std::string>& roots,
+                                       const std::string& snap, const std::string& tag) = 0;
   // Destroy one snapshot (retrying while busy); absent is fine.
   virtual void destroy_snapshot(const std::string& full_name) = 0;
   // Destroy `full_name` and the snapshots of the same name of every descendant (`zfs destroy -r

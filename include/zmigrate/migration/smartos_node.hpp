@@ -59,6 +59,8 @@ public:
   std::map<std::string, std::string> properties(const std::string& ds,
                                                 const std::vector<std::string>& props) override;
   void snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap) override;
+  bool snapshot_recursive_held(const std::vector<std::string>& roots, const std::string& snap,
+                               const std::string& tag) override;
   void destroy_snapshot(const std::string& full_name) override;
   void destroy_snapshot_recursive(const std::string& full_name) override;
   void destroy_dataset(const std::string& ds, const std::string& owner_uuid) override;
