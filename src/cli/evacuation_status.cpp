@@ -147,6 +147,14 @@ bool writer_alive(const migration::EvacuationView& v, state::StateStore& store,
 
 } // namespace
 
+void add_vm_or_evacuation(CLI::App& app, std::string& vm, std::string& evacuation,
+                          const std::string& evacuation_help) {
+  CLI::Option* v = app.add_option("VM", vm, "Instance UUID");
+  v->excludes(app.add_option("--evacuation", evacuation, evacuation_help));
+  // --json, --quiet and --no-color may follow the instance, as with sdc-migrate.
+  app.fallthrough();
+}
+
 std::string render_evacuation(const migration::EvacuationView& v,
                               std::chrono::system_clock::time_point now) {
   std::string out = fmt::format(

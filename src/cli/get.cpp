@@ -190,13 +190,10 @@ CommandSpec get_command() {
   auto o = std::make_shared<Opts>();
   return {"get", "Show an instance's migration (servers, phases, syncs, downtime) or an evacuation",
           [o](CLI::App& app) {
-            CLI::Option* v = app.add_option("VM", o->vm, "Instance UUID");
-            CLI::Option* e = app.add_option(
-                "--evacuation", o->evacuation,
+            add_vm_or_evacuation(
+                app, o->vm, o->evacuation,
                 "The newest evacuation or restore of this compute node (UUID or hostname) as a "
                 "whole: done/total, bytes sent and left, ETA, each instance's progress");
-            v->excludes(e);
-            app.fallthrough();
           },
           [o](Runtime& rt) {
             if (!o->evacuation.empty()) {

@@ -128,14 +128,10 @@ CommandSpec watch_command() {
           "Follow the running (or last) operation of an instance's migration, or an evacuation, "
           "until it ends",
           [o](CLI::App& app) {
-            CLI::Option* v = app.add_option("VM", o->vm, "Instance UUID");
-            CLI::Option* e = app.add_option(
-                "--evacuation", o->evacuation,
+            add_vm_or_evacuation(
+                app, o->vm, o->evacuation,
                 "Follow the newest evacuation or restore of this compute node (UUID or hostname) "
                 "until it ends: each instance as it moves, done/total, bytes left, ETA");
-            v->excludes(e);
-            // --json, --quiet and --no-color may follow the instance, as with sdc-migrate.
-            app.fallthrough();
           },
           [o](Runtime& rt) {
             if (!o->evacuation.empty()) {

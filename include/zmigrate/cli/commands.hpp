@@ -87,6 +87,10 @@ std::string render_list(const std::vector<state::Migration>& migrations, bool lo
 // with its steps, and the live progress of a running transfer.
 std::string render_get(const state::Migration& m, const std::optional<state::Progress>& progress,
                        bool unicode, std::chrono::system_clock::time_point now);
+// get and watch: the instance (VM) or, excluding it, --evacuation CN with `evacuation_help`.
+void add_vm_or_evacuation(CLI::App& app, std::string& vm, std::string& evacuation,
+                          const std::string& evacuation_help);
+
 // get --evacuation CN: the newest evacuation or restore of CN (UUID or hostname) as a whole: its
 // state, done/total, bytes sent and left, rate and ETA, and per instance its outcome, phase,
 // bytes and running transfer. watch --evacuation CN follows it until it ends (exit 0 when every
