@@ -666,22 +666,12 @@ void prune_both(SyncRun& r, nlohmann::json& d) {
   d["kept"] = r.snap;
 }
 
-} // namespace
-
-SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::string& label,
-                         const SyncOptions& options) {
-  SyncRun r{ctx, op, options.reverse ? *ends.target : *ends.source,
-            options.reverse ? *ends.source : *ends.target};
-  r.options = options;
-  r.roots = instance_roots(op.record());
-  r.do_prune = options.prune;
-  const auto started = ctx.clock.now();
-  probe_both(op, r.src, r.dst); // once per node per command, at once, or cached
-  check_rate_limit(ctx, r.src);
-
+// The steps of one sync: snapshot and plan, the data path and every stream, the prune.
+void sync_streams(SyncRun& r, const std::string& label) {
+  check_rate_limit(r.ctx, r.src);
   // Forward only: a sync that fails leaves what it received; the next one resumes from the
   // newest snapshot both sides hold (by GUID), so a rerun converges.
-  run_steps(ctx, op,
+  run_steps(r.ctx, r.op,
             {label,
              {{"snapshot", "", [&r](auto& d) { take_snapshot(r, d); }},
               {"plan", "", [&r](auto& d) { plan_streams(r, d); }}},
@@ -697,12 +687,40 @@ SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::str
   for (const Stream& t : r.plan) {
     sends.steps.push_back({"send", "", [&r, &t](auto& d) { send_stream(r, t, d); }});
   }
-  run_steps(ctx, op, sends);
+  run_steps(r.ctx, r.op, sends);
   finish_sends(r);
-  run_steps(ctx, op,
+  run_steps(r.ctx, r.op,
             {label,
              {{"prune", "", [&r](auto& d) { prune_both(r, d); }, {}, Window::outside, &r.do_prune}},
              ""});
+}
+
+} // namespace
+
+SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::string& label,
+                         const SyncOptions& options) {
+  SyncRun r{ctx, op, options.reverse ? *ends.target : *ends.source,
+            options.reverse ? *ends.source : *ends.target};
+  r.options = options;
+  r.roots = instance_roots(op.record());
+  r.do_prune = options.prune;
+  const auto started = ctx.clock.now();
+  probe_both(op, r.src, r.dst); // once per node per command, at once, or cached
+  try {
+    sync_streams(r, label);
+  } catch (...) {
+    // A failed sync asks the nodes again next time: what changed on a node without a reboot
+    // (a tool removed, say) must not fail every later sync of this boot the same way.
+    if (r.m().data.contains("node_caps")) {
+      r.m().data.erase("node_caps");
+      try {
+        op.save();
+      } catch (const std::exception& e) {
+        ctx.log.warn("cannot forget the cached capability probes", {{"error", e.what()}});
+      }
+    }
+    throw;
+  }
 
   SyncResult& result = r.result;
   result.snapshot = r.snap;

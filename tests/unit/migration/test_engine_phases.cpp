@@ -148,6 +148,15 @@ TEST_CASE("engine: a sync takes the capability probe of the same boot of a node 
   CHECK(w.record().data.at("node_caps").at(EngineWorld::k_cn2).at("boot") ==
         "2026-12-02T09:00:00.000Z");
   CHECK_NONE(w.expect_synced(3));
+  // A sync that fails forgets them: the next one asks both nodes again.
+  w.nodes.fail_next_send();
+  CHECK_THROWS(w.sync());
+  CHECK(assumed(*w.cn1) == 3);
+  CHECK_FALSE(w.record().data.contains("node_caps"));
+  w.sync();
+  CHECK(assumed(*w.cn1) == 3);
+  CHECK(assumed(*w.cn2) == 2);
+  CHECK(w.record().data.contains("node_caps"));
 }
 
 TEST_CASE("engine: switch stops and hides the source, starts the target, points VMAPI there",
