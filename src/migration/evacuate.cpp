@@ -437,7 +437,9 @@ EvacuateResult evacuate(Context& ctx, const EvacuateOptions& options) {
       break;
     }
   }
-  if (!result.interrupted && !queue.empty()) {
+  // Also with nothing left to start: the evacuation's record then says it ended (a rerun after
+  // a crash that came once every migration had ended finds only that to do).
+  if (!result.interrupted && !options.dry_run) {
     run_queue(ctx, options, queue, items, result);
   }
   for (EvacuationItem& item : items) {
@@ -630,7 +632,7 @@ EvacuateResult restore(Context& ctx, const RestoreOptions& options) {
     }
     items.push_back(std::move(item));
   }
-  if (!queue.empty()) {
+  if (!options.dry_run) {
     EvacuateOptions eo;
     eo.server = result.server.uuid;
     eo.finalize = options.finalize;

@@ -324,6 +324,27 @@ TEST_CASE("migration::evacuate runs the migrations through the launcher within t
     CHECK(after->state == state::State::successful);
     CHECK(view_evacuation(*after, {}, {}).total == 7);
   }
+  SECTION("a record that a crash left running ends with a rerun that finds nothing to start") {
+    o.exclude = more;
+    o.exclude.push_back(EngineWorld::k_vm); // nothing to move
+    state::Migration crashed;
+    crashed.id = "e-crashed";
+    crashed.kind = "evacuation";
+    crashed.archived = true;
+    crashed.source_server_uuid = EngineWorld::k_cn1;
+    crashed.state = state::State::running;
+    crashed.created = "2026-12-07T01:00:00.000Z";
+    crashed.data["evacuation"] = {
+        {"server", EngineWorld::k_cn1}, {"restore", false}, {"instances", nlohmann::json::array()}};
+    w.ctx.store.insert_migration(crashed);
+    evacuate(w.ctx, o);
+    const std::optional<state::Migration> rec =
+        find_evacuation(w.ctx.store, EngineWorld::k_cn1, false);
+    REQUIRE(rec);
+    CHECK(rec->id == "e-crashed");
+    CHECK(rec->state == state::State::successful);
+    CHECK(launcher.started.empty());
+  }
   SECTION("without a launcher they run here, one after the other") {
     o.launcher = nullptr;
     o.exclude = more;
