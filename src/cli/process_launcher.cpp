@@ -263,6 +263,7 @@ std::optional<migration::MigrationExit> ProcessLauncher::wait_any() {
     }
     return done;
   }
+  restore();
   return std::nullopt;
 }
 

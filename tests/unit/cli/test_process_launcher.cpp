@@ -9,6 +9,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <pthread.h>
 #include <thread>
 #include <unistd.h>
 
@@ -193,6 +194,14 @@ TEST_CASE("cli::ProcessLauncher::wait_any ends for an interrupt, also one that c
       }
       if (launcher.wait_any()) {
         return 31; // nothing of its own is left
+      }
+      // And the wait left the signal mask and SIGCHLD's action as they were.
+      sigset_t mask;
+      ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+      struct sigaction action {};
+      ::sigaction(SIGCHLD, nullptr, &action);
+      if (sigismember(&mask, SIGCHLD) != 0 || action.sa_handler != SIG_DFL) {
+        return 33;
       }
       int other_status = 0;
       if (::waitpid(other, &other_status, 0) != other || fakes::exit_code_of(other_status) != 7) {
