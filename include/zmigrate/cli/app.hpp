@@ -51,7 +51,9 @@ struct CommandSpec {
 };
 
 // The whole CLI definition with every subcommand (used by main and by the docs tests, which walk
-// it to check the man page and completions). `specs` receives the table when not null.
+// it to check the man page and completions). `specs` receives the table when not null; the
+// subcommands' options write into storage the table owns, so parse only with `specs` given and
+// alive (with nullptr the app is for reading its definition only).
 std::unique_ptr<CLI::App> build_app(GlobalOptions& globals, std::vector<CommandSpec>* specs);
 
 // Parse `argv`, run the chosen subcommand, and return the process exit code. Never throws.

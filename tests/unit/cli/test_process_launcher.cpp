@@ -87,7 +87,8 @@ TEST_CASE("cli::migrate_argv is a command line the CLI accepts, with every locat
       c_argv.push_back(const_cast<char*>(a.c_str()));
     }
     GlobalOptions parsed;
-    const std::unique_ptr<CLI::App> app = build_app(parsed, nullptr);
+    std::vector<CommandSpec> specs; // the subcommands' option storage lives in them
+    const std::unique_ptr<CLI::App> app = build_app(parsed, &specs);
     INFO(max_syncs);
     REQUIRE_NOTHROW(app->parse(static_cast<int>(c_argv.size()), c_argv.data()));
     for (const LocationOption& o : location_options()) {
