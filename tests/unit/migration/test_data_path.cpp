@@ -10,6 +10,7 @@
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/log.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <fcntl.h>
@@ -313,6 +314,13 @@ bool alive(pid_t pid) {
   return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'Z';
 }
 
+// The argv a process shows now, spaces between its words (what pgrep -f matches).
+std::string argv_of(pid_t pid) {
+  std::string a = slurp("/proc/" + std::to_string(pid) + "/cmdline");
+  std::replace(a.begin(), a.end(), '\0', ' ');
+  return a;
+}
+
 template <class Pred> bool eventually(Pred pred, std::chrono::seconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -508,6 +516,12 @@ TEST_CASE("data path scripts: the kill script ends a stale receiver and sender",
                      "\" ssh -i " + (sc.dir() / "id_ed25519").string() + "'; sleep 300"},
                 {});
       REQUIRE(eventually([&] { return fs::exists(zpid) && !slurp(zpid).empty(); },
+                         std::chrono::seconds(10)));
+      // perl rewrites its argv only once it runs: wait for both, or the kill script may look
+      // before the sender looks like one.
+      REQUIRE(eventually([&] { return argv_of(sender).rfind("ssh -i ", 0) == 0; },
+                         std::chrono::seconds(10)));
+      REQUIRE(eventually([&] { return argv_of(bystander).rfind("sh -c x ", 0) == 0; },
                          std::chrono::seconds(10)));
       const pid_t zfs = std::stoi(slurp(zpid));
       CHECK(alive(zfs));
