@@ -345,9 +345,60 @@ void probe_both(Operation& op, Node& a, Node& b) {
   }
 }
 
+std::optional<DatasetTree> tree_after(const DatasetTree& before, const DatasetTree& sender,
+                                      const std::vector<Stream>& plan) {
+  DatasetTree t = before;
+  const auto add = [&](const std::string& ds, const SnapshotInfo& s) {
+    if (!t.has(ds)) {
+      t.datasets.push_back(ds);
+      t.props[ds];
+    }
+    if (t.has(s.name)) {
+      return;
+    }
+    auto& list = t.snapshots[ds];
+    list.push_back(s);
+    std::stable_sort(list.begin(), list.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
+      return a.createtxg < b.createtxg;
+    });
+    t.props[s.name] = {{"guid", std::to_string(s.guid)},
+                       {"createtxg", std::to_string(s.createtxg)}};
+  };
+  for (const Stream& st : plan) {
+    if (st.kind == StreamKind::resume) {
+      return std::nullopt;
+    }
+    const auto it = sender.snapshots.find(st.dataset);
+    if (it == sender.snapshots.end()) {
+      return std::nullopt;
+    }
+    const std::vector<SnapshotInfo>& snaps = it->second; // oldest first
+    const auto find = [&](const std::string& name) {
+      return std::find_if(snaps.begin(), snaps.end(),
+                          [&](const SnapshotInfo& s) { return s.name == name; });
+    };
+    const auto to = find(st.to);
+    if (to == snaps.end()) {
+      return std::nullopt;
+    }
+    if (st.kind == StreamKind::incremental) {
+      const auto from = find(st.from);
+      if (from == snaps.end() || from > to) {
+        return std::nullopt;
+      }
+      for (auto s = from + 1; s <= to; ++s) {
+        add(st.dataset, *s);
+      }
+    } else {
+      add(st.dataset, *to);
+    }
+  }
+  return t;
+}
+
 void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
                      const std::vector<std::string>& roots, const std::string& keep,
-                     const DatasetTree* known) {
+                     const DatasetTree* known, const std::vector<std::string>& hold) {
   const std::string tag = "zmigrate-" + migration_id;
   const DatasetTree t = known != nullptr ? *known : node.tree(roots);
   std::vector<std::string> doomed;
@@ -363,6 +414,9 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
     }
   }
   if (doomed.empty()) {
+    if (!hold.empty()) {
+      node.hold_all(hold, tag);
+    }
     return;
   }
   // One command whatever the number of datasets: one release, one `destroy -r` per root and
@@ -391,7 +445,7 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
       single.push_back(d);
     }
   }
-  node.release_and_destroy(doomed, tag, recursive, single);
+  node.release_and_destroy(hold, doomed, tag, recursive, single);
   ctx.log.debug("pruned migration snapshots", {{"host", node.host()}, {"snapshots", doomed}});
 }
 
@@ -475,7 +529,8 @@ struct SyncRun {
   std::string tag() const { return "zmigrate-" + op.id(); }
 };
 
-// 1. One atomic snapshot of every dataset of the instance; the receiver is read meanwhile.
+// 1. One atomic snapshot of every dataset of the instance, the sender read right after it in the
+// same command; the receiver is read meanwhile.
 void take_snapshot(SyncRun& r, nlohmann::json& d) {
   const bool resumable = r.src.caps().resume_tokens && r.dst.caps().resume_tokens;
   const int n = r.m().data.value("snap_n", 0) + 1;
@@ -486,11 +541,11 @@ void take_snapshot(SyncRun& r, nlohmann::json& d) {
   r.op.save();
   both(
       [&] {
-        if (r.options.holds) {
-          r.src_held = r.src.snapshot_recursive_held(r.roots, r.snap, r.tag());
-        } else {
-          r.src.snapshot_recursive(r.roots, r.snap);
-        }
+        // The sender is read in the same command, after its snapshot: the plan needs it.
+        Node::SnapshotRead sr = r.src.snapshot_and_read(
+            r.roots, r.snap, r.options.holds ? r.tag() : "", {"origin", "referenced"});
+        r.src_held = sr.held;
+        r.st = std::move(sr.tree);
       },
       [&] {
         r.dt = r.dst.tree(r.roots, resumable ? std::vector<std::string>{"receive_resume_token"}
@@ -512,9 +567,8 @@ void check_token(SyncRun& r, const Stream& t) {
   }
 }
 
-// 2. Read the sender once and plan every stream (GUID-based base selection).
+// 2. Plan every stream from both trees (GUID-based base selection).
 void plan_streams(SyncRun& r, nlohmann::json& d) {
-  r.st = r.src.tree(r.roots, {"origin", "referenced"});
   const DatasetTree& st = r.st;
   r.all = st.datasets;
   for (const std::string& root : r.roots) {
@@ -648,7 +702,8 @@ void finish_sends(SyncRun& r) {
   if (r.own_link) {
     r.own_link->close();
   }
-  if (r.options.holds) {
+  // The receiver's hold rides along with its prune, which follows at once.
+  if (r.options.holds && !r.do_prune) {
     r.dst.hold_all(r.held, r.tag());
   }
   r.m().data["synced_snap"] = r.snap;
@@ -656,13 +711,18 @@ void finish_sends(SyncRun& r) {
 }
 
 // 4. Keep only the newest migration snapshot on both sides as the next base, one command per
-// node. The sender's tree as this sync read it (after its snapshot) names every older migration
-// snapshot there: sends make none on the sender, and this process holds the lease. The
-// receiver is read again: an incremental stream with intermediates (or a resumed one) may have
-// brought it older migration snapshots since it was read.
+// node (the receiver's hold of it in the same one). The sender's tree as this sync read it
+// (after its snapshot) names every older migration snapshot there: sends make none on the
+// sender, and this process holds the lease. The receiver's is foreseen from its tree before the
+// streams and what they bring (an incremental stream with intermediates may have brought older
+// migration snapshots); read again only when that cannot be told (a resumed stream).
 void prune_both(SyncRun& r, nlohmann::json& d) {
+  const std::optional<DatasetTree> after = tree_after(r.dt, r.st, r.plan);
+  const std::vector<std::string> hold = r.options.holds ? r.held : std::vector<std::string>{};
   both([&] { prune_snapshots(r.ctx, r.src, r.m().id, r.roots, r.snap, &r.st); },
-       [&] { prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap); });
+       [&] {
+         prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap, after ? &*after : nullptr, hold);
+       });
   d["kept"] = r.snap;
 }
 

@@ -91,12 +91,23 @@ std::string node_boot(const inventory::Server& s);
 void probe_both(Operation& op, Node& a, Node& b);
 
 // Remove every snapshot of this migration on `node` for the instance's datasets, except `keep`
-// (a snap name like zmigrate-<id>-3; "" removes all). Releases holds first; one remote command
-// (Node::release_and_destroy). `known`: the node's tree of `roots` as this command read it,
-// when nothing can have added or removed a migration snapshot since (else it is read).
+// (a snap name like zmigrate-<id>-3; "" removes all). Holds `hold` (the kept snapshots, when the
+// caller has not held them yet) and releases holds first; one remote command
+// (Node::release_and_destroy). `known`: the node's tree of `roots` as this command read it or
+// tree_after() foresees it (else it is read). A snapshot `known` names that is not there (or one
+// it misses) costs only the slower path: every destroy proves its name gone, and the next prune
+// sees what this one missed.
 void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
                      const std::vector<std::string>& roots, const std::string& keep,
-                     const DatasetTree* known = nullptr);
+                     const DatasetTree* known = nullptr, const std::vector<std::string>& hold = {});
+
+// The receiver's tree once it has received `plan`: `before` (read before the streams) and what
+// each stream brings, taken from the sender's tree: a full or clone stream its snapshot, an
+// incremental one (`zfs send -I`) every snapshot of its dataset after its base up to its end.
+// nullopt when that cannot be told from the trees (a resumed stream, a stream whose ends the
+// sender's tree lacks). Pure.
+std::optional<DatasetTree> tree_after(const DatasetTree& before, const DatasetTree& sender,
+                                      const std::vector<Stream>& plan);
 
 // NAPI: reserve every NIC IP not already reserved; remember which ones (data.reserved_ips and the
 // ledger) so only those are unreserved later.

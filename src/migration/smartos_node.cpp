@@ -376,24 +376,19 @@ std::vector<std::string> SmartosNode::mount_filesystems(const std::vector<std::s
   return mounted;
 }
 
-DatasetTree SmartosNode::tree(const std::vector<std::string>& roots,
-                              const std::vector<std::string>& extra_props) {
-  DatasetTree t;
-  if (roots.empty()) {
-    return t; // no roots, nothing under them (a `zfs get -r` without operands reads every pool)
-  }
+namespace {
+
+// The props a tree reads: guid and createtxg, then `extra`.
+std::vector<std::string> tree_props(const std::vector<std::string>& extra) {
   std::vector<std::string> props{"guid", "createtxg"};
-  std::string list = "guid,createtxg";
-  for (const std::string& p : extra_props) {
-    props.push_back(p);
-    list += "," + p;
-  }
-  const remote::Argv argv = zfs::build_get_tree(checked_datasets(roots), props);
-  const remote::Result r = m_runner.run(remote::Command(argv));
-  if (!r.ok() && !missing_text(r.err)) {
-    throw Error(ExitCode::zfs, fmt::format("{}: zfs get -r {}", m_runner.host(), list), r.err);
-  }
-  for (const std::string& line : lines_of(r.out)) {
+  props.insert(props.end(), extra.begin(), extra.end());
+  return props;
+}
+
+// The output of `zfs get -Hp -o name,property,value -r` as a tree.
+DatasetTree parse_tree(const std::string& out) {
+  DatasetTree t;
+  for (const std::string& line : lines_of(out)) {
     const auto f = split_tabs(line);
     if (f.size() < 3) {
       continue;
@@ -419,6 +414,26 @@ DatasetTree SmartosNode::tree(const std::vector<std::string>& roots,
     });
   }
   return t;
+}
+
+} // namespace
+
+DatasetTree SmartosNode::tree(const std::vector<std::string>& roots,
+                              const std::vector<std::string>& extra_props) {
+  if (roots.empty()) {
+    return {}; // no roots, nothing under them (a `zfs get -r` without operands reads every pool)
+  }
+  const std::vector<std::string> props = tree_props(extra_props);
+  const remote::Argv argv = zfs::build_get_tree(checked_datasets(roots), props);
+  const remote::Result r = m_runner.run(remote::Command(argv));
+  if (!r.ok() && !missing_text(r.err)) {
+    std::string list;
+    for (const std::string& p : props) {
+      list += (list.empty() ? "" : ",") + p;
+    }
+    throw Error(ExitCode::zfs, fmt::format("{}: zfs get -r {}", m_runner.host(), list), r.err);
+  }
+  return parse_tree(r.out);
 }
 
 bool SmartosNode::dataset_exists(const std::string& ds) {
@@ -507,30 +522,41 @@ std::string SmartosNode::origin(const std::string& ds) {
   return it == p.end() ? std::string() : it->second;
 }
 
-bool SmartosNode::snapshot_recursive_held(const std::vector<std::string>& roots,
-                                          const std::string& snap, const std::string& tag) {
+Node::SnapshotRead SmartosNode::snapshot_and_read(const std::vector<std::string>& roots,
+                                                  const std::string& snap, const std::string& tag,
+                                                  const std::vector<std::string>& extra_props) {
   std::vector<zfs::SnapshotName> snaps;
   for (const std::string& r : roots) {
     snaps.emplace_back(checked_ds(r), snap);
   }
-  if (!caps().holds || snaps.empty() || (!caps().multi_snapshot && snaps.size() > 1)) {
-    snapshot_recursive(roots, snap);
-    return false;
+  SnapshotRead out;
+  if (snaps.empty() || (!caps().multi_snapshot && snaps.size() > 1)) {
+    snapshot_recursive(roots, snap); // throws UsageError on no root
+    out.tree = tree(roots, extra_props);
+    return out;
   }
+  const bool hold = !tag.empty() && caps().holds;
   remote::Command cmd(zfs::build_snapshot(snaps, zfs::Recursive::yes));
-  cmd.and_then(zfs::build_hold(tag, snaps, zfs::Recursive::yes));
-  if (m_runner.run(cmd).ok()) {
-    return true;
+  if (hold) {
+    cmd.and_then(zfs::build_hold(tag, snaps, zfs::Recursive::yes));
   }
-  // The snapshot made (one atomic txg) and the hold refused, or no snapshot at all: only the
-  // node can say which.
+  cmd.and_then(zfs::build_get_tree(checked_datasets(roots), tree_props(extra_props)));
+  const remote::Result r = m_runner.run(cmd);
+  if (r.ok()) {
+    out.held = hold;
+    out.tree = parse_tree(r.out);
+    return out;
+  }
+  // The snapshot made (one atomic txg) and the hold or the read refused, or no snapshot at all:
+  // only the node can say which. The caller holds them (hold_all tolerates a hold taken).
   const bool made = std::all_of(snaps.begin(), snaps.end(), [this](const zfs::SnapshotName& s) {
     return dataset_exists(s.str());
   });
   if (!made) {
     snapshot_recursive(roots, snap); // throws what zfs says, or makes it
   }
-  return false;
+  out.tree = tree(roots, extra_props);
+  return out;
 }
 
 void SmartosNode::snapshot_recursive(const std::vector<std::string>& roots,
@@ -674,7 +700,8 @@ void SmartosNode::hold_all(const std::vector<std::string>& full_names, const std
   }
 }
 
-void SmartosNode::release_and_destroy(const std::vector<std::string>& release,
+void SmartosNode::release_and_destroy(const std::vector<std::string>& hold,
+                                      const std::vector<std::string>& release,
                                       const std::string& tag,
                                       const std::vector<std::string>& destroy_recursive,
                                       const std::vector<std::string>& destroy) {
@@ -686,6 +713,9 @@ void SmartosNode::release_and_destroy(const std::vector<std::string>& release,
       cmd.and_then(std::move(argv));
     }
   };
+  if (caps().holds && !hold.empty()) {
+    add(zfs::build_hold(tag, checked_snaps(hold), zfs::Recursive::no));
+  }
   if (caps().holds && !release.empty()) {
     add(zfs::build_release(tag, checked_snaps(release), zfs::Recursive::no));
   }
@@ -703,7 +733,9 @@ void SmartosNode::release_and_destroy(const std::vector<std::string>& release,
   if (m_runner.run(cmd, opts).ok()) {
     return;
   }
-  // Busy, a hold already released, a snapshot already gone: each step with its own tolerance.
+  // Busy, a hold already taken or released, a snapshot already gone: each step with its own
+  // tolerance.
+  hold_all(hold, tag);
   release_all(release, tag);
   for (const std::string& n : destroy_recursive) {
     destroy_snapshot_recursive(n);

@@ -571,26 +571,30 @@ public:
     return out;
   }
 
-  // The same calls as snapshot_recursive then hold_all of every snapshot it made.
-  bool snapshot_recursive_held(const std::vector<std::string>& roots, const std::string& snap,
-                               const std::string& tag) override {
+  // The same calls as snapshot_recursive, hold_all of every snapshot it made (a tag given), then
+  // tree.
+  SnapshotRead snapshot_and_read(const std::vector<std::string>& roots, const std::string& snap,
+                                 const std::string& tag,
+                                 const std::vector<std::string>& extra_props) override {
     snapshot_recursive(roots, snap);
-    if (!m_caps.holds) {
-      return false;
-    }
-    std::vector<std::string> names;
-    {
-      const auto l = lock();
-      for (const std::string& root : roots) {
-        for (const std::string& ds : subtree(root)) {
-          if (find_snapshot(ds + "@" + snap) != nullptr) {
-            names.push_back(ds + "@" + snap);
+    SnapshotRead out;
+    if (!tag.empty() && m_caps.holds) {
+      std::vector<std::string> names;
+      {
+        const auto l = lock();
+        for (const std::string& root : roots) {
+          for (const std::string& ds : subtree(root)) {
+            if (find_snapshot(ds + "@" + snap) != nullptr) {
+              names.push_back(ds + "@" + snap);
+            }
           }
         }
       }
+      hold_all(names, tag);
+      out.held = true;
     }
-    hold_all(names, tag);
-    return true;
+    out.tree = tree(roots, extra_props);
+    return out;
   }
 
   void snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap) override {
@@ -749,11 +753,15 @@ public:
     }
   }
 
-  void release_and_destroy(const std::vector<std::string>& release, const std::string& tag,
+  void release_and_destroy(const std::vector<std::string>& hold,
+                           const std::vector<std::string>& release, const std::string& tag,
                            const std::vector<std::string>& destroy_recursive,
                            const std::vector<std::string>& destroy) override {
     // The same calls in the same order (tests that count them see a prune as before); one
     // remote command on a real node.
+    if (!hold.empty()) {
+      hold_all(hold, tag);
+    }
     release_all(release, tag);
     for (const std::string& n : destroy_recursive) {
       destroy_snapshot_recursive(n);

@@ -104,11 +104,18 @@ public:
   // `zfs snapshot -r ds1@snap ds2@snap ...`: one atomic snapshot of every hierarchy.
   virtual void snapshot_recursive(const std::vector<std::string>& roots,
                                   const std::string& snap) = 0;
-  // snapshot_recursive, then `zfs hold -r tag` of those snapshots, in one remote command where
-  // the node supports holds. Returns whether the hold was taken too (false: the caller holds
-  // them with hold_all; the snapshots exist either way, or it throws as snapshot_recursive).
-  virtual bool snapshot_recursive_held(const std::vector<std::string>& roots,
-                                       const std::string& snap, const std::string& tag) = 0;
+  // What snapshot_and_read did: whether it held the new snapshots too, and the tree it read.
+  struct SnapshotRead {
+    bool held = false;
+    DatasetTree tree;
+  };
+  // snapshot_recursive, then `zfs hold -r tag` of those snapshots (tag not empty and the node
+  // supports holds), then tree(roots, extra_props), in one remote command where the node allows.
+  // `held` false: the caller holds them with hold_all. The snapshots exist either way, or it
+  // throws as snapshot_recursive; the tree is read after them either way.
+  virtual SnapshotRead snapshot_and_read(const std::vector<std::string>& roots,
+                                         const std::string& snap, const std::string& tag,
+                                         const std::vector<std::string>& extra_props) = 0;
   // Destroy one snapshot (retrying while busy); absent is fine.
   virtual void destroy_snapshot(const std::string& full_name) = 0;
   // Destroy `full_name` and the snapshots of the same name of every descendant (`zfs destroy -r
@@ -134,11 +141,13 @@ public:
   // tolerates missing ones.
   virtual void hold_all(const std::vector<std::string>& full_names, const std::string& tag) = 0;
   virtual void release_all(const std::vector<std::string>& full_names, const std::string& tag) = 0;
-  // A prune in one round trip: release `release` (tag; where the node supports holds), then
-  // `zfs destroy -r` each of `destroy_recursive`, then `zfs destroy` each of `destroy`, as one
-  // sequence that stops at the first failure; after a failure the same again one by one, each
-  // with its own tolerance (release_all, destroy_snapshot_recursive, destroy_snapshot).
-  virtual void release_and_destroy(const std::vector<std::string>& release, const std::string& tag,
+  // A prune in one round trip: hold `hold` and release `release` (tag; where the node supports
+  // holds), then `zfs destroy -r` each of `destroy_recursive`, then `zfs destroy` each of
+  // `destroy`, as one sequence that stops at the first failure; after a failure the same again
+  // one by one, each with its own tolerance (hold_all, release_all, destroy_snapshot_recursive,
+  // destroy_snapshot).
+  virtual void release_and_destroy(const std::vector<std::string>& hold,
+                                   const std::vector<std::string>& release, const std::string& tag,
                                    const std::vector<std::string>& destroy_recursive,
                                    const std::vector<std::string>& destroy) = 0;
   // `zfs send` argv for: full (from == ""), incremental from `from` (a snapshot of the same

@@ -59,8 +59,9 @@ public:
   std::map<std::string, std::string> properties(const std::string& ds,
                                                 const std::vector<std::string>& props) override;
   void snapshot_recursive(const std::vector<std::string>& roots, const std::string& snap) override;
-  bool snapshot_recursive_held(const std::vector<std::string>& roots, const std::string& snap,
-                               const std::string& tag) override;
+  SnapshotRead snapshot_and_read(const std::vector<std::string>& roots, const std::string& snap,
+                                 const std::string& tag,
+                                 const std::vector<std::string>& extra_props) override;
   void destroy_snapshot(const std::string& full_name) override;
   void destroy_snapshot_recursive(const std::string& full_name) override;
   void destroy_dataset(const std::string& ds, const std::string& owner_uuid) override;
@@ -77,7 +78,8 @@ public:
   void release(const std::string& full_name, const std::string& tag);
   void hold_all(const std::vector<std::string>& full_names, const std::string& tag) override;
   void release_all(const std::vector<std::string>& full_names, const std::string& tag) override;
-  void release_and_destroy(const std::vector<std::string>& release, const std::string& tag,
+  void release_and_destroy(const std::vector<std::string>& hold,
+                           const std::vector<std::string>& release, const std::string& tag,
                            const std::vector<std::string>& destroy_recursive,
                            const std::vector<std::string>& destroy) override;
   remote::Argv send_argv(const std::string& snapshot, const std::string& from,

@@ -384,3 +384,160 @@ TEST_CASE("SmartosNode runs each zfs command as it always has", "[migration][nod
     CHECK(f.runner.commands.empty());
   }
 }
+
+TEST_CASE("SmartosNode::snapshot_and_read: snapshot, hold and read in one command",
+          "[migration][node_ops]") {
+  Fixture f;
+  zfs::Capabilities caps;
+  caps.holds = caps.multi_snapshot = true;
+  f.nodes.facts_for(f.runner.host()).caps = caps;
+  const std::string root = "zones/" + k_vm;
+  const std::string snap = "zmigrate-m1-2";
+  const std::string get = "zfs get -Hp -o name,property,value -r guid,createtxg,referenced " + root;
+  const std::string tree_out = root + "\tguid\t1\n" + root + "\tcreatetxg\t5\n" + root +
+                               "\treferenced\t100\n" + root + "@" + snap + "\tguid\t7\n" + root +
+                               "@" + snap + "\tcreatetxg\t9\n" + root + "@" + snap +
+                               "\treferenced\t100\n";
+  const std::string one = "zfs snapshot -r " + root + "@" + snap + " && zfs hold -r zmigrate-m1 " +
+                          root + "@" + snap + " && " + get;
+  SECTION("one command; the tree is read after the snapshot") {
+    f.runner.on(one, ok(tree_out));
+    SmartosNode node(f.ctx, f.server);
+    const Node::SnapshotRead r =
+        node.snapshot_and_read({root}, snap, "zmigrate-m1", {"referenced"});
+    CHECK(f.runner.commands == std::vector<std::string>{one});
+    CHECK(r.held);
+    REQUIRE(r.tree.has(root + "@" + snap));
+    CHECK(r.tree.snapshots.at(root).at(0).guid == 7);
+    CHECK(r.tree.prop(root, "referenced") == "100");
+  }
+  SECTION("no tag: no hold") {
+    f.runner.on("zfs snapshot -r " + root + "@" + snap + " && " + get, ok(tree_out));
+    SmartosNode node(f.ctx, f.server);
+    const Node::SnapshotRead r = node.snapshot_and_read({root}, snap, "", {"referenced"});
+    CHECK(f.runner.commands.size() == 1);
+    CHECK_FALSE(r.held);
+    CHECK(r.tree.has(root + "@" + snap));
+  }
+  SECTION("the hold refused after the snapshot: the node says it exists, the tree is read again") {
+    f.runner.on(one, failed(1, "cannot hold: tag already exists\n"));
+    f.runner.on("zfs list -H -t all -o name " + root + "@" + snap, ok(root + "@" + snap + "\n"));
+    f.runner.on(get, ok(tree_out));
+    SmartosNode node(f.ctx, f.server);
+    const Node::SnapshotRead r =
+        node.snapshot_and_read({root}, snap, "zmigrate-m1", {"referenced"});
+    CHECK(f.runner.commands ==
+          std::vector<std::string>{one, "zfs list -H -t all -o name " + root + "@" + snap, get});
+    CHECK_FALSE(r.held); // the caller holds it (hold_all tolerates a hold taken)
+    CHECK(r.tree.has(root + "@" + snap));
+  }
+  SECTION("no snapshot made: zfs's error stands, nothing is read") {
+    f.runner.on(one, failed(1, "cannot create snapshot: out of space\n"));
+    f.runner.on("zfs list -H -t all -o name " + root + "@" + snap,
+                failed(1, "cannot open '" + root + "@" + snap + "': dataset does not exist\n"));
+    f.runner.on("zfs snapshot -r " + root + "@" + snap,
+                failed(1, "cannot create snapshot: out of space\n"));
+    SmartosNode node(f.ctx, f.server);
+    CHECK_THROWS_WITH(node.snapshot_and_read({root}, snap, "zmigrate-m1", {"referenced"}),
+                      Catch::Contains("out of space"));
+    CHECK(f.runner.commands_starting_with("zfs get").empty());
+  }
+}
+
+TEST_CASE("migration::detail::tree_after foresees what the streams bring the receiver",
+          "[migration][sync]") {
+  const std::string ds = "zones/" + k_vm;
+  const std::string data = ds + "/data";
+  const auto snap = [](const std::string& d, const std::string& s, std::uint64_t guid,
+                       std::uint64_t txg) {
+    return SnapshotInfo{d + "@" + s, guid, txg};
+  };
+  const auto put = [](DatasetTree& t, const std::string& d, std::vector<SnapshotInfo> snaps) {
+    t.datasets.push_back(d);
+    t.props[d]["guid"] = "1";
+    for (const SnapshotInfo& s : snaps) {
+      t.props[s.name] = {{"guid", std::to_string(s.guid)},
+                         {"createtxg", std::to_string(s.createtxg)}};
+    }
+    t.snapshots[d] = std::move(snaps);
+  };
+  DatasetTree before;
+  put(before, ds, {snap(ds, "zmigrate-m1-1", 11, 10)});
+  DatasetTree sender;
+  put(sender, ds,
+      {snap(ds, "zmigrate-m1-1", 11, 10), snap(ds, "backup", 12, 20),
+       snap(ds, "zmigrate-m1-2", 13, 30), snap(ds, "zmigrate-m1-3", 14, 40)});
+  put(sender, data, {snap(data, "zmigrate-m1-3", 21, 40)});
+  Stream inc;
+  inc.dataset = ds;
+  inc.kind = StreamKind::incremental;
+  inc.from = ds + "@zmigrate-m1-1";
+  inc.to = ds + "@zmigrate-m1-3";
+  Stream full;
+  full.dataset = data;
+  full.kind = StreamKind::full;
+  full.to = data + "@zmigrate-m1-3";
+
+  SECTION("-I brings every snapshot after its base; a full stream its one, and the dataset") {
+    const std::optional<DatasetTree> after = detail::tree_after(before, sender, {inc, full});
+    REQUIRE(after);
+    std::vector<std::string> names;
+    for (const SnapshotInfo& s : after->snapshots.at(ds)) {
+      names.push_back(s.name);
+    }
+    CHECK(names == std::vector<std::string>{ds + "@zmigrate-m1-1", ds + "@backup",
+                                            ds + "@zmigrate-m1-2", ds + "@zmigrate-m1-3"});
+    CHECK(after->prop(ds + "@zmigrate-m1-2", "guid") == "13");
+    CHECK(after->has(data));
+    REQUIRE(after->snapshots.at(data).size() == 1);
+    CHECK(after->snapshots.at(data)[0].name == data + "@zmigrate-m1-3");
+    CHECK(before.snapshots.at(ds).size() == 1); // pure
+  }
+  SECTION("a resumed stream, or one the sender's tree does not know: cannot be told") {
+    Stream resume;
+    resume.dataset = ds;
+    resume.kind = StreamKind::resume;
+    resume.token = "1-abc";
+    CHECK_FALSE(detail::tree_after(before, sender, {resume}));
+    Stream stray = inc;
+    stray.to = ds + "@zmigrate-m1-9";
+    CHECK_FALSE(detail::tree_after(before, sender, {stray}));
+    Stream backwards = inc;
+    backwards.from = ds + "@zmigrate-m1-3";
+    backwards.to = ds + "@zmigrate-m1-1";
+    CHECK_FALSE(detail::tree_after(before, sender, {backwards}));
+  }
+  SECTION("nothing sent: the tree as it was") {
+    const std::optional<DatasetTree> after = detail::tree_after(before, sender, {});
+    REQUIRE(after);
+    CHECK(after->snapshots.at(ds).size() == 1);
+  }
+}
+
+TEST_CASE("SmartosNode::release_and_destroy holds the kept snapshot in the prune's one command",
+          "[migration][node_ops]") {
+  Fixture f;
+  zfs::Capabilities caps;
+  caps.holds = caps.multi_snapshot = true;
+  f.nodes.facts_for(f.runner.host()).caps = caps;
+  const std::string root = "zones/" + k_vm;
+  const std::string kept = root + "@zmigrate-m1-2";
+  const std::string old = root + "@zmigrate-m1-1";
+  const std::string one = "zfs hold zmigrate-m1 " + kept + " && zfs release zmigrate-m1 " + old +
+                          " && zfs destroy -r " + old;
+  SECTION("one command") {
+    f.runner.on(one, ok(""));
+    SmartosNode node(f.ctx, f.server);
+    node.release_and_destroy({kept}, {old}, "zmigrate-m1", {old}, {});
+    CHECK(f.runner.commands == std::vector<std::string>{one});
+  }
+  SECTION("a failure: each step again with its own tolerance, the hold first") {
+    f.runner.on(one, failed(1, "cannot hold snapshot: tag already exists on this dataset\n"));
+    SmartosNode node(f.ctx, f.server);
+    node.release_and_destroy({kept}, {old}, "zmigrate-m1", {old}, {});
+    REQUIRE(f.runner.commands.size() >= 4);
+    CHECK(f.runner.commands[1] == "zfs hold zmigrate-m1 " + kept);
+    CHECK(f.runner.commands[2] == "zfs release zmigrate-m1 " + old);
+    CHECK(f.runner.commands[3] == "zfs destroy -r " + old);
+  }
+}
