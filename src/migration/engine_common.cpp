@@ -320,6 +320,9 @@ void probe_both(Operation& op, Node& a, Node& b) {
     } catch (const std::exception&) {
       return false; // unreadable: probe again
     }
+    if (c.contains("host_key") && c["host_key"].is_string()) {
+      n.assume_host_key(c["host_key"].get<std::string>()); // a sync's data path read it
+    }
     return true;
   };
   const bool a_known = cached(a);
@@ -515,6 +518,7 @@ struct SyncRun {
   std::vector<std::string> all;  // every dataset of the instance on the sender
   std::vector<std::string> held; // ds@snap of each
   std::unique_ptr<Link> own_link;
+  std::string target_host_key; // as the own link's spec took it
   Link* link = nullptr;
   bool open_own = false;
   bool src_held = false; // the snapshot command held the new snapshot on the sender too
@@ -633,8 +637,9 @@ void choose_link(SyncRun& r) {
 }
 
 void open_own_link(SyncRun& r, nlohmann::json& d) {
-  r.own_link =
-      r.ctx.nodes.make_link(r.ctx, data_path_spec(r.ctx, r.m(), r.src, r.dst, r.all), r.src, r.dst);
+  DataPathSpec spec = data_path_spec(r.ctx, r.m(), r.src, r.dst, r.all);
+  r.target_host_key = spec.target_host_key;
+  r.own_link = r.ctx.nodes.make_link(r.ctx, spec, r.src, r.dst);
   r.link = r.own_link.get();
   r.link->open();
   d["source"] = r.src.server().admin_ip;
@@ -707,6 +712,15 @@ void finish_sends(SyncRun& r) {
     r.dst.hold_all(r.held, r.tag());
   }
   r.m().data["synced_snap"] = r.snap;
+  // The receiver's host key, which this data path proved, for the next sync of this boot (kept
+  // with its capability probe; forgotten with it when a sync fails).
+  const auto caps = r.m().data.find("node_caps");
+  if (!r.target_host_key.empty() && caps != r.m().data.end() && caps->is_object()) {
+    const auto entry = caps->find(r.dst.server().uuid);
+    if (entry != caps->end() && entry->is_object()) {
+      (*entry)["host_key"] = r.target_host_key;
+    }
+  }
   r.op.save();
 }
 

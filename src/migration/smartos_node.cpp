@@ -151,6 +151,12 @@ void SmartosNode::image_import(const std::string& image_uuid) {
   remote::run_checked(m_runner, remote::Command({"imgadm", "import", "-q", image_uuid}), opts);
 }
 
+void SmartosNode::assume_host_key(const std::string& key) {
+  if (m_facts.host_key.empty()) {
+    m_facts.host_key = key;
+  }
+}
+
 std::string SmartosNode::host_key() {
   if (!m_facts.host_key.empty()) {
     return m_facts.host_key;

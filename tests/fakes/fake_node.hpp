@@ -461,8 +461,16 @@ public:
 
   std::string host_key() override {
     const auto l = lock();
+    if (!m_assumed_host_key.empty()) {
+      return m_assumed_host_key; // what a real node keeps from assume_host_key: no command
+    }
     enter("host_key");
     return "ssh-ed25519 AAAAC3NzaFAKE" + m_server.hostname;
+  }
+  void assume_host_key(const std::string& key) override {
+    const auto l = lock();
+    calls.push_back("assume_host_key");
+    m_assumed_host_key = key;
   }
 
   migration::DatasetTree tree(const std::vector<std::string>& roots,
@@ -984,6 +992,7 @@ private:
   }
 
   inventory::Server m_server;
+  std::string m_assumed_host_key;
   const ImageCatalog* m_catalog;
   zfs::Capabilities m_caps;
   std::vector<Fault> m_faults;

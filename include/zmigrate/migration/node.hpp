@@ -78,6 +78,10 @@ public:
   virtual void image_import(const std::string& image_uuid) = 0;
   // The ed25519 host key line of the node ("ssh-ed25519 AAAA...").
   virtual std::string host_key() = 0;
+  // Take `key` as host_key() for this command instead of reading it (what an earlier command
+  // read on this very boot of the node); no effect once read. A wrong one fails the data path's
+  // host key check, never weakens it.
+  virtual void assume_host_key(const std::string& key) = 0;
 
   // --- ZFS ---
   // One `zfs get -Hp -r` of guid, createtxg and `extra_props` over `roots` (missing roots are

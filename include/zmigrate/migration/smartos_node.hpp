@@ -46,6 +46,7 @@ public:
   void zone_remove(const std::string& uuid) override;
   void image_import(const std::string& image_uuid) override;
   std::string host_key() override;
+  void assume_host_key(const std::string& key) override;
 
   DatasetTree tree(const std::vector<std::string>& roots,
                    const std::vector<std::string>& extra_props = {}) override;

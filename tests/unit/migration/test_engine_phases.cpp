@@ -137,9 +137,18 @@ TEST_CASE("engine: a sync takes the capability probe of the same boot of a node 
   const nlohmann::json cached = w.record().data.at("node_caps");
   CHECK(cached.at(EngineWorld::k_cn1).at("boot") == "2026-12-01T10:00:00.000Z");
   CHECK(cached.at(EngineWorld::k_cn2).at("caps").at("holds") == w.cn2->caps().holds);
+  // The receiver's host key, as its data path took it, is kept with its probe.
+  CHECK(cached.at(EngineWorld::k_cn2).at("host_key") == w.cn2->host_key());
+  CHECK_FALSE(cached.at(EngineWorld::k_cn1).contains("host_key"));
+  const auto key_reads = [](const fakes::FakeNode& n) {
+    return std::count(n.calls.begin(), n.calls.end(), "host_key");
+  };
+  const auto reads_before = key_reads(*w.cn2);
   w.sync();
   CHECK(assumed(*w.cn1) == 1); // the same boot: no probe
   CHECK(assumed(*w.cn2) == 1);
+  CHECK(key_reads(*w.cn2) == reads_before); // nor a host key read
+  CHECK(std::count(w.cn2->calls.begin(), w.cn2->calls.end(), "assume_host_key") == 1);
   // cn2 rebooted (a platform update may have changed its ZFS): probed again.
   w.cn2->mutable_server().raw["last_boot"] = "2026-12-02T09:00:00.000Z";
   w.sync();
