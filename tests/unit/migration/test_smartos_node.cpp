@@ -41,6 +41,12 @@ struct Fixture {
   NullReporter reporter;
   Context ctx{inv, nodes, store, clock, log, reporter, Settings{}, {}};
   inventory::Server server;
+  // The node supports holds and multi-dataset snapshots (as every SmartOS node does).
+  void with_holds() {
+    zfs::Capabilities caps;
+    caps.holds = caps.multi_snapshot = true;
+    nodes.facts_for(runner.host()).caps = caps;
+  }
   Fixture() {
     server.uuid = "564d0000-0000-4000-8000-000000000001";
     server.hostname = "cn1";
@@ -388,9 +394,7 @@ TEST_CASE("SmartosNode runs each zfs command as it always has", "[migration][nod
 TEST_CASE("SmartosNode::snapshot_and_read: snapshot, hold and read in one command",
           "[migration][node_ops]") {
   Fixture f;
-  zfs::Capabilities caps;
-  caps.holds = caps.multi_snapshot = true;
-  f.nodes.facts_for(f.runner.host()).caps = caps;
+  f.with_holds();
   const std::string root = "zones/" + k_vm;
   const std::string snap = "zmigrate-m1-2";
   const std::string get = "zfs get -Hp -o name,property,value -r guid,createtxg,referenced " + root;
@@ -517,9 +521,7 @@ TEST_CASE("migration::detail::tree_after foresees what the streams bring the rec
 TEST_CASE("SmartosNode::release_and_destroy holds the kept snapshot in the prune's one command",
           "[migration][node_ops]") {
   Fixture f;
-  zfs::Capabilities caps;
-  caps.holds = caps.multi_snapshot = true;
-  f.nodes.facts_for(f.runner.host()).caps = caps;
+  f.with_holds();
   const std::string root = "zones/" + k_vm;
   const std::string kept = root + "@zmigrate-m1-2";
   const std::string old = root + "@zmigrate-m1-1";
