@@ -359,11 +359,9 @@ std::optional<DatasetTree> tree_after(const DatasetTree& before, const DatasetTr
     if (t.has(s.name)) {
       return;
     }
-    auto& list = t.snapshots[ds];
-    list.push_back(s);
-    std::stable_sort(list.begin(), list.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
-      return a.createtxg < b.createtxg;
-    });
+    // Appended in the sender's order: what a stream brings is newer than what the receiver
+    // had. The sender's createtxg is kept as it came (txgs of two pools do not compare).
+    t.snapshots[ds].push_back(s);
     t.props[s.name] = {{"guid", std::to_string(s.guid)},
                        {"createtxg", std::to_string(s.createtxg)}};
   };

@@ -105,7 +105,8 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
 // each stream brings, taken from the sender's tree: a full or clone stream its snapshot, an
 // incremental one (`zfs send -I`) every snapshot of its dataset after its base up to its end.
 // nullopt when that cannot be told from the trees (a resumed stream, a stream whose ends the
-// sender's tree lacks). Pure.
+// sender's tree lacks). Pure. For a prune's names and GUIDs: a snapshot it adds carries the
+// sender's createtxg, which the receiver's own do not compare with.
 std::optional<DatasetTree> tree_after(const DatasetTree& before, const DatasetTree& sender,
                                       const std::vector<Stream>& plan);
 
