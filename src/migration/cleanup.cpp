@@ -75,7 +75,7 @@ void clean_one(Context& ctx, const state::Migration& m, const std::vector<state:
     }
     if (has_path) {
       detail::Ends ends = detail::open_ends(ctx, m);
-      ctx.nodes.remove_leftover_links(ctx, m.id, *ends.source, *ends.target);
+      ctx.nodes.remove_leftover_links(ctx, m.id, *ends.source, *ends.target, Leftovers::all);
     }
   } catch (const Error& e) {
     why = e.what();

@@ -420,6 +420,81 @@ std::string new_path_id(const std::string& migration_id) {
   return fmt::format("{}-{:08x}", migration_id, static_cast<std::uint32_t>(rd()));
 }
 
+std::string path_fingerprint(const DataPathSpec& spec) {
+  std::vector<std::string> datasets = spec.datasets;
+  std::sort(datasets.begin(), datasets.end());
+  const nlohmann::json j = {
+      {"source", spec.source_server_uuid}, {"target", spec.target_server_uuid},
+      {"source_addr", spec.source_addr},   {"target_addr", spec.target_addr},
+      {"port", spec.target_port},          {"user", spec.target_user},
+      {"host_key", spec.target_host_key},  {"datasets", datasets},
+      {"measure", spec.measure},           {"keys", spec.authorized_keys},
+      {"recv", recv_script(spec)}};
+  return fmt::format("{:016x}", std::hash<std::string>{}(j.dump()));
+}
+
+std::optional<std::string> adoptable_path(const std::vector<state::Artefact>& live,
+                                          const DataPathSpec& spec, const std::string& source_host,
+                                          const std::string& target_host,
+                                          std::chrono::system_clock::time_point now) {
+  if (spec.measure || source_host == target_host) {
+    return std::nullopt;
+  }
+  const std::string fp = path_fingerprint(spec);
+  struct Seen {
+    bool usable = true;
+    bool source_dir = false;
+    bool target_dir = false;
+    bool key = false;
+    std::int64_t newest = 0;
+  };
+  std::map<std::string, Seen> paths;
+  for (const state::Artefact& a : live) {
+    if (a.migration_id != spec.migration_id ||
+        (a.kind != "data_path_dir" && a.kind != "authorized_key")) {
+      continue;
+    }
+    const std::string pid = json_text(a.details, "path_id");
+    if (pid.empty()) {
+      continue;
+    }
+    Seen& p = paths[pid];
+    p.newest = std::max(p.newest, a.id);
+    bool young = false;
+    try {
+      young = now - parse_iso8601(a.created) < k_park_max_age;
+    } catch (const std::exception&) {
+      young = false; // unreadable: not adopted, removed as a leftover
+    }
+    const bool parked = a.details.is_object() && a.details.value("parked", false) &&
+                        json_text(a.details, "spec") == fp;
+    if (!parked || !young) {
+      p.usable = false;
+    }
+    if (a.kind == "authorized_key") {
+      if (a.host != target_host || json_text(a.details, "line").empty()) {
+        p.usable = false;
+      }
+      p.key = true;
+    } else if (a.host == source_host && a.name == path_dir(pid)) {
+      p.source_dir = true;
+    } else if (a.host == target_host && a.name == path_dir(pid)) {
+      p.target_dir = true;
+    } else {
+      p.usable = false;
+    }
+  }
+  std::optional<std::string> best;
+  std::int64_t best_row = 0;
+  for (const auto& [pid, p] : paths) {
+    if (p.usable && p.source_dir && p.target_dir && p.key && p.newest > best_row) {
+      best = pid;
+      best_row = p.newest;
+    }
+  }
+  return best;
+}
+
 std::string recv_script(const DataPathSpec& spec) {
   std::string cases;
   for (const std::string& ds : spec.datasets) {
@@ -599,9 +674,35 @@ DataPath::~DataPath() {
 }
 
 void DataPath::open() {
+  if (m_open) {
+    return;
+  }
+  const std::string fingerprint = path_fingerprint(m_spec);
+  if (const std::optional<std::string> parked =
+          adoptable_path(m_ctx.store.live_artefacts(m_spec.migration_id), m_spec, m_source.host(),
+                         m_target.host(), m_ctx.clock.wall_now());
+      parked && !path_is_open(*parked)) {
+    // An earlier command of this migration parked it whole, set up as this one would be: in
+    // use from now on (a crash from here leaves it unparked, for the next command to remove
+    // with its processes), every other path of the migration goes.
+    m_spec.path_id = *parked;
+    set_path_open(m_spec.path_id, true);
+    m_open = true;
+    for (state::Artefact a : m_ctx.store.live_artefacts(m_spec.migration_id)) {
+      if (json_text(a.details, "path_id") == m_spec.path_id &&
+          (a.kind == "data_path_dir" || a.kind == "authorized_key")) {
+        a.details["parked"] = false;
+        m_artefacts.push_back(m_ctx.store.record_artefact(a));
+      }
+    }
+    remove_leftovers(m_ctx, m_spec.migration_id, m_source, m_target, Leftovers::all);
+    m_ctx.log.info("data path: adopted the path an earlier command parked",
+                   {{"path_id", m_spec.path_id}});
+    return;
+  }
   // Earlier paths of this migration first: their stale receivers and senders end (a dropped link
   // leaves `zfs recv` hanging on the target), their keys and dirs go.
-  remove_leftovers(m_ctx, m_spec.migration_id, m_source, m_target);
+  remove_leftovers(m_ctx, m_spec.migration_id, m_source, m_target, Leftovers::all);
   const std::string dir = path_dir(m_spec.path_id);
   const remote::KeyPair key = remote::generate_ed25519();
   const auto wall = m_ctx.clock.wall_now();
@@ -625,11 +726,16 @@ void DataPath::open() {
   m_open = true;
   // Rows name the node by its runner's host, so cleanup finds the right node whichever way the
   // data flowed (rollback --keep-changes sends from the target back to the source).
-  const nlohmann::json dir_details = {{"path_id", m_spec.path_id}};
+  // "spec": what the path was set up for (path_fingerprint), for a later command to adopt it
+  // once parked.
+  const nlohmann::json dir_details = {
+      {"path_id", m_spec.path_id}, {"spec", fingerprint}, {"parked", false}};
   nlohmann::json key_details = {{"path_id", m_spec.path_id},
                                 {"file", m_spec.authorized_keys},
                                 {"line", line},
-                                {"added_newline", false}};
+                                {"added_newline", false},
+                                {"spec", fingerprint},
+                                {"parked", false}};
   // The name holds the marker: each path has its own row (rows are unique by name).
   state::Artefact key_row =
       record("authorized_key", m_target.host(),
@@ -832,8 +938,27 @@ void DataPath::close() {
   m_artefacts.clear();
 }
 
+void DataPath::park() {
+  if (!m_open) {
+    return;
+  }
+  if (m_spec.measure) {
+    close();
+    return;
+  }
+  for (state::Artefact a : m_ctx.store.live_artefacts(m_spec.migration_id)) {
+    if (std::find(m_artefacts.begin(), m_artefacts.end(), a.id) != m_artefacts.end()) {
+      a.details["parked"] = true;
+      m_ctx.store.record_artefact(a);
+    }
+  }
+  m_open = false;
+  set_path_open(m_spec.path_id, false);
+  m_artefacts.clear();
+}
+
 void DataPath::remove_leftovers(Context& ctx, const std::string& migration_id,
-                                remote::Runner& source, remote::Runner& target) {
+                                remote::Runner& source, remote::Runner& target, Leftovers which) {
   const std::vector<state::Artefact> live = ctx.store.live_artefacts(migration_id);
   // One command per path per node, whatever it holds.
   for (remote::Runner* runner : {&source, &target}) {
@@ -848,6 +973,10 @@ void DataPath::remove_leftovers(Context& ctx, const std::string& migration_id,
       const std::string pid = json_text(a.details, "path_id");
       if (!pid.empty() && path_is_open(pid)) {
         continue; // in use by an open path of this process; its close() removes it
+      }
+      if (which == Leftovers::unparked && a.details.is_object() &&
+          a.details.value("parked", false)) {
+        continue; // parked for this command's own path to adopt; its open() decides
       }
       mine.push_back(a);
     }

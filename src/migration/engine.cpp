@@ -528,10 +528,14 @@ SyncResult sync(Context& ctx, const std::string& vm_uuid, const SyncOptions& opt
           "stopping the instance (offline: it stays stopped until it starts on the target)");
     }
     if (ctx.nodes.kept_link == nullptr) {
-      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
+      // A path the previous command parked stays for this sync's own to adopt.
+      ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target,
+                                      Leftovers::unparked);
     }
     ctx.reporter.step("syncing data");
-    result = detail::sync_datasets(ctx, op, ends, "sync");
+    detail::SyncOptions so;
+    so.park_path = true; // the next sync or the switch adopts it
+    result = detail::sync_datasets(ctx, op, ends, "sync", so);
     op.record().num_sync_phases += 1;
     nlohmann::json syncs = op.record().data.value("syncs", nlohmann::json::array());
     syncs.push_back({{"n", op.record().num_sync_phases},
@@ -742,7 +746,7 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
     if (!finalizing) {
       Ends ends = detail::open_ends(ctx, *active);
       Operation lease(ctx, *active, "migrate");
-      ctx.nodes.remove_leftover_links(ctx, active->id, *ends.source, *ends.target);
+      ctx.nodes.remove_leftover_links(ctx, active->id, *ends.source, *ends.target, Leftovers::all);
     }
   } else if (active->phase != state::Phase::switch_) {
     std::vector<std::uint64_t> incrementals;
@@ -812,7 +816,11 @@ MigrateResult migrate(Context& ctx, const MigrateOptions& options) {
       result.offline_downtime = offline_downtime(result.switched->migration);
     }
   }
-  if (kept && !options.finalize) {
+  if (kept && !options.finalize && !result.switched) {
+    // --no-switch: the path stays for the migration's next sync or its switch to adopt.
+    kept->park();
+    ctx.nodes.kept_link = nullptr;
+  } else if (kept && !options.finalize) {
     // Closed here rather than by its destructor, so that what goes wrong is seen: a node that
     // cannot be reached keeps its ledger rows, which the next command or cleanup removes.
     try {

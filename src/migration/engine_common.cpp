@@ -531,6 +531,12 @@ struct SyncRun {
   std::string tag() const { return "zmigrate-" + op.id(); }
 };
 
+// This sync's own data path stays installed for the migration's next command once the whole
+// sync succeeded (a failure closes it: its destructor).
+bool parks(const SyncRun& r) {
+  return r.options.park_path && !r.options.reverse;
+}
+
 // 1. One atomic snapshot of every dataset of the instance, the sender read right after it in the
 // same command; the receiver is read meanwhile.
 void take_snapshot(SyncRun& r, nlohmann::json& d) {
@@ -702,7 +708,7 @@ void finish_sends(SyncRun& r) {
   if (!r.plan.empty()) {
     r.op.progress(r.done, std::max(r.done, r.total), r.approximate, r.rate);
   }
-  if (r.own_link) {
+  if (r.own_link && !parks(r)) {
     r.own_link->close();
   }
   // The receiver's hold rides along with its prune, which follows at once.
@@ -765,6 +771,9 @@ void sync_streams(SyncRun& r, const std::string& label) {
             {label,
              {{"prune", "", [&r](auto& d) { prune_both(r, d); }, {}, Window::outside, &r.do_prune}},
              ""});
+  if (r.own_link && parks(r)) {
+    r.own_link->park();
+  }
 }
 
 } // namespace

@@ -63,6 +63,9 @@ struct SyncOptions {
   Link* path = nullptr; // an open data link to reuse (the switch keeps one open)
   bool holds = true;    // hold the new snapshot on both sides (source before sending); the final
                         // sync inside the downtime window leaves that to the caller, afterwards
+  // A data path this sync opens itself is parked when the whole sync succeeds (Link::park), for
+  // the migration's next command to adopt; closed when anything fails.
+  bool park_path = false;
 };
 
 // Hold `snapshot` (a snap name) of every dataset under the instance's roots on both nodes.

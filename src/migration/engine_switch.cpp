@@ -315,7 +315,7 @@ void clean_up(SwitchRun& r) {
   if (r.own_link) {
     r.own_link->close();
   }
-  r.ctx.nodes.remove_leftover_links(r.ctx, r.m().id, r.src(), r.dst());
+  r.ctx.nodes.remove_leftover_links(r.ctx, r.m().id, r.src(), r.dst(), Leftovers::all);
   const std::string keep = r.m().data.value("synced_snap", "");
   const std::string keep_snap = keep.substr(keep.find('@') + 1);
   const std::vector<std::string> roots = detail::instance_roots(r.m());
@@ -489,7 +489,8 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
               {},  false};
   r.plan = plan_switch(m.data, r.vm, "", false); // the rest is decided in prepare
   if (r.plan.before_hide && ctx.nodes.kept_link == nullptr) {
-    ctx.nodes.remove_leftover_links(ctx, op.id(), r.src(), r.dst());
+    // A path the last sync parked stays for open_link to adopt (the clean_up step removes it).
+    ctx.nodes.remove_leftover_links(ctx, op.id(), r.src(), r.dst(), Leftovers::unparked);
   }
   if (r.plan.before_hide) {
     // What the model expects, kept next to what the switch measures (zmigrate get shows both).

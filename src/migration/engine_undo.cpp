@@ -261,7 +261,8 @@ void retire_ledger(Context& ctx, const state::Migration& m) {
 }
 
 void rollback_cleanup(RollbackRun& r) {
-  r.ctx.nodes.remove_leftover_links(r.ctx, r.m().id, *r.ends.source, *r.ends.target);
+  r.ctx.nodes.remove_leftover_links(r.ctx, r.m().id, *r.ends.source, *r.ends.target,
+                                    Leftovers::all);
   detail::prune_snapshots(r.ctx, *r.ends.source, r.m().id, detail::instance_roots(r.m()), "");
   const nlohmann::json quota = r.m().data.value("quota", nlohmann::json::object());
   if (json_bool(quota, "must_remove")) {
@@ -534,7 +535,8 @@ state::Migration abort(Context& ctx, const std::string& vm_uuid) {
         {
             {"remove_data_path", "",
              [&](auto&) {
-               ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
+               ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target,
+                                               Leftovers::all);
              }},
             {"remove_target", "removing the reserved instance",
              [&](auto& d) {
@@ -592,23 +594,25 @@ state::Migration finalize(Context& ctx, const std::string& vm_uuid) {
     Ends ends = detail::open_ends(ctx, m);
     const inventory::Vm vm = detail::recorded_vm(m);
     // verify_target is the point of no return: nothing on the source is touched before it.
-    const PhaseSpec spec{
-        "finalize",
-        {
-            {"verify_target", "checking the migrated instance on the target",
-             [&](auto& d) { d["datasets"] = verify_target(ctx, op, ends, vm); }},
-            {"delete_source", "removing the original instance",
-             [&](auto&) { delete_source(ctx, op, ends, vm); }},
-            {"cleanup", "removing migration snapshots",
-             [&](auto&) {
-               ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source, *ends.target);
-               detail::prune_snapshots(ctx, *ends.target, m.id, detail::instance_roots(m), "");
-               // The received copy carries the source's mark (sent with its properties).
-               detail::clear_mark(ctx, m, *ends.target, vm.zfs_filesystem);
-               retire_ledger(ctx, m);
-             }},
-        },
-        "verify_target"};
+    const PhaseSpec spec{"finalize",
+                         {
+                             {"verify_target", "checking the migrated instance on the target",
+                              [&](auto& d) { d["datasets"] = verify_target(ctx, op, ends, vm); }},
+                             {"delete_source", "removing the original instance",
+                              [&](auto&) { delete_source(ctx, op, ends, vm); }},
+                             {"cleanup", "removing migration snapshots",
+                              [&](auto&) {
+                                ctx.nodes.remove_leftover_links(ctx, op.id(), *ends.source,
+                                                                *ends.target, Leftovers::all);
+                                detail::prune_snapshots(ctx, *ends.target, m.id,
+                                                        detail::instance_roots(m), "");
+                                // The received copy carries the source's mark (sent with its
+                                // properties).
+                                detail::clear_mark(ctx, m, *ends.target, vm.zfs_filesystem);
+                                retire_ledger(ctx, m);
+                              }},
+                         },
+                         "verify_target"};
     run_steps(ctx, op, spec, &report);
     archive(ctx, op, state::Phase::finalize);
   } catch (const std::exception& e) {

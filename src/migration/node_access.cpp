@@ -27,9 +27,9 @@ std::unique_ptr<Link> NodeAccess::make_link(Context& ctx, const DataPathSpec& sp
 }
 
 void NodeAccess::remove_leftover_links(Context& ctx, const std::string& migration_id, Node& source,
-                                       Node& target) {
+                                       Node& target, Leftovers which) {
   DataPath::remove_leftovers(ctx, migration_id, runner_for(source.server()),
-                             runner_for(target.server()));
+                             runner_for(target.server()), which);
 }
 
 const char* to_string(StreamKind kind) {

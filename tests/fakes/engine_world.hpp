@@ -606,14 +606,41 @@ public:
   }
 
   // --- end states (empty = as the happy path leaves it) ---
-  std::vector<std::string> common_end(const state::Migration& m) {
+  // `parked_ok`: a sync's end, where one data path may stay, parked in the ledger for the
+  // migration's next command (Link::park); anywhere else none is left.
+  std::vector<std::string> common_end(const state::Migration& m, bool parked_ok = false) {
     std::vector<std::string> bad = invariants(Baseline{}, false);
-    for (FakeNode* n : {cn1.get(), cn2.get()}) {
-      if (!n->paths.empty()) {
-        bad.push_back("data path left on " + n->host());
+    const std::vector<state::Artefact> live = store.live_artefacts(m.id);
+    std::set<std::string> parked_paths;
+    for (const state::Artefact& a : live) {
+      if (parked_ok && a.details.value("parked", false)) {
+        parked_paths.insert(a.details.value("path_id", ""));
       }
-      if (n->authorized_keys != operator_keys) {
-        bad.push_back("authorized_keys on " + n->host() + " is not the operator's file");
+    }
+    if (parked_paths.size() > 1) {
+      bad.push_back(fmt::format("{} parked data paths, not one", parked_paths.size()));
+    }
+    for (FakeNode* n : {cn1.get(), cn2.get()}) {
+      std::string keys = n->authorized_keys;
+      for (const std::string& dir : n->paths) {
+        const bool parked = std::any_of(live.begin(), live.end(), [&](const state::Artefact& a) {
+          return a.kind == "data_path_dir" && a.host == n->host() && a.name == dir &&
+                 parked_paths.count(a.details.value("path_id", "")) != 0;
+        });
+        if (!parked) {
+          bad.push_back("data path left on " + n->host() + ": " + dir);
+        }
+      }
+      for (const state::Artefact& a : live) {
+        if (a.kind == "authorized_key" && a.host == n->host() &&
+            parked_paths.count(a.details.value("path_id", "")) != 0) {
+          fake_remove_key_line(keys, a.details.value("line", ""),
+                               a.details.value("added_newline", false));
+        }
+      }
+      if (keys != operator_keys) {
+        bad.push_back("authorized_keys on " + n->host() + " is not the operator's file" +
+                      (parked_ok ? " plus the parked path's line" : ""));
       }
     }
     if (m.archived) {
@@ -679,7 +706,7 @@ public:
   }
   std::vector<std::string> expect_synced(int syncs) {
     const state::Migration m = record();
-    std::vector<std::string> bad = common_end(m);
+    std::vector<std::string> bad = common_end(m, true);
     expect(bad, m.phase == state::Phase::sync && m.state == state::State::paused,
            "record is not sync/paused");
     expect(bad, m.num_sync_phases == syncs,

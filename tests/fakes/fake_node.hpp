@@ -1044,6 +1044,7 @@ public:
   // clock, a ManualClock in engine tests).
   migration::MeasureResult measure(std::uint64_t mib) override;
   void close() override;
+  void park() override;
   bool serves(const std::string& migration_id, const migration::Node& source,
               const migration::Node& target,
               const std::vector<std::string>& datasets) const override {
@@ -1094,7 +1095,8 @@ public:
                                       fake(target.server().uuid), *this);
   }
   void remove_leftover_links(migration::Context& ctx, const std::string& migration_id,
-                             migration::Node& source, migration::Node& target) override {
+                             migration::Node& source, migration::Node& target,
+                             migration::Leftovers which) override {
     if (gate) {
       gate("remove_leftover_links");
     }
@@ -1104,6 +1106,9 @@ public:
       const std::string dir = key ? migration::path_dir(a.details.value("path_id", "")) : a.name;
       if ((a.kind != "data_path_dir" && !key) || open_dirs.count(dir) != 0) {
         continue; // not a link's, or a link open in this process: its close() removes it
+      }
+      if (which == migration::Leftovers::unparked && a.details.value("parked", false)) {
+        continue; // parked: the command's own link adopts it (as DataPath)
       }
       for (FakeNode* n : {&fake(source.server().uuid), &fake(target.server().uuid)}) {
         if (n->host() == a.host) {
@@ -1165,7 +1170,32 @@ inline void FakeLink::open() {
   if (m_open) {
     return;
   }
-  m_access.remove_leftover_links(m_ctx, m_spec.migration_id, m_source, m_target); // as DataPath
+  const std::string fingerprint = migration::path_fingerprint(m_spec);
+  if (const std::optional<std::string> parked =
+          migration::adoptable_path(m_ctx.store.live_artefacts(m_spec.migration_id), m_spec,
+                                    m_source.host(), m_target.host(), m_ctx.clock.wall_now());
+      parked && m_access.open_dirs.count(migration::path_dir(*parked)) == 0) {
+    // As DataPath: the parked link in use again, every other one removed.
+    m_spec.path_id = *parked;
+    m_access.calls.push_back("adopt " + m_spec.path_id);
+    m_access.open_dirs.insert(dir());
+    for (state::Artefact a : m_ctx.store.live_artefacts(m_spec.migration_id)) {
+      if (a.details.value("path_id", "") == m_spec.path_id) {
+        a.details["parked"] = false;
+        m_rows.push_back(m_ctx.store.record_artefact(a));
+        if (a.kind == "authorized_key") {
+          m_line = a.details.value("line", "");
+          m_joined = a.details.value("added_newline", false);
+        }
+      }
+    }
+    m_access.remove_leftover_links(m_ctx, m_spec.migration_id, m_source, m_target,
+                                   migration::Leftovers::all);
+    m_open = true;
+    return;
+  }
+  m_access.remove_leftover_links(m_ctx, m_spec.migration_id, m_source, m_target,
+                                 migration::Leftovers::all); // as DataPath
   m_access.open_dirs.insert(dir());
   for (FakeNode* n : {&m_target, &m_source}) {
     state::Artefact a;
@@ -1173,7 +1203,7 @@ inline void FakeLink::open() {
     a.kind = "data_path_dir";
     a.host = n->host();
     a.name = dir();
-    a.details = {{"path_id", m_spec.path_id}};
+    a.details = {{"path_id", m_spec.path_id}, {"spec", fingerprint}, {"parked", false}};
     a.created = iso8601(m_ctx.clock.wall_now());
     m_rows.push_back(m_ctx.store.record_artefact(a));
     const auto l = n->lock();
@@ -1191,7 +1221,9 @@ inline void FakeLink::open() {
   k.details = {{"path_id", m_spec.path_id},
                {"line", m_line},
                {"added_newline",
-                !m_target.authorized_keys.empty() && m_target.authorized_keys.back() != '\n'}};
+                !m_target.authorized_keys.empty() && m_target.authorized_keys.back() != '\n'},
+               {"spec", fingerprint},
+               {"parked", false}};
   k.created = iso8601(m_ctx.clock.wall_now());
   m_rows.push_back(m_ctx.store.record_artefact(k));
   m_joined = fake_add_key_line(m_target.authorized_keys, m_line);
@@ -1234,6 +1266,26 @@ inline void FakeLink::close() {
     m_ctx.store.mark_artefact_removed(row);
   }
   m_rows.clear();
+  m_access.open_dirs.erase(dir());
+  m_open = false;
+}
+
+inline void FakeLink::park() {
+  if (m_access.gate) {
+    m_access.gate("park");
+  }
+  m_access.calls.push_back("park " + m_spec.path_id);
+  if (!m_open) {
+    return;
+  }
+  for (state::Artefact a : m_ctx.store.live_artefacts(m_spec.migration_id)) {
+    if (std::find(m_rows.begin(), m_rows.end(), a.id) != m_rows.end()) {
+      a.details["parked"] = true;
+      m_ctx.store.record_artefact(a);
+    }
+  }
+  m_rows.clear();
+  m_line.clear(); // stays in authorized_keys: the next command adopts it, or removes it by its row
   m_access.open_dirs.erase(dir());
   m_open = false;
 }

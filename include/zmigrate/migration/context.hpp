@@ -30,6 +30,12 @@ struct DataPathSpec;
 // compute node per zmigrate command. The defaults build the real ones (SmartosNode over
 // runner_for, DataPath); engine tests override node(), make_link() and remove_leftover_links()
 // with stateful fakes (tests/fakes/fake_node.hpp).
+// Which data-link leftovers NodeAccess::remove_leftover_links removes.
+enum class Leftovers {
+  all,      // every link of the migration not open in this process (switch end, undo, cleanup)
+  unparked, // all but a parked one, which the command's own link may adopt (sync, switch start)
+};
+
 class NodeAccess {
 public:
   NodeAccess();
@@ -45,10 +51,12 @@ public:
   virtual std::unique_ptr<Link> make_link(Context& ctx, const DataPathSpec& spec, Node& source,
                                           Node& target);
   // Remove every data-link artefact of `migration_id` on both nodes as the ledger names them
-  // (after a crash); links open in this process are left to their close(). Never throws for a
-  // node that is unreachable or refuses: leaves its ledger rows live instead (and warns).
+  // (after a crash); links open in this process are left to their close(), and with
+  // Leftovers::unparked a link an earlier command parked (Link::park) is left for this
+  // command's link to adopt. Never throws for a node that is unreachable or refuses: leaves its
+  // ledger rows live instead (and warns).
   virtual void remove_leftover_links(Context& ctx, const std::string& migration_id, Node& source,
-                                     Node& target);
+                                     Node& target, Leftovers which);
 
   // What this command learnt about a node (by runner host), so the phases of one `migrate`
   // probe each node once: ZFS capabilities and the ssh host key.

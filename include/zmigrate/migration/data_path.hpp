@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 #pragma once
 // The CN-to-CN data path: the source sends straight to the target over ssh with an ephemeral
-// ed25519 key made for one zmigrate command. The public key on the target is restricted to the
-// source address, no pty/forwarding, and a forced command that can only `zfs recv` into this
-// migration's datasets. Everything it creates is recorded in the ledger first and removed on
-// every exit path (and by the next command after a crash).
+// ed25519 key made for one migration. The public key on the target is restricted to the source
+// address, no pty/forwarding, a forced command that can only `zfs recv` into this migration's
+// datasets, and an expiry 48 hours on. Everything it creates is recorded in the ledger first.
+// A `sync` that succeeds parks its path (DataPath::park) and the migration's next command adopts
+// it (no key install, no new master); every other way out removes it, and so do the switch,
+// abort, rollback, finalize and cleanup, and the next command after a crash.
 //
 // The pure functions below build every text and argv; DataPath executes them.
 
@@ -119,6 +121,22 @@ remote::Command measure_pipeline(const DataPathSpec& spec, std::uint64_t mib);
 // Parses one line of `pv -n -b` output (a byte count); nullopt for any other stderr line.
 std::optional<std::uint64_t> parse_pv_line(std::string_view line);
 
+// How old a parked path may be for a command to adopt it: its key line expires 48 hours after
+// its install, so an adopted path leaves a day for the command's streams to authenticate.
+inline constexpr std::chrono::hours k_park_max_age{24};
+// What a path's install depends on, not its id (ends, addresses, port and user, pinned host key,
+// datasets, the forced command's text, the keys file): two specs with one fingerprint set up
+// interchangeable paths.
+std::string path_fingerprint(const DataPathSpec& spec);
+// The parked path among `live` (the live ledger rows of spec.migration_id) that a path for
+// `spec` from `source_host` to `target_host` may adopt at `now`: every row of the path parked
+// with spec's fingerprint, its dir on both nodes and its key line on the target in the ledger,
+// none older than k_park_max_age. The newest such; nullopt when there is none.
+std::optional<std::string> adoptable_path(const std::vector<state::Artefact>& live,
+                                          const DataPathSpec& spec, const std::string& source_host,
+                                          const std::string& target_host,
+                                          std::chrono::system_clock::time_point now);
+
 class DataPath final : public Link {
 public:
   // `source`/`target` are the operator sessions to the two nodes.
@@ -127,8 +145,10 @@ public:
   DataPath(const DataPath&) = delete;
   DataPath& operator=(const DataPath&) = delete;
 
-  // Remove leftovers of earlier paths of this migration (from the ledger, ending their processes),
-  // make the key, install it on the target and on the source, start the multiplexing master.
+  // Adopt the path an earlier command parked when adoptable_path() names one (no command);
+  // else make the key, install it on the target and on the source, start the multiplexing
+  // master. Leftovers of every other path of this migration go first (from the ledger, ending
+  // their processes).
   void open() override;
   // Send one stream. `on_bytes` gets the running byte count about once a second. When the send
   // fails or throws, this path's processes on both nodes are ended (best effort) first.
@@ -137,6 +157,9 @@ public:
   MeasureResult measure(std::uint64_t mib) override;
   // Remove the key, the known_hosts pin, the forced command and the master. Idempotent.
   void close() override;
+  // Mark the rows parked and leave everything installed (the master ends by itself 120 s after
+  // its last stream). A measurement's path is closed instead.
+  void park() override;
   // True when this path is open for `migration_id`, from `source` to `target`, and its forced
   // command accepts every dataset of `datasets`.
   bool serves(const std::string& migration_id, const Node& source, const Node& target,
@@ -148,8 +171,9 @@ public:
   // a crash): for each live row, exactly the dir and the key line the row names. Rows of a path
   // that is open in this process are left to its close(). Never throws for a node that is
   // unreachable or refuses: leaves its ledger rows live instead (and warns).
+  // With Leftovers::unparked, the rows of a parked path stay too (the caller's link adopts it).
   static void remove_leftovers(Context& ctx, const std::string& migration_id,
-                               remote::Runner& source, remote::Runner& target);
+                               remote::Runner& source, remote::Runner& target, Leftovers which);
 
 private:
   void kill_processes() noexcept;

@@ -53,9 +53,11 @@ struct MeasureResult {
 class Link {
 public:
   virtual ~Link() = default;
-  // Remove what earlier links of this migration left (as NodeAccess::remove_leftover_links:
-  // the caller holds the lease), then set the link up (key, pins, master); whatever it creates
-  // is in the ledger first.
+  // Adopt the link an earlier command of this migration parked, when it is whole and set up
+  // exactly as this one would be (DataPathSpec fingerprint) and young enough; else set the
+  // link up (key, pins, master), whatever it creates in the ledger first. Either way, what
+  // other links of this migration left goes first (as NodeAccess::remove_leftover_links: the
+  // caller holds the lease).
   virtual void open() = 0;
   // Send `stream` (its zfs argv built by the sending node: `zfs_send`). `on_bytes` gets the
   // running byte count about once a second. Throws when the stream did not arrive whole.
@@ -67,6 +69,12 @@ public:
   virtual MeasureResult measure(std::uint64_t mib) = 0;
   // Remove what open() set up. Idempotent; never leaves a ledger row for something removed.
   virtual void close() = 0;
+  // Leave what open() set up installed for the next command of the same migration, which adopts
+  // it in its open() instead of setting up a new one (no key install, no handshake). Its ledger
+  // rows stay live, marked parked: the switch, abort, rollback, finalize and cleanup remove it as
+  // they remove every link of the migration, and a parked link nobody adopts in time is removed
+  // as a leftover. Never for a measurement's link (closed instead).
+  virtual void park() = 0;
   // True when this link is open for `migration_id`, from `source` to `target`, and accepts
   // every dataset of `datasets`.
   virtual bool serves(const std::string& migration_id, const Node& source, const Node& target,

@@ -607,8 +607,9 @@ class FixedClock final : public Clock {
 public:
   std::chrono::steady_clock::time_point now() const override { return m_now; }
   std::chrono::system_clock::time_point wall_now() const override {
-    return std::chrono::system_clock::from_time_t(1795309323); // 2026-11-22 01:02:03 UTC
+    return std::chrono::system_clock::from_time_t(1795309323) + wall_ahead; // 2026-11-22 01:02:03
   }
+  std::chrono::hours wall_ahead{0}; // how far the wall clock has moved on
   void sleep_for(std::chrono::milliseconds d) override { m_now += d; }
 
 private:
@@ -760,7 +761,7 @@ TEST_CASE("migration::DataPath records the exact line and removes only it", "[da
     CHECK(std::any_of(f.log.warnings.begin(), f.log.warnings.end(), [](const std::string& w) {
       return w.find("NOT removed") != std::string::npos;
     }));
-    DataPath::remove_leftovers(f.ctx, spec().migration_id, f.source, f.target);
+    DataPath::remove_leftovers(f.ctx, spec().migration_id, f.source, f.target, Leftovers::all);
     const auto cleanups = runs_of(f.target, scripts::cleanup());
     REQUIRE(cleanups.size() == 2);
     CHECK(cleanups[1][4].empty()); // the dir went the first time
@@ -800,5 +801,136 @@ TEST_CASE("migration::DataPath records the exact line and removes only it", "[da
     }
     CHECK(runs_of(f.source, scripts::kill()).size() == 1);
     CHECK(runs_of(f.target, scripts::kill()).size() == 1);
+  }
+}
+
+// ---- a path parked by one command and adopted by the migration's next ---------------------
+
+namespace {
+std::size_t installs_of(PathFixture& f) {
+  return runs_of(f.target, scripts::install_target()).size();
+}
+std::size_t cleanups_of(PathFixture& f) {
+  return runs_of(f.target, scripts::cleanup()).size() +
+         runs_of(f.source, scripts::cleanup()).size();
+}
+bool all_parked(PathFixture& f, bool parked) {
+  const auto live = f.live();
+  return !live.empty() && std::all_of(live.begin(), live.end(), [&](const state::Artefact& a) {
+    return a.details.value("parked", !parked) == parked;
+  });
+}
+} // namespace
+
+TEST_CASE("migration::DataPath parks for the next command, which adopts it without a command",
+          "[data_path]") {
+  PathFixture f;
+  const std::string first = spec().migration_id + "-00000001";
+  {
+    DataPath path(f.ctx, f.path_spec("00000001"), f.source, f.target);
+    path.open();
+    REQUIRE(installs_of(f) == 1);
+    CHECK(all_parked(f, false));
+    path.park();
+    CHECK(all_parked(f, true));
+    CHECK(f.live().size() == 3);
+  } // the destructor of a parked path removes nothing
+  CHECK(cleanups_of(f) == 0);
+  CHECK(f.live().size() == 3);
+  const std::size_t runs_before = f.source.runs.size() + f.target.runs.size();
+
+  SECTION("the same spec adopts it: no command on either node, in use again") {
+    DataPath next(f.ctx, f.path_spec("00000002"), f.source, f.target);
+    next.open();
+    CHECK(f.source.runs.size() + f.target.runs.size() == runs_before);
+    CHECK(next.path_id() == first);
+    CHECK(all_parked(f, false)); // a crash from here leaves it for the next command to remove
+    // A leftover sweep of another command (Leftovers::all) leaves an open path alone.
+    DataPath::remove_leftovers(f.ctx, spec().migration_id, f.source, f.target, Leftovers::all);
+    CHECK(f.live().size() == 3);
+    next.close();
+    const auto cleanups = runs_of(f.target, scripts::cleanup());
+    REQUIRE(cleanups.size() == 1);
+    CHECK(cleanups[0][4] == path_dir(first));
+    CHECK(f.live().empty());
+  }
+  SECTION("a sync's leftover sweep keeps it; every other sweep removes it") {
+    DataPath::remove_leftovers(f.ctx, spec().migration_id, f.source, f.target, Leftovers::unparked);
+    CHECK(cleanups_of(f) == 0);
+    CHECK(f.live().size() == 3);
+    DataPath::remove_leftovers(f.ctx, spec().migration_id, f.source, f.target, Leftovers::all);
+    CHECK(cleanups_of(f) == 2);
+    CHECK(f.live().empty());
+  }
+  SECTION("a path set up for other datasets is removed and a new one installed") {
+    DataPathSpec other = f.path_spec("00000002");
+    other.datasets.push_back("zones/u1-disk1");
+    DataPath next(f.ctx, other, f.source, f.target);
+    next.open();
+    CHECK(next.path_id() == other.path_id);
+    CHECK(installs_of(f) == 2);
+    const auto cleanups = runs_of(f.target, scripts::cleanup());
+    REQUIRE(cleanups.size() == 1);
+    CHECK(cleanups[0][4] == path_dir(first));
+    CHECK(f.live().size() == 3);
+  }
+  SECTION("a new host key, address or forced command is another path too") {
+    DataPathSpec other = f.path_spec("00000002");
+    SECTION("host key") {
+      other.target_host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther";
+    }
+    SECTION("source address") {
+      other.source_addr = "10.99.0.21";
+    }
+    SECTION("resumable receives") {
+      other.resumable = true;
+    }
+    DataPath next(f.ctx, other, f.source, f.target);
+    next.open();
+    CHECK(next.path_id() == other.path_id);
+    CHECK(installs_of(f) == 2);
+  }
+  SECTION("a path parked a day ago is not adopted (its key expires a day later)") {
+    f.clock.wall_ahead = k_park_max_age;
+    DataPath next(f.ctx, f.path_spec("00000002"), f.source, f.target);
+    next.open();
+    CHECK(next.path_id() != first);
+    CHECK(installs_of(f) == 2);
+    CHECK(cleanups_of(f) == 2);
+  }
+  SECTION("the reverse way is another path") {
+    DataPath back(f.ctx, f.path_spec("00000002"), f.target, f.source);
+    back.open();
+    CHECK(back.path_id() != first);
+    back.close();
+  }
+  SECTION("a measurement never adopts a migration's path") {
+    DataPathSpec m = f.path_spec("00000002");
+    m.measure = true;
+    CHECK_FALSE(adoptable_path(f.live(), m, "cn1", "cn2", f.clock.wall_now()));
+  }
+}
+
+TEST_CASE("migration::adoptable_path wants every row of one path parked and whole", "[data_path]") {
+  PathFixture f;
+  {
+    DataPath path(f.ctx, f.path_spec("00000001"), f.source, f.target);
+    path.open();
+    path.park();
+  }
+  const auto now = f.clock.wall_now();
+  const std::vector<state::Artefact> live = f.live();
+  REQUIRE(adoptable_path(live, spec(), "cn1", "cn2", now) == spec().migration_id + "-00000001");
+  CHECK_FALSE(adoptable_path(live, spec(), "cn2", "cn1", now));
+  for (std::size_t drop = 0; drop < live.size(); ++drop) {
+    std::vector<state::Artefact> part = live;
+    part.erase(part.begin() + static_cast<std::ptrdiff_t>(drop));
+    CHECK_FALSE(adoptable_path(part, spec(), "cn1", "cn2", now)); // a row gone: not whole
+    part = live;
+    part[drop].details["parked"] = false; // in use when a command died
+    CHECK_FALSE(adoptable_path(part, spec(), "cn1", "cn2", now));
+    part = live;
+    part[drop].created = "not a time";
+    CHECK_FALSE(adoptable_path(part, spec(), "cn1", "cn2", now));
   }
 }

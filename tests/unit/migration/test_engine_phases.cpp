@@ -122,6 +122,57 @@ TEST_CASE("engine: sync sends a clone first, then increments; GUIDs prove the da
         w.cn2->datasets.at(w.root()).snapshots.back().content);
 }
 
+TEST_CASE("engine: a sync parks its data path, the next sync and the switch adopt it, the switch "
+          "removes it",
+          "[engine][sync]") {
+  EngineWorld w;
+  w.begin();
+  const auto count = [&](const std::string& prefix) {
+    return std::count_if(w.nodes.calls.begin(), w.nodes.calls.end(),
+                         [&](const std::string& c) { return c.rfind(prefix, 0) == 0; });
+  };
+  w.sync();
+  CHECK_NONE(w.expect_synced(1)); // one path left, parked in the ledger, nothing else
+  CHECK(count("park ") == 1);
+  CHECK(count("adopt ") == 0);
+  const std::size_t keys_after_first = w.cn2->authorized_keys.size();
+  CHECK(keys_after_first > w.operator_keys.size());
+
+  SECTION("the next sync adopts it: no second key line") {
+    w.sync();
+    CHECK_NONE(w.expect_synced(2));
+    CHECK(count("adopt ") == 1);
+    CHECK(w.cn2->authorized_keys.size() == keys_after_first);
+    w.switch_over();
+    CHECK_NONE(w.expect_switched()); // no path, no key line left
+    CHECK(count("adopt ") == 2);
+  }
+  SECTION("abort removes it") {
+    w.abort();
+    CHECK_NONE(w.expect_aborted());
+  }
+  SECTION("a sync that fails removes the one it adopted; the next installs a new one") {
+    w.nodes.fail_next_send();
+    CHECK_THROWS(w.sync());
+    CHECK(w.cn1->paths.empty());
+    CHECK(w.cn2->paths.empty());
+    CHECK(w.cn2->authorized_keys == w.operator_keys);
+    w.sync();
+    CHECK_NONE(w.expect_synced(2));
+    CHECK(count("adopt ") == 1);
+  }
+  SECTION("migrate --no-switch parks the path of its syncs") {
+    migration::MigrateOptions o;
+    o.begin.vm_uuid = EngineWorld::k_vm;
+    o.begin.target = EngineWorld::k_cn2;
+    o.no_switch = true;
+    migration::migrate(w.ctx, o);
+    CHECK(count("adopt ") == 1);
+    CHECK(count("park ") == 2);
+    CHECK(w.cn2->authorized_keys.size() == keys_after_first);
+  }
+}
+
 TEST_CASE("engine: a sync takes the capability probe of the same boot of a node from the record",
           "[engine][sync]") {
   EngineWorld w;
