@@ -837,29 +837,109 @@ TransferResult DataPath::send(const Stream& stream, const remote::Argv& zfs_send
   out.duration = std::chrono::duration_cast<std::chrono::milliseconds>(m_ctx.clock.now() - start);
   if (!r.ok()) {
     kill_processes();
-    while (!errors.empty() && errors.back() == '\n') {
-      errors.pop_back();
+    throw send_failure(stream.dataset, r.exit_status, errors);
+  }
+  return out;
+}
+
+TransientError DataPath::send_failure(const std::string& dataset, int exit_status,
+                                      std::string errors) const {
+  while (!errors.empty() && errors.back() == '\n') {
+    errors.pop_back();
+  }
+  std::string text;
+  for (std::size_t at = 0; at < errors.size();) {
+    const std::size_t nl = std::min(errors.find('\n', at), errors.size());
+    if (nl > at) {
+      text += (text.empty() ? "" : "; ") + errors.substr(at, nl - at);
     }
-    std::string text;
-    for (std::size_t at = 0; at < errors.size();) {
-      const std::size_t nl = std::min(errors.find('\n', at), errors.size());
-      if (nl > at) {
-        text += (text.empty() ? "" : "; ") + errors.substr(at, nl - at);
+    at = nl + 1;
+  }
+  // 255 is ssh's own failure (ssh(1)): the connection to the target broke or never came up.
+  const bool ssh_failed = exit_status == 255;
+  return TransientError(
+      ssh_failed ? ExitCode::remote : ExitCode::zfs,
+      fmt::format("{}: send {} to {}", m_source.host(), dataset, m_target.host()),
+      fmt::format("{}exit status {}: {}; the next sync resumes from the last snapshot the "
+                  "target confirmed",
+                  ssh_failed ? fmt::format("the data path's ssh to {} failed or lost its "
+                                           "connection, ",
+                                           m_target.host())
+                             : "",
+                  exit_status, text.empty() ? std::string("no error text") : text));
+}
+
+namespace {
+// After each stream of send_streams: one line on stderr naming the stream that arrived.
+constexpr const char* k_stream_marker = "echo \"zmigrate-stream-sent $1\" >&2";
+constexpr std::string_view k_marker_prefix = "zmigrate-stream-sent ";
+} // namespace
+
+SendsResult
+DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
+                       const remote::Command& tail,
+                       const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
+  SendsResult out;
+  if (sends.empty()) {
+    return out;
+  }
+  remote::Command cmd;
+  for (std::size_t i = 0; i < sends.size(); ++i) {
+    append_sequence(cmd,
+                    send_pipeline(m_spec, sends[i].zfs_send, sends[i].stream->dataset, use_pv));
+    append_sequence(cmd, remote::Command({"sh", "-c", k_stream_marker, "sh", std::to_string(i)}));
+  }
+  append_sequence(cmd, tail);
+  const bool counts = pipeline_counts(m_spec, use_pv);
+  out.transfers.resize(sends.size());
+  std::size_t arrived = 0; // streams whose marker came
+  std::string errors;
+  auto since = m_ctx.clock.now();
+  remote::RunOptions opts;
+  opts.timeout = remote::k_no_timeout; // as send(): as long as the data takes
+  opts.on_stderr_line = [&](std::string_view line) {
+    std::string_view l = line;
+    while (!l.empty() && (l.back() == '\r' || l.back() == '\n')) {
+      l.remove_suffix(1);
+    }
+    if (l.substr(0, k_marker_prefix.size()) == k_marker_prefix &&
+        l.substr(k_marker_prefix.size()) == std::to_string(arrived) && arrived < sends.size()) {
+      const auto now = m_ctx.clock.now();
+      out.transfers[arrived].duration =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - since);
+      since = now;
+      ++arrived;
+      errors.clear(); // what a stream that arrived said is not the next one's error
+    } else if (auto n = counts && arrived < sends.size() ? parse_pv_line(line) : std::nullopt) {
+      out.transfers[arrived].bytes = *n;
+      out.transfers[arrived].bytes_counted = true;
+      if (on_bytes) {
+        on_bytes(arrived, *n);
       }
-      at = nl + 1;
+    } else {
+      errors.append(line);
+      errors.push_back('\n');
     }
-    // 255 is ssh's own failure (ssh(1)): the connection to the target broke or never came up.
-    const bool ssh_failed = r.exit_status == 255;
-    throw TransientError(
-        ssh_failed ? ExitCode::remote : ExitCode::zfs,
-        fmt::format("{}: send {} to {}", m_source.host(), stream.dataset, m_target.host()),
-        fmt::format("{}exit status {}: {}; the next sync resumes from the last snapshot the "
-                    "target confirmed",
-                    ssh_failed ? fmt::format("the data path's ssh to {} failed or lost its "
-                                             "connection, ",
-                                             m_target.host())
-                               : "",
-                    r.exit_status, text.empty() ? std::string("no error text") : text));
+  };
+  remote::Result r;
+  try {
+    r = m_source.run(cmd, opts);
+  } catch (...) {
+    kill_processes(); // as send(): the receiver may hang on the target
+    throw;
+  }
+  if (arrived < sends.size()) {
+    kill_processes();
+    if (r.ok()) {
+      errors += "the source's command ended before this stream's end marker\n";
+    }
+    throw send_failure(sends[arrived].stream->dataset, r.exit_status, errors);
+  }
+  out.tail_ok = !tail.pipeline.empty() && r.ok();
+  if (!tail.pipeline.empty() && !r.ok()) {
+    m_ctx.log.warn("data path: every stream arrived, the command after them failed; it runs "
+                   "again on its own",
+                   {{"host", m_source.host()}, {"exit_status", r.exit_status}, {"err", errors}});
   }
   return out;
 }

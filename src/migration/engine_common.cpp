@@ -397,12 +397,9 @@ std::optional<DatasetTree> tree_after(const DatasetTree& before, const DatasetTr
   return t;
 }
 
-void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
-                     const std::vector<std::string>& roots, const std::string& keep,
-                     const DatasetTree* known, const std::vector<std::string>& hold) {
-  const std::string tag = "zmigrate-" + migration_id;
-  const DatasetTree t = known != nullptr ? *known : node.tree(roots);
-  std::vector<std::string> doomed;
+PruneOrder prune_order(const std::string& migration_id, const std::vector<std::string>& roots,
+                       const std::string& keep, const DatasetTree& t) {
+  PruneOrder o;
   std::set<std::string> snaps;
   for (const auto& [ds, list] : t.snapshots) {
     for (const SnapshotInfo& s : list) {
@@ -410,20 +407,13 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
       if (zfs::parse_migration_snap(migration_id, snap) < 0 || snap == keep) {
         continue;
       }
-      doomed.push_back(s.name);
+      o.doomed.push_back(s.name);
       snaps.insert(snap);
     }
   }
-  if (doomed.empty()) {
-    if (!hold.empty()) {
-      node.hold_all(hold, tag);
-    }
-    return;
-  }
-  // One command whatever the number of datasets: one release, one `destroy -r` per root and
-  // snapshot name (migration snapshots are made with `snapshot -r`, so a root's descendants
-  // have the same ones), then whatever a root did not cover.
-  std::vector<std::string> recursive;
+  // One `destroy -r` per root and snapshot name (migration snapshots are made with
+  // `snapshot -r`, so a root's descendants have the same ones), then whatever a root did not
+  // cover.
   std::set<std::string> covered;
   for (const std::string& snap : snaps) {
     for (const std::string& root : roots) {
@@ -431,8 +421,8 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
       if (!t.has(name)) {
         continue;
       }
-      recursive.push_back(name);
-      for (const std::string& d : doomed) {
+      o.recursive.push_back(name);
+      for (const std::string& d : o.doomed) {
         const std::string ds = d.substr(0, d.find('@'));
         if (snap_part(d) == snap && (ds == root || ds.rfind(root + "/", 0) == 0)) {
           covered.insert(d);
@@ -440,14 +430,29 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
       }
     }
   }
-  std::vector<std::string> single;
-  for (const std::string& d : doomed) {
+  for (const std::string& d : o.doomed) {
     if (!covered.count(d)) {
-      single.push_back(d);
+      o.single.push_back(d);
     }
   }
-  node.release_and_destroy(hold, doomed, tag, recursive, single);
-  ctx.log.debug("pruned migration snapshots", {{"host", node.host()}, {"snapshots", doomed}});
+  return o;
+}
+
+void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
+                     const std::vector<std::string>& roots, const std::string& keep,
+                     const DatasetTree* known, const std::vector<std::string>& hold) {
+  const std::string tag = "zmigrate-" + migration_id;
+  const DatasetTree t = known != nullptr ? *known : node.tree(roots);
+  const PruneOrder o = prune_order(migration_id, roots, keep, t);
+  if (o.doomed.empty()) {
+    if (!hold.empty()) {
+      node.hold_all(hold, tag);
+    }
+    return;
+  }
+  // One command whatever the number of datasets: one release, then the destroys.
+  node.release_and_destroy(hold, o.doomed, tag, o.recursive, o.single);
+  ctx.log.debug("pruned migration snapshots", {{"host", node.host()}, {"snapshots", o.doomed}});
 }
 
 void hold_on_both(Ends& ends, const std::string& migration_id,
@@ -519,7 +524,8 @@ struct SyncRun {
   std::string target_host_key; // as the own link's spec took it
   Link* link = nullptr;
   bool open_own = false;
-  bool src_held = false; // the snapshot command held the new snapshot on the sender too
+  bool src_held = false;   // the snapshot command held the new snapshot on the sender too
+  bool src_pruned = false; // the sender's prune rode along with the streams (send_all)
   bool do_prune = false;
   std::uint64_t total = 0;
   bool approximate = false;
@@ -650,29 +656,39 @@ void open_own_link(SyncRun& r, nlohmann::json& d) {
   d["target"] = r.dst.server().admin_ip;
 }
 
-// 3. One stream; a resumed one completes an older snapshot, so the dataset is brought up to
-// date in the same step.
-void send_stream(SyncRun& r, const Stream& t, nlohmann::json& d) {
-  const bool use_pv = r.src.caps().has_pv;
-  auto last_report = r.ctx.clock.now() - std::chrono::seconds(2);
-  auto window_start = r.ctx.clock.now();
-  std::uint64_t window_bytes = r.done;
-  const remote::Argv argv = r.src.send_argv(t.to, t.from, t.token, r.dst.caps());
-  const TransferResult tr = r.link->send(t, argv, use_pv, [&](std::uint64_t bytes) {
-    const auto now = r.ctx.clock.now();
-    const double secs = std::chrono::duration<double>(now - window_start).count();
+// The running count of a sync's streams: the rate smoothed as cn-agent does it, progress about
+// once a second.
+class Meter {
+public:
+  explicit Meter(SyncRun& r)
+      : m_r(r), m_last_report(r.ctx.clock.now() - std::chrono::seconds(2)),
+        m_window_start(r.ctx.clock.now()), m_window_bytes(r.done) {}
+  // `so_far`: every byte of this sync up to now.
+  void operator()(std::uint64_t so_far) {
+    const auto now = m_r.ctx.clock.now();
+    const double secs = std::chrono::duration<double>(now - m_window_start).count();
     if (secs > 0.5) {
-      const double inst = static_cast<double>(r.done + bytes - window_bytes) / secs;
-      r.rate = r.rate > 0 ? (r.rate + inst) / 2 : inst; // smoothed as cn-agent does
-      window_start = now;
-      window_bytes = r.done + bytes;
+      const double inst = static_cast<double>(so_far - m_window_bytes) / secs;
+      m_r.rate = m_r.rate > 0 ? (m_r.rate + inst) / 2 : inst;
+      m_window_start = now;
+      m_window_bytes = so_far;
     }
     // No totals to show against without an estimate (the final delta): only the end.
-    if (r.options.estimate && now - last_report >= std::chrono::seconds(1)) {
-      last_report = now;
-      r.op.progress(r.done + bytes, r.total, r.approximate, r.rate);
+    if (m_r.options.estimate && now - m_last_report >= std::chrono::seconds(1)) {
+      m_last_report = now;
+      m_r.op.progress(so_far, m_r.total, m_r.approximate, m_r.rate);
     }
-  });
+  }
+
+private:
+  SyncRun& m_r;
+  std::chrono::steady_clock::time_point m_last_report;
+  std::chrono::steady_clock::time_point m_window_start;
+  std::uint64_t m_window_bytes;
+};
+
+// What one stream brought, into the result and its journal step's details.
+void record_transfer(SyncRun& r, const Stream& t, const TransferResult& tr, nlohmann::json& d) {
   DatasetTransfer dtr;
   dtr.dataset = t.dataset;
   dtr.kind = to_string(t.kind);
@@ -692,6 +708,17 @@ void send_stream(SyncRun& r, const Stream& t, nlohmann::json& d) {
        {"bytes", dtr.bytes},
        {"estimate", t.estimate},
        {"counted", tr.bytes_counted}};
+}
+
+// 3. One stream; a resumed one completes an older snapshot, so the dataset is brought up to
+// date in the same step.
+void send_stream(SyncRun& r, const Stream& t, nlohmann::json& d) {
+  const bool use_pv = r.src.caps().has_pv;
+  Meter meter(r);
+  const remote::Argv argv = r.src.send_argv(t.to, t.from, t.token, r.dst.caps());
+  const TransferResult tr =
+      r.link->send(t, argv, use_pv, [&](std::uint64_t bytes) { meter(r.done + bytes); });
+  record_transfer(r, t, tr, d);
   if (t.kind == StreamKind::resume) {
     const DatasetTree st2 = r.src.tree({t.dataset}, {"origin"});
     const DatasetTree dt2 = r.dst.tree({t.dataset});
@@ -700,6 +727,48 @@ void send_stream(SyncRun& r, const Stream& t, nlohmann::json& d) {
       const remote::Argv more_argv = r.src.send_argv(more.to, more.from, "", r.dst.caps());
       r.done += r.link->send(more, more_argv, use_pv, nullptr).bytes;
     }
+  }
+}
+
+// 3'. Every stream in one round trip to the sender (no resumed one among them), the sender's
+// prune riding along after the last: its older migration snapshots can go once the receiver
+// has the new one, which the last stream's arrival proves (the sequence stops at the first
+// stream that fails). A prune that fails there runs again on its own (prune_both).
+void send_all(SyncRun& r, nlohmann::json& d) {
+  const bool use_pv = r.src.caps().has_pv;
+  std::vector<StreamSend> sends;
+  for (const Stream& t : r.plan) {
+    sends.push_back({&t, r.src.send_argv(t.to, t.from, t.token, r.dst.caps())});
+  }
+  remote::Command tail;
+  if (r.do_prune) {
+    const PruneOrder o = prune_order(r.m().id, r.roots, r.snap, r.st);
+    if (o.doomed.empty()) {
+      r.src_pruned = true; // nothing to prune there
+    } else {
+      tail = r.src.prune_command(o.doomed, r.tag(), o.recursive, o.single);
+    }
+  }
+  Meter meter(r);
+  std::vector<std::uint64_t> counts(sends.size(), 0);
+  const std::uint64_t before = r.done;
+  const SendsResult sr =
+      r.link->send_streams(sends, use_pv, tail, [&](std::size_t i, std::uint64_t bytes) {
+        if (i < counts.size()) {
+          counts[i] = bytes;
+        }
+        std::uint64_t sum = before;
+        for (const std::uint64_t c : counts) {
+          sum += c;
+        }
+        meter(sum);
+      });
+  r.src_pruned = r.src_pruned || (!tail.pipeline.empty() && sr.tail_ok);
+  d = {{"streams", nlohmann::json::array()}, {"pruned_with_them", r.src_pruned}};
+  for (std::size_t i = 0; i < r.plan.size() && i < sr.transfers.size(); ++i) {
+    nlohmann::json one;
+    record_transfer(r, r.plan[i], sr.transfers[i], one);
+    d["streams"].push_back(one);
   }
 }
 
@@ -737,10 +806,15 @@ void finish_sends(SyncRun& r) {
 void prune_both(SyncRun& r, nlohmann::json& d) {
   const std::optional<DatasetTree> after = tree_after(r.dt, r.st, r.plan);
   const std::vector<std::string> hold = r.options.holds ? r.held : std::vector<std::string>{};
-  both([&] { prune_snapshots(r.ctx, r.src, r.m().id, r.roots, r.snap, &r.st); },
-       [&] {
-         prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap, after ? &*after : nullptr, hold);
-       });
+  both(
+      [&] {
+        if (!r.src_pruned) {
+          prune_snapshots(r.ctx, r.src, r.m().id, r.roots, r.snap, &r.st);
+        }
+      },
+      [&] {
+        prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap, after ? &*after : nullptr, hold);
+      });
   d["kept"] = r.snap;
 }
 
@@ -762,8 +836,15 @@ void sync_streams(SyncRun& r, const std::string& label) {
                          {},
                          Window::outside,
                          &r.open_own});
-  for (const Stream& t : r.plan) {
-    sends.steps.push_back({"send", "", [&r, &t](auto& d) { send_stream(r, t, d); }});
+  const bool resumes = std::any_of(r.plan.begin(), r.plan.end(),
+                                   [](const Stream& t) { return t.kind == StreamKind::resume; });
+  if (!resumes && !r.plan.empty()) {
+    sends.steps.push_back({"send", "", [&r](auto& d) { send_all(r, d); }});
+  } else {
+    // A resumed stream is followed by what its dataset still lacks, planned after it arrived.
+    for (const Stream& t : r.plan) {
+      sends.steps.push_back({"send", "", [&r, &t](auto& d) { send_stream(r, t, d); }});
+    }
   }
   run_steps(r.ctx, r.op, sends);
   finish_sends(r);

@@ -93,6 +93,17 @@ std::string node_boot(const inventory::Server& s);
 // probe, else probed (one command per node) and recorded for the next command.
 void probe_both(Operation& op, Node& a, Node& b);
 
+// What a prune of `t` (a node's tree of `roots`) removes: every snapshot of this migration but
+// `keep` (`doomed`, released first), as `destroy -r` of each root's (`recursive`) and `destroy`
+// of what no root covers (`single`). Pure.
+struct PruneOrder {
+  std::vector<std::string> doomed;
+  std::vector<std::string> recursive;
+  std::vector<std::string> single;
+};
+PruneOrder prune_order(const std::string& migration_id, const std::vector<std::string>& roots,
+                       const std::string& keep, const DatasetTree& t);
+
 // Remove every snapshot of this migration on `node` for the instance's datasets, except `keep`
 // (a snap name like zmigrate-<id>-3; "" removes all). Holds `hold` (the kept snapshots, when the
 // caller has not held them yet) and releases holds first; one remote command

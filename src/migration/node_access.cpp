@@ -32,6 +32,20 @@ void NodeAccess::remove_leftover_links(Context& ctx, const std::string& migratio
                              runner_for(target.server()), which);
 }
 
+SendsResult Link::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
+                               const remote::Command& /*tail*/,
+                               const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
+  SendsResult out;
+  for (std::size_t i = 0; i < sends.size(); ++i) {
+    std::function<void(std::uint64_t)> each;
+    if (on_bytes) {
+      each = [&on_bytes, i](std::uint64_t n) { on_bytes(i, n); };
+    }
+    out.transfers.push_back(send(*sends[i].stream, sends[i].zfs_send, use_pv, each));
+  }
+  return out; // the tail is the caller's
+}
+
 const char* to_string(StreamKind kind) {
   switch (kind) {
   case StreamKind::full:

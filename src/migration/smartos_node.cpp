@@ -706,11 +706,12 @@ void SmartosNode::hold_all(const std::vector<std::string>& full_names, const std
   }
 }
 
-void SmartosNode::release_and_destroy(const std::vector<std::string>& hold,
-                                      const std::vector<std::string>& release,
-                                      const std::string& tag,
-                                      const std::vector<std::string>& destroy_recursive,
-                                      const std::vector<std::string>& destroy) {
+namespace {
+// The sequence of a prune: hold, release, `destroy -r` each, `destroy` each (&&).
+remote::Command prune_sequence(bool holds, const std::vector<std::string>& hold,
+                               const std::vector<std::string>& release, const std::string& tag,
+                               const std::vector<std::string>& destroy_recursive,
+                               const std::vector<std::string>& destroy) {
   remote::Command cmd;
   const auto add = [&cmd](remote::Argv argv) {
     if (cmd.pipeline.empty()) {
@@ -719,10 +720,10 @@ void SmartosNode::release_and_destroy(const std::vector<std::string>& hold,
       cmd.and_then(std::move(argv));
     }
   };
-  if (caps().holds && !hold.empty()) {
+  if (holds && !hold.empty()) {
     add(zfs::build_hold(tag, checked_snaps(hold), zfs::Recursive::no));
   }
-  if (caps().holds && !release.empty()) {
+  if (holds && !release.empty()) {
     add(zfs::build_release(tag, checked_snaps(release), zfs::Recursive::no));
   }
   for (const std::string& n : destroy_recursive) {
@@ -731,6 +732,24 @@ void SmartosNode::release_and_destroy(const std::vector<std::string>& hold,
   for (const std::string& n : destroy) {
     add(zfs::build_destroy(checked_snap(n), zfs::Recursive::no));
   }
+  return cmd;
+}
+} // namespace
+
+remote::Command SmartosNode::prune_command(const std::vector<std::string>& release,
+                                           const std::string& tag,
+                                           const std::vector<std::string>& destroy_recursive,
+                                           const std::vector<std::string>& destroy) {
+  return prune_sequence(caps().holds, {}, release, tag, destroy_recursive, destroy);
+}
+
+void SmartosNode::release_and_destroy(const std::vector<std::string>& hold,
+                                      const std::vector<std::string>& release,
+                                      const std::string& tag,
+                                      const std::vector<std::string>& destroy_recursive,
+                                      const std::vector<std::string>& destroy) {
+  const remote::Command cmd =
+      prune_sequence(caps().holds, hold, release, tag, destroy_recursive, destroy);
   if (cmd.pipeline.empty()) {
     return;
   }

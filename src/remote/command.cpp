@@ -182,4 +182,26 @@ std::string command_summary(const Command& cmd, std::size_t count) {
   return out.empty() ? std::string("(empty command)") : out;
 }
 
+void append_sequence(Command& into, const Command& next) {
+  for (const Command* c : {static_cast<const Command*>(&into), &next}) {
+    if (!c->stdin_path.empty() || !c->stdout_path.empty() || c->stderr_to_stdout_last) {
+      throw UsageError("command", "a sequence of commands cannot have redirections");
+    }
+  }
+  if (next.pipeline.empty()) {
+    return;
+  }
+  const std::size_t at = into.pipeline.size();
+  if (at > 0) {
+    into.sequence_starts.push_back(at);
+  }
+  for (const std::size_t start : next.sequence_starts) {
+    into.sequence_starts.push_back(at + start);
+  }
+  for (const auto& [stage, index] : next.redact) {
+    into.redact.emplace_back(at + stage, index);
+  }
+  into.pipeline.insert(into.pipeline.end(), next.pipeline.begin(), next.pipeline.end());
+}
+
 } // namespace zmigrate::remote

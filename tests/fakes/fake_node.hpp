@@ -779,6 +779,47 @@ public:
     }
   }
 
+  // The prune as the sequence a real node would run; run_prune_tail carries it out (FakeLink's
+  // send_streams, after the streams). `ride_prune = false`: a node whose prune never rides along.
+  remote::Command prune_command(const std::vector<std::string>& release, const std::string& tag,
+                                const std::vector<std::string>& destroy_recursive,
+                                const std::vector<std::string>& destroy) override {
+    remote::Command cmd;
+    if (!ride_prune) {
+      return cmd;
+    }
+    remote::Argv rel{"zfs", "release", tag};
+    rel.insert(rel.end(), release.begin(), release.end());
+    if (!release.empty()) {
+      remote::append_sequence(cmd, remote::Command(rel));
+    }
+    for (const std::string& n : destroy_recursive) {
+      remote::append_sequence(cmd, remote::Command({"zfs", "destroy", "-r", n}));
+    }
+    for (const std::string& n : destroy) {
+      remote::append_sequence(cmd, remote::Command({"zfs", "destroy", n}));
+    }
+    return cmd;
+  }
+  void run_prune_tail(const remote::Command& cmd) {
+    {
+      const auto l = lock();
+      enter("prune_tail " + std::to_string(cmd.pipeline.size()));
+    }
+    for (const remote::Argv& a : cmd.pipeline) {
+      if (a.size() >= 3 && a[1] == "release") {
+        release_all(std::vector<std::string>(a.begin() + 3, a.end()), a[2]);
+      } else if (a.size() == 4 && a[1] == "destroy" && a[2] == "-r") {
+        destroy_snapshot_recursive(a[3]);
+      } else if (a.size() == 3 && a[1] == "destroy") {
+        destroy_snapshot(a[2]);
+      } else {
+        throw Error(ExitCode::zfs, m_server.hostname, "the fake cannot run " + a.at(1));
+      }
+    }
+  }
+  bool ride_prune = true;
+
   remote::Argv send_argv(const std::string& snapshot, const std::string& from,
                          const std::string& resume_token, const zfs::Capabilities&) override {
     const auto l = lock();
@@ -1045,6 +1086,11 @@ public:
   migration::MeasureResult measure(std::uint64_t mib) override;
   void close() override;
   void park() override;
+  // As DataPath's: each stream in order (send()), then the tail on the source.
+  migration::SendsResult
+  send_streams(const std::vector<migration::StreamSend>& sends, bool use_pv,
+               const remote::Command& tail,
+               const std::function<void(std::size_t, std::uint64_t)>& on_bytes) override;
   bool serves(const std::string& migration_id, const migration::Node& source,
               const migration::Node& target,
               const std::vector<std::string>& datasets) const override {
@@ -1134,6 +1180,7 @@ public:
     m_open_fault = message;
   }
 
+  bool fail_next_tail = false;    // the next tail of send_streams fails (nothing of it done)
   std::vector<std::string> calls; // "send <kind> <dataset> <from> -> <to>", "open", "close"
   // Called before every link operation; may throw (a crashed process: EngineWorld).
   std::function<void(const std::string& call)> gate;
@@ -1268,6 +1315,24 @@ inline void FakeLink::close() {
   m_rows.clear();
   m_access.open_dirs.erase(dir());
   m_open = false;
+}
+
+inline migration::SendsResult
+FakeLink::send_streams(const std::vector<migration::StreamSend>& sends, bool use_pv,
+                       const remote::Command& tail,
+                       const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
+  migration::SendsResult out = Link::send_streams(sends, use_pv, tail, on_bytes);
+  if (!tail.pipeline.empty()) {
+    if (m_access.gate) {
+      m_access.gate("prune_tail");
+    }
+    m_access.calls.push_back("prune_tail");
+    if (!std::exchange(m_access.fail_next_tail, false)) {
+      m_source.run_prune_tail(tail);
+      out.tail_ok = true;
+    }
+  }
+  return out;
 }
 
 inline void FakeLink::park() {

@@ -14,6 +14,7 @@
 #include <zmigrate/migration/link.hpp>
 #include <zmigrate/remote/command.hpp>
 #include <zmigrate/remote/runner.hpp>
+#include <zmigrate/util/error.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -154,6 +155,11 @@ public:
   // fails or throws, this path's processes on both nodes are ended (best effort) first.
   TransferResult send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
                       const std::function<void(std::uint64_t)>& on_bytes) override;
+  // Every stream and the tail in one command on the source: each stream's pipeline, after each
+  // a marker line on stderr (zmigrate-stream-sent N) that tells which arrived, then the tail.
+  SendsResult
+  send_streams(const std::vector<StreamSend>& sends, bool use_pv, const remote::Command& tail,
+               const std::function<void(std::size_t, std::uint64_t)>& on_bytes) override;
   MeasureResult measure(std::uint64_t mib) override;
   // Remove the key, the known_hosts pin, the forced command and the master. Idempotent.
   void close() override;
@@ -177,6 +183,9 @@ public:
 
 private:
   void kill_processes() noexcept;
+  // The error of a stream that did not arrive whole (`errors`: its stderr lines).
+  TransientError send_failure(const std::string& dataset, int exit_status,
+                              std::string errors) const;
 
   Context& m_ctx;
   DataPathSpec m_spec;

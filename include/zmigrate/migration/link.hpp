@@ -50,6 +50,19 @@ struct MeasureResult {
   std::chrono::milliseconds duration{0};
 };
 
+// One stream of Link::send_streams with its zfs send argv (built by the sending node).
+struct StreamSend {
+  const Stream* stream = nullptr;
+  remote::Argv zfs_send;
+};
+
+// What Link::send_streams brought: one result per stream, in order, and whether the tail ran
+// and succeeded after them.
+struct SendsResult {
+  std::vector<TransferResult> transfers;
+  bool tail_ok = false;
+};
+
 class Link {
 public:
   virtual ~Link() = default;
@@ -63,6 +76,15 @@ public:
   // running byte count about once a second. Throws when the stream did not arrive whole.
   virtual TransferResult send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
                               const std::function<void(std::uint64_t)>& on_bytes) = 0;
+  // Send every stream of `sends` in order, then run `tail` on the source (its prune, say) once
+  // every stream arrived. The real link does it all in one command on the source (a sequence
+  // that stops at the first stream that fails); `on_bytes(i, n)` gets stream i's running count.
+  // Throws as send() for the first stream that did not arrive whole, naming it. A tail that
+  // fails only leaves tail_ok false: the caller does its work again on its own. This default
+  // sends one stream at a time and leaves the tail to the caller (tail_ok false).
+  virtual SendsResult send_streams(const std::vector<StreamSend>& sends, bool use_pv,
+                                   const remote::Command& tail,
+                                   const std::function<void(std::size_t, std::uint64_t)>& on_bytes);
   // Send `mib` MiB of zeros to the target's byte counter and time it, for a link opened for a
   // measurement (DataPathSpec::measure; a migration's link refuses). Throws when the count that
   // arrived is not what was sent.

@@ -154,6 +154,14 @@ public:
                                    const std::vector<std::string>& release, const std::string& tag,
                                    const std::vector<std::string>& destroy_recursive,
                                    const std::vector<std::string>& destroy) = 0;
+  // The one-round-trip sequence of release_and_destroy (no hold) as a command, for a data link
+  // to run after its streams in the same round trip (Link::send_streams); an empty pipeline
+  // when there is nothing to do, or when this node cannot have it ride along (the caller then
+  // calls release_and_destroy).
+  virtual remote::Command prune_command(const std::vector<std::string>& release,
+                                        const std::string& tag,
+                                        const std::vector<std::string>& destroy_recursive,
+                                        const std::vector<std::string>& destroy) = 0;
   // `zfs send` argv for: full (from == ""), incremental from `from` (a snapshot of the same
   // dataset or the clone origin), or a resume token; flags limited to what both ends support.
   virtual remote::Argv send_argv(const std::string& snapshot, const std::string& from,

@@ -83,6 +83,9 @@ public:
                            const std::vector<std::string>& release, const std::string& tag,
                            const std::vector<std::string>& destroy_recursive,
                            const std::vector<std::string>& destroy) override;
+  remote::Command prune_command(const std::vector<std::string>& release, const std::string& tag,
+                                const std::vector<std::string>& destroy_recursive,
+                                const std::vector<std::string>& destroy) override;
   remote::Argv send_argv(const std::string& snapshot, const std::string& from,
                          const std::string& resume_token,
                          const zfs::Capabilities& target_caps) override;

@@ -50,6 +50,11 @@ struct Command {
   }
 };
 
+// Append `next` to `into` as the next command of a sequence (" && " before it; `into` empty:
+// `next` alone), its own pipes, sequences and redactions kept. Throws UsageError when either
+// has a redirection (render would refuse the sequence).
+void append_sequence(Command& into, const Command& next);
+
 // POSIX-shell quoting of one token. Tokens made only of [A-Za-z0-9_@%+=:,./-] come back as they
 // are (readable logs); anything else, including "", is wrapped in single quotes with each ' written
 // as '\''. The result always stands for exactly `token` as one word. Throws UsageError when

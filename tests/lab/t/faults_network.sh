@@ -68,7 +68,7 @@ if start_long_sync "$label" 1; then
         fail "$label: the sync still runs 120 s after the drop"
         bg_reap
     fi
-    nothing_left "$label"
+    nothing_left "$label" parked
     sums_equal "$label" cn1 cn2
 fi
 
@@ -95,7 +95,7 @@ if start_long_sync "$label" 2; then
     unthrottle cn2
     sshd_start cn2 || mt_die "sshd does not start again on cn2"
     resync_matches "$label"
-    nothing_left "$label"
+    nothing_left "$label" parked
 fi
 
 # --- 3. sshd down on the target when the switch starts ------------------------------------------

@@ -151,12 +151,37 @@ start_long_sync() {
     note "$label: $FT_DST receives zones/$WEB $(since "$t0") s after the start"
 }
 
-# nothing_left LABEL: no process, key line or private dir of the migration is left (or the
-# ledger holds them and `zmigrate cleanup` removes them).
+# nothing_left LABEL [parked]: no process, key line or private dir of the migration is left (or
+# the ledger holds them and `zmigrate cleanup` removes them). With "parked" (after a sync that
+# succeeded), the one data path that sync parked for the migration's next command may stay:
+# its ssh master on the source (it ends by itself 120 s after its last stream), its key line and
+# dirs, every ledger row of it marked parked; cleanup must sweep it all the same.
 nothing_left() {
-    local label=$1 left
-    if wait_until 10 no_procs; then ok "$label: no send pipeline on $FT_SRC, no zfs recv or forced command on $FT_DST"; else
+    local label=$1 mode=${2:-} left procs parked
+    procs() {
+        if [[ $mode == parked ]]; then
+            src_procs | grep -v -- ' -o ControlMaster=yes -o ControlPersist=120 -N -f ' || true
+        else
+            src_procs
+        fi
+        dst_procs
+    }
+    if wait_until 10 test -z "$(procs)"; then ok "$label: no send pipeline on $FT_SRC, no zfs recv or forced command on $FT_DST"; else
         fail "$label: left running after 10 s: $FT_SRC: $(src_procs | tr '\n' ';') $FT_DST: $(dst_procs | tr '\n' ';')"
+    fi
+    if [[ $mode == parked ]]; then
+        parked=$(python3 - "$LAB_DIR/state/zmigrate.db" "$MIG" <<'PY'
+import json, sqlite3, sys
+con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+rows = con.execute("SELECT kind, details FROM artefacts WHERE migration_id = ? AND removed = '' "
+                   "AND kind IN ('data_path_dir', 'authorized_key')", (sys.argv[2],)).fetchall()
+paths = {json.loads(d).get("path_id") for _, d in rows}
+ok = len(rows) == 3 and len(paths) == 1 and all(json.loads(d).get("parked") for _, d in rows)
+print("%s %d rows, paths %s" % ("ok" if ok else "bad", len(rows), sorted(p or "" for p in paths)))
+PY
+)
+        check "$label: the data path left is the one the sync parked, whole in the ledger ($parked)" \
+            test "${parked%% *}" = ok
     fi
     if left=$(keys_clean "$FT_SRC" "$FT_DST"); then
         ok "$label: no key line of the migration in authorized_keys, no /var/run/zmigrate entry"
@@ -166,6 +191,12 @@ nothing_left() {
         if ((ZM_RC == 0)) && left=$(keys_clean "$FT_SRC" "$FT_DST"); then ok "$label: zmigrate cleanup removed what was left"; else
             fail "$label: key line or private dir left, not removed by cleanup (rc $ZM_RC): $left"
             zm_show
+        fi
+        if [[ $mode == parked ]]; then
+            mode=
+            if wait_until 10 test -z "$(procs)"; then ok "$label: cleanup ended the parked path's ssh master"; else
+                fail "$label: left running after cleanup: $FT_SRC: $(src_procs | tr '\n' ';')"
+            fi
         fi
     fi
 }

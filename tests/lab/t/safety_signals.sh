@@ -109,8 +109,8 @@ if start_long_sync "$label" 5; then
     for p in $(cut -d' ' -f1 <<<"$stale"); do
         check "$label: the next sync ended the stale process $p on cn2" test ! -e "/proc/$p"
     done
-    check "$label: no receiver or forced command of the migration left on cn2 after it ($(dst_procs | tr '\n' ';'))" no_procs
-    nothing_left "$label"
+    check "$label: no receiver or forced command of the migration left on cn2 after it ($(dst_procs | tr '\n' ';'))" test -z "$(dst_procs)"
+    nothing_left "$label" parked
     sums_equal "$label" cn1 cn2
 fi
 

@@ -934,3 +934,95 @@ TEST_CASE("migration::adoptable_path wants every row of one path parked and whol
     CHECK_FALSE(adoptable_path(part, spec(), "cn1", "cn2", now));
   }
 }
+
+// ---- every stream of a sync and the sender's prune in one command ---------------------------
+
+TEST_CASE("migration::DataPath::send_streams: one command, a marker after each stream, the tail "
+          "last",
+          "[data_path]") {
+  PathFixture f;
+  DataPath path(f.ctx, f.path_spec("00000001"), f.source, f.target);
+  path.open();
+  Stream a = u1_stream();
+  Stream b;
+  b.dataset = "zones/u1/data";
+  b.to = "zones/u1/data@s1";
+  const std::vector<StreamSend> sends{{&a, {"zfs", "send", "zones/u1@s1"}},
+                                      {&b, {"zfs", "send", "zones/u1/data@s1"}}};
+  remote::Command tail({"zfs", "release", "zmigrate-x", "zones/u1@s0"});
+  tail.and_then({"zfs", "destroy", "-r", "zones/u1@s0"});
+  const std::size_t before = f.source.runs.size();
+  std::vector<std::pair<std::size_t, std::uint64_t>> seen;
+  const auto on_bytes = [&](std::size_t i, std::uint64_t n) { seen.emplace_back(i, n); };
+
+  SECTION("everything arrives: per-stream counts, the tail ran") {
+    f.source.on_regex("zmigrate-stream-sent", fakes::result(0, "",
+                                                            "100\n300\nzmigrate-stream-sent 0\n7\n"
+                                                            "zmigrate-stream-sent 1\n"));
+    const SendsResult r = path.send_streams(sends, true, tail, on_bytes);
+    REQUIRE(f.source.runs.size() == before + 1); // one round trip for both streams and the prune
+    const std::string text = remote::render(f.source.runs.back().command);
+    CHECK(text.find("zfs send zones/u1@s1 | pv -n -b -i 1 | ssh ") != std::string::npos);
+    CHECK(text.find(" recv zones/u1 && sh -c ") != std::string::npos);
+    CHECK(text.find(" recv zones/u1/data && sh -c ") != std::string::npos);
+    CHECK(text.find("sh 1 && zfs release zmigrate-x zones/u1@s0 && zfs destroy -r zones/u1@s0") !=
+          std::string::npos);
+    REQUIRE(r.transfers.size() == 2);
+    CHECK(r.transfers[0].bytes == 300);
+    CHECK(r.transfers[0].bytes_counted);
+    CHECK(r.transfers[1].bytes == 7);
+    CHECK(r.tail_ok);
+    CHECK(seen == std::vector<std::pair<std::size_t, std::uint64_t>>{{0, 100}, {0, 300}, {1, 7}});
+  }
+  SECTION("the second stream fails: its dataset is named, the path's processes end") {
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(255, "", "zmigrate-stream-sent 0\nBroken pipe\n"));
+    try {
+      path.send_streams(sends, false, tail, on_bytes);
+      FAIL("no throw");
+    } catch (const TransientError& e) {
+      CHECK(std::string(e.what()).find("send zones/u1/data to cn2") != std::string::npos);
+      CHECK(std::string(e.what()).find("Broken pipe") != std::string::npos);
+    }
+    CHECK(runs_of(f.source, scripts::kill()).size() == 1);
+    CHECK(runs_of(f.target, scripts::kill()).size() == 1);
+  }
+  SECTION("a marker out of turn is no proof: the stream is not counted as arrived") {
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(1, "", "zmigrate-stream-sent 1\nzmigrate-stream-sent 0\n"));
+    CHECK_THROWS_AS(path.send_streams(sends, false, tail, on_bytes), TransientError);
+  }
+  SECTION("every stream arrived, the tail failed: no throw, tail_ok false") {
+    f.source.on_regex(
+        "zmigrate-stream-sent",
+        fakes::result(1, "", "zmigrate-stream-sent 0\nzmigrate-stream-sent 1\ndataset is busy\n"));
+    const SendsResult r = path.send_streams(sends, false, tail, on_bytes);
+    CHECK(r.transfers.size() == 2);
+    CHECK_FALSE(r.tail_ok);
+    CHECK(runs_of(f.source, scripts::kill()).empty());
+    CHECK(std::any_of(f.log.warnings.begin(), f.log.warnings.end(), [](const std::string& w) {
+      return w.find("runs again on its own") != std::string::npos;
+    }));
+  }
+  SECTION("the markers run through a real /bin/sh; no marker, no arrival") {
+    f.source.on_regex("zmigrate-stream-sent", fakes::ok()); // exit 0 without the markers
+    CHECK_THROWS_WITH(path.send_streams(sends, false, {}, on_bytes),
+                      Catch::Contains("before this stream's end marker"));
+    remote::Command cmd;
+    for (const auto& run : f.source.runs) {
+      if (run.command.pipeline.size() > 2) {
+        cmd = run.command; // the sequence (the kill script ran after it)
+      }
+    }
+    const remote::Argv& marker = cmd.pipeline.at(2);
+    REQUIRE(marker.size() == 5);
+    CHECK(marker[0] == "sh");
+    const std::string out = remote::render(remote::Command(marker)) + " 2>&1";
+    FILE* p = popen(out.c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[128] = {};
+    const std::size_t n = fread(buf, 1, sizeof buf - 1, p);
+    pclose(p);
+    CHECK(std::string(buf, n) == "zmigrate-stream-sent 0\n");
+  }
+}

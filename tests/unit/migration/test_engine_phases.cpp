@@ -173,6 +173,43 @@ TEST_CASE("engine: a sync parks its data path, the next sync and the switch adop
   }
 }
 
+TEST_CASE("engine: the sender's prune rides along with the streams; when it fails there it runs "
+          "on its own",
+          "[engine][sync]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  const std::string snap1 = w.synced_snap();
+  const auto count = [](const std::vector<std::string>& calls, const std::string& prefix) {
+    return std::count_if(calls.begin(), calls.end(),
+                         [&](const std::string& c) { return c.rfind(prefix, 0) == 0; });
+  };
+  const auto tails = count(w.cn1->calls, "prune_tail ");
+  const auto releases = count(w.cn1->calls, "release_all ");
+  SECTION("in the same round trip as the streams") {
+    w.sync();
+    CHECK_NONE(w.expect_synced(2));
+    CHECK(count(w.cn1->calls, "prune_tail ") == tails + 1);
+    CHECK(count(w.cn1->calls, "release_all ") == releases + 1); // the tail's own release
+  }
+  SECTION("a tail that fails: the prune again, on its own") {
+    w.nodes.fail_next_tail = true;
+    w.sync();
+    CHECK_NONE(w.expect_synced(2));
+    CHECK(count(w.cn1->calls, "prune_tail ") == tails);
+    CHECK(count(w.cn1->calls, "release_all ") == releases + 1); // prune_snapshots'
+  }
+  SECTION("a node whose prune cannot ride along prunes on its own") {
+    w.cn1->ride_prune = false;
+    w.sync();
+    CHECK_NONE(w.expect_synced(2));
+    CHECK(count(w.cn1->calls, "prune_tail ") == tails);
+  }
+  // Whichever way, the older migration snapshot is gone from the sender, the newest kept.
+  CHECK(EngineWorld::guid(*w.cn1, w.root(), snap1) == 0);
+  CHECK(EngineWorld::guid(*w.cn1, w.root(), w.synced_snap()) != 0);
+}
+
 TEST_CASE("engine: a sync takes the capability probe of the same boot of a node from the record",
           "[engine][sync]") {
   EngineWorld w;

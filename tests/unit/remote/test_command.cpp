@@ -160,6 +160,22 @@ TEST_CASE("remote::render", "[remote]") {
     redirected.and_then({"cat"});
     redirected.stdout_path = "/tmp/x";
     CHECK_THROWS_AS(render(redirected), UsageError);
+    // append_sequence: pipelines one after another, each keeping its pipes and redactions.
+    Command seq;
+    zmigrate::remote::append_sequence(seq, Command{{"zfs", "send", "a@1"}}.pipe({"ssh", "t"}));
+    Command second{{"printf", "%s", "secret"}};
+    second.pipe({"ssh", "t"}).redact_token(0, 2);
+    zmigrate::remote::append_sequence(seq, second);
+    zmigrate::remote::append_sequence(seq, Command{});
+    Command third{{"zfs", "release", "t", "a@0"}};
+    third.and_then({"zfs", "destroy", "a@0"});
+    zmigrate::remote::append_sequence(seq, third);
+    CHECK(render(seq) == "zfs send a@1 | ssh t && printf %s secret | ssh t && zfs release t a@0 && "
+                         "zfs destroy a@0");
+    CHECK(zmigrate::remote::render_for_log(seq).find("secret") == std::string::npos);
+    Command to_file{{"cat"}};
+    to_file.stdout_path = "/tmp/x";
+    CHECK_THROWS_AS(zmigrate::remote::append_sequence(seq, to_file), UsageError);
     Command bad_start{{"cat"}};
     bad_start.sequence_starts = {0};
     CHECK_THROWS_AS(render(bad_start), UsageError);
