@@ -425,6 +425,7 @@ std::string path_fingerprint(const DataPathSpec& spec) {
   std::sort(datasets.begin(), datasets.end());
   const nlohmann::json j = {
       {"source", spec.source_server_uuid}, {"target", spec.target_server_uuid},
+      {"source_boot", spec.source_boot},   {"target_boot", spec.target_boot},
       {"source_addr", spec.source_addr},   {"target_addr", spec.target_addr},
       {"port", spec.target_port},          {"user", spec.target_user},
       {"host_key", spec.target_host_key},  {"datasets", datasets},
@@ -437,8 +438,9 @@ std::optional<std::string> adoptable_path(const std::vector<state::Artefact>& li
                                           const DataPathSpec& spec, const std::string& source_host,
                                           const std::string& target_host,
                                           std::chrono::system_clock::time_point now) {
-  if (spec.measure || source_host == target_host) {
-    return std::nullopt;
+  if (spec.measure || source_host == target_host || spec.source_boot.empty() ||
+      spec.target_boot.empty()) {
+    return std::nullopt; // a boot unknown: the dirs may be gone with a reboot
   }
   const std::string fp = path_fingerprint(spec);
   struct Seen {

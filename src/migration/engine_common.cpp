@@ -487,6 +487,8 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, 
   spec.migration_id = m.id;
   spec.source_server_uuid = src.server().uuid;
   spec.target_server_uuid = dst.server().uuid;
+  spec.source_boot = node_boot(src.server());
+  spec.target_boot = node_boot(dst.server());
   spec.source_addr = src.server().admin_ip;
   spec.target_addr = dst.server().admin_ip;
   spec.target_host_key = dst.host_key();

@@ -34,6 +34,10 @@ struct DataPathSpec {
   // The CNAPI server UUIDs of the two ends (Link::serves compares them; "" = by host label).
   std::string source_server_uuid;
   std::string target_server_uuid;
+  // The boot of each end as CNAPI reports it (node_boot): a path is adopted only on the boots
+  // it was set up on (a reboot empties /var/run: the private dirs are gone); "" never adopts.
+  std::string source_boot;
+  std::string target_boot;
   std::string source_addr; // the address the target sees the source connect from
   std::string target_addr; // where the source connects to
   // The configured ssh port and user of the target (ssh.port / ssh.user); the caller sets them.
@@ -125,14 +129,14 @@ std::optional<std::uint64_t> parse_pv_line(std::string_view line);
 // How old a parked path may be for a command to adopt it: its key line expires 48 hours after
 // its install, so an adopted path leaves a day for the command's streams to authenticate.
 inline constexpr std::chrono::hours k_park_max_age{24};
-// What a path's install depends on, not its id (ends, addresses, port and user, pinned host key,
-// datasets, the forced command's text, the keys file): two specs with one fingerprint set up
-// interchangeable paths.
+// What a path's install depends on, not its id (ends and their boots, addresses, port and user,
+// pinned host key, datasets, the forced command's text, the keys file): two specs with one
+// fingerprint set up interchangeable paths.
 std::string path_fingerprint(const DataPathSpec& spec);
 // The parked path among `live` (the live ledger rows of spec.migration_id) that a path for
 // `spec` from `source_host` to `target_host` may adopt at `now`: every row of the path parked
 // with spec's fingerprint, its dir on both nodes and its key line on the target in the ledger,
-// none older than k_park_max_age. The newest such; nullopt when there is none.
+// none older than k_park_max_age, both boots known. The newest such; nullopt when there is none.
 std::optional<std::string> adoptable_path(const std::vector<state::Artefact>& live,
                                           const DataPathSpec& spec, const std::string& source_host,
                                           const std::string& target_host,

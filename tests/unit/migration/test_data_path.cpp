@@ -33,6 +33,8 @@ DataPathSpec spec() {
   DataPathSpec s;
   s.migration_id = "d1d10108-d763-4bb7-8772-9f02ed9600c8";
   s.path_id = "d1d10108-d763-4bb7-8772-9f02ed9600c8-0a1b2c3d";
+  s.source_boot = "2026-11-20T08:00:00.000Z";
+  s.target_boot = "2026-11-21T09:00:00.000Z";
   s.source_addr = "10.99.0.11";
   s.target_addr = "10.99.0.12";
   s.target_host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey root@cn2";
@@ -884,6 +886,12 @@ TEST_CASE("migration::DataPath parks for the next command, which adopts it witho
     }
     SECTION("resumable receives") {
       other.resumable = true;
+    }
+    SECTION("the target rebooted since (its /var/run is empty)") {
+      other.target_boot = "2026-11-22T00:30:00.000Z";
+    }
+    SECTION("the source's boot unknown") {
+      other.source_boot.clear();
     }
     DataPath next(f.ctx, other, f.source, f.target);
     next.open();

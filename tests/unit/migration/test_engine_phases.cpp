@@ -126,6 +126,8 @@ TEST_CASE("engine: a sync parks its data path, the next sync and the switch adop
           "removes it",
           "[engine][sync]") {
   EngineWorld w;
+  w.cn1->mutable_server().raw["last_boot"] = "2026-12-01T10:00:00.000Z";
+  w.cn2->mutable_server().raw["last_boot"] = "2026-12-01T11:00:00.000Z";
   w.begin();
   const auto count = [&](const std::string& prefix) {
     return std::count_if(w.nodes.calls.begin(), w.nodes.calls.end(),
@@ -150,6 +152,12 @@ TEST_CASE("engine: a sync parks its data path, the next sync and the switch adop
   SECTION("abort removes it") {
     w.abort();
     CHECK_NONE(w.expect_aborted());
+  }
+  SECTION("after a reboot of the target the next sync sets up a new path") {
+    w.cn2->mutable_server().raw["last_boot"] = "2026-12-02T07:00:00.000Z";
+    w.sync();
+    CHECK_NONE(w.expect_synced(2));
+    CHECK(count("adopt ") == 0);
   }
   SECTION("a sync that fails removes the one it adopted; the next installs a new one") {
     w.nodes.fail_next_send();
