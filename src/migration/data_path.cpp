@@ -872,7 +872,9 @@ TransientError DataPath::send_failure(const std::string& dataset, int exit_statu
 }
 
 namespace {
-// After each stream of send_streams: one line on stderr naming the stream that arrived.
+// After each stream of send_streams: one line on stderr naming the stream that arrived. It is
+// also what stops the sequence when this process is gone: its session closed, the marker's
+// write fails, and neither the next stream nor the tail starts without anyone watching.
 constexpr const char* k_stream_marker = "echo \"zmigrate-stream-sent $1\" >&2";
 constexpr std::string_view k_marker_prefix = "zmigrate-stream-sent ";
 } // namespace

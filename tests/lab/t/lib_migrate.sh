@@ -465,6 +465,35 @@ sys.exit(1 if keys or rundir else 0)" || {
     return $rc
 }
 
+# keys_parked SRC DST MIG: what a sync that succeeded leaves of its data path and nothing else:
+# the one path every live ledger row of MIG names, marked parked; its private dir on both nodes
+# (fresh probes), its key line on DST only. Prints what differs.
+keys_parked() {
+    local src=$1 dst=$2 mig=$3
+    probe "$src" "$WEB" || return 1
+    probe "$dst" "$WEB" || return 1
+    python3 - "$LAB_DIR/state/zmigrate.db" "$mig" "$(pj "$src" "(d['keys'], d['rundir'])")" \
+        "$(pj "$dst" "(d['keys'], d['rundir'])")" <<'PY'
+import json, sqlite3, sys
+con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
+rows = [json.loads(d) for (d,) in con.execute(
+    "SELECT details FROM artefacts WHERE migration_id = ? AND removed = '' "
+    "AND kind IN ('data_path_dir', 'authorized_key')", (sys.argv[2],))]
+paths = sorted({r.get("path_id", "") for r in rows})
+src_keys, src_dirs = json.loads(sys.argv[3])
+dst_keys, dst_dirs = json.loads(sys.argv[4])
+bad = []
+if len(rows) != 3 or len(paths) != 1 or not all(r.get("parked") for r in rows):
+    bad.append("ledger: %d live rows of paths %s, parked %s" % (len(rows), paths, [r.get("parked") for r in rows]))
+if src_keys or sorted(src_dirs) != paths:
+    bad.append("source: keys %d, dirs %s" % (len(src_keys), src_dirs))
+if len(dst_keys) != 1 or not dst_keys[0].endswith("zmigrate-ephemeral-" + (paths or [""])[0]) or sorted(dst_dirs) != paths:
+    bad.append("target: keys %d, dirs %s" % (len(dst_keys), dst_dirs))
+print("; ".join(bad) if bad else "the parked path %s only" % paths)
+sys.exit(1 if bad else 0)
+PY
+}
+
 # verify_switched LABEL VM SRC DST [running|stopped]: checks the state after a successful switch
 # from node SRC to node DST, printing one ok/FAIL line per property:
 #  - SRC: stopped, not running, hidden (do_not_inventory); DST: in the expected state, visible
