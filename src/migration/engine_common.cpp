@@ -709,7 +709,8 @@ void record_transfer(SyncRun& r, const Stream& t, const TransferResult& tr, nloh
        {"to", t.to},
        {"bytes", dtr.bytes},
        {"estimate", t.estimate},
-       {"counted", tr.bytes_counted}};
+       {"counted", tr.bytes_counted},
+       {"duration_ms", tr.duration.count()}};
 }
 
 // 3. One stream; a resumed one completes an older snapshot, so the dataset is brought up to

@@ -184,11 +184,24 @@ out["peak_sends_per_node"] = max(peak([(a, b) for m, a, b, d in sends if target[
 out["peak_phases"] = peak([(a, b) for m, a, b in runs])
 out["peak_phases_per_node"] = max(peak([(a, b) for m, a, b in runs if target[m] == node])
                                   for node in set(target.values()))
+# The streams: a send step of a sync sends its streams one after another in one command (its
+# details list each with its own duration); a step of one stream is that stream.
+streams = []
+for m, a, b, d in sends:
+    if isinstance(d.get("streams"), list):
+        at = a
+        for one in d["streams"]:
+            end = min(b, at + one.get("duration_ms", 0) / 1000.0)
+            streams.append((m, at, end, one))
+            at = end
+    else:
+        streams.append((m, a, b, d))
+out["streams"] = len(streams)
 # Every counted stream: no faster than its share (the first 64 KiB chunk goes at once, and at
 # most 100 ms of budget is carried over).
 fast = []
 counted = 0
-for m, a, b, d in sends:
+for m, a, b, d in streams:
     if d.get("counted") and d.get("bytes", 0) > 0:
         counted += 1
         if d["bytes"] > share * (b - a) + share * 0.1 + 65536:
@@ -197,7 +210,7 @@ out["counted"] = counted
 out["too_fast"] = fast
 # All streams together, in 1-second buckets (each stream's bytes spread over its time).
 buckets = {}
-for m, a, b, d in sends:
+for m, a, b, d in streams:
     if d.get("bytes", 0) > 0 and b > a:
         rate = d["bytes"] / (b - a)
         s = a
@@ -206,7 +219,7 @@ for m, a, b, d in sends:
             buckets[int(s)] = buckets.get(int(s), 0) + rate * (e - s)
             s = e
 out["peak_bucket"] = int(max(buckets.values())) if buckets else 0
-out["sent"] = sum(d.get("bytes", 0) for m, a, b, d in sends)
+out["sent"] = sum(d.get("bytes", 0) for m, a, b, d in streams)
 print(json.dumps(out))
 EOF
 limits=$(cat "$MT_WORK/limits.out")
