@@ -170,18 +170,11 @@ nothing_left() {
         fail "$label: left running after 10 s: $FT_SRC: $(src_procs | tr '\n' ';') $FT_DST: $(dst_procs | tr '\n' ';')"
     fi
     if [[ $mode == parked ]]; then
-        parked=$(python3 - "$LAB_DIR/state/zmigrate.db" "$MIG" <<'PY'
-import json, sqlite3, sys
-con = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True)
-rows = con.execute("SELECT kind, details FROM artefacts WHERE migration_id = ? AND removed = '' "
-                   "AND kind IN ('data_path_dir', 'authorized_key')", (sys.argv[2],)).fetchall()
-paths = {json.loads(d).get("path_id") for _, d in rows}
-ok = len(rows) == 3 and len(paths) == 1 and all(json.loads(d).get("parked") for _, d in rows)
-print("%s %d rows, paths %s" % ("ok" if ok else "bad", len(rows), sorted(p or "" for p in paths)))
-PY
-)
-        check "$label: the data path left is the one the sync parked, whole in the ledger ($parked)" \
-            test "${parked%% *}" = ok
+        if parked=$(keys_parked "$FT_SRC" "$FT_DST" "$MIG"); then
+            ok "$label: what is left is the path the sync parked, whole in the ledger ($parked)"
+        else
+            fail "$label: not the one parked path the ledger holds: $parked"
+        fi
     fi
     if left=$(keys_clean "$FT_SRC" "$FT_DST"); then
         ok "$label: no key line of the migration in authorized_keys, no /var/run/zmigrate entry"

@@ -207,6 +207,15 @@ TEST_CASE("engine: the sender's prune rides along with the streams; when it fail
     CHECK(count(w.cn1->calls, "prune_tail ") == tails);
     CHECK(count(w.cn1->calls, "release_all ") == releases + 1); // prune_snapshots'
   }
+  SECTION("a stream that fails: the sender keeps its base, nothing of the tail runs") {
+    w.nodes.fail_next_send("injected", 1); // the second stream of the sync fails
+    CHECK_THROWS(w.sync());
+    CHECK(count(w.cn1->calls, "prune_tail ") == tails);
+    CHECK(EngineWorld::guid(*w.cn1, w.root(), snap1) != 0); // the base of the next sync
+    CHECK(EngineWorld::guid(*w.cn2, w.root(), snap1) != 0);
+    w.sync(); // converges from that base
+    CHECK_NONE(w.expect_synced(2));
+  }
   SECTION("a node whose prune cannot ride along prunes on its own") {
     w.cn1->ride_prune = false;
     w.sync();
