@@ -262,6 +262,10 @@ const std::vector<KeySpec>& key_specs() {
     v.push_back({"bwlimit", nullptr,
                  [](Config& c, const Raw& r) { c.bwlimit = as_size("bwlimit", r); },
                  [](const Config& c) { return json(c.bwlimit); }});
+    v.push_back(
+        {"streams", nullptr,
+         [](Config& c, const Raw& r) { c.streams = static_cast<int>(as_int("streams", r, 1, 16)); },
+         [](const Config& c) { return json(c.streams); }});
     return v;
   }();
   return specs;

@@ -130,6 +130,7 @@ migration::Context& Runtime::context(std::initializer_list<Service> services) {
     s.converge_bytes = config().converge_bytes;
     s.max_syncs = config().max_syncs;
     s.bwlimit = config().bwlimit;
+    s.max_streams = static_cast<std::size_t>(config().streams);
     s.ssh_connect_timeout_s = config().ssh.connect_timeout_s;
     s.ssh_user = config().ssh.user;
     s.ssh_port = config().ssh.port;

@@ -570,8 +570,40 @@ constexpr std::ptrdiff_t k_ssh_options_at = 3;
 constexpr const char* k_send_wrapper = "trap '' HUP PIPE; exec \"$@\"";
 } // namespace
 
+namespace {
+constexpr std::string_view k_bytes_prefix = "zmigrate-stream-bytes ";
+// pv's counts, each line tagged with $1: pv's output goes on to the next stage (fd 3), its
+// stderr through the loop to this stage's stderr.
+constexpr const char* k_tagged_pv =
+    "exec 3>&1; pv -n -b -i 1 2>&1 >&3 3>&- | while read -r n; do echo \"zmigrate-stream-bytes "
+    "$1 $n\"; done 3>&- >&2";
+} // namespace
+
+std::optional<std::pair<std::size_t, std::uint64_t>> parse_tagged_count(std::string_view line) {
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) {
+    line.remove_suffix(1);
+  }
+  if (line.substr(0, k_bytes_prefix.size()) != k_bytes_prefix) {
+    return std::nullopt;
+  }
+  line.remove_prefix(k_bytes_prefix.size());
+  const std::size_t space = line.find(' ');
+  if (space == std::string_view::npos) {
+    return std::nullopt;
+  }
+  std::size_t tag = 0;
+  const std::string_view t = line.substr(0, space);
+  const auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), tag);
+  const std::optional<std::uint64_t> n = parse_pv_line(line.substr(space + 1));
+  if (ec != std::errc() || ptr != t.data() + t.size() || t.empty() || !n) {
+    return std::nullopt;
+  }
+  return std::make_pair(tag, *n);
+}
+
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
-                              const std::string& dataset, bool use_pv) {
+                              const std::string& dataset, bool use_pv,
+                              std::optional<std::size_t> tag) {
   const zfs::DatasetName name(dataset);
   // zfs send ignores SIGHUP and SIGPIPE, so it never dies of the session ending (an interrupt
   // closes the channel) and ends only through its output breaking (the data-path ssh killed or
@@ -584,6 +616,8 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
     cmd.pipe({spec.throttle_node, "-e", throttle_script(), std::to_string(spec.rate_limit)});
   } else if (spec.rate_limit > 0) {
     cmd.pipe({"pv", "-n", "-b", "-i", "1", "-L", std::to_string(spec.rate_limit)});
+  } else if (use_pv && tag) {
+    cmd.pipe({"sh", "-c", k_tagged_pv, "sh", std::to_string(*tag)});
   } else if (use_pv) {
     cmd.pipe({"pv", "-n", "-b", "-i", "1"});
   }
@@ -887,18 +921,44 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
   if (sends.empty()) {
     return out;
   }
-  remote::Command cmd;
+  // The lanes, each its streams in the order given; a rate limit holds per stream, so one lane.
+  std::map<std::size_t, std::vector<std::size_t>> by_lane;
   for (std::size_t i = 0; i < sends.size(); ++i) {
-    append_sequence(cmd,
-                    send_pipeline(m_spec, sends[i].zfs_send, sends[i].stream->dataset, use_pv));
-    append_sequence(cmd, remote::Command({"sh", "-c", k_stream_marker, "sh", std::to_string(i)}));
+    by_lane[m_spec.rate_limit > 0 ? 0 : sends[i].lane].push_back(i);
   }
+  const bool concurrent = by_lane.size() > 1;
+  std::vector<std::size_t> lane_of(sends.size(), 0);
+  std::vector<std::vector<std::size_t>> lanes;
+  std::vector<remote::Command> lane_cmds;
+  for (const auto& [lane, members] : by_lane) {
+    remote::Command c;
+    for (const std::size_t i : members) {
+      lane_of[i] = lanes.size();
+      append_sequence(c, send_pipeline(m_spec, sends[i].zfs_send, sends[i].stream->dataset, use_pv,
+                                       concurrent ? std::optional<std::size_t>(i) : std::nullopt));
+      append_sequence(c, remote::Command({"sh", "-c", k_stream_marker, "sh", std::to_string(i)}));
+    }
+    lanes.push_back(members);
+    lane_cmds.push_back(std::move(c));
+  }
+  remote::Command cmd;
+  remote::append_concurrent(cmd, lane_cmds);
   append_sequence(cmd, tail);
   const bool counts = pipeline_counts(m_spec, use_pv);
   out.transfers.resize(sends.size());
-  std::size_t arrived = 0; // streams whose marker came
+  std::vector<bool> arrived(sends.size(), false);
+  std::size_t n_arrived = 0;
+  std::vector<std::size_t> next_in_lane(lanes.size(), 0); // position of each lane's next stream
   std::string errors;
-  auto since = m_ctx.clock.now();
+  const auto started = m_ctx.clock.now();
+  std::vector<std::chrono::steady_clock::time_point> since(lanes.size(), started);
+  const auto count = [&](std::size_t i, std::uint64_t n) {
+    out.transfers[i].bytes = n;
+    out.transfers[i].bytes_counted = true;
+    if (on_bytes) {
+      on_bytes(i, n);
+    }
+  };
   remote::RunOptions opts;
   opts.timeout = remote::k_no_timeout; // as send(): as long as the data takes
   opts.on_stderr_line = [&](std::string_view line) {
@@ -906,20 +966,31 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
     while (!l.empty() && (l.back() == '\r' || l.back() == '\n')) {
       l.remove_suffix(1);
     }
-    if (l.substr(0, k_marker_prefix.size()) == k_marker_prefix &&
-        l.substr(k_marker_prefix.size()) == std::to_string(arrived) && arrived < sends.size()) {
+    std::size_t i = 0;
+    const std::string_view num = l.substr(std::min(l.size(), k_marker_prefix.size()));
+    const bool marker =
+        l.substr(0, k_marker_prefix.size()) == k_marker_prefix && !num.empty() &&
+        std::from_chars(num.data(), num.data() + num.size(), i).ptr == num.data() + num.size();
+    if (marker && i < sends.size() && !arrived[i] &&
+        lanes[lane_of[i]][next_in_lane[lane_of[i]]] == i) {
+      // In turn within its lane: the stream arrived.
+      const std::size_t lane = lane_of[i];
       const auto now = m_ctx.clock.now();
-      out.transfers[arrived].duration =
-          std::chrono::duration_cast<std::chrono::milliseconds>(now - since);
-      since = now;
-      ++arrived;
-      errors.clear(); // what a stream that arrived said is not the next one's error
-    } else if (auto n = counts && arrived < sends.size() ? parse_pv_line(line) : std::nullopt) {
-      out.transfers[arrived].bytes = *n;
-      out.transfers[arrived].bytes_counted = true;
-      if (on_bytes) {
-        on_bytes(arrived, *n);
+      out.transfers[i].duration =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - since[lane]);
+      since[lane] = now;
+      ++next_in_lane[lane];
+      arrived[i] = true;
+      ++n_arrived;
+      if (!concurrent) {
+        errors.clear(); // what a stream that arrived said is not the next one's error
       }
+    } else if (auto tagged = counts && concurrent ? parse_tagged_count(l) : std::nullopt;
+               tagged && tagged->first < sends.size() && !arrived[tagged->first]) {
+      count(tagged->first, tagged->second);
+    } else if (auto n = counts && !concurrent && n_arrived < sends.size() ? parse_pv_line(line)
+                                                                          : std::nullopt) {
+      count(lanes[0][next_in_lane[0]], *n);
     } else {
       errors.append(line);
       errors.push_back('\n');
@@ -932,12 +1003,14 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
     kill_processes(); // as send(): the receiver may hang on the target
     throw;
   }
-  if (arrived < sends.size()) {
+  if (n_arrived < sends.size()) {
     kill_processes();
     if (r.ok()) {
       errors += "the source's command ended before this stream's end marker\n";
     }
-    throw send_failure(sends[arrived].stream->dataset, r.exit_status, errors);
+    const std::size_t first = static_cast<std::size_t>(
+        std::find(arrived.begin(), arrived.end(), false) - arrived.begin());
+    throw send_failure(sends[first].stream->dataset, r.exit_status, errors);
   }
   out.tail_ok = !tail.pipeline.empty() && r.ok();
   if (!tail.pipeline.empty() && !r.ok()) {

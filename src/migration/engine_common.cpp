@@ -739,9 +739,14 @@ void send_stream(SyncRun& r, const Stream& t, nlohmann::json& d) {
 // stream that fails). A prune that fails there runs again on its own (prune_both).
 void send_all(SyncRun& r, nlohmann::json& d) {
   const bool use_pv = r.src.caps().has_pv;
+  // Datasets at once, bounded; a rate limit holds per stream, so one at a time under one.
+  const std::size_t max_lanes =
+      r.ctx.settings.bwlimit > 0 ? 1 : std::max<std::size_t>(1, r.ctx.settings.max_streams);
+  const std::vector<std::size_t> lanes = stream_lanes(r.plan, max_lanes);
   std::vector<StreamSend> sends;
-  for (const Stream& t : r.plan) {
-    sends.push_back({&t, r.src.send_argv(t.to, t.from, t.token, r.dst.caps())});
+  for (std::size_t i = 0; i < r.plan.size(); ++i) {
+    const Stream& t = r.plan[i];
+    sends.push_back({&t, r.src.send_argv(t.to, t.from, t.token, r.dst.caps()), lanes[i]});
   }
   remote::Command tail;
   if (r.do_prune) {
@@ -767,10 +772,13 @@ void send_all(SyncRun& r, nlohmann::json& d) {
         meter(sum);
       });
   r.src_pruned = r.src_pruned || (!tail.pipeline.empty() && sr.tail_ok);
-  d = {{"streams", nlohmann::json::array()}, {"pruned_with_them", r.src_pruned}};
+  d = {{"streams", nlohmann::json::array()},
+       {"lanes", lanes.empty() ? 0 : *std::max_element(lanes.begin(), lanes.end()) + 1},
+       {"pruned_with_them", r.src_pruned}};
   for (std::size_t i = 0; i < r.plan.size() && i < sr.transfers.size(); ++i) {
     nlohmann::json one;
     record_transfer(r, r.plan[i], sr.transfers[i], one);
+    one["lane"] = lanes[i];
     d["streams"].push_back(one);
   }
 }

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/migration/link.hpp>
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/util/clock.hpp>
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
+#include <map>
+#include <numeric>
 #include <optional>
 #include <sstream>
 
@@ -358,6 +361,62 @@ SwitchPlan plan_switch(const nlohmann::json& data, const inventory::Vm& vm,
   }
   p.protect = !p.indestructible.empty();
   return p;
+}
+
+std::vector<std::size_t> stream_lanes(const std::vector<Stream>& plan, std::size_t max_lanes) {
+  const std::size_t n = plan.size();
+  // Union-find over the streams: a group goes in one lane.
+  std::vector<std::size_t> parent(n);
+  std::iota(parent.begin(), parent.end(), std::size_t{0});
+  const auto find = [&](std::size_t i) {
+    while (parent[i] != i) {
+      parent[i] = parent[parent[i]];
+      i = parent[i];
+    }
+    return i;
+  };
+  const auto unite = [&](std::size_t a, std::size_t b) { parent[find(a)] = find(b); };
+  const auto below = [](const std::string& ds, const std::string& ancestor) {
+    return ds.size() > ancestor.size() && ds.compare(0, ancestor.size(), ancestor) == 0 &&
+           ds[ancestor.size()] == '/';
+  };
+  for (std::size_t j = 0; j < n; ++j) {
+    for (std::size_t i = 0; i < j; ++i) {
+      const bool creates = plan[i].kind == StreamKind::full || plan[i].kind == StreamKind::clone ||
+                           plan[i].kind == StreamKind::resume;
+      if (plan[i].dataset == plan[j].dataset ||
+          (creates && below(plan[j].dataset, plan[i].dataset))) {
+        unite(j, i);
+      }
+    }
+  }
+  // Groups in order of their first stream, with their weight (a stream costs at least a
+  // little: its processes and session).
+  std::vector<std::size_t> groups;
+  std::map<std::size_t, std::uint64_t> weight;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t g = find(i);
+    if (weight.find(g) == weight.end()) {
+      groups.push_back(g);
+    }
+    weight[g] += plan[i].estimate + (64U << 10);
+  }
+  const std::size_t lanes = std::max<std::size_t>(1, std::min(max_lanes, groups.size()));
+  std::stable_sort(groups.begin(), groups.end(),
+                   [&](std::size_t a, std::size_t b) { return weight[a] > weight[b]; });
+  std::vector<std::uint64_t> load(lanes, 0);
+  std::map<std::size_t, std::size_t> lane_of;
+  for (const std::size_t g : groups) {
+    const std::size_t l = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) -
+                                                   load.begin()); // the first least loaded
+    load[l] += weight[g];
+    lane_of[g] = l;
+  }
+  std::vector<std::size_t> out(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    out[i] = lane_of[find(i)];
+  }
+  return out;
 }
 
 } // namespace zmigrate::migration

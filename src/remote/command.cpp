@@ -95,20 +95,62 @@ std::string render_impl(const Command& cmd, bool for_log) {
       throw UsageError("command", fmt::format("sequence start {} is not a later stage", start));
     }
   }
-  if (!cmd.sequence_starts.empty() &&
-      (!cmd.stdin_path.empty() || !cmd.stdout_path.empty() || cmd.stderr_to_stdout_last)) {
+  const bool redirects =
+      !cmd.stdin_path.empty() || !cmd.stdout_path.empty() || cmd.stderr_to_stdout_last;
+  if (!cmd.sequence_starts.empty() && redirects) {
     throw UsageError("command", "a sequence of commands cannot have redirections");
   }
+  const auto is_sequence_start = [&](std::size_t s) {
+    return std::find(cmd.sequence_starts.begin(), cmd.sequence_starts.end(), s) !=
+           cmd.sequence_starts.end();
+  };
+  const bool lanes = cmd.lanes_end > 0;
+  if (!lanes && !cmd.lane_starts.empty()) {
+    throw UsageError("command", "lane starts without lanes");
+  }
+  if (lanes) {
+    if (redirects) {
+      throw UsageError("command", "concurrent lanes cannot have redirections");
+    }
+    if (cmd.lanes_end > cmd.pipeline.size() ||
+        (cmd.lanes_end < cmd.pipeline.size() && !is_sequence_start(cmd.lanes_end))) {
+      throw UsageError("command", fmt::format("lanes end {} is not the start of the command "
+                                              "after them",
+                                              cmd.lanes_end));
+    }
+    for (std::size_t i = 0; i < cmd.lane_starts.size(); ++i) {
+      const std::size_t start = cmd.lane_starts[i];
+      if (start == 0 || start >= cmd.lanes_end || is_sequence_start(start) ||
+          (i > 0 && start <= cmd.lane_starts[i - 1])) {
+        throw UsageError("command", fmt::format("lane start {} is not a later stage", start));
+      }
+    }
+  }
+  // After the last lane: wait for every lane; the status is a failed lane's.
+  const auto join = [&] {
+    const std::size_t n = cmd.lane_starts.size() + 1;
+    std::string text = fmt::format(" & zm_l{}=$!; zm_s=0;", n - 1);
+    for (std::size_t k = 0; k < n; ++k) {
+      text += fmt::format(" wait \"$zm_l{}\" || zm_s=$?;", k);
+    }
+    return text + " (exit \"$zm_s\")";
+  };
   std::string out;
+  std::size_t lane = 0;
   for (std::size_t s = 0; s < cmd.pipeline.size(); ++s) {
     const Argv& argv = cmd.pipeline[s];
     if (argv.empty()) {
       throw UsageError("command", fmt::format("stage {} of the pipeline has no argv", s + 1));
     }
     if (s > 0) {
-      const bool next = std::find(cmd.sequence_starts.begin(), cmd.sequence_starts.end(), s) !=
-                        cmd.sequence_starts.end();
-      out += next ? " && " : " | ";
+      if (lanes &&
+          std::find(cmd.lane_starts.begin(), cmd.lane_starts.end(), s) != cmd.lane_starts.end()) {
+        out += fmt::format(" & zm_l{}=$!; ", lane++);
+      } else if (lanes && s == cmd.lanes_end) {
+        out += join() + " && ";
+      } else {
+        out += is_sequence_start(s) ? " && " : " | ";
+      }
     }
     for (std::size_t i = 0; i < argv.size(); ++i) {
       if (i > 0) {
@@ -134,6 +176,9 @@ std::string render_impl(const Command& cmd, bool for_log) {
         out += " 2>&1";
       }
     }
+  }
+  if (lanes && cmd.lanes_end == cmd.pipeline.size()) {
+    out += join();
   }
   return out;
 }
@@ -182,19 +227,11 @@ std::string command_summary(const Command& cmd, std::size_t count) {
   return out.empty() ? std::string("(empty command)") : out;
 }
 
-void append_sequence(Command& into, const Command& next) {
-  for (const Command* c : {static_cast<const Command*>(&into), &next}) {
-    if (!c->stdin_path.empty() || !c->stdout_path.empty() || c->stderr_to_stdout_last) {
-      throw UsageError("command", "a sequence of commands cannot have redirections");
-    }
-  }
-  if (next.pipeline.empty()) {
-    return;
-  }
+namespace {
+
+// `next`'s stages, sequence starts and redactions appended to `into` from stage `at`.
+void append_stages(Command& into, const Command& next) {
   const std::size_t at = into.pipeline.size();
-  if (at > 0) {
-    into.sequence_starts.push_back(at);
-  }
   for (const std::size_t start : next.sequence_starts) {
     into.sequence_starts.push_back(at + start);
   }
@@ -202,6 +239,58 @@ void append_sequence(Command& into, const Command& next) {
     into.redact.emplace_back(at + stage, index);
   }
   into.pipeline.insert(into.pipeline.end(), next.pipeline.begin(), next.pipeline.end());
+}
+
+void check_joinable(const Command& c) {
+  if (!c.stdin_path.empty() || !c.stdout_path.empty() || c.stderr_to_stdout_last) {
+    throw UsageError("command", "a sequence of commands cannot have redirections");
+  }
+}
+
+} // namespace
+
+void append_sequence(Command& into, const Command& next) {
+  check_joinable(into);
+  check_joinable(next);
+  if (next.lanes_end > 0) {
+    throw UsageError("command", "concurrent lanes can only start a command");
+  }
+  if (next.pipeline.empty()) {
+    return;
+  }
+  if (!into.pipeline.empty()) {
+    into.sequence_starts.push_back(into.pipeline.size());
+  }
+  append_stages(into, next);
+}
+
+void append_concurrent(Command& into, const std::vector<Command>& lanes) {
+  if (!into.pipeline.empty()) {
+    throw UsageError("command", "concurrent lanes can only start a command");
+  }
+  std::vector<const Command*> given;
+  for (const Command& lane : lanes) {
+    check_joinable(lane);
+    if (lane.lanes_end > 0) {
+      throw UsageError("command", "a lane cannot have lanes of its own");
+    }
+    if (!lane.pipeline.empty()) {
+      given.push_back(&lane);
+    }
+  }
+  if (given.size() < 2) {
+    for (const Command* lane : given) {
+      append_sequence(into, *lane);
+    }
+    return;
+  }
+  for (const Command* lane : given) {
+    if (!into.pipeline.empty()) {
+      into.lane_starts.push_back(into.pipeline.size());
+    }
+    append_stages(into, *lane);
+  }
+  into.lanes_end = into.pipeline.size();
 }
 
 } // namespace zmigrate::remote

@@ -86,6 +86,21 @@ void set_tcp_keepalive(socket_t fd, std::chrono::seconds idle) {
 #endif
 }
 
+// Acknowledge the node's segments at once instead of up to 40 ms later (Linux's delayed ACK;
+// the setting lapses, so it is made again before each wait). sshd leaves Nagle on for commands
+// without a terminal: its next small write waits for our ACK of the last one, which made every
+// round trip right after the login, and a command's output after its start, wait for the timer.
+void quick_ack(socket_t fd) {
+#ifdef TCP_QUICKACK
+  if (fd >= 0) {
+    const int on = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
+  }
+#else
+  (void)fd;
+#endif
+}
+
 // An exec channel that is closed and freed whatever way run() leaves.
 class Channel {
 public:
@@ -341,9 +356,26 @@ struct SshRunner::Impl {
     return channel;
   }
 
+  // Opened without blocking, so that our ACK of what the node sent meanwhile goes out at once
+  // (quick_ack) instead of with the timer: right after the login, sshd's confirmation waited
+  // ~40 ms behind its unacknowledged host-keys message (Nagle), the first command of every
+  // session with it. Bounded by the connect timeout, as the blocking open was.
   std::unique_ptr<Channel> open_channel() {
     auto channel = std::make_unique<Channel>(session);
-    if (channel->get() == nullptr || ssh_channel_open_session(channel->get()) != SSH_OK) {
+    if (channel->get() == nullptr) {
+      return nullptr;
+    }
+    const Clock::time_point deadline = Clock::now() + options.connect_timeout;
+    ssh_set_blocking(session, 0);
+    int rc = SSH_AGAIN;
+    while ((rc = ssh_channel_open_session(channel->get())) == SSH_AGAIN &&
+           Clock::now() < deadline) {
+      pollfd pfd{ssh_get_fd(session), POLLIN, 0};
+      quick_ack(pfd.fd);
+      ::poll(&pfd, 1, 50);
+    }
+    ssh_set_blocking(session, 1);
+    if (rc != SSH_OK) {
       return nullptr;
     }
     return channel;
@@ -372,6 +404,7 @@ struct SshRunner::Impl {
       wait = std::clamp(left, std::chrono::milliseconds(0), wait);
     }
     pollfd pfd{ssh_get_fd(session), POLLIN, 0};
+    quick_ack(pfd.fd);
     ::poll(&pfd, 1, static_cast<int>(wait.count()));
   }
 

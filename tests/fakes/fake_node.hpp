@@ -1180,7 +1180,8 @@ public:
     m_open_fault = message;
   }
 
-  bool fail_next_tail = false;    // the next tail of send_streams fails (nothing of it done)
+  bool fail_next_tail = false; // the next tail of send_streams fails (nothing of it done)
+  std::vector<std::vector<std::size_t>> sent_lanes; // each send_streams: the lane of each stream
   std::vector<std::string> calls; // "send <kind> <dataset> <from> -> <to>", "open", "close"
   // Called before every link operation; may throw (a crashed process: EngineWorld).
   std::function<void(const std::string& call)> gate;
@@ -1322,6 +1323,11 @@ FakeLink::send_streams(const std::vector<migration::StreamSend>& sends, bool use
                        const remote::Command& tail,
                        const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
   migration::SendsResult out = Link::send_streams(sends, use_pv, tail, on_bytes);
+  std::vector<std::size_t> lanes;
+  for (const migration::StreamSend& s : sends) {
+    lanes.push_back(s.lane);
+  }
+  m_access.sent_lanes.push_back(lanes);
   if (!tail.pipeline.empty()) {
     if (m_access.gate) {
       m_access.gate("prune_tail");

@@ -31,6 +31,9 @@
 //   bwlimit                                 0        bytes per second every stream of sync,
 //                                                    migrate, switch and evacuate may use (as
 //                                                    --bwlimit; "50M" = 50 MiB/s; 0 = unlimited)
+//   streams                                 4        datasets of an instance (disks, delegated
+//                                                    datasets) a sync sends at once, 1..16; one
+//                                                    at a time when a bwlimit is set
 //
 // Precedence, per key: command-line flag > environment > configuration file > (URLs only)
 // discovery on a Triton head node > default. The file is `--config`, else $ZMIGRATE_CONFIG,
@@ -78,6 +81,7 @@ struct Config {
   std::uint64_t converge_bytes = 64ULL << 20;
   int max_syncs = 6;
   std::uint64_t bwlimit = 0;
+  int streams = 4;
 
   // Diagnostics (`zmigrate config`): the configuration file in effect and whether it was read,
   // and for every key (file spelling, dotted: "ssh.user") which layer set it: "flag --vmapi-url",

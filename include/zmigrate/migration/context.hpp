@@ -112,6 +112,9 @@ struct Settings {
   // --bwlimit / bwlimit: the rate every stream of this command may use, bytes per second
   // (0 = unlimited). evacuate gives each of its parallel migrations its share.
   std::uint64_t bwlimit = 0;
+  // streams: how many datasets of an instance a sync sends at once (its disks, delegated
+  // datasets), 1..16; one when bwlimit is set.
+  std::size_t max_streams = 4;
   std::string state_dir;
   std::string log_dir;
   std::string zfs_path = "/usr/sbin/zfs"; // on the compute nodes

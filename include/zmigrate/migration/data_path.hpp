@@ -111,7 +111,9 @@ remote::Argv source_ssh_argv(const DataPathSpec& spec, const std::vector<std::st
 // The full pipeline run on the source: zfs send ... [| meter] | ssh ... recv <dataset>, zfs send
 // run through `sh -c` with SIGHUP and SIGPIPE ignored (it ends by its output breaking). The meter
 // is the throttle when spec.rate_limit is set (node, else `pv -L`), else `pv -n -b -i 1` when
-// `use_pv`; each prints the running byte count on stderr once a second.
+// `use_pv`; each prints the running byte count on stderr once a second. With `tag` (a stream
+// in one of several lanes that run at once), pv's counts come as `zmigrate-stream-bytes TAG N`
+// lines (parse_tagged_count), so concurrent streams' counts are told apart.
 // Whether the pipeline's stderr carries byte counts (parse_pv_line).
 bool pipeline_counts(const DataPathSpec& spec, bool use_pv);
 // The throttle run on node.js: `node -e SCRIPT RATE` copies stdin to stdout at RATE bytes/s at
@@ -120,7 +122,10 @@ bool pipeline_counts(const DataPathSpec& spec, bool use_pv);
 // at the end.
 const std::string& throttle_script();
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
-                              const std::string& dataset, bool use_pv);
+                              const std::string& dataset, bool use_pv,
+                              std::optional<std::size_t> tag = std::nullopt);
+// Parses a `zmigrate-stream-bytes TAG N` line of a tagged pipeline: {TAG, N}.
+std::optional<std::pair<std::size_t, std::uint64_t>> parse_tagged_count(std::string_view line);
 // The measurement pipeline run on the source: `mib` MiB of zeros from dd into ssh ... measure.
 remote::Command measure_pipeline(const DataPathSpec& spec, std::uint64_t mib);
 // Parses one line of `pv -n -b` output (a byte count); nullopt for any other stderr line.
@@ -161,6 +166,8 @@ public:
                       const std::function<void(std::uint64_t)>& on_bytes) override;
   // Every stream and the tail in one command on the source: each stream's pipeline, after each
   // a marker line on stderr (zmigrate-stream-sent N) that tells which arrived, then the tail.
+  // Streams of different lanes (StreamSend::lane) run at once (remote::append_concurrent), the
+  // tail only once every lane succeeded; with a rate limit, one lane (the limit is per stream).
   SendsResult
   send_streams(const std::vector<StreamSend>& sends, bool use_pv, const remote::Command& tail,
                const std::function<void(std::size_t, std::uint64_t)>& on_bytes) override;

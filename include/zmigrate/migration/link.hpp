@@ -54,7 +54,17 @@ struct MeasureResult {
 struct StreamSend {
   const Stream* stream = nullptr;
   remote::Argv zfs_send;
+  // The lane this stream goes in (stream_lanes): lanes run at once, the streams of a lane one
+  // after the other in the order given.
+  std::size_t lane = 0;
 };
+
+// The lane of each stream of `plan` (in its order, which brings a parent before its children):
+// at most `max_lanes` lanes that run at once, balanced by the streams' estimates (largest
+// first). Streams that depend on one another share a lane, in plan order: the streams of one
+// dataset, and every stream of a dataset below one that a full or clone stream creates (its
+// parent must exist before it can be received). Pure.
+std::vector<std::size_t> stream_lanes(const std::vector<Stream>& plan, std::size_t max_lanes);
 
 // What Link::send_streams brought: one result per stream, in order, and whether the tail ran
 // and succeeded after them.

@@ -26,6 +26,12 @@ struct Command {
   // sequence's. No redirections with a sequence (render refuses them: which command would they
   // belong to?).
   std::vector<std::size_t> sequence_starts;
+  // Concurrent lanes (append_concurrent): when lanes_end > 0, stages [0, lanes_end) are lanes
+  // that run at once, each starting at stage 0 or at one of lane_starts; the command after
+  // them (from lanes_end, a sequence start) runs only when every lane succeeded. The lanes'
+  // status is that of a failed lane (0 when all succeeded).
+  std::vector<std::size_t> lane_starts;
+  std::size_t lanes_end = 0;
   // Tokens (stage, index) shown as <redacted> by render_for_log() (key material, secrets).
   std::vector<std::pair<std::size_t, std::size_t>> redact;
 
@@ -55,6 +61,13 @@ struct Command {
 // has a redirection (render would refuse the sequence).
 void append_sequence(Command& into, const Command& next);
 
+// Make `into` (which must be empty) a set of lanes run at once: each of `lanes` (a pipeline or a
+// sequence, no redirections) in the background, then a wait for every one of them; a later
+// append_sequence() runs only when all of them succeeded. Fewer than two lanes: the one lane
+// alone, as append_sequence would. Throws UsageError when `into` is not empty or a lane has a
+// redirection or lanes of its own.
+void append_concurrent(Command& into, const std::vector<Command>& lanes);
+
 // POSIX-shell quoting of one token. Tokens made only of [A-Za-z0-9_@%+=:,./-] come back as they
 // are (readable logs); anything else, including "", is wrapped in single quotes with each ' written
 // as '\''. The result always stands for exactly `token` as one word. Throws UsageError when
@@ -62,7 +75,9 @@ void append_sequence(Command& into, const Command& next);
 std::string quote(std::string_view token);
 
 // The shell text for `cmd`: quote()d tokens, stages joined by " | " (" && " before a sequence's
-// next command), quoted redirections.
+// next command), quoted redirections. Lanes render as `L0 & zm_l0=$!; L1 & zm_l1=$!; zm_s=0;
+// wait "$zm_l0" || zm_s=$?; wait "$zm_l1" || zm_s=$?; (exit "$zm_s")`, then ` && ` and the rest:
+// fixed text, POSIX sh (ksh93, bash, dash).
 // A first token that the shell would read as a reserved word or an assignment ("if", "!",
 // "A=b") is quoted so it stays a command name. Throws UsageError on an empty pipeline, an empty
 // argv, a NUL byte, a relative redirection path, a redact index out of range, or a sequence

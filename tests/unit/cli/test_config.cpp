@@ -86,7 +86,8 @@ const char* const k_lab_file = R"({
           "known_hosts": "/var/tmp/zmigrate-lab/zmlab/known_hosts", "user": "root", "port": 22},
   "rate_mb_s": 35.5,
   "converge_bytes": 1048576,
-  "max_syncs": 3
+  "max_syncs": 3,
+  "streams": 2
 })";
 
 } // namespace
@@ -112,6 +113,7 @@ TEST_CASE("cli::load_config defaults", "[cli]") {
   CHECK(c.rate_mb_s == 20);
   CHECK(c.converge_bytes == 64ULL * 1024 * 1024);
   CHECK(c.max_syncs == 6);
+  CHECK(c.streams == 4);
   CHECK(c.config_file == "/etc/zmigrate/config.json");
   CHECK_FALSE(c.config_file_read);
   CHECK(c.sources.at("vmapi_url") == "default");
@@ -139,6 +141,7 @@ TEST_CASE("cli::load_config reads the lab's file format", "[cli]") {
   CHECK(c.rate_mb_s == 35.5);
   CHECK(c.converge_bytes == 1048576);
   CHECK(c.max_syncs == 3);
+  CHECK(c.streams == 2);
   CHECK(c.sources.at("ssh.identity") == "file /lab/zmigrate.json");
   CHECK(c.sources.at("ssh.connect_timeout_s") == "default");
   CHECK(in.discover_calls == 0); // every URL set: no subprocess
@@ -339,6 +342,8 @@ TEST_CASE("cli::load_config rejects bad input", "[cli]") {
     CHECK_THAT(with_file(R"({"max_syncs": 2.5})"), Catch::Contains("\"max_syncs\""));
     // The range of migrate --max-syncs: evacuate passes this value to its migrate processes.
     CHECK_THAT(with_file(R"({"max_syncs": 101})"), Catch::Contains("1 to 100"));
+    CHECK_THAT(with_file(R"({"streams": 0})"), Catch::Contains("\"streams\""));
+    CHECK_THAT(with_file(R"({"streams": 17})"), Catch::Contains("1 to 16"));
     CHECK_THAT(with_file(R"({"rate_mb_s": -1})"), Catch::Contains("greater than 0"));
     CHECK_THAT(with_file(R"({"converge_bytes": 0})"), Catch::Contains("\"converge_bytes\""));
     CHECK_THAT(with_file(R"({"converge_bytes": "12 parsecs"})"),
@@ -459,7 +464,8 @@ TEST_CASE("cli::config_report", "[cli]") {
   CHECK(r["keys"]["http.timeout_s"] == json{{"value", 30}, {"source", "default"}});
   CHECK(r["keys"]["converge_bytes"]["value"] == 64ULL << 20);
   CHECK(r["keys"]["bwlimit"] == json{{"value", 0}, {"source", "default"}});
-  CHECK(r["keys"].size() == 19);
+  CHECK(r["keys"]["streams"] == json{{"value", 4}, {"source", "default"}});
+  CHECK(r["keys"].size() == 20);
 }
 
 TEST_CASE("cli::read_config_file", "[cli]") {

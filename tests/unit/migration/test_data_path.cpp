@@ -1012,6 +1012,100 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
       return w.find("runs again on its own") != std::string::npos;
     }));
   }
+  SECTION("two lanes: run at once, markers in any order across lanes, counts by stream") {
+    std::vector<StreamSend> two = sends;
+    two[1].lane = 1;
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(0, "",
+                                    "zmigrate-stream-bytes 1 40\nzmigrate-stream-bytes 0 100\n"
+                                    "zmigrate-stream-sent 1\nzmigrate-stream-bytes 0 300\n"
+                                    "zmigrate-stream-sent 0\n"));
+    const SendsResult r = path.send_streams(two, true, tail, on_bytes);
+    REQUIRE(f.source.runs.size() == before + 1);
+    const remote::Command& cmd = f.source.runs.back().command;
+    CHECK(cmd.lanes_end > 0);
+    CHECK(cmd.lane_starts.size() == 1);
+    const std::string text = remote::render(cmd);
+    CHECK(text.find(" recv zones/u1/data && sh -c ") != std::string::npos);
+    CHECK(text.find("sh 1 & zm_l1=$!;") != std::string::npos);
+    CHECK(text.find("(exit \"$zm_s\") && zfs release zmigrate-x zones/u1@s0") != std::string::npos);
+    CHECK(text.find("pv -n -b -i 1 | ssh") == std::string::npos); // tagged counts instead
+    REQUIRE(r.transfers.size() == 2);
+    CHECK(r.transfers[0].bytes == 300);
+    CHECK(r.transfers[1].bytes == 40);
+    CHECK(r.transfers[1].bytes_counted);
+    CHECK(r.tail_ok);
+    CHECK(seen == std::vector<std::pair<std::size_t, std::uint64_t>>{{1, 40}, {0, 100}, {0, 300}});
+  }
+  SECTION("two lanes, one fails: that stream is named, the other lane's arrival stands") {
+    std::vector<StreamSend> two = sends;
+    two[1].lane = 1;
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(255, "", "zmigrate-stream-sent 1\nConnection reset\n"));
+    CHECK_THROWS_WITH(path.send_streams(two, false, tail, on_bytes),
+                      Catch::Contains("send zones/u1 to cn2") &&
+                          Catch::Contains("Connection reset"));
+    CHECK(runs_of(f.source, scripts::kill()).size() == 1);
+  }
+  SECTION("in one lane, a later stream's marker before an earlier one's is no proof") {
+    Stream c;
+    c.dataset = "zones/u1/logs";
+    c.to = "zones/u1/logs@s1";
+    std::vector<StreamSend> three = sends;
+    three.push_back({&c, {"zfs", "send", "zones/u1/logs@s1"}, 0});
+    three[1].lane = 1; // lane 0: streams 0 and 2
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(0, "",
+                                    "zmigrate-stream-sent 2\nzmigrate-stream-sent 1\n"
+                                    "zmigrate-stream-sent 0\n"));
+    CHECK_THROWS_WITH(path.send_streams(three, false, tail, on_bytes),
+                      Catch::Contains("send zones/u1/logs to cn2"));
+  }
+  SECTION("under a rate limit (per stream), one lane whatever the lanes asked") {
+    DataPathSpec limited = f.path_spec("00000002");
+    limited.rate_limit = 1048576;
+    path.close();
+    DataPath slow(f.ctx, limited, f.source, f.target);
+    slow.open();
+    std::vector<StreamSend> two = sends;
+    two[1].lane = 1;
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(0, "", "zmigrate-stream-sent 0\nzmigrate-stream-sent 1\n"));
+    slow.send_streams(two, false, tail, on_bytes);
+    CHECK(f.source.runs.back().command.lanes_end == 0);
+    CHECK(remote::render(f.source.runs.back().command).find("pv -n -b -i 1 -L 1048576") !=
+          std::string::npos);
+    slow.close();
+  }
+  SECTION("a tagged count runs through a real /bin/sh: the bytes go on, the count to stderr") {
+    std::vector<StreamSend> two = sends;
+    two[1].lane = 1;
+    f.source.on_regex("zmigrate-stream-sent", fakes::ok());
+    CHECK_THROWS_AS(path.send_streams(two, true, {}, on_bytes), TransientError);
+    remote::Command cmd;
+    for (const auto& run : f.source.runs) {
+      if (run.command.lanes_end > 0) {
+        cmd = run.command;
+      }
+    }
+    REQUIRE(cmd.pipeline.size() > 1);
+    remote::Command meter(cmd.pipeline.at(1)); // sh -c '... pv ...' sh 0
+    REQUIRE(meter.pipeline[0].size() == 5);
+    CHECK(meter.pipeline[0].back() == "0");
+    zmigrate::NullLogger log;
+    remote::LocalRunner local(log);
+    remote::Command through(remote::Argv{"printf", "%s", "twelve bytes"});
+    through.pipe(meter.pipeline[0]).pipe({"wc", "-c"});
+    const remote::Result r = local.run(through);
+    CHECK(r.exit_status == 0);
+    CHECK(r.out == "12\n");
+    const auto tagged = parse_tagged_count(r.err.substr(0, r.err.find('\n')));
+    REQUIRE(tagged);
+    CHECK(*tagged == std::make_pair(std::size_t{0}, std::uint64_t{12}));
+    CHECK_FALSE(parse_tagged_count("zmigrate-stream-bytes 0"));
+    CHECK_FALSE(parse_tagged_count("zmigrate-stream-bytes x 5"));
+    CHECK_FALSE(parse_tagged_count("12"));
+  }
   SECTION("the markers run through a real /bin/sh; no marker, no arrival") {
     f.source.on_regex("zmigrate-stream-sent", fakes::ok()); // exit 0 without the markers
     CHECK_THROWS_WITH(path.send_streams(sends, false, {}, on_bytes),

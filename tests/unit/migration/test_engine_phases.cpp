@@ -1016,3 +1016,55 @@ TEST_CASE("placement: switch_problems keeps what can change, leaves what begin s
   REQUIRE(p.size() == 1);
   CHECK(p[0].rule == "reserved");
 }
+
+TEST_CASE("engine: an instance's datasets go at once, bounded; a bandwidth limit sends one at a "
+          "time",
+          "[engine][sync]") {
+  SECTION("kvm: the zone root and both disks (siblings) in three lanes, the final delta too") {
+    EngineWorld w(EngineWorld::Kind::kvm);
+    w.begin();
+    w.sync();
+    REQUIRE(w.nodes.sent_lanes.size() == 1);
+    std::vector<std::size_t> lanes = w.nodes.sent_lanes.back();
+    std::sort(lanes.begin(), lanes.end());
+    CHECK(lanes == std::vector<std::size_t>{0, 1, 2});
+    w.migrate(false); // the next syncs and the switch's final delta
+    CHECK_NONE(w.expect_switched());
+    for (const std::vector<std::size_t>& each : w.nodes.sent_lanes) {
+      std::vector<std::size_t> sorted = each;
+      std::sort(sorted.begin(), sorted.end());
+      CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end()); // one lane each
+    }
+  }
+  SECTION("bhyve: the disks are children of the zone root the first sync creates: one lane "
+          "then, at once after") {
+    EngineWorld w(EngineWorld::Kind::bhyve);
+    w.begin();
+    w.sync();
+    REQUIRE(w.nodes.sent_lanes.size() == 1);
+    for (const std::size_t lane : w.nodes.sent_lanes.back()) {
+      CHECK(lane == w.nodes.sent_lanes.back().front());
+    }
+    w.sync();
+    std::vector<std::size_t> later = w.nodes.sent_lanes.back();
+    std::sort(later.begin(), later.end());
+    CHECK(std::adjacent_find(later.begin(), later.end()) == later.end());
+    CHECK_NONE(w.expect_synced(2));
+  }
+  SECTION("at most `streams` lanes; one under a bandwidth limit") {
+    EngineWorld w(EngineWorld::Kind::kvm);
+    w.ctx.settings.max_streams = 2;
+    w.begin();
+    w.sync();
+    for (const std::size_t lane : w.nodes.sent_lanes.back()) {
+      CHECK(lane < 2);
+    }
+    w.ctx.settings.bwlimit = 50ULL << 20;
+    w.cn1->mutable_caps().has_pv = true; // what limits the rate there
+    w.sync();
+    for (const std::size_t lane : w.nodes.sent_lanes.back()) {
+      CHECK(lane == 0);
+    }
+    CHECK_NONE(w.expect_synced(2));
+  }
+}

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: MPL-2.0
+#include <zmigrate/migration/link.hpp>
 #include <zmigrate/migration/plan.hpp>
 #include <zmigrate/util/error.hpp>
 
@@ -262,4 +263,66 @@ TEST_CASE("plan::median", "[plan]") {
   CHECK(median({3}) == 3);
   CHECK(median({5, 1, 3}) == 3);
   CHECK(median({4, 1, 3, 2}) == Approx(2.5));
+}
+
+namespace {
+Stream stream(const std::string& ds, StreamKind kind, std::uint64_t estimate) {
+  Stream s;
+  s.dataset = ds;
+  s.kind = kind;
+  s.to = ds + "@zmigrate-m-1";
+  s.estimate = estimate;
+  return s;
+}
+} // namespace
+
+TEST_CASE("migration::stream_lanes: concurrent, balanced, a dataset after what it needs",
+          "[migration][plan]") {
+  const std::uint64_t mib = 1U << 20;
+  SECTION("two disks of a KVM instance (siblings) and its zone root: disks apart") {
+    const std::vector<Stream> plan{stream("zones/u1", StreamKind::full, 1 * mib),
+                                   stream("zones/u1-disk0", StreamKind::clone, 900 * mib),
+                                   stream("zones/u1-disk1", StreamKind::full, 800 * mib)};
+    CHECK(stream_lanes(plan, 4) == std::vector<std::size_t>{2, 0, 1});
+    CHECK(stream_lanes(plan, 2) == std::vector<std::size_t>{1, 0, 1}); // the small one joins
+    CHECK(stream_lanes(plan, 1) == std::vector<std::size_t>{0, 0, 0});
+    CHECK(stream_lanes(plan, 0) == std::vector<std::size_t>{0, 0, 0});
+  }
+  SECTION("children of a dataset this sync creates wait for it, in its lane") {
+    const std::vector<Stream> plan{stream("zones/u2", StreamKind::full, 1 * mib),
+                                   stream("zones/u2/disk0", StreamKind::full, 500 * mib),
+                                   stream("zones/u2/disk1", StreamKind::full, 500 * mib),
+                                   stream("zones/u2x", StreamKind::full, 10 * mib)};
+    // zones/u2x is no child of zones/u2 (a name prefix is not a parent).
+    CHECK(stream_lanes(plan, 4) == std::vector<std::size_t>{0, 0, 0, 1});
+  }
+  SECTION("children of a dataset that exists (an incremental) go at once") {
+    const std::vector<Stream> plan{stream("zones/u2", StreamKind::incremental, 0),
+                                   stream("zones/u2/disk0", StreamKind::incremental, 50 * mib),
+                                   stream("zones/u2/disk1", StreamKind::full, 40 * mib)};
+    CHECK(stream_lanes(plan, 4) == std::vector<std::size_t>{2, 0, 1});
+  }
+  SECTION("the streams of one dataset stay together and in order; a resumed one creates") {
+    const std::vector<Stream> plan{stream("zones/u3", StreamKind::full, 5 * mib),
+                                   stream("zones/u3", StreamKind::incremental, 5 * mib),
+                                   stream("zones/u3/data", StreamKind::full, 1 * mib),
+                                   stream("zones/u4", StreamKind::resume, 3 * mib),
+                                   stream("zones/u4/data", StreamKind::incremental, 0)};
+    CHECK(stream_lanes(plan, 4) == std::vector<std::size_t>{0, 0, 0, 1, 1});
+  }
+  SECTION("many datasets over few lanes: the largest first, each to the least loaded lane") {
+    std::vector<Stream> plan;
+    for (const std::uint64_t size : {10, 70, 20, 60, 30, 50}) {
+      plan.push_back(
+          stream("zones/u5-disk" + std::to_string(size), StreamKind::incremental, size * mib));
+    }
+    const std::vector<std::size_t> lanes = stream_lanes(plan, 2);
+    std::uint64_t load[2] = {0, 0};
+    for (std::size_t i = 0; i < plan.size(); ++i) {
+      load[lanes.at(i)] += plan[i].estimate;
+    }
+    CHECK(load[0] == 120 * mib); // 70 + 30 + 20
+    CHECK(load[1] == 120 * mib); // 60 + 50 + 10
+    CHECK(stream_lanes({}, 4).empty());
+  }
 }

@@ -4,10 +4,12 @@
 #include <zmigrate/util/error.hpp>
 #include <zmigrate/util/log.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -182,6 +184,47 @@ TEST_CASE("remote::render", "[remote]") {
     bad_start.sequence_starts = {1};
     CHECK_THROWS_AS(render(bad_start), UsageError);
   }
+  SECTION("concurrent lanes: each in the background, a wait for each, then the rest") {
+    Command c;
+    Command first{{"zfs", "send", "a@1"}};
+    first.pipe({"ssh", "t"}).and_then({"echo", "0"});
+    Command second{{"printf", "%s", "secret"}};
+    second.redact_token(0, 2);
+    zmigrate::remote::append_concurrent(c, {first, Command{}, second});
+    CHECK(render(c) == "zfs send a@1 | ssh t && echo 0 & zm_l0=$!; printf %s secret & "
+                       "zm_l1=$!; zm_s=0; wait \"$zm_l0\" || zm_s=$?; wait \"$zm_l1\" || "
+                       "zm_s=$?; (exit \"$zm_s\")");
+    CHECK(zmigrate::remote::render_for_log(c).find("secret") == std::string::npos);
+    zmigrate::remote::append_sequence(c, Command{{"zfs", "release", "t", "a@0"}});
+    const std::string joined = render(c);
+    const std::string end = "(exit \"$zm_s\") && zfs release t a@0";
+    CHECK(joined.substr(joined.size() - end.size()) == end);
+    // One lane (or none) is a plain sequence.
+    Command one;
+    zmigrate::remote::append_concurrent(one, {Command{}, first});
+    CHECK(render(one) == "zfs send a@1 | ssh t && echo 0");
+    CHECK(one.lanes_end == 0);
+    // Lanes only start a command, never nest, never redirect.
+    CHECK_THROWS_AS(zmigrate::remote::append_concurrent(one, {first, second}), UsageError);
+    Command nested;
+    CHECK_THROWS_AS(zmigrate::remote::append_concurrent(nested, {c, first}), UsageError);
+    CHECK_THROWS_AS(zmigrate::remote::append_sequence(nested, c), UsageError);
+    Command to_file{{"cat"}};
+    to_file.stdout_path = "/tmp/x";
+    CHECK_THROWS_AS(zmigrate::remote::append_concurrent(nested, {first, to_file}), UsageError);
+    Command bad = c;
+    bad.stdout_path = "/tmp/x";
+    CHECK_THROWS_AS(render(bad), UsageError);
+    bad = c;
+    bad.lanes_end = 1; // inside the first lane's pipe, not a command's start
+    CHECK_THROWS_AS(render(bad), UsageError);
+    bad = c;
+    bad.lane_starts = {2}; // a sequence start inside a lane
+    CHECK_THROWS_AS(render(bad), UsageError);
+    Command stray{{"cat"}};
+    stray.lane_starts = {1};
+    CHECK_THROWS_AS(render(stray), UsageError);
+  }
   SECTION("refusals") {
     CHECK_THROWS_AS(render(Command{}), UsageError);
     CHECK_THROWS_AS(render(Command{Argv{}}), UsageError);
@@ -257,6 +300,60 @@ TEST_CASE("remote::render through /bin/sh", "[remote]") {
     const zmigrate::remote::Result r = runner.run(stops);
     CHECK(r.exit_status == 3);
     CHECK(r.out.empty());
+  }
+  SECTION("concurrent lanes run at once; the rest runs only when every lane succeeded") {
+    char dir_template[] = "/tmp/zmigrate-test-XXXXXX";
+    REQUIRE(::mkdtemp(dir_template) != nullptr);
+    const std::string dir = dir_template;
+    const std::string fifo = dir + "/lane's fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // The first lane reads what the second writes: one after the other they never end (the
+    // runner's timeout fails the check); at once they do. Then the status of a failed lane, and
+    // the command after them only when none failed. /bin/sh, and ksh93 (SmartOS's) when here.
+    Command reader{{"sh", "-c", "read -r x < \"$1\"; echo \"got $x\"", "sh", fifo}};
+    Command writer{{"sh", "-c", "echo hello > \"$1\"", "sh", fifo}};
+    Command after{{"echo", "after"}};
+    std::vector<Argv> shells{{}};
+    for (const char* ksh : {"/usr/bin/ksh93", "/bin/ksh93", "/bin/ksh"}) {
+      if (::access(ksh, X_OK) == 0) {
+        shells.push_back({ksh, "-c"});
+        break;
+      }
+    }
+    zmigrate::NullLogger log;
+    zmigrate::remote::LocalRunner runner(log);
+    zmigrate::remote::RunOptions opts;
+    opts.timeout = std::chrono::seconds(20);
+    const auto run = [&](const Argv& shell, const Command& c) {
+      if (shell.empty()) {
+        return runner.run(c, opts);
+      }
+      Argv argv = shell;
+      argv.push_back(render(c));
+      return runner.run(Command{argv}, opts);
+    };
+    for (const Argv& shell : shells) {
+      INFO("shell: " << (shell.empty() ? std::string("/bin/sh") : shell.front()));
+      Command both;
+      zmigrate::remote::append_concurrent(both, {reader, writer});
+      zmigrate::remote::append_sequence(both, after);
+      const zmigrate::remote::Result r = run(shell, both);
+      CHECK(r.exit_status == 0);
+      CHECK(r.out == "got hello\nafter\n");
+      Command fails;
+      zmigrate::remote::append_concurrent(
+          fails, {Command{{"sh", "-c", "exit 3"}}, Command{{"echo", "other lane"}}});
+      zmigrate::remote::append_sequence(fails, after);
+      const zmigrate::remote::Result f = run(shell, fails);
+      CHECK(f.exit_status == 3);
+      CHECK(f.out == "other lane\n"); // the other lane ran to its end; `after` did not run
+      Command last_fails;
+      zmigrate::remote::append_concurrent(
+          last_fails, {Command{{"echo", "first lane"}}, Command{{"sh", "-c", "exit 4"}}});
+      CHECK(run(shell, last_fails).exit_status == 4);
+    }
+    CHECK(::unlink(fifo.c_str()) == 0);
+    CHECK(::rmdir(dir.c_str()) == 0);
   }
   SECTION("pipelines and redirections to a hostile path") {
     char dir_template[] = "/tmp/zmigrate-test-XXXXXX";
