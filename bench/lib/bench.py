@@ -173,12 +173,21 @@ def med(s):
     return s['median'] if s else None
 
 
+def pipes_ms(transfers):
+    """Milliseconds the send | ssh | recv pipes of a sync took: streams of one lane one after
+    the other, lanes at once (the longest lane)."""
+    lanes = {}
+    for t in transfers:
+        lanes[t.get('lane', 0)] = lanes.get(t.get('lane', 0), 0) + t['duration_ms']
+    return max(lanes.values()) if lanes else 0
+
+
 def overhead(r):
     """Milliseconds of a zmigrate sync spent outside its send | ssh | recv pipes."""
     s = r.get('zm_sync')
     if not s or 'transfers' not in s:
         return None
-    return s['duration_ms'] - sum(t['duration_ms'] for t in s['transfers'])
+    return s['duration_ms'] - pipes_ms(s['transfers'])
 
 
 def build(records):
@@ -239,9 +248,9 @@ def build(records):
     z_own = stats([r['zm_sync'].get('bytes_per_second') for r in fz if 'zm_sync' in r])
     # the data path alone: bytes over the time of the send | ssh | recv pipes themselves
     z_pipe = stats([sum(t['bytes'] for t in r['zm_sync']['transfers'])
-                    / (sum(t['duration_ms'] for t in r['zm_sync']['transfers']) / 1000.0)
+                    / (pipes_ms(r['zm_sync']['transfers']) / 1000.0)
                     for r in fz if r.get('zm_sync', {}).get('transfers')
-                    and sum(t['duration_ms'] for t in r['zm_sync']['transfers']) > 0])
+                    and pipes_ms(r['zm_sync']['transfers']) > 0])
     p_rate = stats([r['bytes'] / (r['wall_ms'] / 1000.0) for r in fp])
     res['full_sync'] = {
         'zmigrate_bytes': stats([r.get('zm_sync', {}).get('bytes') for r in fz]),
@@ -341,6 +350,28 @@ def build(records):
         'syncoid_wall_ms': iywall,
         'ratio_zmigrate_to_syncoid': ratio(med(izwall), med(iywall)),
         'target_ratio_max': 0.5,
+    }
+
+    # 10. a 2-disk KVM instance's first sync: datasets at once vs one after the other
+    kz = [r for r in by.get('kvm_full', []) if r.get('zm_sync', {}).get('transfers')]
+    one = [r for r in kz if r.get('streams') == 1]
+    many = [r for r in kz if r.get('streams') != 1]
+    w1 = stats([r['wall_ms'] for r in one])
+    wn = stats([r['wall_ms'] for r in many])
+    p1 = stats([pipes_ms(r['zm_sync']['transfers']) for r in one])
+    pn = stats([pipes_ms(r['zm_sync']['transfers']) for r in many])
+    res['kvm_concurrent'] = {
+        'disk_bytes_written_each': meta.get('kvm_disk_bytes'),
+        'streams': max((r.get('streams') for r in many), default=None),
+        'zmigrate_bytes': stats([r['zm_sync'].get('bytes') for r in kz]),
+        'lanes_used': stats([len({t.get('lane', 0) for t in r['zm_sync']['transfers']})
+                             for r in many]),
+        'one_at_a_time_wall_ms': w1,
+        'at_once_wall_ms': wn,
+        'one_at_a_time_pipes_ms': p1,
+        'at_once_pipes_ms': pn,
+        'ratio_wall': ratio(med(wn), med(w1)),
+        'ratio_pipes': ratio(med(pn), med(p1)),
     }
 
     # 6. placement planning
@@ -523,6 +554,23 @@ def table(res):
             '   zmigrate sync (its own figure)  %s' % fmt_ms(us['zmigrate_reported_ms']),
             '   syncoid (wall, on the source)   %s' % fmt_ms(us['syncoid_wall_ms']),
             '   ratio zmigrate/syncoid          %s' % fmt_ratio(us['ratio_zmigrate_to_syncoid']),
+        ]
+    kc = res.get('kvm_concurrent') or {}
+    if kc.get('one_at_a_time_wall_ms') or kc.get('at_once_wall_ms'):
+        lines += [
+            '',
+            '10. first sync of a 2-disk KVM instance (%s written to each disk): its datasets at'
+            ' once (streams %s) vs one after the other (streams 1)'
+            % (fmt_bytes(kc['disk_bytes_written_each']), kc['streams']),
+            '   bytes sent                      %s' % fmt_bytes(med(kc['zmigrate_bytes'])),
+            '   lanes used at once              %s' % (
+                'n/a' if not kc['lanes_used'] else '%g' % kc['lanes_used']['median']),
+            '   one after the other (wall)      %s' % fmt_ms(kc['one_at_a_time_wall_ms']),
+            '   at once (wall)                  %s' % fmt_ms(kc['at_once_wall_ms']),
+            '   the send pipes, one after the other %s' % fmt_ms(kc['one_at_a_time_pipes_ms']),
+            '   the send pipes, at once         %s' % fmt_ms(kc['at_once_pipes_ms']),
+            '   ratio at once/one at a time     %s (wall), %s (send pipes)'
+            % (fmt_ratio(kc['ratio_wall']), fmt_ratio(kc['ratio_pipes'])),
         ]
     if res['notes']:
         lines += ['', 'notes:'] + ['  - ' + n for n in res['notes']]

@@ -57,7 +57,8 @@ nlohmann::json sync_json(const migration::SyncResult& s) {
                          {"bytes", t.bytes},
                          {"estimated_bytes", t.estimated_bytes},
                          {"estimate_exact", t.estimate_exact},
-                         {"duration_ms", t.duration.count()}});
+                         {"duration_ms", t.duration.count()},
+                         {"lane", t.lane}});
   }
   return {{"sync_number", s.sync_number},
           {"snapshot", s.snapshot},

@@ -778,6 +778,7 @@ void send_all(SyncRun& r, nlohmann::json& d) {
   for (std::size_t i = 0; i < r.plan.size() && i < sr.transfers.size(); ++i) {
     nlohmann::json one;
     record_transfer(r, r.plan[i], sr.transfers[i], one);
+    r.result.transfers.back().lane = lanes[i];
     one["lane"] = lanes[i];
     d["streams"].push_back(one);
   }

@@ -51,6 +51,7 @@ struct DatasetTransfer {
   std::uint64_t bytes = 0;
   bool counted = false; // `bytes` counted on the pipe (pv), not the estimate
   std::chrono::milliseconds duration{0};
+  std::size_t lane = 0; // streams of different lanes ran at once (stream_lanes)
 };
 
 struct SyncResult {
