@@ -591,14 +591,12 @@ std::optional<std::pair<std::size_t, std::uint64_t>> parse_tagged_count(std::str
   if (space == std::string_view::npos) {
     return std::nullopt;
   }
-  std::size_t tag = 0;
-  const std::string_view t = line.substr(0, space);
-  const auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), tag);
+  const std::optional<std::uint64_t> tag = parse_pv_line(line.substr(0, space));
   const std::optional<std::uint64_t> n = parse_pv_line(line.substr(space + 1));
-  if (ec != std::errc() || ptr != t.data() + t.size() || t.empty() || !n) {
+  if (!tag || !n) {
     return std::nullopt;
   }
-  return std::make_pair(tag, *n);
+  return std::make_pair(static_cast<std::size_t>(*tag), *n);
 }
 
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
@@ -951,7 +949,7 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
   std::vector<std::size_t> next_in_lane(lanes.size(), 0); // position of each lane's next stream
   std::string errors;
   const auto started = m_ctx.clock.now();
-  std::vector<std::chrono::steady_clock::time_point> since(lanes.size(), started);
+  std::vector<decltype(m_ctx.clock.now())> since(lanes.size(), started); // each lane's last marker
   const auto count = [&](std::size_t i, std::uint64_t n) {
     out.transfers[i].bytes = n;
     out.transfers[i].bytes_counted = true;
@@ -966,13 +964,12 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
     while (!l.empty() && (l.back() == '\r' || l.back() == '\n')) {
       l.remove_suffix(1);
     }
-    std::size_t i = 0;
-    const std::string_view num = l.substr(std::min(l.size(), k_marker_prefix.size()));
-    const bool marker =
-        l.substr(0, k_marker_prefix.size()) == k_marker_prefix && !num.empty() &&
-        std::from_chars(num.data(), num.data() + num.size(), i).ptr == num.data() + num.size();
-    if (marker && i < sends.size() && !arrived[i] &&
-        lanes[lane_of[i]][next_in_lane[lane_of[i]]] == i) {
+    const std::optional<std::uint64_t> marked =
+        l.substr(0, k_marker_prefix.size()) == k_marker_prefix
+            ? parse_pv_line(l.substr(k_marker_prefix.size()))
+            : std::nullopt;
+    const std::size_t i = marked ? static_cast<std::size_t>(*marked) : sends.size();
+    if (i < sends.size() && !arrived[i] && lanes[lane_of[i]][next_in_lane[lane_of[i]]] == i) {
       // In turn within its lane: the stream arrived.
       const std::size_t lane = lane_of[i];
       const auto now = m_ctx.clock.now();
