@@ -909,25 +909,37 @@ namespace {
 // write fails, and neither the next stream nor the tail starts without anyone watching.
 constexpr const char* k_stream_marker = "echo \"zmigrate-stream-sent $1\" >&2";
 constexpr std::string_view k_marker_prefix = "zmigrate-stream-sent ";
+// After the command run alongside the streams, when it succeeded.
+constexpr const char* k_alongside_marker = "echo zmigrate-alongside-done >&2";
+constexpr std::string_view k_alongside_done = "zmigrate-alongside-done";
 } // namespace
 
 SendsResult
 DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
-                       const remote::Command& tail,
+                       const remote::Command& tail, const remote::Command& alongside,
                        const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
   SendsResult out;
   if (sends.empty()) {
-    return out;
+    return out; // nothing to ride along with: the tail and the alongside command are the caller's
   }
   // The lanes, each its streams in the order given; a rate limit holds per stream, so one lane.
   std::map<std::size_t, std::vector<std::size_t>> by_lane;
   for (std::size_t i = 0; i < sends.size(); ++i) {
     by_lane[m_spec.rate_limit > 0 ? 0 : sends[i].lane].push_back(i);
   }
-  const bool concurrent = by_lane.size() > 1;
+  const bool with_alongside = !alongside.pipeline.empty();
+  // More than one lane runs: pv's counts say which stream they are of.
+  const bool concurrent = by_lane.size() + (with_alongside ? 1 : 0) > 1;
   std::vector<std::size_t> lane_of(sends.size(), 0);
   std::vector<std::vector<std::size_t>> lanes;
   std::vector<remote::Command> lane_cmds;
+  if (with_alongside) {
+    // First, so that a failed stream's status (ssh's 255, say) is the command's.
+    remote::Command c;
+    append_sequence(c, alongside);
+    append_sequence(c, remote::Command({"sh", "-c", k_alongside_marker}));
+    lane_cmds.push_back(std::move(c));
+  }
   for (const auto& [lane, members] : by_lane) {
     remote::Command c;
     for (const std::size_t i : members) {
@@ -969,7 +981,10 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
             ? parse_pv_line(l.substr(k_marker_prefix.size()))
             : std::nullopt;
     const std::size_t i = marked ? static_cast<std::size_t>(*marked) : sends.size();
-    if (i < sends.size() && !arrived[i] && lanes[lane_of[i]][next_in_lane[lane_of[i]]] == i) {
+    if (with_alongside && l == k_alongside_done) {
+      out.alongside_ok = true;
+    } else if (i < sends.size() && !arrived[i] &&
+               lanes[lane_of[i]][next_in_lane[lane_of[i]]] == i) {
       // In turn within its lane: the stream arrived.
       const std::size_t lane = lane_of[i];
       const auto now = m_ctx.clock.now();
@@ -1010,6 +1025,11 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
     throw send_failure(sends[first].stream->dataset, r.exit_status, errors);
   }
   out.tail_ok = !tail.pipeline.empty() && r.ok();
+  if (with_alongside && !out.alongside_ok) {
+    m_ctx.log.warn("data path: every stream arrived, the command alongside them failed; it runs "
+                   "again on its own",
+                   {{"host", m_source.host()}, {"exit_status", r.exit_status}, {"err", errors}});
+  }
   if (!tail.pipeline.empty() && !r.ok()) {
     m_ctx.log.warn("data path: every stream arrived, the command after them failed; it runs "
                    "again on its own",

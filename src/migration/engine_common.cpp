@@ -483,6 +483,13 @@ void check_rate_limit(Context& ctx, Node& sender) {
 
 DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, Node& dst,
                             const std::vector<std::string>& datasets) {
+  // What the spec needs of each node (a probe apiece, the target's host key), both at once.
+  std::string host_key;
+  both([&] { src.caps(); },
+       [&] {
+         host_key = dst.host_key();
+         dst.caps();
+       });
   DataPathSpec spec;
   spec.migration_id = m.id;
   spec.source_server_uuid = src.server().uuid;
@@ -491,7 +498,7 @@ DataPathSpec data_path_spec(Context& ctx, const state::Migration& m, Node& src, 
   spec.target_boot = node_boot(dst.server());
   spec.source_addr = src.server().admin_ip;
   spec.target_addr = dst.server().admin_ip;
-  spec.target_host_key = dst.host_key();
+  spec.target_host_key = host_key;
   spec.datasets = datasets;
   spec.resumable = src.caps().resume_tokens && dst.caps().resume_tokens;
   spec.watchdog = dst.caps().has_mbuffer;
@@ -760,21 +767,28 @@ void send_all(SyncRun& r, nlohmann::json& d) {
   Meter meter(r);
   std::vector<std::uint64_t> counts(sends.size(), 0);
   const std::uint64_t before = r.done;
-  const SendsResult sr =
-      r.link->send_streams(sends, use_pv, tail, [&](std::size_t i, std::uint64_t bytes) {
-        if (i < counts.size()) {
-          counts[i] = bytes;
-        }
-        std::uint64_t sum = before;
-        for (const std::uint64_t c : counts) {
-          sum += c;
-        }
-        meter(sum);
-      });
+  const SendsResult sr = r.link->send_streams(sends, use_pv, tail, r.options.alongside,
+                                              [&](std::size_t i, std::uint64_t bytes) {
+                                                if (i < counts.size()) {
+                                                  counts[i] = bytes;
+                                                }
+                                                std::uint64_t sum = before;
+                                                for (const std::uint64_t c : counts) {
+                                                  sum += c;
+                                                }
+                                                meter(sum);
+                                              });
   r.src_pruned = r.src_pruned || (!tail.pipeline.empty() && sr.tail_ok);
+  if (r.options.alongside_ok != nullptr) {
+    *r.options.alongside_ok = sr.alongside_ok;
+  }
   d = {{"streams", nlohmann::json::array()},
        {"lanes", lanes.empty() ? 0 : *std::max_element(lanes.begin(), lanes.end()) + 1},
        {"pruned_with_them", r.src_pruned}};
+  if (!r.options.alongside.pipeline.empty()) {
+    d["alongside"] = remote::command_summary(r.options.alongside, 3);
+    d["alongside_ok"] = sr.alongside_ok;
+  }
   for (std::size_t i = 0; i < r.plan.size() && i < sr.transfers.size(); ++i) {
     nlohmann::json one;
     record_transfer(r, r.plan[i], sr.transfers[i], one);

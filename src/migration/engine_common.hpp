@@ -66,6 +66,11 @@ struct SyncOptions {
   // A data path this sync opens itself is parked when the whole sync succeeds (Link::park), for
   // the migration's next command to adopt; closed when anything fails.
   bool park_path = false;
+  // A command of the sending node's to run on it at once with the streams, when they all go
+  // in one round trip (the switch's hide); `alongside_ok`, when set, tells whether it ran there
+  // and succeeded. When it did not, the caller runs it on its own.
+  remote::Command alongside;
+  bool* alongside_ok = nullptr;
 };
 
 // Hold `snapshot` (a snap name) of every dataset under the instance's roots on both nodes.

@@ -4,11 +4,14 @@
 // Order of steps and why (switch_steps below reads as this list):
 //  - Everything that does not need the instance stopped happens first (IP reservations, the
 //    data link and its ssh master, a pre-switch incremental sync, the hidden zone config on the
-//    target), so the downtime window holds only: stop, snapshot + final delta, check the
-//    target, hide the source, tell VMAPI, start the target.
-//  - Hiding the source (do_not_inventory) is the point of no return, as Triton's disallowRetry:
-//    a failure before it runs the undos (the source restarted as it was, the staged zone and
-//    the IP reservations removed) and leaves a retryable sync/failed state; after it, rerunning
+//    target), so the downtime window holds only: stop, snapshot + final delta (the source's
+//    hide runs beside its streams, in the same command), check the target, tell VMAPI, start
+//    the target.
+//  - Hiding the source (do_not_inventory; the hide_source step, after the check of the target)
+//    is the point of no return, as Triton's disallowRetry. The hide may already have run beside
+//    the final streams: until hide_source records it, it is undone like any hide. A failure
+//    before the point of no return runs the undos (the source restarted as it was, the staged zone
+//    and the IP reservations removed) and leaves a retryable sync/failed state; after it, rerunning
 //    switch completes forward.
 #include "engine_common.hpp"
 
@@ -47,6 +50,7 @@ struct SwitchRun {
   std::uint64_t final_bytes = 0;
   std::string vmapi_failed;         // why update_vmapi could not tell VMAPI
   bool final_bytes_counted = false; // the final delta's bytes counted (pv), not estimated
+  bool hidden_alongside = false;    // the hide ran on the source with the final delta's streams
 
   state::Migration& m() { return op.record(); }
   nlohmann::json& sw() { return op.record().data["switch"]; }
@@ -134,10 +138,15 @@ void open_link(SwitchRun& r, nlohmann::json& d) {
 // The zone configuration on the target, hidden (DNI, autoboot off). Idempotent: an existing
 // staged config is kept. Its ledger row goes first.
 void stage_target(SwitchRun& r) {
-  if (r.dst().vm_get(r.vm.uuid)) {
+  // Both reads at once: whether the target has it already, and the source's configuration.
+  std::optional<nlohmann::json> staged;
+  std::string exported;
+  detail::both([&] { staged = r.dst().vm_get(r.vm.uuid); },
+               [&] { exported = r.src().zone_export(r.vm.uuid); });
+  if (staged) {
     return;
   }
-  const std::string config = hide_zone_config(r.src().zone_export(r.vm.uuid));
+  const std::string config = hide_zone_config(exported);
   state::Artefact a;
   a.migration_id = r.m().id;
   a.kind = "zone_config";
@@ -186,6 +195,11 @@ void restore_source(SwitchRun& r) {
                           [&r] { r.ctx.reporter.step("starting the original instance"); });
 }
 
+// What hides the source: out of the inventory, and not booted by its node.
+KeyValues hide_values() {
+  return {{"do_not_inventory", "true"}, {"autoboot", "false"}};
+}
+
 void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::json& d) {
   detail::SyncOptions o;
   o.path = r.link;
@@ -193,9 +207,17 @@ void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::jso
     o.prune = false;    // after the window
     o.estimate = false; // nothing to show progress for in a sub-second delta
     o.holds = false;    // round trips; held after the window (nothing prunes before)
+    // The source is stopped: its hide runs on it while the final delta streams, instead of
+    // after it inside the window. It is still undone as a hide is (put_source_back reads the
+    // node) until hide_source, after the check of the target, marks the point of no return.
+    o.alongside = r.src().vm_update_command(r.vm.uuid, hide_values());
+    o.alongside_ok = &r.hidden_alongside;
   }
   const SyncResult s = detail::sync_datasets(r.ctx, r.op, r.ends, label, o);
   d["bytes"] = s.bytes;
+  if (final) {
+    d["hidden_alongside"] = r.hidden_alongside;
+  }
   if (final) {
     r.final_bytes = s.bytes;
     r.final_bytes_counted = std::all_of(s.transfers.begin(), s.transfers.end(),
@@ -203,10 +225,16 @@ void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::jso
   }
 }
 
-void hide_source(SwitchRun& r) {
-  // Journaled before it acts (the step's running row): after a failure here the undo reads the
-  // node and puts back whatever the update may already have changed.
-  r.src().vm_update(r.vm.uuid, {{"do_not_inventory", "true"}, {"autoboot", "false"}});
+// The point of no return. Journaled before it acts (the step's running row): after a failure
+// here the undo reads the node and puts back whatever the update may already have changed.
+// When the hide already ran with the final delta's streams (and succeeded), only the record
+// changes here; else the update runs now.
+void hide_source(SwitchRun& r, nlohmann::json& d) {
+  if (r.hidden_alongside) {
+    d["alongside"] = true;
+  } else {
+    r.src().vm_update(r.vm.uuid, hide_values());
+  }
   r.sw()["source_hidden"] = true;
   r.op.save();
 }
@@ -381,7 +409,7 @@ std::vector<Step> undoable_steps(SwitchRun& r) {
        {},
        W::downtime,
        &p.before_hide},
-      {"hide_source", "hiding the original instance", [&r](auto&) { hide_source(r); },
+      {"hide_source", "hiding the original instance", [&r](auto& d) { hide_source(r, d); },
        [&r] { restore_source(r); }, W::downtime, &p.before_hide},
   };
 }

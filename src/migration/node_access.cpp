@@ -34,6 +34,7 @@ void NodeAccess::remove_leftover_links(Context& ctx, const std::string& migratio
 
 SendsResult Link::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
                                const remote::Command& /*tail*/,
+                               const remote::Command& /*alongside*/,
                                const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
   SendsResult out;
   for (std::size_t i = 0; i < sends.size(); ++i) {
@@ -43,7 +44,7 @@ SendsResult Link::send_streams(const std::vector<StreamSend>& sends, bool use_pv
     }
     out.transfers.push_back(send(*sends[i].stream, sends[i].zfs_send, use_pv, each));
   }
-  return out; // the tail is the caller's
+  return out; // the tail and the alongside command are the caller's
 }
 
 const char* to_string(StreamKind kind) {

@@ -92,13 +92,17 @@ void SmartosNode::vm_start(const std::string& uuid) {
 }
 
 void SmartosNode::vm_update(const std::string& uuid, const KeyValues& kv) {
+  remote::RunOptions opts;
+  opts.timeout = k_vmadm_timeout;
+  remote::run_checked(m_runner, vm_update_command(uuid, kv), opts);
+}
+
+remote::Command SmartosNode::vm_update_command(const std::string& uuid, const KeyValues& kv) {
   remote::Argv argv{"vmadm", "update", uuid};
   for (const auto& [k, v] : kv) {
     argv.push_back(k + "=" + v);
   }
-  remote::RunOptions opts;
-  opts.timeout = k_vmadm_timeout;
-  remote::run_checked(m_runner, remote::Command(argv), opts);
+  return remote::Command(argv);
 }
 
 void SmartosNode::vm_delete(const std::string& uuid) {

@@ -330,6 +330,33 @@ public:
     }
   }
 
+  // The update as the command a real node would run; FakeLink's send_streams carries it out
+  // (run_update_command). `ride_update = false`: a node whose update never rides along.
+  remote::Command vm_update_command(const std::string& uuid,
+                                    const migration::KeyValues& kv) override {
+    if (!ride_update) {
+      return {};
+    }
+    remote::Argv argv{"vmadm", "update", uuid};
+    for (const auto& [k, v] : kv) {
+      argv.push_back(k + "=" + v);
+    }
+    return remote::Command(argv);
+  }
+  void run_update_command(const remote::Command& cmd) {
+    const remote::Argv& a = cmd.pipeline.at(0);
+    if (cmd.pipeline.size() != 1 || a.size() < 3 || a[0] != "vmadm" || a[1] != "update") {
+      throw Error(ExitCode::failure, m_server.hostname, "the fake cannot run " + a.at(0));
+    }
+    migration::KeyValues kv;
+    for (std::size_t i = 3; i < a.size(); ++i) {
+      const std::size_t eq = a[i].find('=');
+      kv.emplace_back(a[i].substr(0, eq), a[i].substr(eq + 1));
+    }
+    vm_update(a[2], kv);
+  }
+  bool ride_update = true;
+
   void vm_delete(const std::string& uuid) override {
     const auto l = lock();
     enter("vm_delete " + uuid);
@@ -1086,10 +1113,12 @@ public:
   migration::MeasureResult measure(std::uint64_t mib) override;
   void close() override;
   void park() override;
-  // As DataPath's: each stream in order (send()), then the tail on the source.
+  // As DataPath's: the alongside command first (it starts with the streams, so its effect may
+  // come before any of them arrives), each stream in order (send()), then the tail on the
+  // source when the alongside command did not fail.
   migration::SendsResult
   send_streams(const std::vector<migration::StreamSend>& sends, bool use_pv,
-               const remote::Command& tail,
+               const remote::Command& tail, const remote::Command& alongside,
                const std::function<void(std::size_t, std::uint64_t)>& on_bytes) override;
   bool serves(const std::string& migration_id, const migration::Node& source,
               const migration::Node& target,
@@ -1181,6 +1210,8 @@ public:
   }
 
   bool fail_next_tail = false; // the next tail of send_streams fails (nothing of it done)
+  // The next alongside command of send_streams fails (nothing of it done).
+  bool fail_next_alongside = false;
   std::vector<std::vector<std::size_t>> sent_lanes; // each send_streams: the lane of each stream
   std::vector<std::string> calls; // "send <kind> <dataset> <from> -> <to>", "open", "close"
   // Called before every link operation; may throw (a crashed process: EngineWorld).
@@ -1320,15 +1351,31 @@ inline void FakeLink::close() {
 
 inline migration::SendsResult
 FakeLink::send_streams(const std::vector<migration::StreamSend>& sends, bool use_pv,
-                       const remote::Command& tail,
+                       const remote::Command& tail, const remote::Command& alongside,
                        const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
-  migration::SendsResult out = Link::send_streams(sends, use_pv, tail, on_bytes);
+  bool alongside_ok = false;
+  if (!alongside.pipeline.empty() && !sends.empty()) {
+    if (m_access.gate) {
+      m_access.gate("alongside");
+    }
+    m_access.calls.push_back("alongside " + remote::command_summary(alongside, 2));
+    if (!std::exchange(m_access.fail_next_alongside, false)) {
+      try {
+        m_source.run_update_command(alongside);
+        alongside_ok = true;
+      } catch (const Error&) {
+        alongside_ok = false; // as a lane that failed: the streams go on, the tail does not run
+      }
+    }
+  }
+  migration::SendsResult out = Link::send_streams(sends, use_pv, tail, alongside, on_bytes);
+  out.alongside_ok = alongside_ok;
   std::vector<std::size_t> lanes;
   for (const migration::StreamSend& s : sends) {
     lanes.push_back(s.lane);
   }
   m_access.sent_lanes.push_back(lanes);
-  if (!tail.pipeline.empty()) {
+  if (!tail.pipeline.empty() && (alongside.pipeline.empty() || alongside_ok)) {
     if (m_access.gate) {
       m_access.gate("prune_tail");
     }

@@ -71,6 +71,7 @@ std::vector<std::size_t> stream_lanes(const std::vector<Stream>& plan, std::size
 struct SendsResult {
   std::vector<TransferResult> transfers;
   bool tail_ok = false;
+  bool alongside_ok = false; // the command run alongside the streams ran and succeeded
 };
 
 class Link {
@@ -87,13 +88,16 @@ public:
   virtual TransferResult send(const Stream& stream, const remote::Argv& zfs_send, bool use_pv,
                               const std::function<void(std::uint64_t)>& on_bytes) = 0;
   // Send every stream of `sends` in order, then run `tail` on the source (its prune, say) once
-  // every stream arrived. The real link does it all in one command on the source (a sequence
-  // that stops at the first stream that fails); `on_bytes(i, n)` gets stream i's running count.
-  // Throws as send() for the first stream that did not arrive whole, naming it. A tail that
-  // fails only leaves tail_ok false: the caller does its work again on its own. This default
-  // sends one stream at a time and leaves the tail to the caller (tail_ok false).
+  // every stream arrived; `alongside` (a command of the source node's, or empty) runs on the
+  // source at once with the streams, from their start. The real link does it all in one
+  // command on the source (a sequence that stops at the first stream that fails); `on_bytes(i,
+  // n)` gets stream i's running count. Throws as send() for the first stream that did not
+  // arrive whole, naming it. A tail or an alongside command that fails only leaves tail_ok or
+  // alongside_ok false: the caller does its work again on its own (a failed alongside command
+  // also keeps the tail from running). This default sends one stream at a time and leaves the
+  // tail and the alongside command to the caller (both false).
   virtual SendsResult send_streams(const std::vector<StreamSend>& sends, bool use_pv,
-                                   const remote::Command& tail,
+                                   const remote::Command& tail, const remote::Command& alongside,
                                    const std::function<void(std::size_t, std::uint64_t)>& on_bytes);
   // Send `mib` MiB of zeros to the target's byte counter and time it, for a link opened for a
   // measurement (DataPathSpec::measure; a migration's link refuses). Throws when the count that

@@ -67,6 +67,10 @@ public:
   virtual void vm_start(const std::string& uuid) = 0;
   // `vmadm update UUID k=v ...`.
   virtual void vm_update(const std::string& uuid, const KeyValues& kv) = 0;
+  // The vm_update above as a command, for a data link to run on this node at once with its
+  // streams (Link::send_streams' `alongside`); an empty pipeline when this node cannot have it
+  // ride along (the caller then calls vm_update).
+  virtual remote::Command vm_update_command(const std::string& uuid, const KeyValues& kv) = 0;
   // `vmadm delete`; a failure passes only when the instance is proven gone.
   virtual void vm_delete(const std::string& uuid) = 0;
   virtual std::string zone_export(const std::string& uuid) = 0;

@@ -39,6 +39,7 @@ public:
   void vm_stop(const std::string& uuid) override;
   void vm_start(const std::string& uuid) override;
   void vm_update(const std::string& uuid, const KeyValues& kv) override;
+  remote::Command vm_update_command(const std::string& uuid, const KeyValues& kv) override;
   void vm_delete(const std::string& uuid) override;
   std::string zone_export(const std::string& uuid) override;
   void zone_import(const std::string& migration_id, const std::string& uuid,

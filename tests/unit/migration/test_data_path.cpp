@@ -967,7 +967,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     f.source.on_regex("zmigrate-stream-sent", fakes::result(0, "",
                                                             "100\n300\nzmigrate-stream-sent 0\n7\n"
                                                             "zmigrate-stream-sent 1\n"));
-    const SendsResult r = path.send_streams(sends, true, tail, on_bytes);
+    const SendsResult r = path.send_streams(sends, true, tail, {}, on_bytes);
     REQUIRE(f.source.runs.size() == before + 1); // one round trip for both streams and the prune
     const std::string text = remote::render(f.source.runs.back().command);
     CHECK(text.find("zfs send zones/u1@s1 | pv -n -b -i 1 | ssh ") != std::string::npos);
@@ -986,7 +986,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     f.source.on_regex("zmigrate-stream-sent",
                       fakes::result(255, "", "zmigrate-stream-sent 0\nBroken pipe\n"));
     try {
-      path.send_streams(sends, false, tail, on_bytes);
+      path.send_streams(sends, false, tail, {}, on_bytes);
       FAIL("no throw");
     } catch (const TransientError& e) {
       CHECK(std::string(e.what()).find("send zones/u1/data to cn2") != std::string::npos);
@@ -998,13 +998,13 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
   SECTION("a marker out of turn is no proof: the stream is not counted as arrived") {
     f.source.on_regex("zmigrate-stream-sent",
                       fakes::result(1, "", "zmigrate-stream-sent 1\nzmigrate-stream-sent 0\n"));
-    CHECK_THROWS_AS(path.send_streams(sends, false, tail, on_bytes), TransientError);
+    CHECK_THROWS_AS(path.send_streams(sends, false, tail, {}, on_bytes), TransientError);
   }
   SECTION("every stream arrived, the tail failed: no throw, tail_ok false") {
     f.source.on_regex(
         "zmigrate-stream-sent",
         fakes::result(1, "", "zmigrate-stream-sent 0\nzmigrate-stream-sent 1\ndataset is busy\n"));
-    const SendsResult r = path.send_streams(sends, false, tail, on_bytes);
+    const SendsResult r = path.send_streams(sends, false, tail, {}, on_bytes);
     CHECK(r.transfers.size() == 2);
     CHECK_FALSE(r.tail_ok);
     CHECK(runs_of(f.source, scripts::kill()).empty());
@@ -1020,7 +1020,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
                                     "zmigrate-stream-bytes 1 40\nzmigrate-stream-bytes 0 100\n"
                                     "zmigrate-stream-sent 1\nzmigrate-stream-bytes 0 300\n"
                                     "zmigrate-stream-sent 0\n"));
-    const SendsResult r = path.send_streams(two, true, tail, on_bytes);
+    const SendsResult r = path.send_streams(two, true, tail, {}, on_bytes);
     REQUIRE(f.source.runs.size() == before + 1);
     const remote::Command& cmd = f.source.runs.back().command;
     CHECK(cmd.lanes_end > 0);
@@ -1042,7 +1042,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     two[1].lane = 1;
     f.source.on_regex("zmigrate-stream-sent",
                       fakes::result(255, "", "zmigrate-stream-sent 1\nConnection reset\n"));
-    CHECK_THROWS_WITH(path.send_streams(two, false, tail, on_bytes),
+    CHECK_THROWS_WITH(path.send_streams(two, false, tail, {}, on_bytes),
                       Catch::Contains("send zones/u1 to cn2") &&
                           Catch::Contains("Connection reset"));
     CHECK(runs_of(f.source, scripts::kill()).size() == 1);
@@ -1058,8 +1058,69 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
                       fakes::result(0, "",
                                     "zmigrate-stream-sent 2\nzmigrate-stream-sent 1\n"
                                     "zmigrate-stream-sent 0\n"));
-    CHECK_THROWS_WITH(path.send_streams(three, false, tail, on_bytes),
+    CHECK_THROWS_WITH(path.send_streams(three, false, tail, {}, on_bytes),
                       Catch::Contains("send zones/u1/logs to cn2"));
+  }
+  SECTION("a command alongside: a lane of its own, first, its marker says it succeeded") {
+    const remote::Command hide({"vmadm", "update", "u1", "do_not_inventory=true"});
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(0, "",
+                                    "zmigrate-stream-bytes 0 30\nzmigrate-stream-sent 0\n"
+                                    "Successfully updated VM u1\nzmigrate-alongside-done\n"
+                                    "zmigrate-stream-sent 1\n"));
+    const SendsResult r = path.send_streams(sends, true, tail, hide, on_bytes);
+    REQUIRE(f.source.runs.size() == before + 1); // still one round trip
+    const std::string text = remote::render(f.source.runs.back().command);
+    CHECK(text.rfind("vmadm update u1 do_not_inventory=true && sh -c "
+                     "'echo zmigrate-alongside-done >&2' & zm_l0=$!; sh -c ",
+                     0) == 0);
+    CHECK(text.find("(exit \"$zm_s\") && zfs release zmigrate-x zones/u1@s0") != std::string::npos);
+    CHECK(r.alongside_ok);
+    CHECK(r.tail_ok);
+    REQUIRE(r.transfers.size() == 2);
+    CHECK(r.transfers[0].bytes == 30); // counts tagged: more than one lane runs
+  }
+  SECTION("the command alongside fails: every stream arrived, it and the tail are the caller's") {
+    const remote::Command hide({"vmadm", "update", "u1", "do_not_inventory=true"});
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(1, "",
+                                    "zmigrate-stream-sent 0\nvmadm: lock busy\n"
+                                    "zmigrate-stream-sent 1\n"));
+    const SendsResult r = path.send_streams(sends, false, tail, hide, on_bytes);
+    CHECK(r.transfers.size() == 2);
+    CHECK_FALSE(r.alongside_ok);
+    CHECK_FALSE(r.tail_ok);
+    CHECK(runs_of(f.source, scripts::kill()).empty());
+    CHECK(std::any_of(f.log.warnings.begin(), f.log.warnings.end(), [](const std::string& w) {
+      return w.find("alongside them failed") != std::string::npos;
+    }));
+  }
+  SECTION("a stream fails while the command alongside succeeded: the stream is named") {
+    const remote::Command hide({"vmadm", "update", "u1", "do_not_inventory=true"});
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(255, "", "zmigrate-alongside-done\nConnection reset\n"));
+    CHECK_THROWS_WITH(path.send_streams(sends, false, tail, hide, on_bytes),
+                      Catch::Contains("send zones/u1 to cn2") &&
+                          Catch::Contains("exit status 255"));
+    CHECK(runs_of(f.source, scripts::kill()).size() == 1);
+  }
+  SECTION("the alongside marker runs through a real /bin/sh") {
+    const remote::Command hide({"vmadm", "update", "u1", "do_not_inventory=true"});
+    f.source.on_regex("zmigrate-stream-sent", fakes::ok());
+    CHECK_THROWS_AS(path.send_streams(sends, false, {}, hide, on_bytes), TransientError);
+    remote::Command cmd;
+    for (const auto& run : f.source.runs) {
+      if (run.command.lanes_end > 0) {
+        cmd = run.command;
+      }
+    }
+    REQUIRE(cmd.pipeline.size() > 1);
+    CHECK(cmd.pipeline[0] == hide.pipeline[0]);
+    zmigrate::NullLogger log;
+    remote::LocalRunner local(log);
+    const remote::Result r = local.run(remote::Command(cmd.pipeline[1]));
+    CHECK(r.exit_status == 0);
+    CHECK(r.err == "zmigrate-alongside-done\n");
   }
   SECTION("under a rate limit (per stream), one lane whatever the lanes asked") {
     DataPathSpec limited = f.path_spec("00000002");
@@ -1071,7 +1132,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     two[1].lane = 1;
     f.source.on_regex("zmigrate-stream-sent",
                       fakes::result(0, "", "zmigrate-stream-sent 0\nzmigrate-stream-sent 1\n"));
-    slow.send_streams(two, false, tail, on_bytes);
+    slow.send_streams(two, false, tail, {}, on_bytes);
     CHECK(f.source.runs.back().command.lanes_end == 0);
     CHECK(remote::render(f.source.runs.back().command).find("pv -n -b -i 1 -L 1048576") !=
           std::string::npos);
@@ -1081,7 +1142,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     std::vector<StreamSend> two = sends;
     two[1].lane = 1;
     f.source.on_regex("zmigrate-stream-sent", fakes::ok());
-    CHECK_THROWS_AS(path.send_streams(two, true, {}, on_bytes), TransientError);
+    CHECK_THROWS_AS(path.send_streams(two, true, {}, {}, on_bytes), TransientError);
     remote::Command cmd;
     for (const auto& run : f.source.runs) {
       if (run.command.lanes_end > 0) {
@@ -1108,7 +1169,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
   }
   SECTION("the markers run through a real /bin/sh; no marker, no arrival") {
     f.source.on_regex("zmigrate-stream-sent", fakes::ok()); // exit 0 without the markers
-    CHECK_THROWS_WITH(path.send_streams(sends, false, {}, on_bytes),
+    CHECK_THROWS_WITH(path.send_streams(sends, false, {}, {}, on_bytes),
                       Catch::Contains("before this stream's end marker"));
     remote::Command cmd;
     for (const auto& run : f.source.runs) {

@@ -291,6 +291,46 @@ TEST_CASE("engine: switch stops and hides the source, starts the target, points 
   CHECK(w.inv.ip_reservations.size() == 2); // reserved for the window, released after
 }
 
+TEST_CASE("engine: switch hides the source while the final delta streams; when that fails there "
+          "the hide runs on its own",
+          "[engine][switch]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  w.clock.advance(std::chrono::minutes(5)); // a presync first: it carries no hide
+  const std::string hide =
+      "vm_update " + std::string(EngineWorld::k_vm) + " do_not_inventory=true autoboot=false";
+  const auto count = [](const std::vector<std::string>& calls, const std::string& line) {
+    return std::count(calls.begin(), calls.end(), line);
+  };
+  const auto alongside = [&w] {
+    return std::count_if(w.nodes.calls.begin(), w.nodes.calls.end(), [](const std::string& c) {
+      return c.rfind("alongside vmadm update", 0) == 0;
+    });
+  };
+  SECTION("with the streams: one hide, after the stop, in the final delta's round trip") {
+    w.switch_over();
+    CHECK(alongside() == 1);
+    CHECK(count(w.cn1->calls, hide) == 1);
+    const auto stop = std::find(w.cn1->calls.begin(), w.cn1->calls.end(),
+                                "vm_stop " + std::string(EngineWorld::k_vm));
+    CHECK(std::find(w.cn1->calls.begin(), stop, hide) == stop); // not before the stop
+  }
+  SECTION("it fails there: the hide step runs it on its own") {
+    w.nodes.fail_next_alongside = true; // the presync carries none: this is the final delta's
+    w.switch_over();
+    CHECK(alongside() == 1);
+    CHECK(count(w.cn1->calls, hide) == 1);
+  }
+  SECTION("a node whose update cannot ride along hides on its own") {
+    w.cn1->ride_update = false;
+    w.switch_over();
+    CHECK(alongside() == 0);
+    CHECK(count(w.cn1->calls, hide) == 1);
+  }
+  CHECK_NONE(w.expect_switched());
+}
+
 TEST_CASE("engine: switch of a stopped instance mounts the target and leaves it stopped",
           "[engine][switch]") {
   EngineWorld w(EngineWorld::Kind::zone, false);
