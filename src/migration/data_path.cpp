@@ -927,9 +927,10 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
   for (std::size_t i = 0; i < sends.size(); ++i) {
     by_lane[m_spec.rate_limit > 0 ? 0 : sends[i].lane].push_back(i);
   }
+  // Streams in more than one lane: pv's counts say which stream they are of. (The alongside
+  // lane has no counts, only its marker.)
+  const bool concurrent = by_lane.size() > 1;
   const bool with_alongside = !alongside.pipeline.empty();
-  // More than one lane runs: pv's counts say which stream they are of.
-  const bool concurrent = by_lane.size() + (with_alongside ? 1 : 0) > 1;
   std::vector<std::size_t> lane_of(sends.size(), 0);
   std::vector<std::vector<std::size_t>> lanes;
   std::vector<remote::Command> lane_cmds;

@@ -210,6 +210,7 @@ void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::jso
     // The source is stopped: its hide runs on it while the final delta streams, instead of
     // after it inside the window. It is still undone as a hide is (put_source_back reads the
     // node) until hide_source, after the check of the target, marks the point of no return.
+    // Beside the streams it has their bound (none but an interrupt), not vm_update's 300 s.
     o.alongside = r.src().vm_update_command(r.vm.uuid, hide_values());
     o.alongside_ok = &r.hidden_alongside;
   }
@@ -217,8 +218,6 @@ void sync_once(SwitchRun& r, const std::string& label, bool final, nlohmann::jso
   d["bytes"] = s.bytes;
   if (final) {
     d["hidden_alongside"] = r.hidden_alongside;
-  }
-  if (final) {
     r.final_bytes = s.bytes;
     r.final_bytes_counted = std::all_of(s.transfers.begin(), s.transfers.end(),
                                         [](const DatasetTransfer& t) { return t.counted; });

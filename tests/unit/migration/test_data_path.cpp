@@ -1065,9 +1065,9 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     const remote::Command hide({"vmadm", "update", "u1", "do_not_inventory=true"});
     f.source.on_regex("zmigrate-stream-sent",
                       fakes::result(0, "",
-                                    "zmigrate-stream-bytes 0 30\nzmigrate-stream-sent 0\n"
+                                    "30\nzmigrate-stream-sent 0\n"
                                     "Successfully updated VM u1\nzmigrate-alongside-done\n"
-                                    "zmigrate-stream-sent 1\n"));
+                                    "2\nzmigrate-stream-sent 1\n"));
     const SendsResult r = path.send_streams(sends, true, tail, hide, on_bytes);
     REQUIRE(f.source.runs.size() == before + 1); // still one round trip
     const std::string text = remote::render(f.source.runs.back().command);
@@ -1078,7 +1078,8 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     CHECK(r.alongside_ok);
     CHECK(r.tail_ok);
     REQUIRE(r.transfers.size() == 2);
-    CHECK(r.transfers[0].bytes == 30); // counts tagged: more than one lane runs
+    CHECK(r.transfers[0].bytes == 30); // one lane of streams: pv's plain counts
+    CHECK(r.transfers[1].bytes == 2);  // vmadm's line is no count
   }
   SECTION("the command alongside fails: every stream arrived, it and the tail are the caller's") {
     const remote::Command hide({"vmadm", "update", "u1", "do_not_inventory=true"});
