@@ -328,6 +328,20 @@ TEST_CASE("engine: switch hides the source while the final delta streams; when t
     CHECK(alongside() == 0);
     CHECK(count(w.cn1->calls, hide) == 1);
   }
+  SECTION("a stream fails after the hide ran beside it: the source is visible and runs again") {
+    w.nodes.fail_next_send("injected",
+                           2); // the presync's two streams pass, the final's first fails
+    CHECK_THROWS(w.switch_over());
+    CHECK(alongside() == 1);
+    CHECK(count(w.cn1->calls, hide) == 1); // it did hide, beside the streams
+    const nlohmann::json& src = w.cn1->instances.at(EngineWorld::k_vm);
+    CHECK_FALSE(src.value("do_not_inventory", false));
+    CHECK(src.value("autoboot", false));
+    CHECK(w.cn1->running(EngineWorld::k_vm));
+    CHECK(w.record().phase == state::Phase::sync);
+    CHECK_FALSE(w.record().data["switch"].value("source_hidden", false));
+    w.switch_over(); // a retry goes through
+  }
   CHECK_NONE(w.expect_switched());
 }
 
