@@ -455,22 +455,6 @@ void prune_snapshots(Context& ctx, Node& node, const std::string& migration_id,
   ctx.log.debug("pruned migration snapshots", {{"host", node.host()}, {"snapshots", o.doomed}});
 }
 
-void hold_on_both(Ends& ends, const std::string& migration_id,
-                  const std::vector<std::string>& roots, const std::string& snapshot) {
-  const std::string tag = "zmigrate-" + migration_id;
-  auto hold = [&](Node& node) {
-    std::vector<std::string> names;
-    const DatasetTree t = node.tree(roots);
-    for (const std::string& ds : t.datasets) {
-      if (t.has(ds + "@" + snapshot)) {
-        names.push_back(ds + "@" + snapshot);
-      }
-    }
-    node.hold_all(names, tag);
-  };
-  both([&] { hold(*ends.source); }, [&] { hold(*ends.target); });
-}
-
 void check_rate_limit(Context& ctx, Node& sender) {
   if (ctx.settings.bwlimit > 0 && sender.caps().node.empty() && !sender.caps().has_pv) {
     throw PreconditionError(

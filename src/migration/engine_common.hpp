@@ -73,10 +73,6 @@ struct SyncOptions {
   bool* alongside_ok = nullptr;
 };
 
-// Hold `snapshot` (a snap name) of every dataset under the instance's roots on both nodes.
-void hold_on_both(Ends& ends, const std::string& migration_id,
-                  const std::vector<std::string>& roots, const std::string& snapshot);
-
 // Snapshot, plan, send and prune: one sync of every dataset of the instance to the target.
 // `label` names the journal steps ("sync", "switch.final_sync", "rollback.reverse_sync").
 SyncResult sync_datasets(Context& ctx, Operation& op, Ends& ends, const std::string& label,

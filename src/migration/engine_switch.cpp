@@ -346,11 +346,19 @@ void clean_up(SwitchRun& r) {
   const std::string keep = r.m().data.value("synced_snap", "");
   const std::string keep_snap = keep.substr(keep.find('@') + 1);
   const std::vector<std::string> roots = detail::instance_roots(r.m());
-  if (r.src().caps().holds || r.dst().caps().holds) {
-    detail::hold_on_both(r.ends, r.m().id, roots, keep_snap);
-  }
-  detail::prune_snapshots(r.ctx, r.src(), r.m().id, roots, keep_snap);
-  detail::prune_snapshots(r.ctx, r.dst(), r.m().id, roots, keep_snap);
+  // Per node, one read and one sequence (hold the kept snapshot, then release and destroy the
+  // older ones: prune_snapshots), both nodes at once.
+  const auto tidy = [&](Node& node) {
+    const DatasetTree t = node.tree(roots);
+    std::vector<std::string> hold;
+    for (const std::string& ds : t.datasets) {
+      if (t.has(ds + "@" + keep_snap)) {
+        hold.push_back(ds + "@" + keep_snap);
+      }
+    }
+    detail::prune_snapshots(r.ctx, node, r.m().id, roots, keep_snap, &t, hold);
+  };
+  detail::both([&] { tidy(r.src()); }, [&] { tidy(r.dst()); });
   for (const state::Artefact& a : r.ctx.store.live_artefacts(r.m().id)) {
     if (a.kind == "quota_removed") {
       r.ctx.store.mark_artefact_removed(a.id);
