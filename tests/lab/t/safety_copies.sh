@@ -108,13 +108,14 @@ zm_ok "finalize --yes web01 (target proven)" finalize --yes "$WEB"
     fail "the foreign dataset changed on cn1 after finalize"
 
 # --- 5. the hide is applied on the node but reported failed ------------------------------------
-# The update that hides the source acts, then fails (a link that drops after vmadm acted): the
+# The update that hides the source acts, then fails (a link that drops after vmadm acted), both
+# where it runs beside the final delta's streams and where the hide step runs it again: the
 # switch's undo reads the node and puts do_not_inventory and autoboot back, and starts lx01 again
 # if it ran; the migration is retryable and a rerun completes.
 on cn1 "vmadm start $LX" >/dev/null 2>&1 || true
 wait_until 20 running_now cn1 "$LX" || mt_die "start lx01 on cn1"
 AB0=$(on cn1 "vmadm get $LX" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("autoboot"))')
-on cn1 "echo do_not_inventory > /tmp/zlab-fault-update-after" || mt_die "arm the update fault"
+on cn1 "echo do_not_inventory 2 > /tmp/zlab-fault-update-after" || mt_die "arm the update fault"
 zm migrate -n cn2 "$LX"
 ((ZM_RC != 0)) && ok "the switch fails when the hide is reported failed (rc $ZM_RC)" ||
     fail "migrate lx01 with the hide fault passed"
@@ -133,6 +134,17 @@ zm_ok "abort lx01 (the source hidden behind the record's back)" abort "$LX"
 zm_ok "rerun migrate lx01 completes" migrate -n cn2 "$LX"
 [[ $(vm_state cn2 "$LX") == running && $(vm_state cn1 "$LX") == stopped ]] && ok "lx01 runs on cn2, the source is stopped" ||
     fail "after the rerun: cn1 $(vm_state cn1 "$LX"), cn2 $(vm_state cn2 "$LX")"
+# Once only, beside the streams: the hide step runs it again and the switch completes, the
+# source hidden (web01, back from cn2 to cn1).
+on cn2 "echo do_not_inventory > /tmp/zlab-fault-update-after" || mt_die "arm the update fault on cn2"
+zm_ok "migrate web01 back with the hide beside the streams failing once" migrate -n cn1 "$WEB"
+on cn2 "test -e /tmp/zlab-fault-update-after" && fail "the hide fault on cn2 never fired" ||
+    ok "the hide beside the streams failed once (the fault fired)"
+[[ $(on cn2 "vmadm get $WEB" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory", False), d.get("autoboot"), d.get("state"))') == "True False stopped" ]] &&
+    ok "web01's source on cn2 is hidden, autoboot off, stopped" ||
+    fail "web01 on cn2: $(on cn2 "vmadm get $WEB" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("do_not_inventory"), d.get("autoboot"), d.get("state"))')"
+[[ $(vm_state cn1 "$WEB") == running ]] && ok "web01 runs on cn1" || fail "web01 on cn1: $(vm_state cn1 "$WEB")"
+zm_ok "finalize --yes web01 (back on cn1)" finalize --yes "$WEB"
 
 # --- 4. a stream that would mount over the target's own files ---------------------------------
 # A dataset of min01 whose mountpoint (sent with the stream) lies outside its zonepath: the switch

@@ -2346,17 +2346,25 @@ def vmadm_update(args):
         if e is None:
             raise Fail('VM %s not found' % u)
         apply_update(e[0], payload)
-    # Lab fault (never on a real node): /tmp/zlab-fault-update-after holds a property name; an
-    # update that sets it is applied and then reported as failed, once, as when the link to the
-    # node drops after vmadm acted. The file is removed when it fires.
+    # Lab fault (never on a real node): /tmp/zlab-fault-update-after holds a property name and
+    # optionally a count (default 1); an update that sets it is applied and then reported as
+    # failed, that many times, as when the link to the node drops after vmadm acted. The file is
+    # removed when it has fired the last time.
     fault = '/tmp/zlab-fault-update-after'
     try:
         with open(fault) as f:
-            prop = f.read().strip()
+            words = f.read().split()
     except OSError:
-        prop = None
+        words = []
+    prop = words[0] if words else None
     if prop and prop in payload:
-        os.unlink(fault)
+        left = int(words[1]) if len(words) > 1 and words[1].isdigit() else 1
+        if left > 1:
+            with open(fault + '.tmp', 'w') as f:
+                f.write('%s %d\n' % (prop, left - 1))
+            os.rename(fault + '.tmp', fault)
+        else:
+            os.unlink(fault)
         raise Fail('zlab fault: update of %s applied, then reported failed' % prop, 255)
     sys.stderr.write('Successfully updated VM %s\n' % u)
     return 0
