@@ -19,6 +19,9 @@ namespace zmigrate::migration {
 
 namespace {
 
+// What the forced command writes on stderr after each receive, before the dataset's name.
+constexpr std::string_view k_received_prefix = "zmigrate-received ";
+
 // Constant scripts run as `sh -c SCRIPT sh ARG...`: values arrive as positional parameters and
 // are never spliced into shell text.
 constexpr const char* k_write_file_script =
@@ -498,34 +501,59 @@ std::optional<std::string> adoptable_path(const std::vector<state::Artefact>& li
 }
 
 std::string recv_script(const DataPathSpec& spec) {
-  std::string cases;
+  // The request is `recv DS...`: one receive after the other from the one input (a compound
+  // stream: a dataset, then the children it creates), each DS one of this migration's.
+  std::string allowed;
   for (const std::string& ds : spec.datasets) {
     const zfs::DatasetName name(ds); // validated: no quotes, spaces or metacharacters
-    cases += fmt::format("'recv {0}') ds='{0}' ;;\n", name.str());
+    allowed += fmt::format("{}'{}'", allowed.empty() ? "" : "|", name.str());
   }
+  std::string cases;
   if (spec.measure) {
     // Counts and discards: the count goes back on stdout for the sender to compare.
     cases += "'measure') wc -c; rc=$?; exit $rc ;;\n";
   }
+  if (!allowed.empty()) {
+    cases += "'recv '*) ;;\n";
+  }
   const std::string recv_flags = spec.resumable ? "-u -s" : "-u";
   const std::string reader =
       spec.watchdog ? fmt::format("mbuffer -q -s 128k -m 16M -W {} | ", spec.watchdog_s) : "";
-  // The receiver is not the script's last command: a shell that execs its last command (ksh93)
-  // would replace the `/bin/sh <dir>/recv` argv by which the kill script finds it.
+  // Split on spaces only, no globbing: every word after `recv` must be one of the names, as is.
+  // After each receive, a line on stderr names it (the sender times each stream by it and
+  // names the one that failed). The receiver is not the script's last command: a shell that
+  // execs its last command (ksh93) would replace the `/bin/sh <dir>/recv` argv by which the
+  // kill script finds it.
   return fmt::format(
       "#!/bin/sh\n"
       "# zmigrate {id}: forced command of the ephemeral data-path key.\n"
       "# Receives only into this migration's datasets; anything else is refused.\n"
       "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
+      "zm_refuse() {{ echo \"zmigrate: refused by the forced command of migration {id}\" >&2; "
+      "exit 126; }}\n"
       "case \"$SSH_ORIGINAL_COMMAND\" in\n"
       "{cases}"
-      "*) echo \"zmigrate: refused by the forced command of migration {id}\" >&2; exit 126 ;;\n"
+      "*) zm_refuse ;;\n"
       "esac\n"
-      "{reader}{zfs} recv {flags} \"$ds\"\n"
+      "set -f\n"
+      "IFS=' '\n"
+      "set -- $SSH_ORIGINAL_COMMAND\n"
+      "shift\n"
+      "[ $# -gt 0 ] || zm_refuse\n"
+      "for ds in \"$@\"; do\n"
+      "  case \"$ds\" in\n"
+      "  {allowed}) ;;\n"
+      "  *) zm_refuse ;;\n"
+      "  esac\n"
+      "done\n"
+      "{reader}{{ for ds in \"$@\"; do {zfs} recv {flags} \"$ds\" || exit; "
+      "echo \"{received}$ds\" >&2; done; }}\n"
       "rc=$?\n"
       "exit $rc\n",
-      fmt::arg("id", spec.migration_id), fmt::arg("cases", cases), fmt::arg("reader", reader),
-      fmt::arg("zfs", spec.zfs_path), fmt::arg("flags", recv_flags));
+      fmt::arg("id", spec.migration_id), fmt::arg("cases", cases),
+      fmt::arg("allowed", allowed.empty() ? std::string("''") : allowed),
+      fmt::arg("reader", reader), fmt::arg("zfs", spec.zfs_path), fmt::arg("flags", recv_flags),
+      fmt::arg("received", k_received_prefix));
 }
 
 std::string authorized_keys_line(const DataPathSpec& spec, const std::string& public_key,
@@ -621,6 +649,30 @@ remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_
   }
   remote::Argv ssh = source_ssh_argv(spec, {"recv", name.str()});
   // ControlMaster=no: use the master when it is up, connect directly when it is not.
+  ssh.insert(ssh.begin() + k_ssh_options_at, {"-o", "ControlMaster=no"});
+  cmd.pipe(ssh);
+  return cmd;
+}
+
+remote::Command compound_pipeline(const DataPathSpec& spec, const std::vector<StreamSend>& sends,
+                                  const std::vector<std::size_t>& members, bool use_pv) {
+  // The senders one after the other into one input, each with its own count; the producer is
+  // that sequence, rendered (every token quoted) as the script of one `sh -c`.
+  remote::Command inner;
+  remote::Argv request{"recv"};
+  for (const std::size_t i : members) {
+    const zfs::DatasetName name(sends[i].stream->dataset);
+    remote::Argv send{"sh", "-c", k_send_wrapper, "sh"};
+    send.insert(send.end(), sends[i].zfs_send.begin(), sends[i].zfs_send.end());
+    remote::Command one(send);
+    if (use_pv) {
+      one.pipe({"sh", "-c", k_tagged_pv, "sh", std::to_string(i)});
+    }
+    append_sequence(inner, one);
+    request.push_back(name.str());
+  }
+  remote::Command cmd({"sh", "-c", remote::render(inner)});
+  remote::Argv ssh = source_ssh_argv(spec, request);
   ssh.insert(ssh.begin() + k_ssh_options_at, {"-o", "ControlMaster=no"});
   cmd.pipe(ssh);
   return cmd;
@@ -927,9 +979,17 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
   for (std::size_t i = 0; i < sends.size(); ++i) {
     by_lane[m_spec.rate_limit > 0 ? 0 : sends[i].lane].push_back(i);
   }
-  // Streams in more than one lane: pv's counts say which stream they are of. (The alongside
-  // lane has no counts, only its marker.)
+  // Streams in more than one lane, or several in one session: pv's counts say which stream
+  // they are of. (The alongside lane has no counts, only its marker.)
   const bool concurrent = by_lane.size() > 1;
+  // A lane of several streams goes through one session (compound_pipeline); not under a rate
+  // limit, whose meter does not tag its counts.
+  const auto compound = [&](const std::vector<std::size_t>& members) {
+    return members.size() > 1 && m_spec.rate_limit == 0;
+  };
+  const bool tagged_counts =
+      concurrent || std::any_of(by_lane.begin(), by_lane.end(),
+                                [&](const auto& lane) { return compound(lane.second); });
   const bool with_alongside = !alongside.pipeline.empty();
   std::vector<std::size_t> lane_of(sends.size(), 0);
   std::vector<std::vector<std::size_t>> lanes;
@@ -943,10 +1003,18 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
   }
   for (const auto& [lane, members] : by_lane) {
     remote::Command c;
+    if (compound(members)) {
+      append_sequence(c, compound_pipeline(m_spec, sends, members, use_pv));
+    }
     for (const std::size_t i : members) {
       lane_of[i] = lanes.size();
-      append_sequence(c, send_pipeline(m_spec, sends[i].zfs_send, sends[i].stream->dataset, use_pv,
-                                       concurrent ? std::optional<std::size_t>(i) : std::nullopt));
+      if (!compound(members)) {
+        append_sequence(c, send_pipeline(m_spec, sends[i].zfs_send, sends[i].stream->dataset,
+                                         use_pv,
+                                         tagged_counts ? std::optional<std::size_t>(i)
+                                                       : std::nullopt));
+      }
+      // After a compound session, a marker for each of its streams: its status is theirs.
       append_sequence(c, remote::Command({"sh", "-c", k_stream_marker, "sh", std::to_string(i)}));
     }
     lanes.push_back(members);
@@ -958,6 +1026,10 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
   const bool counts = pipeline_counts(m_spec, use_pv);
   out.transfers.resize(sends.size());
   std::vector<bool> arrived(sends.size(), false);
+  // What the forced command said it received (k_received_prefix), and when: times each stream
+  // of a compound session, and names the one that failed.
+  std::vector<bool> received(sends.size(), false);
+  std::vector<decltype(m_ctx.clock.now())> received_at(sends.size());
   std::size_t n_arrived = 0;
   std::vector<std::size_t> next_in_lane(lanes.size(), 0); // position of each lane's next stream
   std::string errors;
@@ -982,13 +1054,26 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
             ? parse_pv_line(l.substr(k_marker_prefix.size()))
             : std::nullopt;
     const std::size_t i = marked ? static_cast<std::size_t>(*marked) : sends.size();
+    const std::string_view got = l.substr(0, k_received_prefix.size()) == k_received_prefix
+                                     ? l.substr(k_received_prefix.size())
+                                     : std::string_view();
+    // The first stream into that dataset not yet received, in the order of the sends.
+    std::size_t into = sends.size();
+    for (std::size_t k = 0; !got.empty() && k < sends.size() && into == sends.size(); ++k) {
+      if (!received[k] && !arrived[k] && sends[k].stream->dataset == got) {
+        into = k;
+      }
+    }
     if (with_alongside && l == k_alongside_done) {
       out.alongside_ok = true;
+    } else if (into < sends.size()) {
+      received[into] = true;
+      received_at[into] = m_ctx.clock.now();
     } else if (i < sends.size() && !arrived[i] &&
                lanes[lane_of[i]][next_in_lane[lane_of[i]]] == i) {
-      // In turn within its lane: the stream arrived.
+      // In turn within its lane: the stream arrived (received when the target said so).
       const std::size_t lane = lane_of[i];
-      const auto now = m_ctx.clock.now();
+      const auto now = received[i] ? received_at[i] : m_ctx.clock.now();
       out.transfers[i].duration =
           std::chrono::duration_cast<std::chrono::milliseconds>(now - since[lane]);
       since[lane] = now;
@@ -998,11 +1083,12 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
       if (!concurrent) {
         errors.clear(); // what a stream that arrived said is not the next one's error
       }
-    } else if (auto tagged = counts && concurrent ? parse_tagged_count(l) : std::nullopt;
+    } else if (auto tagged = counts && tagged_counts ? parse_tagged_count(l) : std::nullopt;
                tagged && tagged->first < sends.size() && !arrived[tagged->first]) {
       count(tagged->first, tagged->second);
-    } else if (auto n = counts && !concurrent && n_arrived < sends.size() ? parse_pv_line(line)
-                                                                          : std::nullopt) {
+    } else if (auto n = counts && !tagged_counts && n_arrived < sends.size()
+                            ? parse_pv_line(line)
+                            : std::nullopt) {
       count(lanes[0][next_in_lane[0]], *n);
     } else {
       errors.append(line);
@@ -1021,8 +1107,18 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
     if (r.ok()) {
       errors += "the source's command ended before this stream's end marker\n";
     }
-    const std::size_t first = static_cast<std::size_t>(
-        std::find(arrived.begin(), arrived.end(), false) - arrived.begin());
+    // The first stream neither arrived nor received (one received in a compound session whose
+    // later stream failed is not the one to name).
+    std::size_t first = sends.size();
+    for (std::size_t k = 0; k < sends.size() && first == sends.size(); ++k) {
+      if (!arrived[k] && !received[k]) {
+        first = k;
+      }
+    }
+    if (first == sends.size()) {
+      first = static_cast<std::size_t>(std::find(arrived.begin(), arrived.end(), false) -
+                                       arrived.begin());
+    }
     throw send_failure(sends[first].stream->dataset, r.exit_status, errors);
   }
   out.tail_ok = !tail.pipeline.empty() && r.ok();

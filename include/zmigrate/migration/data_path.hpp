@@ -124,6 +124,14 @@ const std::string& throttle_script();
 remote::Command send_pipeline(const DataPathSpec& spec, const remote::Argv& zfs_send,
                               const std::string& dataset, bool use_pv,
                               std::optional<std::size_t> tag = std::nullopt);
+// Several streams of one lane (sends[i] for each i of `members`, in order: a dataset, then the
+// children it creates, or one dataset's streams one after the other) through one ssh session:
+// `sh -c '<send 1 [| tagged pv]> && <send 2 ...>' | ssh ... recv DS1 DS2`, the forced command
+// receiving them one after the other from the one input. One session and one forced command
+// instead of one per stream, and each sender starts while the receive before it finishes. Not
+// with a rate limit (its meter's counts are untagged). With `use_pv`, counts are tagged by i.
+remote::Command compound_pipeline(const DataPathSpec& spec, const std::vector<StreamSend>& sends,
+                                  const std::vector<std::size_t>& members, bool use_pv);
 // Parses a `zmigrate-stream-bytes TAG N` line of a tagged pipeline: {TAG, N}.
 std::optional<std::pair<std::size_t, std::uint64_t>> parse_tagged_count(std::string_view line);
 // The measurement pipeline run on the source: `mib` MiB of zeros from dd into ssh ... measure.

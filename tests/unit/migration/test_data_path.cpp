@@ -45,10 +45,11 @@ DataPathSpec spec() {
 
 TEST_CASE("migration::recv_script", "[migration]") {
   const std::string script = recv_script(spec());
-  CHECK(script.find("'recv zones/u1') ds='zones/u1' ;;") != std::string::npos);
-  CHECK(script.find("'recv zones/u1-disk0') ds='zones/u1-disk0' ;;") != std::string::npos);
-  CHECK(script.find("*) echo") != std::string::npos);
-  CHECK(script.find("/usr/sbin/zfs recv -u \"$ds\"") != std::string::npos);
+  CHECK(script.find("'recv '*) ;;") != std::string::npos);
+  CHECK(script.find("  'zones/u1'|'zones/u1/data'|'zones/u1-disk0') ;;") != std::string::npos);
+  CHECK(script.find("*) zm_refuse ;;") != std::string::npos);
+  CHECK(script.find("set -f\n") != std::string::npos);
+  CHECK(script.find("/usr/sbin/zfs recv -u \"$ds\" || exit;") != std::string::npos);
   SECTION("resumable receives and the stall watchdog when the target has them") {
     DataPathSpec s = spec();
     s.resumable = true;
@@ -548,6 +549,60 @@ TEST_CASE("data path scripts: the kill script ends a stale receiver and sender",
   }
 }
 
+TEST_CASE("data path scripts: the forced command receives its datasets one after the other "
+          "from one input, and refuses anything else",
+          "[data_path]") {
+  for (const std::string& shell : shells()) {
+    DYNAMIC_SECTION(shell) {
+      Scratch sc;
+      fs::create_directories(sc.dir());
+      // A receiver that reads one line of its input, as `zfs recv` reads exactly its stream.
+      const fs::path log = sc.root / "zfs.log";
+      sc.shim("zfs", "IFS= read -r line; echo \"$*: $line\" >> " + log.string() +
+                         "; case \"$line\" in bad*) exit 3 ;; esac");
+      DataPathSpec s = spec();
+      s.zfs_path = (sc.root / "bin" / "zfs").string();
+      spit(sc.dir() / "recv", recv_script(s));
+      NullLogger nlog;
+      remote::LocalRunner runner(nlog);
+      const auto forced = [&](const std::string& request, const std::string& input) {
+        fs::remove(log);
+        remote::RunOptions opts;
+        opts.timeout = std::chrono::seconds(60);
+        opts.stdin_data = input;
+        return runner.run(remote::Command({"env", "SSH_ORIGINAL_COMMAND=" + request,
+                                           "PATH=" + (sc.root / "bin").string() + ":/usr/bin:/bin",
+                                           shell, (sc.dir() / "recv").string()}),
+                          opts);
+      };
+      const auto zfs_log = [&] { return fs::exists(log) ? slurp(log) : std::string(); };
+
+      remote::Result r = forced("recv zones/u1 zones/u1/data", "first\nsecond\n");
+      CHECK(r.ok());
+      CHECK(zfs_log() == "recv -u zones/u1: first\nrecv -u zones/u1/data: second\n");
+      CHECK(r.err == "zmigrate-received zones/u1\nzmigrate-received zones/u1/data\n");
+      r = forced("recv zones/u1-disk0", "one\n");
+      CHECK(r.ok());
+      CHECK(zfs_log() == "recv -u zones/u1-disk0: one\n");
+      // The first receive that fails ends it, with its status; the next one never starts.
+      r = forced("recv zones/u1 zones/u1/data", "bad\nsecond\n");
+      CHECK(r.exit_status == 3);
+      CHECK(zfs_log() == "recv -u zones/u1: bad\n");
+      CHECK(r.err.find("zmigrate-received") == std::string::npos);
+      // Refused (126), nothing received: any word not one of the datasets, as is.
+      for (const std::string bad :
+           {"recv", "recv ", "recv zones/u1 zones/u2", "recv zones/u1;touch /tmp/zm",
+            "recv zones/*", "recv zones/u1/data/..", "measure", "zfs recv zones/u1",
+            "recv zones/u1 -F", "recvzones/u1", "recv\tzones/u1 zones/x"}) {
+        CAPTURE(bad);
+        r = forced(bad, "x\n");
+        CHECK(r.exit_status == 126);
+        CHECK(zfs_log().empty());
+      }
+    }
+  }
+}
+
 TEST_CASE("data path scripts: a measurement's forced command counts and keeps nothing",
           "[data_path]") {
   for (const std::string& shell : shells()) {
@@ -963,16 +1018,30 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
   std::vector<std::pair<std::size_t, std::uint64_t>> seen;
   const auto on_bytes = [&](std::size_t i, std::uint64_t n) { seen.emplace_back(i, n); };
 
-  SECTION("everything arrives: per-stream counts, the tail ran") {
-    f.source.on_regex("zmigrate-stream-sent", fakes::result(0, "",
-                                                            "100\n300\nzmigrate-stream-sent 0\n7\n"
-                                                            "zmigrate-stream-sent 1\n"));
+  SECTION("everything arrives: one session for the lane, per-stream counts, the tail ran") {
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(0, "",
+                                    "zmigrate-stream-bytes 0 100\nzmigrate-stream-bytes 0 300\n"
+                                    "zmigrate-received zones/u1\nzmigrate-stream-bytes 1 7\n"
+                                    "zmigrate-received zones/u1/data\n"
+                                    "zmigrate-stream-sent 0\nzmigrate-stream-sent 1\n"));
     const SendsResult r = path.send_streams(sends, true, tail, {}, on_bytes);
     REQUIRE(f.source.runs.size() == before + 1); // one round trip for both streams and the prune
-    const std::string text = remote::render(f.source.runs.back().command);
-    CHECK(text.find("zfs send zones/u1@s1 | pv -n -b -i 1 | ssh ") != std::string::npos);
-    CHECK(text.find(" recv zones/u1 && sh -c ") != std::string::npos);
-    CHECK(text.find(" recv zones/u1/data && sh -c ") != std::string::npos);
+    const remote::Command& cmd = f.source.runs.back().command;
+    // The producer (both senders, one after the other), then one ssh for both receives.
+    REQUIRE(cmd.pipeline.size() >= 2);
+    CHECK(cmd.pipeline[0].size() == 3);
+    CHECK(cmd.pipeline[0][0] == "sh");
+    const std::string producer = cmd.pipeline[0][2];
+    const std::size_t first = producer.find("zfs send zones/u1@s1 | sh -c ");
+    const std::size_t second = producer.find(" && sh -c ");
+    CHECK(first != std::string::npos);
+    CHECK(second != std::string::npos);
+    CHECK(producer.find("zfs send zones/u1/data@s1 | sh -c ") > second);
+    const std::string text = remote::render(cmd);
+    CHECK(text.find(" recv zones/u1 zones/u1/data && sh -c ") != std::string::npos);
+    CHECK(text.find(" recv zones/u1 && ") == std::string::npos); // not a session apiece
+    CHECK(text.find("sh 0 && sh -c ") != std::string::npos);      // a marker for each
     CHECK(text.find("sh 1 && zfs release zmigrate-x zones/u1@s0 && zfs destroy -r zones/u1@s0") !=
           std::string::npos);
     REQUIRE(r.transfers.size() == 2);
@@ -982,9 +1051,16 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     CHECK(r.tail_ok);
     CHECK(seen == std::vector<std::pair<std::size_t, std::uint64_t>>{{0, 100}, {0, 300}, {1, 7}});
   }
+  SECTION("the first stream of a session fails: its dataset is named") {
+    f.source.on_regex("zmigrate-stream-sent",
+                      fakes::result(1, "", "cannot receive new filesystem stream\n"));
+    CHECK_THROWS_WITH(path.send_streams(sends, false, tail, {}, on_bytes),
+                      Catch::Contains("send zones/u1 to cn2") &&
+                          Catch::Contains("cannot receive new filesystem stream"));
+  }
   SECTION("the second stream fails: its dataset is named, the path's processes end") {
     f.source.on_regex("zmigrate-stream-sent",
-                      fakes::result(255, "", "zmigrate-stream-sent 0\nBroken pipe\n"));
+                      fakes::result(255, "", "zmigrate-received zones/u1\nBroken pipe\n"));
     try {
       path.send_streams(sends, false, tail, {}, on_bytes);
       FAIL("no throw");
@@ -1065,9 +1141,10 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     const remote::Command hide({"vmadm", "update", "u1", "do_not_inventory=true"});
     f.source.on_regex("zmigrate-stream-sent",
                       fakes::result(0, "",
-                                    "30\nzmigrate-stream-sent 0\n"
+                                    "zmigrate-stream-bytes 0 30\n"
                                     "Successfully updated VM u1\nzmigrate-alongside-done\n"
-                                    "2\nzmigrate-stream-sent 1\n"));
+                                    "zmigrate-stream-bytes 1 2\n"
+                                    "zmigrate-stream-sent 0\nzmigrate-stream-sent 1\n"));
     const SendsResult r = path.send_streams(sends, true, tail, hide, on_bytes);
     REQUIRE(f.source.runs.size() == before + 1); // still one round trip
     const std::string text = remote::render(f.source.runs.back().command);
@@ -1078,7 +1155,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     CHECK(r.alongside_ok);
     CHECK(r.tail_ok);
     REQUIRE(r.transfers.size() == 2);
-    CHECK(r.transfers[0].bytes == 30); // one lane of streams: pv's plain counts
+    CHECK(r.transfers[0].bytes == 30); // one session of two streams: tagged counts
     CHECK(r.transfers[1].bytes == 2);  // vmadm's line is no count
   }
   SECTION("the command alongside fails: every stream arrived, it and the tail are the caller's") {
