@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <charconv>
 #include <ctime>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -319,39 +320,74 @@ std::vector<PathRows> paths_of(const std::vector<state::Artefact>& rows) {
 
 // One path's cleanup command; marks what it removed. Never throws for a failing or unreachable
 // node: warns and leaves the rows live.
-void clean_path(Context& ctx, remote::Runner& runner, const PathRows& p,
-                const std::string& migration_dir) {
-  if (!p.key_rows.empty() && p.line.empty()) {
-    // Rows of a zmigrate older than the exact-line ledger: only the marker is known, and a
-    // marker match could take an operator's line with it. Leave it to the operator.
-    ctx.log.warn("data path: the ledger does not hold the exact authorized_keys line of this "
-                 "key; remove the line ending in the migration's zmigrate-ephemeral- marker "
-                 "by hand, then run the command again",
-                 {{"host", runner.host()}, {"file", p.keys_file}});
+// What the cleanup of one path on one node did: its remote part runs without the store, the
+// reporter or the log, so both nodes' parts can run at once; apply_cleaned() records it.
+struct Cleaned {
+  PathRows path;
+  bool do_key = false;
+  bool ran = false;
+  remote::Result result;
+  std::string unreachable; // the error when the node could not be asked
+};
+
+std::vector<Cleaned> clean_remote(remote::Runner& runner, const std::vector<PathRows>& paths,
+                                  const std::string& migration_dir) {
+  std::vector<Cleaned> out;
+  for (const PathRows& p : paths) {
+    Cleaned c;
+    c.path = p;
+    c.do_key = !p.key_rows.empty() && !p.line.empty();
+    if (!p.dir_rows.empty() || c.do_key) {
+      try {
+        remote::RunOptions opts;
+        opts.timeout = std::chrono::seconds(90); // the lock alone may take 30 s
+        remote::Command cmd({"sh", "-c", scripts::cleanup(), "sh", p.dir,
+                             c.do_key ? p.keys_file : std::string(), k_keys_lock_dir,
+                             c.do_key ? p.line : std::string(), p.joined ? "1" : "0",
+                             migration_dir});
+        cmd.redact_token(0, 7); // the public key: not secret, but kept out of logs as before
+        c.result = runner.run(cmd, opts);
+        c.ran = true;
+      } catch (const Error& e) {
+        c.unreachable = e.what();
+      }
+    }
+    out.push_back(std::move(c));
   }
-  const bool do_key = !p.key_rows.empty() && !p.line.empty();
-  if (p.dir_rows.empty() && !do_key) {
-    return;
-  }
-  try {
-    remote::RunOptions opts;
-    opts.timeout = std::chrono::seconds(90); // the lock alone may take 30 s
-    remote::Command cmd({"sh", "-c", scripts::cleanup(), "sh", p.dir,
-                         do_key ? p.keys_file : std::string(), k_keys_lock_dir,
-                         do_key ? p.line : std::string(), p.joined ? "1" : "0", migration_dir});
-    cmd.redact_token(0, 7); // the public key: not secret, but kept out of logs as before
-    const remote::Result r = runner.run(cmd, opts);
+  return out;
+}
+
+void apply_cleaned(Context& ctx, const remote::Runner& runner, const std::vector<Cleaned>& done) {
+  for (const Cleaned& c : done) {
+    const PathRows& p = c.path;
+    if (!p.key_rows.empty() && p.line.empty()) {
+      // Rows of a zmigrate older than the exact-line ledger: only the marker is known, and a
+      // marker match could take an operator's line with it. Leave it to the operator.
+      ctx.log.warn("data path: the ledger does not hold the exact authorized_keys line of this "
+                   "key; remove the line ending in the migration's zmigrate-ephemeral- marker "
+                   "by hand, then run the command again",
+                   {{"host", runner.host()}, {"file", p.keys_file}});
+    }
+    if (!c.unreachable.empty()) {
+      ctx.log.warn("data path: node unreachable during cleanup; will retry next command",
+                   {{"host", runner.host()}, {"error", c.unreachable}});
+      continue;
+    }
+    if (!c.ran) {
+      continue;
+    }
+    const remote::Result& r = c.result;
     if (r.ok() || r.exit_status == 3) {
       for (std::int64_t row : p.dir_rows) {
         ctx.store.mark_artefact_removed(row);
       }
     }
-    if (r.ok() && do_key) {
+    if (r.ok() && c.do_key) {
       for (std::int64_t row : p.key_rows) {
         ctx.store.mark_artefact_removed(row);
       }
     }
-    if (r.exit_status == 3 && do_key) {
+    if (r.exit_status == 3 && c.do_key) {
       ctx.reporter.note(fmt::format(
           "{}: the ephemeral key line was NOT removed from {} (the file is left untouched: "
           "{}); the key only runs this migration's receiver from its source and expires "
@@ -369,19 +405,40 @@ void clean_path(Context& ctx, remote::Runner& runner, const PathRows& p,
                     {"exit_status", r.exit_status},
                     {"err", r.err}});
     }
-  } catch (const Error& e) {
-    ctx.log.warn("data path: node unreachable during cleanup; will retry next command",
-                 {{"host", runner.host()}, {"error", e.what()}});
   }
 }
 
-// Runs the cleanup of each path of `rows` on `runner`, marking what it removed. Never throws
-// for a failing or unreachable node: warns and leaves the rows live.
+// Runs the cleanup of each path of each node's rows, marking what it removed: the two nodes'
+// commands at once (each runner has its own session), then the ledger, here. Never throws for
+// a failing or unreachable node: warns and leaves the rows live.
 // `migration_dir` (when not empty) goes as well: the migration's own dir (zone config files).
-void clean_node(Context& ctx, remote::Runner& runner, const std::vector<state::Artefact>& rows,
-                const std::string& migration_dir = "") {
-  for (const PathRows& p : paths_of(rows)) {
-    clean_path(ctx, runner, p, migration_dir);
+void clean_nodes(Context& ctx,
+                 const std::vector<std::pair<remote::Runner*, std::vector<state::Artefact>>>& jobs,
+                 const std::string& migration_dir = "") {
+  std::vector<std::vector<PathRows>> paths;
+  for (const auto& job : jobs) {
+    paths.push_back(paths_of(job.second));
+  }
+  std::vector<std::vector<Cleaned>> done(jobs.size());
+  const bool at_once =
+      jobs.size() == 2 && jobs[0].first != jobs[1].first && !paths[0].empty() && !paths[1].empty();
+  if (at_once) {
+    auto second = std::async(std::launch::async,
+                             [&] { return clean_remote(*jobs[1].first, paths[1], migration_dir); });
+    try {
+      done[0] = clean_remote(*jobs[0].first, paths[0], migration_dir);
+    } catch (...) {
+      second.wait();
+      throw;
+    }
+    done[1] = second.get();
+  } else {
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      done[i] = clean_remote(*jobs[i].first, paths[i], migration_dir);
+    }
+  }
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    apply_cleaned(ctx, *jobs[i].first, done[i]);
   }
 }
 
@@ -1009,10 +1066,9 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
     for (const std::size_t i : members) {
       lane_of[i] = lanes.size();
       if (!compound(members)) {
-        append_sequence(c, send_pipeline(m_spec, sends[i].zfs_send, sends[i].stream->dataset,
-                                         use_pv,
-                                         tagged_counts ? std::optional<std::size_t>(i)
-                                                       : std::nullopt));
+        append_sequence(
+            c, send_pipeline(m_spec, sends[i].zfs_send, sends[i].stream->dataset, use_pv,
+                             tagged_counts ? std::optional<std::size_t>(i) : std::nullopt));
       }
       // After a compound session, a marker for each of its streams: its status is theirs.
       append_sequence(c, remote::Command({"sh", "-c", k_stream_marker, "sh", std::to_string(i)}));
@@ -1086,9 +1142,8 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
     } else if (auto tagged = counts && tagged_counts ? parse_tagged_count(l) : std::nullopt;
                tagged && tagged->first < sends.size() && !arrived[tagged->first]) {
       count(tagged->first, tagged->second);
-    } else if (auto n = counts && !tagged_counts && n_arrived < sends.size()
-                            ? parse_pv_line(line)
-                            : std::nullopt) {
+    } else if (auto n = counts && !tagged_counts && n_arrived < sends.size() ? parse_pv_line(line)
+                                                                             : std::nullopt) {
       count(lanes[0][next_in_lane[0]], *n);
     } else {
       errors.append(line);
@@ -1196,6 +1251,7 @@ void DataPath::close() {
   set_path_open(m_spec.path_id, false);
   // Exactly this path's rows (the ones still live), one command per node.
   const std::vector<state::Artefact> live = m_ctx.store.live_artefacts(m_spec.migration_id);
+  std::vector<std::pair<remote::Runner*, std::vector<state::Artefact>>> jobs;
   for (remote::Runner* runner : {&m_source, &m_target}) {
     std::vector<state::Artefact> mine;
     for (const state::Artefact& a : live) {
@@ -1204,8 +1260,9 @@ void DataPath::close() {
         mine.push_back(a);
       }
     }
-    clean_node(m_ctx, *runner, mine);
+    jobs.emplace_back(runner, std::move(mine));
   }
+  clean_nodes(m_ctx, jobs);
   m_artefacts.clear();
 }
 
@@ -1232,6 +1289,7 @@ void DataPath::remove_leftovers(Context& ctx, const std::string& migration_id,
                                 remote::Runner& source, remote::Runner& target, Leftovers which) {
   const std::vector<state::Artefact> live = ctx.store.live_artefacts(migration_id);
   // One command per path per node, whatever it holds.
+  std::vector<std::pair<remote::Runner*, std::vector<state::Artefact>>> jobs;
   for (remote::Runner* runner : {&source, &target}) {
     if (runner == &target && &target == &source) {
       break;
@@ -1251,8 +1309,9 @@ void DataPath::remove_leftovers(Context& ctx, const std::string& migration_id,
       }
       mine.push_back(a);
     }
-    clean_node(ctx, *runner, mine, private_dir(migration_id));
+    jobs.emplace_back(runner, std::move(mine));
   }
+  clean_nodes(ctx, jobs, private_dir(migration_id));
 }
 
 } // namespace zmigrate::migration

@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <spawn.h>
 #include <sstream>
 #include <sys/stat.h>
@@ -801,6 +802,32 @@ TEST_CASE("migration::DataPath records the exact line and removes only it", "[da
     }
     CHECK(f.live().empty());
   }
+  SECTION("close cleans both nodes at once; the ledger after both") {
+    // The source's cleanup waits for the target's to start: it returns only when both run at
+    // once (a deadline, not a sleep, for a close that would ask one after the other).
+    std::promise<void> target_started;
+    std::shared_future<void> started = target_started.get_future().share();
+    f.target.on_handler([&](const remote::Command& cmd, const remote::RunOptions&) {
+      if (!is_script(cmd, scripts::cleanup())) {
+        return std::optional<remote::Result>();
+      }
+      target_started.set_value();
+      return std::optional(fakes::ok());
+    });
+    bool overlapped = false;
+    f.source.on_handler([&](const remote::Command& cmd, const remote::RunOptions&) {
+      if (!is_script(cmd, scripts::cleanup())) {
+        return std::optional<remote::Result>();
+      }
+      overlapped = started.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+      return std::optional(fakes::ok());
+    });
+    path.close();
+    CHECK(overlapped);
+    CHECK(runs_of(f.source, scripts::cleanup()).size() == 1);
+    CHECK(runs_of(f.target, scripts::cleanup()).size() == 1);
+    CHECK(f.live().empty());
+  }
   SECTION("a refused cleanup keeps the key row live and warns; the next command retries") {
     f.target.on_handler(
         [](const remote::Command& cmd, const remote::RunOptions&) {
@@ -1041,7 +1068,7 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     const std::string text = remote::render(cmd);
     CHECK(text.find(" recv zones/u1 zones/u1/data && sh -c ") != std::string::npos);
     CHECK(text.find(" recv zones/u1 && ") == std::string::npos); // not a session apiece
-    CHECK(text.find("sh 0 && sh -c ") != std::string::npos);      // a marker for each
+    CHECK(text.find("sh 0 && sh -c ") != std::string::npos);     // a marker for each
     CHECK(text.find("sh 1 && zfs release zmigrate-x zones/u1@s0 && zfs destroy -r zones/u1@s0") !=
           std::string::npos);
     REQUIRE(r.transfers.size() == 2);
