@@ -963,10 +963,10 @@ void put_vmapi_server(Context& ctx, const inventory::Vm& vm, const std::string& 
 }
 
 void wait_vmapi(Context& ctx, const std::string& vm_uuid, const std::string& server_uuid,
-                const std::string& state) {
+                const std::string& state, const std::atomic<bool>* cancel) {
   const auto deadline = ctx.clock.now() + std::chrono::seconds(60);
   std::string seen;
-  while (true) {
+  while (cancel == nullptr || !cancel->load()) {
     const std::optional<inventory::Vm> vm = ctx.inventory.find_vm(vm_uuid, true);
     if (vm && vm->server_uuid == server_uuid && (state.empty() || vm->state == state)) {
       return;

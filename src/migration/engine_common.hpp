@@ -9,6 +9,7 @@
 #include <zmigrate/migration/node.hpp>
 #include <zmigrate/migration/operation.hpp>
 
+#include <atomic>
 #include <exception>
 #include <functional>
 #include <future>
@@ -153,8 +154,10 @@ void reserve_ips(Context& ctx, Operation& op, const inventory::Vm& vm);
 void unreserve_ips(Context& ctx, Operation& op);
 
 // Wait until VMAPI shows the instance on `server_uuid` with `state` (or any state when empty).
+// With `cancel`, it returns early (without an answer) once *cancel is set: for a wait run
+// beside other steps whose command failed meanwhile.
 void wait_vmapi(Context& ctx, const std::string& vm_uuid, const std::string& server_uuid,
-                const std::string& state);
+                const std::string& state, const std::atomic<bool>* cancel = nullptr);
 
 // Tell VMAPI the instance now lives on `server_uuid` (PUT /vms/:uuid as vm-agent does), from
 // the instance as VMAPI has it now (`current`, or read here when not given), never from the

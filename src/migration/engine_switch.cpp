@@ -25,6 +25,8 @@
 #include <zmigrate/zfs/names.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <future>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -51,6 +53,18 @@ struct SwitchRun {
   std::string vmapi_failed;         // why update_vmapi could not tell VMAPI
   bool final_bytes_counted = false; // the final delta's bytes counted (pv), not estimated
   bool hidden_alongside = false;    // the hide ran on the source with the final delta's streams
+  // The wait for VMAPI to show the instance on the target, run beside the steps after the
+  // promotion (only the inventory and the clock on its thread: nothing else uses them then).
+  std::future<void> vmapi_wait;
+  std::atomic<bool> vmapi_wait_cancel{false};
+
+  ~SwitchRun() {
+    // A step failed while it ran: it ends at its next look, and this command with it.
+    vmapi_wait_cancel = true;
+    if (vmapi_wait.valid()) {
+      vmapi_wait.wait();
+    }
+  }
 
   state::Migration& m() { return op.record(); }
   nlohmann::json& sw() { return op.record().data["switch"]; }
@@ -308,6 +322,30 @@ void retry_vmapi(SwitchRun& r) {
   }
 }
 
+// What wait_vmapi waits for: VMAPI told (again, when the window's update failed), then showing
+// the instance on the target after the target's vm-agent reported it.
+void confirm_vmapi(SwitchRun& r, const std::atomic<bool>* cancel) {
+  retry_vmapi(r);
+  detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.target_server.uuid,
+                     r.plan.was_running ? "running" : "stopped", cancel);
+}
+
+// Started once the target is promoted (visible: its vm-agent reports it from now on), on a
+// thread of its own, while the steps on the nodes go on; the wait_vmapi step takes its answer.
+void start_vmapi_wait(SwitchRun& r) {
+  r.vmapi_wait = std::async(std::launch::async, [&r] { confirm_vmapi(r, &r.vmapi_wait_cancel); });
+}
+
+// The answer of the wait started beside the steps, or (a rerun that found the promotion done)
+// the whole wait, here.
+void finish_vmapi_wait(SwitchRun& r) {
+  if (r.vmapi_wait.valid()) {
+    r.vmapi_wait.get(); // rethrows what the wait threw
+  } else {
+    confirm_vmapi(r, nullptr);
+  }
+}
+
 // The cores dataset is not synced (as Triton); the target gets its own, mounted where the
 // source's was, created after the start so it lands inside the mounted zone root.
 void create_cores(SwitchRun& r, nlohmann::json& d) {
@@ -438,6 +476,7 @@ std::vector<Step> forward_steps(SwitchRun& r) {
       {"promote_target", "promoting the migrated instance",
        [&r, autoboot](auto&) {
          r.dst().vm_update(r.vm.uuid, {{"do_not_inventory", "false"}, {"autoboot", autoboot}});
+         start_vmapi_wait(r);
        }},
       // Received unmounted; a stopped instance still has its zone root mounted on SmartOS
       // (the zone's config lives there), so mount what start would have mounted.
@@ -448,13 +487,6 @@ std::vector<Step> forward_steps(SwitchRun& r) {
        W::outside,
        &p.mount_target},
       {"create_cores", "", [&r](auto& d) { create_cores(r, d); }},
-      {"wait_vmapi", "waiting for VMAPI to show the instance on the target",
-       [&r](auto&) {
-         retry_vmapi(r);
-         detail::wait_vmapi(r.ctx, r.vm.uuid, r.ends.target_server.uuid,
-                            r.plan.was_running ? "running" : "stopped");
-       }},
-      {"unreserve_ips", "", [&r](auto&) { detail::unreserve_ips(r.ctx, r.op); }},
       {"restore_quota",
        "restoring the instance's quota",
        [&r](auto& d) { restore_quota(r, d); },
@@ -468,6 +500,11 @@ std::vector<Step> forward_steps(SwitchRun& r) {
        W::outside,
        &p.protect},
       {"cleanup", "", [&r](auto&) { clean_up(r); }},
+      // Its wait ran beside the steps since the promotion; VMAPI knows the instance on the
+      // target before its IP reservations go.
+      {"wait_vmapi", "waiting for VMAPI to show the instance on the target",
+       [&r](auto&) { finish_vmapi_wait(r); }},
+      {"unreserve_ips", "", [&r](auto&) { detail::unreserve_ips(r.ctx, r.op); }},
   };
 }
 
@@ -520,8 +557,9 @@ SwitchResult switch_over(Context& ctx, const std::string& vm_uuid) {
   if (!m.data.contains("switch")) {
     m.data["switch"] = nlohmann::json::object();
   }
-  SwitchRun r{ctx, op,   detail::open_ends(ctx, m), detail::recorded_vm(m), {}, {}, {}, {}, {}, 0,
-              {},  false};
+  SwitchRun r{
+      ctx, op, detail::open_ends(ctx, m), detail::recorded_vm(m), {}, {}, {}, {}, {}, 0, {}, false,
+      {},  {}};
   r.plan = plan_switch(m.data, r.vm, "", false); // the rest is decided in prepare
   if (r.plan.before_hide && ctx.nodes.kept_link == nullptr) {
     // A path the last sync parked stays for open_link to adopt (the clean_up step removes it).

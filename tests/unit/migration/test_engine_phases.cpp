@@ -11,8 +11,11 @@
 #include <zmigrate/util/interrupt.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -289,6 +292,60 @@ TEST_CASE("engine: switch stops and hides the source, starts the target, points 
   CHECK_FALSE(w.cn1->find_snapshot(w.root() + "@" + snap)->holds.empty());
   CHECK_FALSE(w.cn2->find_snapshot(w.root() + "@" + snap)->holds.empty());
   CHECK(w.inv.ip_reservations.size() == 2); // reserved for the window, released after
+}
+
+TEST_CASE("engine: switch waits for VMAPI beside the steps after the promotion, and unreserves "
+          "the IPs after it",
+          "[engine][switch]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  // A rendezvous: the cleanup's read of the target (the last step on the nodes, after the
+  // promotion) and VMAPI's sync=true read each wait until the other has begun. Both go on only
+  // when they run at once; a switch that waited first, or after the cleanup, runs into the
+  // deadline (real time: they are on two threads) and fails the checks below.
+  const auto until = [](const std::atomic<bool>& flag) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!flag.load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return flag.load();
+  };
+  std::atomic<bool> promoted{false};
+  std::atomic<bool> cleanup_reading{false};
+  std::atomic<bool> vmapi_reading{false};
+  std::atomic<bool> cleanup_saw_vmapi{false};
+  std::atomic<bool> vmapi_saw_cleanup{false};
+  w.cn2->gate = [&](const std::string& line) {
+    if (line.rfind("vm_update ", 0) == 0 &&
+        line.find("do_not_inventory=false") != std::string::npos) {
+      promoted = true;
+    } else if (promoted && line.rfind("tree ", 0) == 0 && !cleanup_reading) {
+      cleanup_reading = true;
+      cleanup_saw_vmapi = until(vmapi_reading);
+    }
+  };
+  w.inv.before_call = [&](const std::string& call) {
+    if (call == std::string("find_vm ") + EngineWorld::k_vm + " sync" && !vmapi_reading) {
+      vmapi_reading = true;
+      vmapi_saw_cleanup = until(cleanup_reading);
+    }
+  };
+  const migration::SwitchResult r = w.switch_over();
+  w.inv.before_call = {};
+  w.cn2->gate = {};
+  CHECK(r.was_running);
+  CHECK(cleanup_saw_vmapi);
+  CHECK(vmapi_saw_cleanup);
+  CHECK_NONE(w.expect_switched());
+  // The IP reservations go once VMAPI showed the instance on the target.
+  const auto sync_read = std::find(w.inv.calls.begin(), w.inv.calls.end(),
+                                   std::string("find_vm ") + EngineWorld::k_vm + " sync");
+  REQUIRE(sync_read != w.inv.calls.end());
+  CHECK(std::none_of(w.inv.calls.begin(), sync_read, [](const std::string& c) {
+    return c.find("set_ip_reserved") != std::string::npos && c.find("false") != std::string::npos;
+  }));
+  CHECK(w.inv.ip_reservations.size() == 2);
 }
 
 TEST_CASE("engine: switch hides the source while the final delta streams; when that fails there "
