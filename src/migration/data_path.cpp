@@ -1023,10 +1023,10 @@ constexpr const char* k_alongside_marker = "echo zmigrate-alongside-done >&2";
 constexpr std::string_view k_alongside_done = "zmigrate-alongside-done";
 } // namespace
 
-SendsResult
-DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
-                       const remote::Command& tail, const remote::Command& alongside,
-                       const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
+SendsResult DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
+                                   const remote::Command& tail, const remote::Command& alongside,
+                                   const std::function<void(std::size_t, std::uint64_t)>& on_bytes,
+                                   const std::function<void()>& on_arrived) {
   SendsResult out;
   if (sends.empty()) {
     return out; // nothing to ride along with: the tail and the alongside command are the caller's
@@ -1136,6 +1136,9 @@ DataPath::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
       ++next_in_lane[lane];
       arrived[i] = true;
       ++n_arrived;
+      if (n_arrived == sends.size() && on_arrived) {
+        on_arrived(); // the source may still run the tail
+      }
       if (!concurrent) {
         errors.clear(); // what a stream that arrived said is not the next one's error
       }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
+#include <future>
 #include <set>
 #include <tuple>
 
@@ -519,6 +520,7 @@ struct SyncRun {
   bool open_own = false;
   bool src_held = false;   // the snapshot command held the new snapshot on the sender too
   bool src_pruned = false; // the sender's prune rode along with the streams (send_all)
+  bool dst_pruned = false; // the receiver's hold and prune ran beside the sender's (send_all)
   bool do_prune = false;
   std::uint64_t total = 0;
   bool approximate = false;
@@ -751,17 +753,53 @@ void send_all(SyncRun& r, nlohmann::json& d) {
   Meter meter(r);
   std::vector<std::uint64_t> counts(sends.size(), 0);
   const std::uint64_t before = r.done;
-  const SendsResult sr = r.link->send_streams(sends, use_pv, tail, r.options.alongside,
-                                              [&](std::size_t i, std::uint64_t bytes) {
-                                                if (i < counts.size()) {
-                                                  counts[i] = bytes;
-                                                }
-                                                std::uint64_t sum = before;
-                                                for (const std::uint64_t c : counts) {
-                                                  sum += c;
-                                                }
-                                                meter(sum);
-                                              });
+  // Once every stream arrived the receiver holds the new snapshot and prunes the older ones (as
+  // prune_both would after the command) on a thread of its own, while the sender's command
+  // still runs its own prune: two different nodes, only their remote work and the log there.
+  // Joined before anything else uses the receiver; a failure there leaves it to prune_both.
+  std::future<void> dst_prune;
+  const auto start_dst_prune = [&] {
+    if (!r.do_prune || dst_prune.valid()) {
+      return;
+    }
+    const std::optional<DatasetTree> after = tree_after(r.dt, r.st, r.plan);
+    dst_prune =
+        std::async(std::launch::async,
+                   [&ctx = r.ctx, &dst = r.dst, id = r.m().id, roots = r.roots, keep = r.snap,
+                    after, hold = r.options.holds ? r.held : std::vector<std::string>{}] {
+                     prune_snapshots(ctx, dst, id, roots, keep, after ? &*after : nullptr, hold);
+                   });
+  };
+  SendsResult sr;
+  try {
+    sr = r.link->send_streams(
+        sends, use_pv, tail, r.options.alongside,
+        [&](std::size_t i, std::uint64_t bytes) {
+          if (i < counts.size()) {
+            counts[i] = bytes;
+          }
+          std::uint64_t sum = before;
+          for (const std::uint64_t c : counts) {
+            sum += c;
+          }
+          meter(sum);
+        },
+        start_dst_prune);
+  } catch (...) {
+    if (dst_prune.valid()) {
+      dst_prune.wait();
+    }
+    throw;
+  }
+  if (dst_prune.valid()) {
+    try {
+      dst_prune.get();
+      r.dst_pruned = true;
+    } catch (const std::exception& e) {
+      r.ctx.log.warn("the receiver's prune beside the sender's failed; it runs again on its own",
+                     {{"host", r.dst.host()}, {"error", e.what()}});
+    }
+  }
   r.src_pruned = r.src_pruned || (!tail.pipeline.empty() && sr.tail_ok);
   if (r.options.alongside_ok != nullptr) {
     *r.options.alongside_ok = sr.alongside_ok;
@@ -823,9 +861,12 @@ void prune_both(SyncRun& r, nlohmann::json& d) {
         }
       },
       [&] {
-        prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap, after ? &*after : nullptr, hold);
+        if (!r.dst_pruned) {
+          prune_snapshots(r.ctx, r.dst, r.m().id, r.roots, r.snap, after ? &*after : nullptr, hold);
+        }
       });
   d["kept"] = r.snap;
+  d["receiver_pruned_with_them"] = r.dst_pruned;
 }
 
 // The steps of one sync: snapshot and plan, the data path and every stream, the prune.

@@ -35,7 +35,8 @@ void NodeAccess::remove_leftover_links(Context& ctx, const std::string& migratio
 SendsResult Link::send_streams(const std::vector<StreamSend>& sends, bool use_pv,
                                const remote::Command& /*tail*/,
                                const remote::Command& /*alongside*/,
-                               const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
+                               const std::function<void(std::size_t, std::uint64_t)>& on_bytes,
+                               const std::function<void()>& on_arrived) {
   SendsResult out;
   for (std::size_t i = 0; i < sends.size(); ++i) {
     std::function<void(std::uint64_t)> each;
@@ -43,6 +44,9 @@ SendsResult Link::send_streams(const std::vector<StreamSend>& sends, bool use_pv
       each = [&on_bytes, i](std::uint64_t n) { on_bytes(i, n); };
     }
     out.transfers.push_back(send(*sends[i].stream, sends[i].zfs_send, use_pv, each));
+  }
+  if (on_arrived && !sends.empty()) {
+    on_arrived();
   }
   return out; // the tail and the alongside command are the caller's
 }

@@ -1115,11 +1115,12 @@ public:
   void park() override;
   // As DataPath's: the alongside command first (it starts with the streams, so its effect may
   // come before any of them arrives), each stream in order (send()), then the tail on the
-  // source when the alongside command did not fail.
+  // source when the alongside command did not fail; on_arrived between the streams and the tail.
   migration::SendsResult
   send_streams(const std::vector<migration::StreamSend>& sends, bool use_pv,
                const remote::Command& tail, const remote::Command& alongside,
-               const std::function<void(std::size_t, std::uint64_t)>& on_bytes) override;
+               const std::function<void(std::size_t, std::uint64_t)>& on_bytes,
+               const std::function<void()>& on_arrived = {}) override;
   bool serves(const std::string& migration_id, const migration::Node& source,
               const migration::Node& target,
               const std::vector<std::string>& datasets) const override {
@@ -1352,7 +1353,8 @@ inline void FakeLink::close() {
 inline migration::SendsResult
 FakeLink::send_streams(const std::vector<migration::StreamSend>& sends, bool use_pv,
                        const remote::Command& tail, const remote::Command& alongside,
-                       const std::function<void(std::size_t, std::uint64_t)>& on_bytes) {
+                       const std::function<void(std::size_t, std::uint64_t)>& on_bytes,
+                       const std::function<void()>& on_arrived) {
   bool alongside_ok = false;
   if (!alongside.pipeline.empty() && !sends.empty()) {
     if (m_access.gate) {
@@ -1368,7 +1370,8 @@ FakeLink::send_streams(const std::vector<migration::StreamSend>& sends, bool use
       }
     }
   }
-  migration::SendsResult out = Link::send_streams(sends, use_pv, tail, alongside, on_bytes);
+  migration::SendsResult out =
+      Link::send_streams(sends, use_pv, tail, alongside, on_bytes, on_arrived);
   out.alongside_ok = alongside_ok;
   std::vector<std::size_t> lanes;
   for (const migration::StreamSend& s : sends) {

@@ -177,10 +177,10 @@ public:
   // Streams of different lanes (StreamSend::lane) run at once (remote::append_concurrent), the
   // tail only once every lane succeeded; with a rate limit, one lane (the limit is per stream).
   // `alongside` is one more lane of its own, its marker (zmigrate-alongside-done) after it.
-  SendsResult
-  send_streams(const std::vector<StreamSend>& sends, bool use_pv, const remote::Command& tail,
-               const remote::Command& alongside,
-               const std::function<void(std::size_t, std::uint64_t)>& on_bytes) override;
+  SendsResult send_streams(const std::vector<StreamSend>& sends, bool use_pv,
+                           const remote::Command& tail, const remote::Command& alongside,
+                           const std::function<void(std::size_t, std::uint64_t)>& on_bytes,
+                           const std::function<void()>& on_arrived = {}) override;
   MeasureResult measure(std::uint64_t mib) override;
   // Remove the key, the known_hosts pin, the forced command and the master. Idempotent.
   void close() override;

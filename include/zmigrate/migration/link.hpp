@@ -94,11 +94,14 @@ public:
   // n)` gets stream i's running count. Throws as send() for the first stream that did not
   // arrive whole, naming it. A tail or an alongside command that fails only leaves tail_ok or
   // alongside_ok false: the caller does its work again on its own (a failed alongside command
-  // also keeps the tail from running). This default sends one stream at a time and leaves the
-  // tail and the alongside command to the caller (both false).
+  // also keeps the tail from running). `on_arrived`, when set, runs once, as soon as every
+  // stream arrived, while the tail may still run (the receiver's own prune can start then).
+  // This default sends one stream at a time and leaves the tail and the alongside command to
+  // the caller (both false).
   virtual SendsResult send_streams(const std::vector<StreamSend>& sends, bool use_pv,
                                    const remote::Command& tail, const remote::Command& alongside,
-                                   const std::function<void(std::size_t, std::uint64_t)>& on_bytes);
+                                   const std::function<void(std::size_t, std::uint64_t)>& on_bytes,
+                                   const std::function<void()>& on_arrived = {});
   // Send `mib` MiB of zeros to the target's byte counter and time it, for a link opened for a
   // measurement (DataPathSpec::measure; a migration's link refuses). Throws when the count that
   // arrived is not what was sent.

@@ -1052,7 +1052,10 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
                                     "zmigrate-received zones/u1\nzmigrate-stream-bytes 1 7\n"
                                     "zmigrate-received zones/u1/data\n"
                                     "zmigrate-stream-sent 0\nzmigrate-stream-sent 1\n"));
-    const SendsResult r = path.send_streams(sends, true, tail, {}, on_bytes);
+    int arrived_calls = 0;
+    const SendsResult r =
+        path.send_streams(sends, true, tail, {}, on_bytes, [&] { ++arrived_calls; });
+    CHECK(arrived_calls == 1);                   // once, when the last stream's marker came
     REQUIRE(f.source.runs.size() == before + 1); // one round trip for both streams and the prune
     const remote::Command& cmd = f.source.runs.back().command;
     // The producer (both senders, one after the other), then one ssh for both receives.
@@ -1089,7 +1092,8 @@ TEST_CASE("migration::DataPath::send_streams: one command, a marker after each s
     f.source.on_regex("zmigrate-stream-sent",
                       fakes::result(255, "", "zmigrate-received zones/u1\nBroken pipe\n"));
     try {
-      path.send_streams(sends, false, tail, {}, on_bytes);
+      path.send_streams(sends, false, tail, {}, on_bytes,
+                        [] { FAIL("on_arrived with a stream that did not arrive"); });
       FAIL("no throw");
     } catch (const TransientError& e) {
       CHECK(std::string(e.what()).find("send zones/u1/data to cn2") != std::string::npos);

@@ -230,6 +230,52 @@ TEST_CASE("engine: the sender's prune rides along with the streams; when it fail
   CHECK(EngineWorld::guid(*w.cn1, w.root(), w.synced_snap()) != 0);
 }
 
+TEST_CASE("engine: the receiver holds and prunes while the sender's prune rides along with the "
+          "streams",
+          "[engine][sync]") {
+  EngineWorld w;
+  w.begin();
+  w.sync();
+  const std::string snap1 = w.synced_snap();
+  // A rendezvous (as the switch's VMAPI wait test): the sender's prune tail and the receiver's
+  // hold each wait until the other has begun; only when they run at once do both go on in time.
+  const auto until = [](const std::atomic<bool>& flag) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!flag.load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return flag.load();
+  };
+  std::atomic<bool> tail_running{false};
+  std::atomic<bool> receiver_pruning{false};
+  std::atomic<bool> tail_saw_receiver{false};
+  std::atomic<bool> receiver_saw_tail{false};
+  w.cn1->gate = [&](const std::string& line) {
+    if (line.rfind("prune_tail ", 0) == 0 && !tail_running) {
+      tail_running = true;
+      tail_saw_receiver = until(receiver_pruning);
+    }
+  };
+  w.cn2->gate = [&](const std::string& line) {
+    if (line.rfind("hold_all ", 0) == 0 && !receiver_pruning) {
+      receiver_pruning = true;
+      receiver_saw_tail = until(tail_running);
+    }
+  };
+  w.sync();
+  w.cn1->gate = {};
+  w.cn2->gate = {};
+  CHECK(tail_saw_receiver);
+  CHECK(receiver_saw_tail);
+  CHECK_NONE(w.expect_synced(2));
+  // Both pruned: the older migration snapshot gone on each side, the newest kept (and held).
+  for (fakes::FakeNode* n : {w.cn1.get(), w.cn2.get()}) {
+    CHECK(EngineWorld::guid(*n, w.root(), snap1) == 0);
+    CHECK(EngineWorld::guid(*n, w.root(), w.synced_snap()) != 0);
+    CHECK_FALSE(n->find_snapshot(w.root() + "@" + w.synced_snap())->holds.empty());
+  }
+}
+
 TEST_CASE("engine: a sync takes the capability probe of the same boot of a node from the record",
           "[engine][sync]") {
   EngineWorld w;
