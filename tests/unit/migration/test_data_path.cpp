@@ -550,6 +550,23 @@ TEST_CASE("data path scripts: the kill script ends a stale receiver and sender",
   }
 }
 
+namespace {
+
+// Runs the forced command `recv` of `sc` as sshd would: `request` in SSH_ORIGINAL_COMMAND,
+// `input` on stdin, sc's bin first on PATH.
+remote::Result run_forced(remote::LocalRunner& runner, const Scratch& sc, const std::string& shell,
+                          const std::string& request, const std::string& input) {
+  remote::RunOptions opts;
+  opts.timeout = std::chrono::seconds(60);
+  opts.stdin_data = input;
+  return runner.run(remote::Command({"env", "SSH_ORIGINAL_COMMAND=" + request,
+                                     "PATH=" + (sc.root / "bin").string() + ":/usr/bin:/bin", shell,
+                                     (sc.dir() / "recv").string()}),
+                    opts);
+}
+
+} // namespace
+
 TEST_CASE("data path scripts: the forced command receives its datasets one after the other "
           "from one input, and refuses anything else",
           "[data_path]") {
@@ -568,13 +585,7 @@ TEST_CASE("data path scripts: the forced command receives its datasets one after
       remote::LocalRunner runner(nlog);
       const auto forced = [&](const std::string& request, const std::string& input) {
         fs::remove(log);
-        remote::RunOptions opts;
-        opts.timeout = std::chrono::seconds(60);
-        opts.stdin_data = input;
-        return runner.run(remote::Command({"env", "SSH_ORIGINAL_COMMAND=" + request,
-                                           "PATH=" + (sc.root / "bin").string() + ":/usr/bin:/bin",
-                                           shell, (sc.dir() / "recv").string()}),
-                          opts);
+        return run_forced(runner, sc, shell, request, input);
       };
       const auto zfs_log = [&] { return fs::exists(log) ? slurp(log) : std::string(); };
 
@@ -618,13 +629,7 @@ TEST_CASE("data path scripts: a measurement's forced command counts and keeps no
       auto forced = [&](const DataPathSpec& s, const std::string& request,
                         const std::string& input) {
         spit(sc.dir() / "recv", recv_script(s));
-        remote::RunOptions opts;
-        opts.timeout = std::chrono::seconds(60);
-        opts.stdin_data = input;
-        return runner.run(remote::Command({"env", "SSH_ORIGINAL_COMMAND=" + request,
-                                           "PATH=" + (sc.root / "bin").string() + ":/usr/bin:/bin",
-                                           shell, (sc.dir() / "recv").string()}),
-                          opts);
+        return run_forced(runner, sc, shell, request, input);
       };
       DataPathSpec m = spec();
       m.datasets.clear();

@@ -230,6 +230,20 @@ TEST_CASE("engine: the sender's prune rides along with the streams; when it fail
   CHECK(EngineWorld::guid(*w.cn1, w.root(), w.synced_snap()) != 0);
 }
 
+namespace {
+
+// For the rendezvous tests: waits (real time: the other side is on another thread) until `flag`
+// is set or 20 s passed; whether it was set.
+bool until_set(const std::atomic<bool>& flag) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!flag.load() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return flag.load();
+}
+
+} // namespace
+
 TEST_CASE("engine: the receiver holds and prunes while the sender's prune rides along with the "
           "streams",
           "[engine][sync]") {
@@ -239,13 +253,6 @@ TEST_CASE("engine: the receiver holds and prunes while the sender's prune rides 
   const std::string snap1 = w.synced_snap();
   // A rendezvous (as the switch's VMAPI wait test): the sender's prune tail and the receiver's
   // hold each wait until the other has begun; only when they run at once do both go on in time.
-  const auto until = [](const std::atomic<bool>& flag) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!flag.load() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return flag.load();
-  };
   std::atomic<bool> tail_running{false};
   std::atomic<bool> receiver_pruning{false};
   std::atomic<bool> tail_saw_receiver{false};
@@ -253,13 +260,13 @@ TEST_CASE("engine: the receiver holds and prunes while the sender's prune rides 
   w.cn1->gate = [&](const std::string& line) {
     if (line.rfind("prune_tail ", 0) == 0 && !tail_running) {
       tail_running = true;
-      tail_saw_receiver = until(receiver_pruning);
+      tail_saw_receiver = until_set(receiver_pruning);
     }
   };
   w.cn2->gate = [&](const std::string& line) {
     if (line.rfind("hold_all ", 0) == 0 && !receiver_pruning) {
       receiver_pruning = true;
-      receiver_saw_tail = until(tail_running);
+      receiver_saw_tail = until_set(tail_running);
     }
   };
   w.sync();
@@ -350,13 +357,6 @@ TEST_CASE("engine: switch waits for VMAPI beside the steps after the promotion, 
   // promotion) and VMAPI's sync=true read each wait until the other has begun. Both go on only
   // when they run at once; a switch that waited first, or after the cleanup, runs into the
   // deadline (real time: they are on two threads) and fails the checks below.
-  const auto until = [](const std::atomic<bool>& flag) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!flag.load() && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return flag.load();
-  };
   std::atomic<bool> promoted{false};
   std::atomic<bool> cleanup_reading{false};
   std::atomic<bool> vmapi_reading{false};
@@ -368,13 +368,13 @@ TEST_CASE("engine: switch waits for VMAPI beside the steps after the promotion, 
       promoted = true;
     } else if (promoted && line.rfind("tree ", 0) == 0 && !cleanup_reading) {
       cleanup_reading = true;
-      cleanup_saw_vmapi = until(vmapi_reading);
+      cleanup_saw_vmapi = until_set(vmapi_reading);
     }
   };
   w.inv.before_call = [&](const std::string& call) {
     if (call == std::string("find_vm ") + EngineWorld::k_vm + " sync" && !vmapi_reading) {
       vmapi_reading = true;
-      vmapi_saw_cleanup = until(cleanup_reading);
+      vmapi_saw_cleanup = until_set(cleanup_reading);
     }
   };
   const migration::SwitchResult r = w.switch_over();
