@@ -756,7 +756,9 @@ void send_all(SyncRun& r, nlohmann::json& d) {
   // Once every stream arrived the receiver holds the new snapshot and prunes the older ones (as
   // prune_both would after the command) on a thread of its own, while the sender's command
   // still runs its own prune: two different nodes, only their remote work and the log there.
-  // Joined before anything else uses the receiver; a failure there leaves it to prune_both.
+  // Joined before anything else uses the receiver (a failure path of the link that ends the
+  // data path's processes on the receiver meanwhile waits for it: a runner runs one command
+  // at a time); a failure there leaves it to prune_both.
   std::future<void> dst_prune;
   const auto start_dst_prune = [&] {
     if (!r.do_prune || dst_prune.valid()) {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -138,6 +139,11 @@ struct SshRunner::Impl {
   Logger& log;
   std::string label;
   ssh_session session = nullptr;
+  // One command at a time on the session: libssh sessions are not safe for use from two
+  // threads, and a caller that reaches one node from two threads (a failure path killing the
+  // data path's processes while a prune runs there) waits instead of corrupting it. Recursive:
+  // a callback of a running command may run another one on the same thread.
+  std::recursive_mutex mutex;
   // Set when the session failed; the next connect() replaces it. The session is not freed at
   // once because channels on it may still be alive on the unwinding stack.
   bool broken = false;
@@ -540,14 +546,17 @@ const std::string& SshRunner::host() const {
 }
 
 Result SshRunner::run(const Command& cmd, const RunOptions& options) {
+  const std::lock_guard<std::recursive_mutex> lock(m_impl->mutex);
   return m_impl->run(cmd, options);
 }
 
 void SshRunner::connect() {
+  const std::lock_guard<std::recursive_mutex> lock(m_impl->mutex);
   m_impl->connect();
 }
 
 void SshRunner::disconnect() {
+  const std::lock_guard<std::recursive_mutex> lock(m_impl->mutex);
   m_impl->close();
 }
 
